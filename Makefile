@@ -1,0 +1,44 @@
+# Every target does its own set-up on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := mosquitto fonts-noto-cjk
+
+.PHONY: setup sysdeps demo test lint typecheck bench clean
+
+sysdeps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$$missing fonts-noto-cjk"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: sysdeps $(STAMP)
+
+demo: setup
+	$(VENV)/bin/parkedge demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check edge hardware-sim tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/pricing.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
