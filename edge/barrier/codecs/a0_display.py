@@ -1,0 +1,202 @@
+"""``0xA0`` LED board framing: ``A0 | id | line | cmd | len16(BE) | data | XOR``.
+
+- XOR is the XOR of every byte before it, header included.
+- ``id`` is the board address (0..255), ``line`` is 1..N, 0 = all lines.
+- ``data`` is at most ``MAX_DATA`` bytes; a header declaring more is treated as garbage.
+
+Commands (data layout):
+
+====  =========  ==========================================================
+cmd   name       data
+====  =========  ==========================================================
+0x50  SHOW       colour(1) effect(1) text(GB2312/GBK)  -> show on ``line``
+0x51  SPEAK      embedded TTS frame ``FD len16 cmd enc text`` (codecs.tts)
+0x52  CLEAR      empty; blanks ``line`` (0 = every line)
+0x53  IDLE_SET   colour(1) effect(1) text; stores the idle text of ``line``
+0x54  IDLE_SHOW  empty; the board shows its idle screen now
+0xD0+ ACK        reply: ``cmd | 0x80`` with data = status(1), 0 = OK
+====  =========  ==========================================================
+
+Colour: 1 red, 2 green, 3 yellow. Effect: 0 static, 1 scroll left, 2 flash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.barrier.codecs._framing import FrameScanner
+from edge.barrier.codecs._xor import xor8
+from edge.barrier.codecs.display_model import (
+    CODE_COLOURS,
+    COLOUR_CODES,
+    DisplayCommand,
+    Effect,
+    Kind,
+    check_byte,
+)
+from edge.barrier.codecs.text import decode_gb, encode_gb
+
+HEADER = 0xA0
+MAX_DATA = 1024
+ACK_BIT = 0x80
+
+CMD_SHOW = 0x50
+CMD_SPEAK = 0x51
+CMD_CLEAR = 0x52
+CMD_IDLE_SET = 0x53
+CMD_IDLE_SHOW = 0x54
+
+_KIND_CMD = {
+    Kind.SHOW: CMD_SHOW,
+    Kind.SPEAK: CMD_SPEAK,
+    Kind.CLEAR: CMD_CLEAR,
+    Kind.IDLE_SET: CMD_IDLE_SET,
+    Kind.IDLE_SHOW: CMD_IDLE_SHOW,
+}
+_CMD_KIND = {v: k for k, v in _KIND_CMD.items()}
+
+
+@dataclass(frozen=True)
+class A0Frame:
+    address: int
+    line: int
+    cmd: int
+    data: bytes = b""
+
+
+def encode(frame: A0Frame) -> bytes:
+    """Frame bytes; ValueError if a field does not fit."""
+    check_byte("address", frame.address)
+    check_byte("line", frame.line)
+    check_byte("cmd", frame.cmd)
+    if len(frame.data) > MAX_DATA:
+        raise ValueError(f"data is {len(frame.data)} bytes, the A0 board takes at most {MAX_DATA}")
+    n = len(frame.data)
+    body = bytes([HEADER, frame.address, frame.line, frame.cmd, n >> 8, n & 0xFF]) + frame.data
+    return body + bytes([xor8(body)])
+
+
+def _verify(frame: bytes) -> bool:
+    return xor8(frame[:-1]) == frame[-1]
+
+
+class Decoder:
+    """Incremental A0 decoder: ``feed(bytes) -> [A0Frame]``; bad checksums are counted."""
+
+    def __init__(self) -> None:
+        self._scan = FrameScanner(
+            header=bytes([HEADER]),
+            prefix_len=6,
+            body_len=lambda p: (p[4] << 8) | p[5],
+            trailer_len=1,
+            verify=_verify,
+            max_body=MAX_DATA,
+        )
+
+    @property
+    def bad_frames(self) -> int:
+        return self._scan.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._scan.pending
+
+    def reset(self) -> None:
+        self._scan.reset()
+
+    def feed(self, data: bytes) -> list[A0Frame]:
+        return [
+            A0Frame(address=f[1], line=f[2], cmd=f[3], data=f[6:-1]) for f in self._scan.feed(data)
+        ]
+
+
+def _styled(cmd: DisplayCommand) -> bytes:
+    return bytes([COLOUR_CODES[cmd.colour], int(cmd.effect)]) + encode_gb(cmd.text).data
+
+
+def to_frame(cmd: DisplayCommand) -> A0Frame:
+    if cmd.kind is Kind.ACK:
+        if cmd.acked is None:
+            raise ValueError("an ACK needs the acknowledged command kind")
+        status = check_byte("status", cmd.status)
+        return A0Frame(cmd.address, cmd.line, _KIND_CMD[cmd.acked] | ACK_BIT, bytes([status]))
+    code = _KIND_CMD[cmd.kind]
+    if cmd.kind in (Kind.SHOW, Kind.IDLE_SET):
+        return A0Frame(cmd.address, cmd.line, code, _styled(cmd))
+    if cmd.kind is Kind.SPEAK:
+        return A0Frame(cmd.address, cmd.line, code, cmd.tts)
+    return A0Frame(cmd.address, cmd.line, code)
+
+
+def from_frame(frame: A0Frame) -> DisplayCommand | None:
+    """The command a verified frame carries, or None if its content is malformed."""
+    if frame.cmd & ACK_BIT:
+        kind = _CMD_KIND.get(frame.cmd & ~ACK_BIT)
+        if kind is None or len(frame.data) != 1:
+            return None
+        return DisplayCommand(Kind.ACK, frame.address, frame.line, acked=kind, status=frame.data[0])
+    kind = _CMD_KIND.get(frame.cmd)
+    if kind is None:
+        return None
+    if kind in (Kind.SHOW, Kind.IDLE_SET):
+        if len(frame.data) < 2 or frame.data[0] not in CODE_COLOURS:
+            return None
+        try:
+            effect = Effect(frame.data[1])
+        except ValueError:
+            return None
+        return DisplayCommand(
+            kind,
+            frame.address,
+            frame.line,
+            colour=CODE_COLOURS[frame.data[0]],
+            effect=effect,
+            text=decode_gb(frame.data[2:]),
+        )
+    if kind is Kind.SPEAK:
+        return DisplayCommand(kind, frame.address, frame.line, tts=frame.data)
+    if frame.data:
+        return None
+    return DisplayCommand(kind, frame.address, frame.line)
+
+
+class CommandDecoder:
+    """Decoder at the command level; well-framed but meaningless frames count as ``malformed``."""
+
+    def __init__(self) -> None:
+        self._dec = Decoder()
+        self.malformed = 0
+
+    @property
+    def bad_frames(self) -> int:
+        return self._dec.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._dec.pending
+
+    def reset(self) -> None:
+        self._dec.reset()
+
+    def feed(self, data: bytes) -> list[DisplayCommand]:
+        out = []
+        for frame in self._dec.feed(data):
+            cmd = from_frame(frame)
+            if cmd is None:
+                self.malformed += 1
+            else:
+                out.append(cmd)
+        return out
+
+
+class A0Codec:
+    name = "a0"
+
+    def encode(self, cmd: DisplayCommand) -> bytes:
+        return encode(to_frame(cmd))
+
+    def decoder(self) -> CommandDecoder:
+        return CommandDecoder()
+
+
+CODEC = A0Codec()

@@ -1,0 +1,202 @@
+"""``A5 A5`` LED board framing with CRC16: ``A5 A5 | addr | cmd | len16(BE) | data | CRC16``.
+
+- CRC is CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) over ``addr .. data`` (the two
+  header bytes excluded), sent low byte first as in Modbus RTU.
+- ``data`` is at most ``MAX_DATA`` bytes; a header declaring more is treated as garbage.
+
+Commands (the line number travels in the data, 1..N, 0 = all lines):
+
+====  =========  ==========================================================
+cmd   name       data
+====  =========  ==========================================================
+0x10  SHOW       line(1) colour(1) effect(1) text(GB2312/GBK)
+0x11  SPEAK      embedded TTS frame ``FD len16 cmd enc text`` (codecs.tts)
+0x12  CLEAR      line(1)
+0x13  IDLE_SET   line(1) colour(1) effect(1) text
+0x14  IDLE_SHOW  empty
+0x90+ ACK        reply: ``cmd | 0x80`` with data = line(1) status(1), 0 = OK
+====  =========  ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.barrier.codecs._framing import FrameScanner
+from edge.barrier.codecs._xor import crc16_modbus
+from edge.barrier.codecs.display_model import (
+    CODE_COLOURS,
+    COLOUR_CODES,
+    DisplayCommand,
+    Effect,
+    Kind,
+    check_byte,
+)
+from edge.barrier.codecs.text import decode_gb, encode_gb
+
+HEADER = b"\xa5\xa5"
+MAX_DATA = 1024
+ACK_BIT = 0x80
+
+CMD_SHOW = 0x10
+CMD_SPEAK = 0x11
+CMD_CLEAR = 0x12
+CMD_IDLE_SET = 0x13
+CMD_IDLE_SHOW = 0x14
+
+_KIND_CMD = {
+    Kind.SHOW: CMD_SHOW,
+    Kind.SPEAK: CMD_SPEAK,
+    Kind.CLEAR: CMD_CLEAR,
+    Kind.IDLE_SET: CMD_IDLE_SET,
+    Kind.IDLE_SHOW: CMD_IDLE_SHOW,
+}
+_CMD_KIND = {v: k for k, v in _KIND_CMD.items()}
+
+
+@dataclass(frozen=True)
+class A5Frame:
+    address: int
+    cmd: int
+    data: bytes = b""
+
+
+def encode(frame: A5Frame) -> bytes:
+    """Frame bytes; ValueError if a field does not fit."""
+    check_byte("address", frame.address)
+    check_byte("cmd", frame.cmd)
+    if len(frame.data) > MAX_DATA:
+        raise ValueError(f"data is {len(frame.data)} bytes, the A5 board takes at most {MAX_DATA}")
+    n = len(frame.data)
+    body = bytes([frame.address, frame.cmd, n >> 8, n & 0xFF]) + frame.data
+    crc = crc16_modbus(body)
+    return HEADER + body + bytes([crc & 0xFF, crc >> 8])
+
+
+def _verify(frame: bytes) -> bool:
+    crc = crc16_modbus(frame[2:-2])
+    return frame[-2] == crc & 0xFF and frame[-1] == crc >> 8
+
+
+class Decoder:
+    """Incremental A5 decoder: ``feed(bytes) -> [A5Frame]``; bad CRCs are counted."""
+
+    def __init__(self) -> None:
+        self._scan = FrameScanner(
+            header=HEADER,
+            prefix_len=6,
+            body_len=lambda p: (p[4] << 8) | p[5],
+            trailer_len=2,
+            verify=_verify,
+            max_body=MAX_DATA,
+        )
+
+    @property
+    def bad_frames(self) -> int:
+        return self._scan.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._scan.pending
+
+    def reset(self) -> None:
+        self._scan.reset()
+
+    def feed(self, data: bytes) -> list[A5Frame]:
+        return [A5Frame(address=f[2], cmd=f[3], data=f[6:-2]) for f in self._scan.feed(data)]
+
+
+def _styled(cmd: DisplayCommand) -> bytes:
+    line = check_byte("line", cmd.line)
+    return bytes([line, COLOUR_CODES[cmd.colour], int(cmd.effect)]) + encode_gb(cmd.text).data
+
+
+def to_frame(cmd: DisplayCommand) -> A5Frame:
+    if cmd.kind is Kind.ACK:
+        if cmd.acked is None:
+            raise ValueError("an ACK needs the acknowledged command kind")
+        data = bytes([check_byte("line", cmd.line), check_byte("status", cmd.status)])
+        return A5Frame(cmd.address, _KIND_CMD[cmd.acked] | ACK_BIT, data)
+    code = _KIND_CMD[cmd.kind]
+    if cmd.kind in (Kind.SHOW, Kind.IDLE_SET):
+        return A5Frame(cmd.address, code, _styled(cmd))
+    if cmd.kind is Kind.SPEAK:
+        return A5Frame(cmd.address, code, cmd.tts)
+    if cmd.kind is Kind.CLEAR:
+        return A5Frame(cmd.address, code, bytes([check_byte("line", cmd.line)]))
+    return A5Frame(cmd.address, code)
+
+
+def from_frame(frame: A5Frame) -> DisplayCommand | None:
+    """The command a verified frame carries, or None if its content is malformed."""
+    d = frame.data
+    if frame.cmd & ACK_BIT:
+        kind = _CMD_KIND.get(frame.cmd & ~ACK_BIT)
+        if kind is None or len(d) != 2:
+            return None
+        return DisplayCommand(Kind.ACK, frame.address, d[0], acked=kind, status=d[1])
+    kind = _CMD_KIND.get(frame.cmd)
+    if kind is None:
+        return None
+    if kind in (Kind.SHOW, Kind.IDLE_SET):
+        if len(d) < 3 or d[1] not in CODE_COLOURS:
+            return None
+        try:
+            effect = Effect(d[2])
+        except ValueError:
+            return None
+        return DisplayCommand(
+            kind,
+            frame.address,
+            d[0],
+            colour=CODE_COLOURS[d[1]],
+            effect=effect,
+            text=decode_gb(d[3:]),
+        )
+    if kind is Kind.SPEAK:
+        return DisplayCommand(kind, frame.address, 0, tts=d)
+    if kind is Kind.CLEAR:
+        return DisplayCommand(kind, frame.address, d[0]) if len(d) == 1 else None
+    return DisplayCommand(kind, frame.address) if not d else None
+
+
+class CommandDecoder:
+    """Decoder at the command level; well-framed but meaningless frames count as ``malformed``."""
+
+    def __init__(self) -> None:
+        self._dec = Decoder()
+        self.malformed = 0
+
+    @property
+    def bad_frames(self) -> int:
+        return self._dec.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._dec.pending
+
+    def reset(self) -> None:
+        self._dec.reset()
+
+    def feed(self, data: bytes) -> list[DisplayCommand]:
+        out = []
+        for frame in self._dec.feed(data):
+            cmd = from_frame(frame)
+            if cmd is None:
+                self.malformed += 1
+            else:
+                out.append(cmd)
+        return out
+
+
+class A5Codec:
+    name = "a5"
+
+    def encode(self, cmd: DisplayCommand) -> bytes:
+        return encode(to_frame(cmd))
+
+    def decoder(self) -> CommandDecoder:
+        return CommandDecoder()
+
+
+CODEC = A5Codec()
