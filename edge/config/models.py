@@ -340,7 +340,7 @@ class DisplayConfig(Section):
         default="a0",
         description='"a0" (0xA0 id line cmd len16 data XOR) or "a5" (A5 header, CRC16).',
     )
-    bus: str = Field(description="Name of the [buses.*] entry (protocol \"raw\").")
+    bus: str = Field(description='Name of the [buses.*] entry (protocol "raw").')
     address: int = Field(default=1, ge=0, le=255, description="Board id on the bus.")
     lines: int = Field(default=4, ge=1, le=8, description="Text lines on the board.")
     columns: int = Field(default=16, ge=4, le=64, description="Half-width columns per line.")
@@ -591,8 +591,10 @@ class Config(Section):
             want = "modbus" if wants_modbus else "raw"
             if bus.protocol != want:
                 errors.append(
-                    (path, f"bus '{name}' has protocol \"{bus.protocol}\"; this driver needs "
-                     f"\"{want}\"")
+                    (
+                        path,
+                        f'bus \'{name}\' has protocol "{bus.protocol}"; this driver needs "{want}"',
+                    )
                 )
         if d.barrier.driver in MODBUS_DRIVERS and d.barrier.unit not in range(1, 248):
             errors.append(("devices.barrier.unit", "a Modbus device id is 1..247"))
@@ -615,8 +617,11 @@ class Config(Section):
                     address = getattr(d.loops, name)
                     if address in used:
                         errors.append(
-                            (f"devices.loops.{name}", f"input {address} is already used by "
-                             f"{used[address]} on the same module")
+                            (
+                                f"devices.loops.{name}",
+                                f"input {address} is already used by "
+                                f"{used[address]} on the same module",
+                            )
                         )
         if errors:
             raise CrossFieldErrors(errors)
