@@ -1,0 +1,254 @@
+"""A barrier controller speaking the ``EB`` RS-485 protocol, with the physics of a real arm.
+
+The arm takes ``rise_s``/``fall_s`` to move, powers on down, auto-closes once the vehicles it
+was opened for have crossed (and cleared) the closing loop, and rises again if the closing loop
+or the photocell is occupied while it falls (anti-crush). Tests set the inputs with
+``set_loops`` and inject faults: the serial ones of ``SerialDeviceSim`` plus ``stuck`` (the arm
+never moves, no fault reported) and ``never_up`` (the arm stalls half way and reports a fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from edge.barrier.codecs import eb_barrier as eb
+from edge.barrier.codecs.eb_barrier import EbCommand, EbStatus
+from edge.barrier.interfaces import ArmState
+from parkedge_sim.pty_device import SerialDeviceSim, Transport
+
+STALL_AT = 0.6  # where a ``never_up`` arm stops
+
+
+class EbBarrierSim(SerialDeviceSim):
+    def __init__(
+        self,
+        address: int = 1,
+        *,
+        rise_s: float = 1.0,
+        fall_s: float = 1.0,
+        auto_close_s: float | None = None,
+        tick_s: float = 0.01,
+        transport: Transport = "pty",
+        port: int = 0,
+    ) -> None:
+        super().__init__(f"eb-barrier-sim@{address}", transport=transport, port=port)
+        if rise_s <= 0 or fall_s <= 0:
+            raise ValueError(f"rise_s and fall_s must be > 0, got {rise_s}, {fall_s}")
+        self.address = address
+        self.rise_s = rise_s
+        self.fall_s = fall_s
+        self.auto_close_s = auto_close_s  # close an opened arm nobody drove through
+        self.tick_s = tick_s
+        self._decoder = eb.Decoder()
+        self.position = 0.0  # 0 down .. 1 up
+        self.motion = 0  # +1 rising, -1 falling, 0 still
+        self.arming = False
+        self.closing = False
+        self.photocell = False
+        self.forbidden = False
+        self.held = False
+        self.fault = False
+        self.stuck = False
+        self.never_up = False
+        self.pending_vehicles = 0
+        self.frames_ok = 0
+        self.commands: list[EbCommand] = []
+        self.anti_crush_rises = 0
+        self.passages = 0
+        self._up_for = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- inspection -------------------------------------------------------------------------
+    @property
+    def frames_bad(self) -> int:
+        return self._decoder.bad_frames
+
+    @property
+    def arm(self) -> ArmState:
+        if self.motion > 0:
+            return ArmState.RISING
+        if self.motion < 0:
+            return ArmState.FALLING
+        if self.position >= 1.0:
+            return ArmState.UP
+        if self.position <= 0.0:
+            return ArmState.DOWN
+        return ArmState.RISING if self.fault else ArmState.FALLING  # stopped half way
+
+    def status(self) -> EbStatus:
+        return EbStatus(
+            arm=self.arm,
+            fault=self.fault,
+            forbidden=self.forbidden,
+            arming=self.arming,
+            closing=self.closing,
+            photocell=self.photocell,
+            held=self.held,
+        )
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-able view for the bench page."""
+        return {
+            "arm": self.arm.value,
+            "position": round(self.position, 3),
+            "fault": self.fault,
+            "forbidden": self.forbidden,
+            "held": self.held,
+            "arming": self.arming,
+            "closing": self.closing,
+            "photocell": self.photocell,
+            "pending_vehicles": self.pending_vehicles,
+            "powered": self.faults.powered,
+        }
+
+    async def wait_for(
+        self, predicate: Callable[[EbBarrierSim], bool], timeout: float = 3.0
+    ) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await asyncio.sleep(0.005)
+
+    # -- inputs set by tests / scenarios ----------------------------------------------------
+    def set_loops(
+        self,
+        *,
+        arming: bool | None = None,
+        closing: bool | None = None,
+        photocell: bool | None = None,
+    ) -> None:
+        if arming is not None:
+            self.arming = arming
+        if photocell is not None:
+            self.photocell = photocell
+        if closing is not None:
+            was = self.closing
+            self.closing = closing
+            if was and not closing:
+                self._vehicle_crossed()
+        self._anti_crush()
+
+    def _vehicle_crossed(self) -> None:
+        self.passages += 1
+        if self.pending_vehicles > 0:
+            self.pending_vehicles -= 1
+            if self.pending_vehicles == 0 and not self.held:
+                self._lower()
+
+    def _anti_crush(self) -> None:
+        if self.motion < 0 and (self.closing or self.photocell):
+            self.anti_crush_rises += 1
+            self._raise()
+
+    def _raise(self) -> None:
+        if not self.faults.powered or self.stuck:
+            return
+        if self.position < 1.0:
+            self.motion = +1
+
+    def _lower(self) -> None:
+        if not self.faults.powered or self.stuck:
+            return
+        if self.closing or self.photocell:
+            return  # anti-crush: never start down onto something
+        if self.position > 0.0:
+            self.motion = -1
+
+    # -- physics ----------------------------------------------------------------------------
+    async def _started(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _stopping(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = loop.time()
+            self.step(now - last)
+            last = now
+
+    def step(self, dt: float) -> None:
+        """Advance the arm by ``dt`` seconds (public so a scenario can run faster than time)."""
+        if not self.faults.powered:
+            return
+        self._anti_crush()
+        if self.motion > 0:
+            self.position = min(1.0, self.position + dt / self.rise_s)
+            if self.never_up and self.position >= STALL_AT:
+                self.position = STALL_AT
+                self.motion = 0
+                self.fault = True
+            elif self.position >= 1.0:
+                self.motion = 0
+                self._up_for = 0.0
+        elif self.motion < 0:
+            self.position = max(0.0, self.position - dt / self.fall_s)
+            if self.position <= 0.0:
+                self.motion = 0
+        elif self.position >= 1.0 and not self.held and self.auto_close_s is not None:
+            self._up_for += dt
+            if self._up_for >= self.auto_close_s and not self.closing:
+                self.pending_vehicles = 0
+                self._lower()
+
+    def on_power_return(self) -> None:
+        self.position = 0.0
+        self.motion = 0
+        self.pending_vehicles = 0
+        self.held = False
+        self.forbidden = False
+        self.fault = False
+
+    # -- protocol ---------------------------------------------------------------------------
+    def reset_decoder(self) -> None:
+        self._decoder.reset()
+
+    def decoder_pending(self) -> int:
+        return self._decoder.pending
+
+    def handle(self, data: bytes) -> list[bytes]:
+        replies = []
+        for frame in self._decoder.feed(data):
+            if frame.address != self.address or frame.is_reply:
+                continue
+            try:
+                cmd = EbCommand(frame.cmd)
+            except ValueError:
+                continue  # unknown command: a real controller stays silent
+            self.frames_ok += 1
+            self.commands.append(cmd)
+            self._apply(cmd, frame.data)
+            replies.append(eb.reply(self.address, frame.cmd, self.status()))
+        return replies
+
+    def _apply(self, cmd: EbCommand, data: int) -> None:
+        if cmd in (EbCommand.OPEN, EbCommand.OPEN_N):
+            if self.forbidden:
+                return
+            n = max(1, data) if cmd is EbCommand.OPEN_N else 1
+            self.pending_vehicles = max(self.pending_vehicles, n)
+            self._raise()
+        elif cmd is EbCommand.UP:
+            if self.forbidden:
+                return
+            self.held = True
+            self._raise()
+        elif cmd is EbCommand.DOWN:
+            self.held = False
+            self.pending_vehicles = 0
+            self._lower()
+        elif cmd is EbCommand.FORBID:
+            self.forbidden = True
+        elif cmd is EbCommand.RESTORE:
+            self.forbidden = False
+            self.held = False
+            self.fault = False
