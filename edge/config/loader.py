@@ -39,7 +39,9 @@ def _reason(err: Mapping[str, Any]) -> str:
         return _MESSAGES[kind]
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
-    if kind.endswith("_type") or kind.startswith(("literal_", "greater", "less")):
+    if kind.endswith(("_type", "_parsing", "_mismatch")) or kind.startswith(
+        ("literal_", "greater", "less", "too_")
+    ):
         got = err.get("input")
         if not isinstance(got, dict | list):
             msg += f" (got {got!r})"

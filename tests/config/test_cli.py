@@ -1,0 +1,79 @@
+"""``parkedge check-config``: OK/exit 0 for a good file, every error/exit 2 for a bad one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "config").glob("*.example.toml"))
+
+# Runs the real CLI group (as installed by the console script) in a child process.
+# get_group() keeps check-config a sub-command even if it were the only command registered.
+RUNNER = (
+    "import sys, typer; from edge.cli import app, _register; _register(); "
+    "typer.main.get_group(app)(sys.argv[1:], prog_name='parkedge')"
+)
+
+
+def parkedge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_both_examples_exist() -> None:
+    assert {p.name for p in EXAMPLES} == {"entry.example.toml", "exit.example.toml"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_pass_check_config(path: Path) -> None:
+    result = parkedge("check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "OK\n"
+
+
+def test_bad_config_prints_every_error_and_exits_2(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "exit.example.toml").read_text(encoding="utf-8")
+    text = text.replace("pulse_ms = 500", "pulse_ms = 5").replace('bus = "led"', 'bus = "nope"')
+    text = text.replace('direction = "exit"', 'direction = "out"')
+    bad = tmp_path / "lane.toml"
+    bad.write_text(text, encoding="utf-8")
+    result = parkedge("check-config", str(bad))
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("lane.direction: ") for line in lines), result.stdout
+    assert any(line.startswith("devices.barrier.pulse_ms: ") for line in lines), result.stdout
+    assert "OK" not in lines
+    assert "Traceback" not in result.stderr
+
+
+def test_syntax_error_and_missing_file_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "lane.toml"
+    bad.write_text("[lane]\nid = = 'x'\n", encoding="utf-8")
+    result = parkedge("check-config", str(bad))
+    assert result.returncode == 2
+    assert result.stdout.startswith("toml: syntax error at line 2, column 6")
+    missing = parkedge("check-config", str(tmp_path / "absent.toml"))
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stdout
+
+
+def test_show_redacts_secrets(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "exit.example.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'password = { env = "PARKEDGE_MQTT_PASSWORD" }', 'password = "s3cr3t-literal"'
+    )
+    cfg = tmp_path / "lane.toml"
+    cfg.write_text(text, encoding="utf-8")
+    result = parkedge("check-config", "--show", str(cfg))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "s3cr3t-literal" not in result.stdout
+    assert '"password": "***"' in result.stdout
