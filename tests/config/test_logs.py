@@ -40,7 +40,7 @@ def test_json_lines_carry_fields_and_extras(capture: io.StringIO) -> None:
 
 
 def test_level_filters(capture: io.StringIO) -> None:
-    setup_logging(LoggingConfig(level="warning", format="json"), stream=capture)
+    setup_logging(LoggingConfig.model_validate({"level": "warning"}), stream=capture)
     logging.getLogger("x").info("hidden")
     logging.getLogger("x").warning("shown")
     assert [r["msg"] for r in lines(capture)] == ["shown"]

@@ -171,7 +171,7 @@ def test_relative_paths_resolve_against_config_dir(tmp_path: Path) -> None:
 def test_models_are_frozen_and_typed() -> None:
     cfg = parse_config(base())
     with pytest.raises(ValueError):
-        cfg.lane.id = "other"  # type: ignore[misc]
+        setattr(cfg.lane, "id", "other")  # noqa: B010 (a frozen model must refuse this)
     assert cfg.lane.tz.key == "Asia/Shanghai"
     assert cfg.buses["io"].endpoint.kind == "serial"
     assert cfg.buses["io"].endpoint.serial_url == "/dev/ttyUSB0"
