@@ -1,0 +1,154 @@
+"""The unit files parse and carry the keys the lane depends on (notify, watchdog, sandbox)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+UNITS = [SYSTEMD / "parkedge.service", SYSTEMD / "parkedge@.service"]
+MAX_EXPOSURE = 1.5
+
+Unit = dict[str, dict[str, list[str]]]
+
+
+def parse_unit(text: str) -> Unit:
+    """systemd's INI dialect: repeated keys accumulate, '#'/';' comments, '\\' continuation."""
+    unit: Unit = {}
+    section: dict[str, list[str]] | None = None
+    pending = ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = pending + raw.strip()
+        pending = ""
+        if not line or line[0] in "#;":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), f"line {number}: bad section header {line!r}"
+            section = unit.setdefault(line[1:-1], {})
+            continue
+        assert section is not None, f"line {number}: key outside a section"
+        key, sep, value = line.partition("=")
+        assert sep, f"line {number}: not key=value: {line!r}"
+        section.setdefault(key.strip(), []).append(value.strip())
+    return unit
+
+
+@pytest.fixture(params=UNITS, ids=lambda p: p.name)
+def unit(request: pytest.FixtureRequest) -> Unit:
+    path: Path = request.param
+    return parse_unit(path.read_text(encoding="utf-8"))
+
+
+def one(unit: Unit, key: str, section: str = "Service") -> str:
+    values = unit[section].get(key)
+    assert values, f"[{section}] {key}= missing"
+    return values[-1]
+
+
+REQUIRED = {
+    "Type": "notify",
+    "NotifyAccess": "main",
+    "WatchdogSec": "30",
+    "Restart": "on-failure",
+    "User": "parkedge",
+    "Group": "parkedge",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "PrivateTmp": "yes",
+    "DevicePolicy": "closed",
+}
+
+
+def test_required_service_keys(unit: Unit) -> None:
+    for key, value in REQUIRED.items():
+        assert one(unit, key) == value, key
+    assert set(one(unit, "SupplementaryGroups").split()) >= {"dialout", "video"}
+    assert int(one(unit, "RestartSec")) > 0
+    assert one(unit, "ExecStart").split()[1:3] == ["run", "--config"]
+    assert one(unit, "StateDirectory").startswith("parkedge")
+    assert one(unit, "RuntimeDirectory").startswith("parkedge")
+    assert one(unit, "ConfigurationDirectory") == "parkedge"
+    # The ledger lives in the state dir, and that is the only writable path.
+    assert one(unit, "ReadWritePaths") == "/var/lib/" + one(unit, "StateDirectory")
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_devices_and_network_still_reachable(unit: Unit) -> None:
+    service = unit["Service"]
+    assert service.get("PrivateDevices", ["no"])[-1] == "no"
+    allowed = {v.split()[0]: v.split()[1] for v in service["DeviceAllow"]}
+    for device in ("char-ttyUSB", "char-ttyS", "char-video4linux"):
+        assert allowed.get(device) == "rw", device
+    families = set(one(unit, "RestrictAddressFamilies").split())
+    assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert "PrivateNetwork" not in service and "IPAddressDeny" not in service
+
+
+def test_no_capabilities(unit: Unit) -> None:
+    assert one(unit, "CapabilityBoundingSet") == ""
+    assert one(unit, "AmbientCapabilities") == ""
+
+
+def test_config_path_matches_check_config(unit: Unit) -> None:
+    run = one(unit, "ExecStart").split()
+    pre = one(unit, "ExecStartPre").split()
+    assert pre[1] == "check-config" and pre[2] == run[3]
+
+
+def test_template_is_per_instance() -> None:
+    tpl = parse_unit(UNITS[1].read_text(encoding="utf-8"))
+    assert "%i" in one(tpl, "ExecStart")
+    assert one(tpl, "StateDirectory") == "parkedge/%i"
+
+
+def test_sysusers_and_tmpfiles() -> None:
+    sysusers = (SYSTEMD / "parkedge.sysusers").read_text(encoding="utf-8")
+    rows = [line.split() for line in sysusers.splitlines() if line and not line.startswith("#")]
+    assert ["m", "parkedge", "dialout"] in rows and ["m", "parkedge", "video"] in rows
+    assert any(r[:2] == ["u", "parkedge"] for r in rows)
+    tmpfiles = (SYSTEMD / "parkedge.tmpfiles").read_text(encoding="utf-8")
+    key_rows = [line.split() for line in tmpfiles.splitlines() if "hmac.key" in line]
+    assert key_rows and key_rows[0][2] in ("0400", "0600")
+
+
+def analyze(path: Path) -> tuple[float, str]:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip(
+            "systemd-analyze is missing: install the Debian package 'systemd' "
+            "(make test's sysdeps should install it)"
+        )
+    result = subprocess.run(
+        [exe, "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stdout + result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", out)
+    assert match, out
+    return float(match.group(1)), out
+
+
+@pytest.mark.parametrize("path", UNITS, ids=lambda p: p.name)
+def test_security_exposure_at_most_1_5(path: Path, tmp_path: Path) -> None:
+    if "@" in path.name:  # a template is analysed as an instance
+        path = Path(shutil.copy(path, tmp_path / "parkedge@lane1.service"))
+    score, out = analyze(path)
+    assert score <= MAX_EXPOSURE, out
+    assert "Unknown key" not in out and "Unknown section" not in out, out
+
+
+def test_exposure_check_can_fail(tmp_path: Path) -> None:
+    # The same analysis on an unhardened unit must score badly, or the test above means nothing.
+    bare = tmp_path / "bare.service"
+    bare.write_text("[Service]\nExecStart=/bin/true\n", encoding="utf-8")
+    score, _ = analyze(bare)
+    assert score > 5.0
