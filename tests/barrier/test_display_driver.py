@@ -11,6 +11,7 @@ from typing import TypeVar
 import pytest
 import serial
 from parkedge_sim.display_sim import DisplaySim
+from parkedge_sim.pty_device import Transport
 
 from edge.barrier.codecs.display_model import DisplayCommand, Effect, Kind, get_codec
 from edge.barrier.display import DisplayInputError, SerialDisplay
@@ -30,11 +31,15 @@ def run(coro: Awaitable[T]) -> T:
 
 @asynccontextmanager
 async def lane_display(
-    codec: str = "a0", *, transport: str = "pty", address: int = 1, sim_address: int | None = None
+    codec: str = "a0",
+    *,
+    transport: Transport = "pty",
+    address: int = 1,
+    sim_address: int | None = None,
 ) -> AsyncIterator[tuple[DisplaySim, SerialDisplay]]:
     sim = DisplaySim(
         codec, address if sim_address is None else sim_address, lines=3, transport=transport
-    )  # type: ignore[arg-type]
+    )
     url = await sim.start()
     bus = SerialBus(url, gap_ms=0, timeout_s=0.05, retries=1)
     display = SerialDisplay(
