@@ -1,0 +1,217 @@
+"""Plate grammars: what a valid plate looks like, and position-aware confusable correction.
+
+OCR confuses shapes (O/0, I/1, B/8, Z/2, S/5, D/0). A grammar knows, per position, which
+characters are legal, so a read can be corrected *only where exactly one legal reading exists*:
+"沪AB1Z34" stays as read (every character is legal where it stands), while "沪A1234O" becomes
+"沪A12340" because O is not legal in a serial position and 0 is its only legal look-alike.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DIGITS = frozenset("0123456789")
+LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Mainland serials never use I or O (too close to 1 and 0).
+CN_LETTERS = LETTERS - {"I", "O"}
+CN_ALNUM = CN_LETTERS | DIGITS
+# The city letter may be O (public-security plates such as 粤O...), never I.
+CN_CITY = LETTERS - {"I"}
+CN_PROVINCES = frozenset("京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼")
+CN_SUFFIXES = frozenset("学警挂港澳")
+NEV_MARKS = frozenset("DF")  # new-energy: D pure electric, F hybrid
+
+CONFUSABLE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("O", "0"),
+    ("I", "1"),
+    ("B", "8"),
+    ("Z", "2"),
+    ("S", "5"),
+    ("D", "0"),
+)
+
+
+def _confusable_map(pairs: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for a, b in pairs:
+        out.setdefault(a, set()).add(b)
+        out.setdefault(b, set()).add(a)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+CONFUSABLES: dict[str, frozenset[str]] = _confusable_map(CONFUSABLE_PAIRS)
+
+# Separators seen on printed plates and in camera/OCR output; removed by normalisation.
+_SEPARATORS = frozenset(" \t\r\n·•・.-_–—:|/\\'\"`,")
+_MAX_READINGS = 16  # bounds the combinatorics of a badly read plate
+
+
+def normalise_plate(text: str) -> str:
+    """Canonical plate text: NFKC (full-width → ASCII), upper case, separators removed.
+
+    ``normalise_plate("沪A·12345 ") == "沪A12345"``. Never raises on str input; returns "" when
+    nothing is left.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"plate text must be str, got {type(text).__name__}")
+    out = text
+    for _ in range(4):  # NFKC can expose new separators (e.g. "¯" → " ̄"): run to a fixed point
+        folded = unicodedata.normalize("NFKC", out).upper()
+        nxt = "".join(ch for ch in folded if ch not in _SEPARATORS and not ch.isspace())
+        if nxt == out:
+            break
+        out = nxt
+    return out
+
+
+def is_confusable(a: str, b: str) -> bool:
+    """True when two single characters are a listed OCR look-alike pair."""
+    return b in CONFUSABLES.get(a, frozenset())
+
+
+@dataclass(frozen=True)
+class PlateGrammar:
+    """A plate format: one or more layouts, each a sequence of allowed-character sets.
+
+    ``colours`` maps a layout index to the plate colours that layout is printed in (a hint for
+    the finder and for display; the finder's measured colour wins).
+    """
+
+    name: str
+    layouts: tuple[tuple[frozenset[str], ...], ...]
+    layout_names: tuple[str, ...] = ()
+    layout_colours: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.layouts:
+            raise ValueError(f"grammar {self.name!r} has no layouts")
+        if any(not layout for layout in self.layouts):
+            raise ValueError(f"grammar {self.name!r} has an empty layout")
+
+    @property
+    def lengths(self) -> frozenset[int]:
+        return frozenset(len(layout) for layout in self.layouts)
+
+    @property
+    def alphabet(self) -> frozenset[str]:
+        """Every character some layout allows somewhere (the OCR output filter)."""
+        return frozenset().union(*(s for layout in self.layouts for s in layout))
+
+    def layout_of(self, plate: str) -> int | None:
+        """Index of the first layout the (normalised) plate fits exactly, or None."""
+        for i, layout in enumerate(self.layouts):
+            if len(layout) != len(plate):
+                continue
+            if all(c in s for c, s in zip(plate, layout, strict=True)):
+                return i
+        return None
+
+    def is_valid(self, plate: str) -> bool:
+        return self.layout_of(normalise_plate(plate)) is not None
+
+    def readings(self, raw: str) -> tuple[str, ...]:
+        """Every valid plate reachable from ``raw`` by swapping illegal characters for legal
+        look-alikes, position by position. Characters already legal are never changed.
+
+        Exactly one reading means the correction is forced; several mean it is ambiguous; none
+        means ``raw`` cannot be this grammar's plate.
+        """
+        text = normalise_plate(raw)
+        found: list[str] = []
+        for layout in self.layouts:
+            if len(layout) != len(text):
+                continue
+            options: list[Sequence[str]] = []
+            for ch, allowed in zip(text, layout, strict=True):
+                if ch in allowed:
+                    options.append((ch,))
+                    continue
+                subs = sorted(CONFUSABLES.get(ch, frozenset()) & allowed)
+                if not subs:
+                    break
+                options.append(subs)
+            else:
+                for combo in itertools.islice(itertools.product(*options), _MAX_READINGS):
+                    reading = "".join(combo)
+                    if reading not in found:
+                        found.append(reading)
+        return tuple(found)
+
+    def correct(self, raw: str) -> str | None:
+        """The one valid reading of ``raw``, or None when there is none or more than one."""
+        readings = self.readings(raw)
+        return readings[0] if len(readings) == 1 else None
+
+    def colours(self, plate: str) -> tuple[str, ...]:
+        """Plate colours this plate's layout is printed in ("" layout unknown → ())."""
+        i = self.layout_of(normalise_plate(plate))
+        if i is None or i >= len(self.layout_colours):
+            return ()
+        return self.layout_colours[i]
+
+    def kind(self, plate: str) -> str | None:
+        """Name of the layout (e.g. "new-energy-small"), or None when invalid."""
+        i = self.layout_of(normalise_plate(plate))
+        if i is None or i >= len(self.layout_names):
+            return None
+        return self.layout_names[i]
+
+
+def cn_grammar() -> PlateGrammar:
+    """Mainland China (GA 36): province + city letter + 5 serials; new-energy 6 serials;
+    a 学/警/挂/港/澳 suffix in place of the last serial."""
+    p, c, a, d = CN_PROVINCES, CN_CITY, CN_ALNUM, DIGITS
+    f, s = NEV_MARKS, CN_SUFFIXES
+    layouts = (
+        (p, c, a, a, a, a, a),  # ordinary: blue (small) or yellow (large)
+        (p, c, a, a, a, a, s),  # coach 学 / police 警 / trailer 挂 / HK 港 / Macau 澳
+        (p, c, f, a, d, d, d, d),  # small new-energy: D/F, alnum, 4 digits
+        (p, c, d, d, d, d, d, f),  # large new-energy: 5 digits, D/F
+    )
+    return PlateGrammar(
+        name="cn",
+        layouts=tuple(tuple(frozenset(x) for x in layout) for layout in layouts),
+        layout_names=("ordinary", "suffixed", "new-energy-small", "new-energy-large"),
+        layout_colours=(("blue", "yellow"), ("yellow", "white", "black"), ("green",), ("green",)),
+    )
+
+
+_LATIN_CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
+
+
+def latin_grammar(
+    patterns: Sequence[str] | None = None, *, min_len: int = 2, max_len: int = 8
+) -> PlateGrammar:
+    """Generic Latin plates. ``patterns`` like ``("LLLDDDD", "LLLDLDD")`` (L letter, D digit,
+    A either) enable position-aware correction for one country; without patterns any
+    ``min_len``..``max_len`` alphanumerics are valid and nothing is corrected (every character is
+    legal everywhere, so no position allows only one reading)."""
+    if patterns:
+        layouts = []
+        for pat in patterns:
+            bad = sorted(set(pat.upper()) - set(_LATIN_CLASSES))
+            if bad or not pat:
+                raise ValueError(f"latin pattern {pat!r}: use only L, D, A (bad: {bad})")
+            layouts.append(tuple(_LATIN_CLASSES[ch] for ch in pat.upper()))
+        return PlateGrammar(name="latin", layouts=tuple(layouts), layout_names=tuple(patterns))
+    if not 1 <= min_len <= max_len <= 12:
+        raise ValueError(
+            f"latin grammar: need 1 <= min_len <= max_len <= 12, got {min_len}..{max_len}"
+        )
+    any_ = _LATIN_CLASSES["A"]
+    layouts_any = tuple(tuple(any_ for _ in range(n)) for n in range(min_len, max_len + 1))
+    return PlateGrammar(name="latin", layouts=layouts_any)
+
+
+def grammar_by_name(name: str, patterns: Sequence[str] | None = None) -> PlateGrammar:
+    """Config hook: "cn" or "latin" (optionally with country patterns)."""
+    key = name.strip().lower()
+    if key == "cn":
+        return cn_grammar()
+    if key == "latin":
+        return latin_grammar(patterns)
+    raise ValueError(f"unknown plate grammar {name!r}: expected 'cn' or 'latin'")
