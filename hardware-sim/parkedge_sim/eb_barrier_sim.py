@@ -144,16 +144,14 @@ class EbBarrierSim(SerialDeviceSim):
     def _raise(self) -> None:
         if not self.faults.powered or self.stuck:
             return
-        if self.position < 1.0:
-            self.motion = +1
+        self.motion = +1 if self.position < 1.0 else 0
 
     def _lower(self) -> None:
         if not self.faults.powered or self.stuck:
             return
         if self.closing or self.photocell:
             return  # anti-crush: never start down onto something
-        if self.position > 0.0:
-            self.motion = -1
+        self.motion = -1 if self.position > 0.0 else 0
 
     # -- physics ----------------------------------------------------------------------------
     async def _started(self) -> None:
