@@ -31,9 +31,9 @@ def run(coro: Awaitable[T]) -> T:
 
 @asynccontextmanager
 async def lane_barrier(
-    transport: Transport = "pty", **sim_kwargs: float
+    transport: Transport = "pty",
 ) -> AsyncIterator[tuple[EbBarrierSim, EbBarrier]]:
-    sim = EbBarrierSim(3, rise_s=RISE, fall_s=RISE, transport=transport, **sim_kwargs)
+    sim = EbBarrierSim(3, rise_s=RISE, fall_s=RISE, transport=transport)
     bus = SerialBus(await sim.start(), gap_ms=0, timeout_s=0.05, retries=1)
     barrier = EbBarrier(bus, 3, logger=logging.getLogger(LOGGER))
     try:
