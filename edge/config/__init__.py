@@ -1,11 +1,11 @@
 """Controller configuration: typed TOML models, loading with key-path errors, secrets."""
 
+from edge.config.addresses import BusEndpoint, parse_bus_url, parse_host_port
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config, parse_config, parse_toml
 from edge.config.models import (
     BarrierConfig,
     BusConfig,
-    BusEndpoint,
     CameraConfig,
     Config,
     DevicesConfig,
@@ -18,8 +18,6 @@ from edge.config.models import (
     RulesConfig,
     StorageConfig,
     SyncConfig,
-    parse_bus_url,
-    parse_host_port,
 )
 from edge.config.secret import Secret, SecretError
 
