@@ -19,7 +19,7 @@ from edge.barrier.codecs.display_model import (
     get_codec,
 )
 from edge.barrier.interfaces import Colour
-from parkedge_sim.pty_device import SerialDeviceSim, Transport
+from parkedge_sim.pty_device import SerialDeviceSim, SimBus, Transport
 
 
 class DisplaySim(SerialDeviceSim):
@@ -31,8 +31,9 @@ class DisplaySim(SerialDeviceSim):
         lines: int = 4,
         transport: Transport = "pty",
         port: int = 0,
+        bus: SimBus | None = None,
     ) -> None:
-        super().__init__(f"display-sim {codec}@{address}", transport=transport, port=port)
+        super().__init__(f"display-sim {codec}@{address}", transport=transport, port=port, bus=bus)
         if lines < 1:
             raise ValueError(f"lines must be >= 1, got {lines}")
         self.codec = get_codec(codec)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from edge.barrier.codecs import eb_barrier as eb
 from edge.barrier.codecs.eb_barrier import EbCommand, EbStatus
 from edge.barrier.interfaces import ArmState
-from parkedge_sim.pty_device import SerialDeviceSim, Transport
+from parkedge_sim.pty_device import SerialDeviceSim, SimBus, Transport
 
 STALL_AT = 0.6  # where a ``never_up`` arm stops
 
@@ -32,8 +32,9 @@ class EbBarrierSim(SerialDeviceSim):
         tick_s: float = 0.01,
         transport: Transport = "pty",
         port: int = 0,
+        bus: SimBus | None = None,
     ) -> None:
-        super().__init__(f"eb-barrier-sim@{address}", transport=transport, port=port)
+        super().__init__(f"eb-barrier-sim@{address}", transport=transport, port=port, bus=bus)
         if rise_s <= 0 or fall_s <= 0:
             raise ValueError(f"rise_s and fall_s must be > 0, got {rise_s}, {fall_s}")
         self.address = address

@@ -175,16 +175,30 @@ class SerialDeviceSim:
     Every method except ``start``/``stop`` is synchronous and runs on the simulator's loop.
     """
 
-    #: a partial frame older than this is dropped, like a board's inter-frame timeout
-    frame_timeout_s = 0.2
+    #: a partial frame older than this is dropped, like a board's inter-frame timeout (a
+    #: frame arrives in one burst on a pty; on a shared line another device's frame can look
+    #: like the start of one of ours, and silence is what ends it)
+    frame_timeout_s = 0.015
 
-    def __init__(self, name: str, *, transport: Transport = "pty", port: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        transport: Transport = "pty",
+        port: int = 0,
+        bus: SimBus | None = None,
+    ) -> None:
         self.name = name
         self.faults = SimFaults()
         self.replies_sent = 0
         self._last_rx = 0.0
+        self._bus = bus
         self._endpoint: SerialEndpoint
-        if transport == "pty":
+        if bus is not None:
+            self._endpoint = bus
+            bus.attach(self)
+            transport = bus.transport
+        elif transport == "pty":
             self._endpoint = PtyDevice(self._receive)
         elif transport == "tcp":
             self._endpoint = TcpSerialDevice(self._receive, port)
@@ -210,7 +224,8 @@ class SerialDeviceSim:
             h.cancel()
         self._pending.clear()
         await self._stopping()
-        await self._endpoint.stop()
+        if self._bus is None:  # a shared line is closed by its SimBus
+            await self._endpoint.stop()
         self.url = None
 
     async def _started(self) -> None:
@@ -262,6 +277,10 @@ class SerialDeviceSim:
         """Power-on state of the device."""
 
     # -- plumbing ---------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        """Bytes from the line (called by the endpoint or the shared ``SimBus``)."""
+        self._receive(data)
+
     def _receive(self, data: bytes) -> None:
         if not self.faults.powered or self.faults.no_answer:
             return
@@ -299,3 +318,54 @@ class SerialDeviceSim:
     def _write(self, data: bytes) -> None:
         self.replies_sent += 1
         self._endpoint.write(data)
+
+
+class SimBus:
+    """One simulated RS-485 pair shared by several devices, as on a real lane.
+
+    Every attached device sees every byte and answers only its own frames; replies go out on
+    the same pty/socket. ``await bus.start()`` starts the line and every attached device.
+    """
+
+    def __init__(self, transport: Transport = "pty", port: int = 0) -> None:
+        self.transport: Transport = transport
+        self.devices: list[SerialDeviceSim] = []
+        self._line: SerialEndpoint
+        if transport == "pty":
+            self._line = PtyDevice(self._fan_out)
+        elif transport == "tcp":
+            self._line = TcpSerialDevice(self._fan_out, port)
+        else:
+            raise ValueError(f"transport must be 'pty' or 'tcp', got {transport!r}")
+        self.url: str | None = None
+
+    def attach(self, device: SerialDeviceSim) -> None:
+        if device not in self.devices:
+            self.devices.append(device)
+
+    def _fan_out(self, data: bytes) -> None:
+        for device in list(self.devices):
+            device.receive(data)
+
+    # SerialEndpoint, as seen by an attached device
+    async def start(self) -> str:
+        """Open the line (idempotent); returns its path/URL."""
+        if self.url is None:
+            self.url = await self._line.start()
+        return self.url
+
+    def write(self, data: bytes) -> None:
+        self._line.write(data)
+
+    async def stop(self) -> None:
+        """Stop every attached device and close the line."""
+        for device in list(self.devices):
+            await device.stop()
+        await self._line.stop()
+        self.url = None
+
+    async def start_all(self) -> str:
+        """Open the line and start every attached device (their physics tasks)."""
+        for device in list(self.devices):
+            await device.start()
+        return await self.start()
