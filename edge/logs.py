@@ -67,13 +67,18 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
             try:
-                record.msg = str(record.msg) % tuple(
-                    REDACTED if isinstance(a, Secret) else a for a in args
-                )
-            except (TypeError, ValueError):
-                record.msg = f"{record.msg} {args!r}"
+                if isinstance(record.args, Mapping):
+                    record.msg = str(record.msg) % {
+                        k: REDACTED if isinstance(v, Secret) else v for k, v in record.args.items()
+                    }
+                else:
+                    args = record.args if isinstance(record.args, tuple) else (record.args,)
+                    record.msg = str(record.msg) % tuple(
+                        REDACTED if isinstance(a, Secret) else a for a in args
+                    )
+            except (TypeError, ValueError, KeyError):
+                record.msg = f"{record.msg} {record.args!r}"
             record.args = None
         record.msg = _scrub_text(str(record.msg))
         for key in list(vars(record)):

@@ -133,6 +133,13 @@ class Secret:
     def __reduce__(self) -> Any:
         raise TypeError("a Secret is not picklable (it would leak)")
 
+    # Immutable: copies (e.g. Config.model_copy(deep=True)) can share the instance.
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
     # --- pydantic integration -------------------------------------------------------------
 
     @classmethod

@@ -90,3 +90,13 @@ def test_setup_is_idempotent() -> None:
         assert len(root.handlers) == before + 1
     finally:
         root.removeHandler(h2)
+
+
+def test_mapping_args_and_bad_format_do_not_crash(capture: io.StringIO) -> None:
+    log = logging.getLogger("t")
+    log.info("lane %(lane)s key %(key)s", {"lane": "X1", "key": Secret(VALUE)})
+    log.info("two placeholders %s %s", "only-one")
+    recs = lines(capture)
+    assert recs[0]["msg"] == "lane X1 key ***"
+    assert str(recs[1]["msg"]).startswith("two placeholders")
+    assert VALUE not in capture.getvalue()

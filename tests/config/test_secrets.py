@@ -113,3 +113,10 @@ def test_secret_is_not_picklable() -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(Secret(VALUE))
+
+
+def test_config_with_secrets_can_be_deep_copied() -> None:
+    cfg = parse_config(exit_config(password=VALUE))
+    copy_ = cfg.model_copy(deep=True)
+    assert copy_ == cfg
+    assert copy_.sync.password is not None and copy_.sync.password.get() == VALUE
