@@ -77,3 +77,20 @@ def test_show_redacts_secrets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "s3cr3t-literal" not in result.stdout
     assert '"password": "***"' in result.stdout
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("parkedge")
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable} (pip install -e .)")
+    good = subprocess.run(
+        [str(script), "check-config", str(EXAMPLES[0])], capture_output=True, text=True, timeout=60
+    )
+    assert (good.returncode, good.stdout) == (0, "OK\n"), good.stderr
+    bad = tmp_path / "lane.toml"
+    bad.write_text("[lane]\nid = 'E1'\ndirection = 'entry'\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(script), "check-config", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stdout == "devices: missing required key\n"
