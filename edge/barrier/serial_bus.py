@@ -155,8 +155,16 @@ class SerialBus:
         return self._port is not None
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # The worker thread still uses the port and a thread cannot be cancelled: keep the
+            # lock until it returns (at most READ_SLICE_S), or the next request would overlap.
+            await asyncio.wait({fut})
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller was cancelled, the outcome is moot
+            raise
         except (serial.SerialException, OSError) as exc:
             self._drop_port(exc)
             raise BusError(f"{self.name}: I/O failed: {exc}") from exc

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
+import serial
 from parkedge_sim.pty_device import PtyDevice, TcpSerialDevice
 
 from edge.barrier.codecs import eb_barrier as eb
@@ -182,3 +184,74 @@ def test_loop_url_handler() -> None:
 def test_bad_settings_named(kwargs: dict[str, float], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         SerialBus("loop://", **kwargs)  # type: ignore[arg-type]
+
+
+class CountingPort:
+    """Wraps a real pyserial port and records how many threads use it at once."""
+
+    def __init__(self, port: serial.SerialBase) -> None:
+        self._port = port
+        self._guard = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+
+    def _enter(self) -> None:
+        with self._guard:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._guard:
+            self.active -= 1
+
+    def read(self, n: int) -> bytes:
+        self._enter()
+        try:
+            return bytes(self._port.read(n))
+        finally:
+            self._leave()
+
+    def write(self, data: bytes) -> int | None:
+        self._enter()
+        try:
+            return self._port.write(data)
+        finally:
+            self._leave()
+
+    def reset_input_buffer(self) -> None:
+        self._enter()
+        try:
+            self._port.reset_input_buffer()
+        finally:
+            self._leave()
+
+    @property
+    def in_waiting(self) -> int:
+        return int(self._port.in_waiting)
+
+    def close(self) -> None:
+        self._port.close()
+
+
+def test_cancelled_request_keeps_the_port_until_its_thread_is_done() -> None:
+    async def main() -> None:
+        dev = EchoDevice(skip=1)  # the first request gets no answer
+        ports: list[CountingPort] = []
+
+        def opener(url: str, **kw: object) -> CountingPort:
+            ports.append(CountingPort(serial.serial_for_url(url, **kw)))
+            return ports[-1]
+
+        bus = SerialBus(await dev.dev.start(), gap_ms=0, timeout_s=1.0, retries=0, opener=opener)
+        silent = asyncio.create_task(
+            bus.exchange(eb.command(1, eb.EbCommand.STATUS), eb.Decoder, _is_reply_to(0))
+        )
+        await asyncio.sleep(0.03)  # the worker thread is blocked in read()
+        silent.cancel()
+        f = await bus.exchange(eb.command(1, eb.EbCommand.OPEN_N, 4), eb.Decoder, _is_reply_to(4))
+        assert silent.cancelled() and f.data == 4
+        assert ports[0].max_active == 1  # never two threads on the port
+        await bus.close()
+        await dev.dev.stop()
+
+    run(main())
