@@ -10,9 +10,9 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edge.config.errors import ConfigError, CrossFieldErrors
 from edge.config.models import Config
@@ -33,8 +33,29 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _is_section(loc: tuple[int | str, ...]) -> bool:
+    """Whether ``loc`` names a table (a nested model) rather than a plain key."""
+    model: Any = Config
+    parts = list(loc)
+    while parts:
+        fields = getattr(model, "model_fields", None)
+        part = parts.pop(0)
+        if fields is None or part not in fields:
+            return False
+        ann = fields[part].annotation
+        if get_origin(ann) is dict:
+            if not parts:
+                return True
+            parts.pop(0)  # the table name, e.g. "io" in buses.io
+            ann = get_args(ann)[1]
+        model = ann
+    return isinstance(model, type) and issubclass(model, BaseModel)
+
+
 def _reason(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
+    if kind == "missing" and _is_section(tuple(err.get("loc", ()))):
+        return "missing required section"
     if kind in _MESSAGES:
         return _MESSAGES[kind]
     msg = str(err.get("msg", "invalid value"))

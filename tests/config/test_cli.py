@@ -93,4 +93,4 @@ def test_installed_console_script(tmp_path: Path) -> None:
         [str(script), "check-config", str(bad)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stdout == "devices: missing required key\n"
+    assert result.stdout == "devices: missing required section\n"

@@ -176,3 +176,11 @@ def test_models_are_frozen_and_typed() -> None:
     assert cfg.buses["io"].endpoint.kind == "serial"
     assert cfg.buses["io"].endpoint.serial_url == "/dev/ttyUSB0"
     assert cfg.sync_client_id == "E1"
+
+
+def test_missing_section_and_missing_key_are_told_apart() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(mutate(mutate(base(), "devices.barrier", DELETE), "lane.id", DELETE))
+    errors = dict(info.value.errors)
+    assert errors["devices.barrier"] == "missing required section"
+    assert errors["lane.id"] == "missing required key"
