@@ -140,7 +140,7 @@ def test_watchdog_pings_only_while_alive(
     finally:
         dog.stop()
     gaps = [b[0] - a[0] for a, b in zip(listener.messages, listener.messages[1:3], strict=False)]
-    assert all(0.05 < g < 0.2 for g in gaps), gaps
+    assert all(0.05 < g < 0.4 for g in gaps), gaps
 
 
 def test_watchdog_disabled_without_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,7 +182,7 @@ async def lane_loop(beat):
         beat.beat()
         await asyncio.sleep(0.05)
     import time
-    time.sleep(1.0)  # a blocking call hangs the event loop: pings must stop
+    time.sleep(1.5)  # a blocking call hangs the event loop: pings must stop
 
 beat = Heartbeat(max_age_s=0.2)
 dog = Watchdog(beat.fresh)
@@ -203,6 +203,6 @@ def test_hung_event_loop_in_a_real_process_stops_pings(listener: Listener) -> No
     pings = [t for t, m in listener.messages if m == "WATCHDOG=1"]
     assert len(pings) >= 2, texts
     stop_at = listener.messages[-1][0]
-    # During the final ~1 s hang at most one ping (the heartbeat was fresh for 0.2 s of it).
-    late = [t for t in pings if t > stop_at - 0.75]
+    # The heartbeat goes stale 0.2 s into the 1.5 s hang: no ping in its last second.
+    late = [t for t in pings if t > stop_at - 1.0]
     assert late == [], (pings, stop_at)
