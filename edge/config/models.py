@@ -12,6 +12,7 @@ accepted on an entry lane and simply unused there.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -139,6 +140,14 @@ class LaneConfig(Section):
         except (ZoneInfoNotFoundError, ValueError, OSError):
             msg = f"'{value}' is not a known zoneinfo key (e.g. Asia/Shanghai)"
             raise ValueError(msg) from None
+        return value
+
+    @field_validator("control_socket")
+    @classmethod
+    def _socket_path_fits(cls, value: Path) -> Path:
+        # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+        if len(os.fsencode(value)) > 107:
+            raise ValueError(f"a Unix socket path is at most 107 bytes: {value}")
         return value
 
     @property

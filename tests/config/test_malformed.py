@@ -47,6 +47,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("lane.uncertain_read", "deduct", "lane.uncertain_read"),
     ("lane.idle_lines", "Welcome", "lane.idle_lines"),
     ("lane.idle_line", ["typo"], "lane.idle_line"),
+    ("lane.control_socket", "/run/" + "x" * 120 + ".sock", "lane.control_socket"),
     ("buses.io.url", "COM3", "buses.io.url"),
     ("buses.io.url", "tcp://127.0.0.1:99999", "buses.io.url"),
     ("buses.io.parity", "X", "buses.io.parity"),
