@@ -181,9 +181,8 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
 
 def _warp(bgr: np.ndarray, rr: tuple, margin: float = 0.08) -> np.ndarray:
     """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin."""
-    (cx, cy), (a, b), ang = rr
-    if a < b:
-        a, b, ang = b, a, ang - 90
+    (cx, cy), (a, b), _ = rr
+    a, b, ang = max(a, b), min(a, b), _plate_angle(rr)  # never rotate by more than 45°
     w = max(8, round(a * (1 + 2 * margin)))
     h = max(4, round(b * (1 + 4 * margin)))
     m = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
