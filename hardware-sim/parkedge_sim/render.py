@@ -114,7 +114,7 @@ def render_frame(plate: str | None, scene: Scene | None = None) -> np.ndarray:
     s = scene or Scene()
     rng = np.random.default_rng(s.seed)
     W, H = s.width, s.height
-    frame = np.zeros((H, W, 3), np.float32)
+    frame: np.ndarray = np.zeros((H, W, 3), np.float32)
     # Lane background: asphalt gradient with lane markings and a wall.
     ys = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
     frame[:] = 70 + 60 * ys
@@ -139,16 +139,17 @@ def render_frame(plate: str | None, scene: Scene | None = None) -> np.ndarray:
         flat = render_plate(plate).astype(np.float32)
         fh, fw = flat.shape[:2]
         pw_eff = round(pw * fw / (fh * 440 / 140))
-        src = np.float32([[0, 0], [fw, 0], [fw, fh], [0, fh]])
+        src = np.array([[0, 0], [fw, 0], [fw, fh], [0, fh]], np.float32)
         squeeze = s.yaw * ph * 0.25
         x0, y0 = cx - pw_eff / 2, cy
-        dst = np.float32(
+        dst: np.ndarray = np.array(
             [
                 [x0, y0 + max(0, squeeze)],
                 [x0 + pw_eff, y0 + max(0, -squeeze)],
                 [x0 + pw_eff, y0 + ph - max(0, -squeeze)],
                 [x0, y0 + ph - max(0, squeeze)],
-            ]
+            ],
+            np.float32,
         )
         if s.tilt_deg:
             rot = cv2.getRotationMatrix2D((cx, cy + ph / 2), s.tilt_deg, 1.0)
