@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "config").glob("*.example.toml"))
+EXAMPLES = [ROOT / "config" / "entry.example.toml", ROOT / "config" / "exit.example.toml"]
 
 # Runs the real CLI group (as installed by the console script) in a child process.
 # get_group() keeps check-config a sub-command even if it were the only command registered.
@@ -30,7 +30,7 @@ def parkedge(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_both_examples_exist() -> None:
-    assert {p.name for p in EXAMPLES} == {"entry.example.toml", "exit.example.toml"}
+    assert all(p.is_file() for p in EXAMPLES)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
