@@ -16,10 +16,10 @@ from edge.pricing.bundle import RuleBundle, Tariff
 from edge.pricing.earn import EarnResult, context_at, earn_for_stay, earned_expiry
 from edge.pricing.explain import explain
 from edge.pricing.spend import Payable, SpendState, apply_coupons, apply_points, spendable_lots
-from edge.pricing.tariff import stay_fee, stay_minutes, zero_fee_minutes
+from edge.pricing.tariff import stay_fee, stay_minutes, to_cents, zero_fee_minutes
 from edge.pricing.types import MemberSnapshot, Quote, SessionInput
 
-ZERO = Decimal(0)
+ZERO = Decimal("0.00")
 
 
 def _aware(name: str, v: datetime | None) -> None:
@@ -61,7 +61,7 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         flags.append("no_entry_record")
         duration = 0
         charged = 0
-        fee = ZERO if whitelisted else rules.no_entry_fee
+        fee = ZERO if whitelisted else to_cents(rules.no_entry_fee)
         fee_fn = partial(_const, fee)
     else:
         duration = stay_minutes(entered, session.exited)
@@ -137,7 +137,7 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         duration_minutes=duration,
         rules_version=rules.version,
         flags=tuple(flags),
-        prepaid=prepaid,
+        prepaid=to_cents(prepaid),
         vehicle_class=cls,
         is_member=member is not None,
     )

@@ -20,6 +20,7 @@ from edge.pricing.tariff import to_cents
 from edge.pricing.types import Coupon, DiscountLine, PointsLot
 
 ZERO = Decimal(0)
+NIL = Decimal("0.00")
 FeeFn = Callable[[int], Decimal]  # minutes still charged -> fee in yuan (rounded)
 
 
@@ -54,7 +55,7 @@ class Payable:
 
     def __call__(self, minutes: int, money: Decimal) -> Decimal:
         v = self.fee(minutes) - self.prepaid - money
-        return v if v > 0 else ZERO
+        return to_cents(v) if v > 0 else NIL
 
 
 def spendable_lots(lots: tuple[PointsLot, ...], at: datetime) -> list[PointsLot]:

@@ -21,6 +21,7 @@ from edge.pricing.calendar import local_instant
 
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
+NIL = Decimal("0.00")
 
 
 def to_cents(x: Decimal) -> Decimal:
@@ -63,7 +64,7 @@ def stay_fee(
     """Fee in yuan (rounded to 0.01) for ``minutes`` parked from ``entered``."""
     cs, n = units_billed(t, minutes, grace=grace)
     if n <= 0:
-        return ZERO
+        return NIL
     e = entered.astimezone(UTC).replace(microsecond=0)
     u60 = t.unit * 60
     base = cs * 60
