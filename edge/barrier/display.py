@@ -20,7 +20,7 @@ from edge.barrier.codecs.display_model import (
     Kind,
     get_codec,
 )
-from edge.barrier.codecs.text import display_width, encode_gb
+from edge.barrier.codecs.text import display_width, encode_text
 from edge.barrier.health import HealthTracker
 from edge.barrier.interfaces import DeviceError, DisplayLine, Health
 from edge.barrier.serial_bus import SerialBus
@@ -44,6 +44,7 @@ class SerialDisplay:
         columns: int = 16,
         voice: bool = True,
         *,
+        encoding: str = "gb2312",
         name: str | None = None,
         timeout_s: float | None = None,
         retries: int | None = None,
@@ -54,7 +55,7 @@ class SerialDisplay:
         if lines < 1 or columns < 1:
             raise ValueError(f"display needs lines >= 1 and columns >= 1, got {lines}x{columns}")
         self.bus = bus
-        self.codec = get_codec(codec)
+        self.codec = get_codec(codec, encoding)
         self.address = address
         self.lines = lines
         self.columns = columns
@@ -106,7 +107,7 @@ class SerialDisplay:
             if kind is Kind.SHOW and not line.text:
                 cmds.append(DisplayCommand(Kind.CLEAR, self.address, n))
                 continue
-            self.replaced_chars += encode_gb(line.text).replaced
+            self.replaced_chars += encode_text(line.text, self.codec.encoding).replaced
             effect = Effect.SCROLL if display_width(line.text) > self.columns else Effect.STATIC
             cmds.append(
                 DisplayCommand(

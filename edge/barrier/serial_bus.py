@@ -121,6 +121,8 @@ class SerialBus:
                 f"{reconnect_max_s}"
             )
         self.url = url
+        # the config accepts "serial:///dev/ttyUSB0"; pyserial wants the bare path
+        self._port_url = url.removeprefix("serial://")
         self.name = name or f"serial bus {url}"
         self.timeout_s = timeout_s
         self.retries = retries
@@ -188,7 +190,11 @@ class SerialBus:
             )
         try:
             port = await asyncio.to_thread(
-                self._opener, self.url, timeout=READ_SLICE_S, write_timeout=1.0, **self._settings
+                self._opener,
+                self._port_url,
+                timeout=READ_SLICE_S,
+                write_timeout=1.0,
+                **self._settings,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             self._next_open = time.monotonic() + self._backoff

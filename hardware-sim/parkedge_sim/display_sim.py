@@ -29,6 +29,7 @@ class DisplaySim(SerialDeviceSim):
         address: int = 1,
         *,
         lines: int = 4,
+        encoding: str = "gb2312",
         transport: Transport = "pty",
         port: int = 0,
         bus: SimBus | None = None,
@@ -36,7 +37,7 @@ class DisplaySim(SerialDeviceSim):
         super().__init__(f"display-sim {codec}@{address}", transport=transport, port=port, bus=bus)
         if lines < 1:
             raise ValueError(f"lines must be >= 1, got {lines}")
-        self.codec = get_codec(codec)
+        self.codec = get_codec(codec, encoding)
         self.address = address
         self.lines = lines
         self._decoder = self.codec.decoder()

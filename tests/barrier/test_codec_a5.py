@@ -83,6 +83,18 @@ def test_header_split_across_feeds() -> None:
 def test_get_codec_names_unknown() -> None:
     with pytest.raises(ValueError, match="'b7'"):
         get_codec("b7")
+    with pytest.raises(ValueError, match="'latin-1'"):
+        get_codec("a5", "latin-1")
+
+
+def test_utf16be_board() -> None:
+    codec = get_codec("a5", "utf-16-be")
+    # 粤 U+7CA4, A U+0041: line 1, green, static
+    assert codec.encode(DisplayCommand(Kind.SHOW, 1, 1, text="粤A")) == _frame(
+        "01 10 00 07 01 02 00 7c a4 00 41"
+    )
+    cmd = DisplayCommand(Kind.SHOW, 1, 2, text="粤B·12345 🚗")  # UTF-16 carries the emoji
+    assert codec.decoder().feed(codec.encode(cmd)) == [cmd]
 
 
 frames = st.builds(a5.A5Frame, st.integers(0, 255), st.integers(0, 255), st.binary(max_size=64))

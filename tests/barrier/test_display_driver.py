@@ -185,6 +185,19 @@ def test_power_returns_with_a_blank_screen() -> None:
     run(main())
 
 
+def test_utf16be_board_configuration() -> None:
+    async def main() -> None:
+        sim = DisplaySim("a0", 1, lines=1, encoding="utf-16-be")
+        bus = SerialBus(await sim.start(), gap_ms=0, timeout_s=0.2)
+        display = SerialDisplay(bus, "a0", 1, lines=1, encoding="utf-16-be")
+        await display.show([DisplayLine("粤B12345 🚗")])
+        assert sim.screen == ["粤B12345 🚗"] and display.replaced_chars == 0
+        await bus.close()
+        await sim.stop()
+
+    run(main())
+
+
 def test_wrong_address_is_no_answer() -> None:
     async def main() -> None:
         async with lane_display("a0", address=1, sim_address=2) as (sim, display):

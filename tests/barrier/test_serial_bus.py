@@ -104,7 +104,8 @@ def test_timeout_then_retries_then_bus_timeout() -> None:
 def test_retry_succeeds_when_the_device_missed_the_first_frame() -> None:
     async def main() -> None:
         dev = EchoDevice(skip=1)
-        bus = SerialBus(await dev.dev.start(), gap_ms=0, timeout_s=0.05, retries=1)
+        # the config's "serial:///dev/..." spelling names the same port
+        bus = SerialBus("serial://" + await dev.dev.start(), gap_ms=0, timeout_s=0.05, retries=1)
         f = await bus.exchange(eb.command(1, eb.EbCommand.OPEN_N, 7), eb.Decoder, _is_reply_to(7))
         assert f.data == 7 and bus.retries_total == 1
         await bus.close()

@@ -34,7 +34,7 @@ from edge.barrier.codecs.display_model import (
     Kind,
     check_byte,
 )
-from edge.barrier.codecs.text import decode_gb, encode_gb
+from edge.barrier.codecs.text import check_encoding, decode_text, encode_text
 
 HEADER = 0xA0
 MAX_DATA = 1024
@@ -110,11 +110,11 @@ class Decoder:
         ]
 
 
-def _styled(cmd: DisplayCommand) -> bytes:
-    return bytes([COLOUR_CODES[cmd.colour], int(cmd.effect)]) + encode_gb(cmd.text).data
+def _styled(cmd: DisplayCommand, encoding: str) -> bytes:
+    return bytes([COLOUR_CODES[cmd.colour], int(cmd.effect)]) + encode_text(cmd.text, encoding).data
 
 
-def to_frame(cmd: DisplayCommand) -> A0Frame:
+def to_frame(cmd: DisplayCommand, encoding: str = "gb2312") -> A0Frame:
     if cmd.kind is Kind.ACK:
         if cmd.acked is None:
             raise ValueError("an ACK needs the acknowledged command kind")
@@ -122,13 +122,13 @@ def to_frame(cmd: DisplayCommand) -> A0Frame:
         return A0Frame(cmd.address, cmd.line, _KIND_CMD[cmd.acked] | ACK_BIT, bytes([status]))
     code = _KIND_CMD[cmd.kind]
     if cmd.kind in (Kind.SHOW, Kind.IDLE_SET):
-        return A0Frame(cmd.address, cmd.line, code, _styled(cmd))
+        return A0Frame(cmd.address, cmd.line, code, _styled(cmd, encoding))
     if cmd.kind is Kind.SPEAK:
         return A0Frame(cmd.address, cmd.line, code, cmd.tts)
     return A0Frame(cmd.address, cmd.line, code)
 
 
-def from_frame(frame: A0Frame) -> DisplayCommand | None:
+def from_frame(frame: A0Frame, encoding: str = "gb2312") -> DisplayCommand | None:
     """The command a verified frame carries, or None if its content is malformed."""
     if frame.cmd & ACK_BIT:
         kind = _CMD_KIND.get(frame.cmd & ~ACK_BIT)
@@ -151,7 +151,7 @@ def from_frame(frame: A0Frame) -> DisplayCommand | None:
             frame.line,
             colour=CODE_COLOURS[frame.data[0]],
             effect=effect,
-            text=decode_gb(frame.data[2:]),
+            text=decode_text(frame.data[2:], encoding),
         )
     if kind is Kind.SPEAK:
         return DisplayCommand(kind, frame.address, frame.line, tts=frame.data)
@@ -163,8 +163,9 @@ def from_frame(frame: A0Frame) -> DisplayCommand | None:
 class CommandDecoder:
     """Decoder at the command level; well-framed but meaningless frames count as ``malformed``."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoding: str = "gb2312") -> None:
         self._dec = Decoder()
+        self._encoding = check_encoding(encoding)
         self.malformed = 0
 
     @property
@@ -181,7 +182,7 @@ class CommandDecoder:
     def feed(self, data: bytes) -> list[DisplayCommand]:
         out = []
         for frame in self._dec.feed(data):
-            cmd = from_frame(frame)
+            cmd = from_frame(frame, self._encoding)
             if cmd is None:
                 self.malformed += 1
             else:
@@ -192,11 +193,14 @@ class CommandDecoder:
 class A0Codec:
     name = "a0"
 
+    def __init__(self, encoding: str = "gb2312") -> None:
+        self.encoding = check_encoding(encoding)
+
     def encode(self, cmd: DisplayCommand) -> bytes:
-        return encode(to_frame(cmd))
+        return encode(to_frame(cmd, self.encoding))
 
     def decoder(self) -> CommandDecoder:
-        return CommandDecoder()
+        return CommandDecoder(self.encoding)
 
 
 CODEC = A0Codec()

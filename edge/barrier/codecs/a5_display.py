@@ -32,7 +32,7 @@ from edge.barrier.codecs.display_model import (
     Kind,
     check_byte,
 )
-from edge.barrier.codecs.text import decode_gb, encode_gb
+from edge.barrier.codecs.text import check_encoding, decode_text, encode_text
 
 HEADER = b"\xa5\xa5"
 MAX_DATA = 1024
@@ -106,12 +106,15 @@ class Decoder:
         return [A5Frame(address=f[2], cmd=f[3], data=f[6:-2]) for f in self._scan.feed(data)]
 
 
-def _styled(cmd: DisplayCommand) -> bytes:
+def _styled(cmd: DisplayCommand, encoding: str) -> bytes:
     line = check_byte("line", cmd.line)
-    return bytes([line, COLOUR_CODES[cmd.colour], int(cmd.effect)]) + encode_gb(cmd.text).data
+    return (
+        bytes([line, COLOUR_CODES[cmd.colour], int(cmd.effect)])
+        + encode_text(cmd.text, encoding).data
+    )
 
 
-def to_frame(cmd: DisplayCommand) -> A5Frame:
+def to_frame(cmd: DisplayCommand, encoding: str = "gb2312") -> A5Frame:
     if cmd.kind is Kind.ACK:
         if cmd.acked is None:
             raise ValueError("an ACK needs the acknowledged command kind")
@@ -119,7 +122,7 @@ def to_frame(cmd: DisplayCommand) -> A5Frame:
         return A5Frame(cmd.address, _KIND_CMD[cmd.acked] | ACK_BIT, data)
     code = _KIND_CMD[cmd.kind]
     if cmd.kind in (Kind.SHOW, Kind.IDLE_SET):
-        return A5Frame(cmd.address, code, _styled(cmd))
+        return A5Frame(cmd.address, code, _styled(cmd, encoding))
     if cmd.kind is Kind.SPEAK:
         return A5Frame(cmd.address, code, cmd.tts)
     if cmd.kind is Kind.CLEAR:
@@ -127,7 +130,7 @@ def to_frame(cmd: DisplayCommand) -> A5Frame:
     return A5Frame(cmd.address, code)
 
 
-def from_frame(frame: A5Frame) -> DisplayCommand | None:
+def from_frame(frame: A5Frame, encoding: str = "gb2312") -> DisplayCommand | None:
     """The command a verified frame carries, or None if its content is malformed."""
     d = frame.data
     if frame.cmd & ACK_BIT:
@@ -151,7 +154,7 @@ def from_frame(frame: A5Frame) -> DisplayCommand | None:
             d[0],
             colour=CODE_COLOURS[d[1]],
             effect=effect,
-            text=decode_gb(d[3:]),
+            text=decode_text(d[3:], encoding),
         )
     if kind is Kind.SPEAK:
         return DisplayCommand(kind, frame.address, 0, tts=d)
@@ -163,8 +166,9 @@ def from_frame(frame: A5Frame) -> DisplayCommand | None:
 class CommandDecoder:
     """Decoder at the command level; well-framed but meaningless frames count as ``malformed``."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoding: str = "gb2312") -> None:
         self._dec = Decoder()
+        self._encoding = check_encoding(encoding)
         self.malformed = 0
 
     @property
@@ -181,7 +185,7 @@ class CommandDecoder:
     def feed(self, data: bytes) -> list[DisplayCommand]:
         out = []
         for frame in self._dec.feed(data):
-            cmd = from_frame(frame)
+            cmd = from_frame(frame, self._encoding)
             if cmd is None:
                 self.malformed += 1
             else:
@@ -192,11 +196,14 @@ class CommandDecoder:
 class A5Codec:
     name = "a5"
 
+    def __init__(self, encoding: str = "gb2312") -> None:
+        self.encoding = check_encoding(encoding)
+
     def encode(self, cmd: DisplayCommand) -> bytes:
-        return encode(to_frame(cmd))
+        return encode(to_frame(cmd, self.encoding))
 
     def decoder(self) -> CommandDecoder:
-        return CommandDecoder()
+        return CommandDecoder(self.encoding)
 
 
 CODEC = A5Codec()

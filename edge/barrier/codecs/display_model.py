@@ -68,6 +68,9 @@ class CommandDecoder(Protocol):
 
 class DisplayCodec(Protocol):
     name: str
+    encoding: str
+
+    def __init__(self, encoding: str = "gb2312") -> None: ...
 
     def encode(self, cmd: DisplayCommand) -> bytes:
         """Frame one command; ValueError names the field that does not fit the wire format."""
@@ -82,13 +85,13 @@ def check_byte(name: str, value: int) -> int:
     return value
 
 
-def get_codec(name: str) -> DisplayCodec:
-    """``"a0"`` or ``"a5"``; ValueError names the unknown codec."""
+def get_codec(name: str, encoding: str = "gb2312") -> DisplayCodec:
+    """``"a0"`` or ``"a5"``, with the board's text encoding; ValueError names what is unknown."""
     from edge.barrier.codecs import a0_display, a5_display
 
-    codecs: dict[str, DisplayCodec] = {"a0": a0_display.CODEC, "a5": a5_display.CODEC}
+    codecs: dict[str, type[DisplayCodec]] = {"a0": a0_display.A0Codec, "a5": a5_display.A5Codec}
     try:
-        return codecs[name.lower()]
+        return codecs[name.lower()](encoding)
     except KeyError:
         known = sorted(codecs)
         raise ValueError(f"unknown display codec {name!r}; expected one of {known}") from None
