@@ -11,10 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [ROOT / "config" / "entry.example.toml", ROOT / "config" / "exit.example.toml"]
 
-# Runs the real CLI group (as installed by the console script) in a child process.
-# get_group() keeps check-config a sub-command even if it were the only command registered.
+# Runs the real CLI app in a child process with only this command registered, so a
+# half-written command module elsewhere cannot fail these tests; get_group() keeps
+# check-config a sub-command. The console script is tested at the end of this file.
 RUNNER = (
-    "import sys, typer; from edge.cli import app, _register; _register(); "
+    "import sys, typer; from edge.cli import app; import edge.cli.config; "
     "typer.main.get_group(app)(sys.argv[1:], prog_name='parkedge')"
 )
 
