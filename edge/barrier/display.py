@@ -6,11 +6,18 @@ corrupt ACK is retried by the bus, and when the retries are exhausted the operat
 brings health back to OK by itself. Input the board cannot take (too many lines, speech too
 long) raises ``DisplayInputError``, which is a ``DeviceError`` too, so a lane that catches
 device errors is never crashed by a message, and health is not touched.
+
+Each line frame costs one round trip plus the bus gap, so ``show`` skips lines the board already
+shows (acknowledged earlier) unless ``repaint_s`` has passed since the last full paint; any failure
+forgets what the board shows, so the next ``show`` repaints everything. ``repaint_s=0`` always
+sends every line.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from edge.barrier.codecs import tts
 from edge.barrier.codecs.display_model import (
@@ -48,8 +55,12 @@ class SerialDisplay:
         name: str | None = None,
         timeout_s: float | None = None,
         retries: int | None = None,
+        repaint_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
+        if repaint_s < 0:
+            raise ValueError(f"repaint_s must be >= 0, got {repaint_s}")
         if not 0 <= address <= 255:
             raise ValueError(f"display address must be 0..255, got {address}")
         if lines < 1 or columns < 1:
@@ -68,6 +79,11 @@ class SerialDisplay:
         self.tracker.subscribe(self._on_health)
         self.replaced_chars = 0  # characters sent as '?' (not in GB2312/GBK)
         self.naks_total = 0
+        self.repaint_s = repaint_s
+        self._clock = clock
+        self._painted: list[DisplayLine | None] = [None] * lines  # None: unknown
+        self._painted_at = float("-inf")  # last time every line was written
+        self.lines_skipped = 0
 
     def _on_health(self, _name: str, _old: Health, new: Health) -> None:
         self.health = new
@@ -75,14 +91,32 @@ class SerialDisplay:
     # -- Display ----------------------------------------------------------------------------
     async def show(self, lines: list[DisplayLine]) -> None:
         """Replace the whole screen; lines not given are cleared."""
-        cmds = self._line_commands(Kind.SHOW, lines)
+        wanted = self._padded(lines)
+        now = self._clock()
+        fresh = self.repaint_s > 0 and now - self._painted_at < self.repaint_s
+        todo = [
+            (n, line)
+            for n, (line, painted) in enumerate(zip(wanted, self._painted, strict=True), start=1)
+            if not (fresh and line == painted)
+        ]
+        cmds = self._line_commands(Kind.SHOW, todo)
+        self.lines_skipped += self.lines - len(cmds)
+        if not cmds:
+            return
         await self._run(cmds)
+        self._painted = list(wanted)
+        if len(cmds) == self.lines:
+            self._painted_at = now
 
     async def idle(self, lines: list[DisplayLine]) -> None:
         """Store the idle screen in the board and switch to it."""
-        cmds = self._line_commands(Kind.IDLE_SET, lines)
+        wanted = self._padded(lines)
+        cmds = self._line_commands(Kind.IDLE_SET, list(enumerate(wanted, start=1)))
         cmds.append(DisplayCommand(Kind.IDLE_SHOW, self.address))
+        now = self._clock()
         await self._run(cmds)
+        self._painted = list(wanted)
+        self._painted_at = now
 
     async def speak(self, text: str) -> None:
         if not self.voice:
@@ -96,14 +130,20 @@ class SerialDisplay:
         await self._run([DisplayCommand(Kind.SPEAK, self.address, tts=speech.frame)])
 
     # -- internals --------------------------------------------------------------------------
-    def _line_commands(self, kind: Kind, lines: list[DisplayLine]) -> list[DisplayCommand]:
+    def _padded(self, lines: list[DisplayLine]) -> list[DisplayLine]:
+        """Exactly one line per physical line; an empty text is a blank line whatever its colour."""
         if len(lines) > self.lines:
             raise DisplayInputError(
                 f"{self.name}: {len(lines)} lines given, the board has {self.lines}"
             )
+        padded = [line if line.text else DisplayLine("") for line in lines]
+        return padded + [DisplayLine("")] * (self.lines - len(lines))
+
+    def _line_commands(
+        self, kind: Kind, lines: list[tuple[int, DisplayLine]]
+    ) -> list[DisplayCommand]:
         cmds = []
-        for n in range(1, self.lines + 1):
-            line = lines[n - 1] if n <= len(lines) else DisplayLine("")
+        for n, line in lines:
             if kind is Kind.SHOW and not line.text:
                 cmds.append(DisplayCommand(Kind.CLEAR, self.address, n))
                 continue
@@ -121,6 +161,7 @@ class SerialDisplay:
             for cmd in cmds:
                 await self._send(cmd)
         except DeviceError as exc:
+            self._painted = [None] * self.lines  # what the board shows is unknown now
             self.tracker.failure(exc)
             raise
         self.tracker.success()

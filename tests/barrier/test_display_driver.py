@@ -217,3 +217,33 @@ def test_over_socket_url() -> None:
             assert sim.screen[0] == "TCP" and sim.spoken == ["请通行"]
 
     run(main())
+
+
+def test_unchanged_lines_are_not_resent_until_repaint_or_failure() -> None:
+    async def main() -> None:
+        now = [0.0]
+        sim = DisplaySim("a0", 1, lines=3)
+        bus = SerialBus(await sim.start(), gap_ms=0, timeout_s=0.05, retries=0)
+        display = SerialDisplay(bus, "a0", 1, lines=3, repaint_s=10, clock=lambda: now[0])
+        screen = [DisplayLine("粤B12345"), DisplayLine("请缴费 5元"), DisplayLine("谢谢")]
+        await display.show(screen)
+        assert sim.frames_ok == 3
+        await display.show(screen)  # nothing changed: no frame at all
+        assert sim.frames_ok == 3 and display.lines_skipped == 3
+        await display.show([screen[0], DisplayLine("请缴费 8元"), screen[2]])
+        assert sim.frames_ok == 4 and sim.screen[1] == "请缴费 8元"
+        now[0] = 10.5  # the board may have blinked: repaint everything
+        await display.show([screen[0], DisplayLine("请缴费 8元"), screen[2]])
+        assert sim.frames_ok == 7
+        sim.no_answer()
+        with pytest.raises(DeviceError):
+            await display.show([DisplayLine("x")])
+        sim.no_answer(False)
+        sim.power_loss()
+        sim.power_return()  # blank board
+        await display.show([screen[0], DisplayLine("请缴费 8元"), screen[2]])
+        assert sim.screen == ["粤B12345", "请缴费 8元", "谢谢"]  # all repainted after the failure
+        await bus.close()
+        await sim.stop()
+
+    run(main())
