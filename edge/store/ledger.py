@@ -1,0 +1,182 @@
+"""Appending to and verifying the hash-chained ledger, inside a caller's transaction.
+
+Chain: every row's ``hash`` = sha256(prev_hash + canonical JSON of all its other fields), and
+``prev_hash`` is the hash of the row before it in ``pos`` order (the genesis value for the
+first). ``ledger_head`` remembers the last position and hash, so cutting rows off the end is
+caught too. Sequences are per lane, gapless from 1; the caller holds ``BEGIN IMMEDIATE`` so
+``max(seq) + 1`` cannot race another process.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from edge.store.codec import GENESIS, canonical_json, entry_hash, parse_ts, ts
+from edge.store.types import EntryKind, LedgerEntry, StoreError, VerifyResult
+
+COLUMNS = (
+    "pos, entry_id, lane_id, seq, kind, at, recorded, session_id, member_id, plate, "
+    "rules_version, payload, prev_hash, hash"
+)
+
+_INSERT = text(
+    "INSERT INTO ledger_entries (pos, entry_id, lane_id, seq, kind, at, recorded, session_id, "
+    "member_id, plate, rules_version, payload, prev_hash, hash) VALUES (:pos, :entry_id, "
+    ":lane_id, :seq, :kind, :at, :recorded, :session_id, :member_id, :plate, :rules_version, "
+    ":payload, :prev_hash, :hash)"
+)
+
+
+def hashed_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields the hash covers, exactly as stored (payload as its canonical text)."""
+    return {
+        "entry_id": row["entry_id"],
+        "lane_id": row["lane_id"],
+        "seq": row["seq"],
+        "kind": row["kind"],
+        "at": row["at"],
+        "recorded": row["recorded"],
+        "session_id": row["session_id"],
+        "member_id": row["member_id"],
+        "plate": row["plate"],
+        "rules_version": row["rules_version"],
+        "payload": row["payload"],
+    }
+
+
+def append(
+    conn: Connection,
+    *,
+    lane_id: str,
+    kind: EntryKind,
+    at: datetime,
+    recorded: datetime,
+    session_id: str | None = None,
+    member_id: str | None = None,
+    plate: str | None = None,
+    rules_version: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> LedgerEntry:
+    """Write one entry at the end of the chain; must run inside a write transaction."""
+    if not lane_id or ":" in lane_id:
+        raise StoreError(f"lane_id: {lane_id!r} must be non-empty and contain no ':'")
+    seq = int(
+        conn.execute(
+            text("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),
+            {"l": lane_id},
+        ).scalar_one()
+    ) + 1
+    last = conn.execute(
+        text("SELECT pos, hash FROM ledger_entries ORDER BY pos DESC LIMIT 1")
+    ).first()
+    pos, prev_hash = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
+    row: dict[str, Any] = {
+        "pos": pos,
+        "entry_id": f"{lane_id}:{seq}",
+        "lane_id": lane_id,
+        "seq": seq,
+        "kind": EntryKind(kind).value,
+        "at": ts(at, "at"),
+        "recorded": ts(recorded, "recorded"),
+        "session_id": session_id,
+        "member_id": member_id,
+        "plate": plate,
+        "rules_version": rules_version,
+        "payload": canonical_json(payload or {}),
+        "prev_hash": prev_hash,
+    }
+    row["hash"] = entry_hash(prev_hash, hashed_fields(row))
+    conn.execute(_INSERT, row)
+    conn.execute(
+        text(
+            "INSERT INTO ledger_head (id, last_pos, last_hash) VALUES (1, :p, :h) "
+            "ON CONFLICT (id) DO UPDATE SET last_pos = :p, last_hash = :h"
+        ),
+        {"p": pos, "h": row["hash"]},
+    )
+    return to_entry(row)
+
+
+def to_entry(row: Any) -> LedgerEntry:
+    m = row if isinstance(row, dict) else row._mapping
+    return LedgerEntry(
+        pos=int(m["pos"]),
+        entry_id=m["entry_id"],
+        lane_id=m["lane_id"],
+        seq=int(m["seq"]),
+        kind=EntryKind(m["kind"]),
+        at=parse_ts(m["at"]),
+        recorded=parse_ts(m["recorded"]),
+        session_id=m["session_id"],
+        member_id=m["member_id"],
+        plate=m["plate"],
+        rules_version=m["rules_version"],
+        payload=json.loads(m["payload"]),
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+    )
+
+
+def by_ids(conn: Connection, entry_ids: list[str]) -> list[LedgerEntry]:
+    if not entry_ids:
+        return []
+    rows = conn.execute(
+        text(f"SELECT {COLUMNS} FROM ledger_entries WHERE entry_id IN "
+             f"(SELECT value FROM json_each(:ids)) ORDER BY pos"),
+        {"ids": json.dumps(entry_ids)},
+    ).all()
+    return [to_entry(r) for r in rows]
+
+
+def verify(conn: Connection, max_problems: int = 100) -> VerifyResult:
+    """Recompute the whole chain; report every break (edited, removed, inserted, reordered)."""
+    problems: list[str] = []
+
+    def problem(msg: str) -> None:
+        if len(problems) < max_problems:
+            problems.append(msg)
+
+    prev_hash = GENESIS
+    expected_pos = 1
+    last_seq: dict[str, int] = {}
+    checked = 0
+    result = conn.execute(text(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
+    for r in result:
+        m = dict(r._mapping)
+        checked += 1
+        where = f"pos {m['pos']} ({m['entry_id']})"
+        if m["pos"] != expected_pos:
+            problem(f"{where}: expected position {expected_pos} (a row was removed or inserted)")
+        expected_pos = int(m["pos"]) + 1
+        if m["prev_hash"] != prev_hash:
+            problem(f"{where}: prev_hash does not match the previous row's hash "
+                    "(row removed, inserted or reordered before it)")
+        if entry_hash(m["prev_hash"], hashed_fields(m)) != m["hash"]:
+            problem(f"{where}: hash mismatch (row edited)")
+        lane, seq = m["lane_id"], int(m["seq"])
+        want = last_seq.get(lane, 0) + 1
+        if seq != want:
+            problem(f"{where}: lane {lane} seq {seq}, expected {want} (gap or reorder)")
+        last_seq[lane] = seq
+        if m["entry_id"] != f"{lane}:{seq}":
+            problem(f"{where}: entry_id does not spell lane:seq")
+        try:
+            EntryKind(m["kind"])
+            parse_ts(m["at"])
+            parse_ts(m["recorded"])
+            json.loads(m["payload"])
+        except ValueError as exc:
+            problem(f"{where}: unreadable field ({exc})")
+        prev_hash = m["hash"]
+    head = conn.execute(text("SELECT last_pos, last_hash FROM ledger_head WHERE id = 1")).first()
+    if head is None:
+        if checked:
+            problem("ledger_head missing while entries exist")
+    elif (int(head[0]), str(head[1])) != (expected_pos - 1, prev_hash):
+        problem(f"chain head says pos {head[0]}, ledger ends at pos {expected_pos - 1} "
+                "(rows removed from the end, or the head was edited)")
+    return VerifyResult(ok=not problems, checked=checked, problems=problems)
