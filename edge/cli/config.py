@@ -14,6 +14,7 @@ import typer
 
 from edge.cli import app
 from edge.config import ConfigError, load_config
+from edge.config.environment import environment_warnings
 
 EXIT_INVALID = 2
 
@@ -27,14 +28,32 @@ def check_config(
         bool,
         typer.Option("--show", help="After OK, print the effective config (secrets redacted)."),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Also fail (exit 2) when a file or device the config names is missing here.",
+        ),
+    ] = False,
 ) -> None:
-    """Check a config file: prints OK, or every error as key.path: reason (exit code 2)."""
+    """Check a config file: prints OK, or every error as key.path: reason (exit code 2).
+
+    Missing files/devices on this machine (rules bundle, serial adapters, state dir) are
+    printed as warnings on stderr; with --strict they are errors.
+    """
     try:
         cfg = load_config(file)
     except ConfigError as exc:
         for path, reason in exc.errors:
             typer.echo(f"{path}: {reason}" if path else reason)
         raise typer.Exit(EXIT_INVALID) from None
+    warnings = environment_warnings(cfg)
+    if strict and warnings:
+        for path, reason in warnings:
+            typer.echo(f"{path}: {reason}")
+        raise typer.Exit(EXIT_INVALID)
+    for path, reason in warnings:
+        typer.echo(f"warning: {path}: {reason}", err=True)
     typer.echo("OK")
     if show:
         typer.echo(json.dumps(cfg.model_dump_redacted(), ensure_ascii=False, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,33 @@ def test_installed_console_script(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stdout == "devices: missing required section\n"
+
+
+def test_environment_warnings_and_strict(tmp_path: Path) -> None:
+    master, slave = os.openpty()  # a real tty standing in for the RS-485 adapter
+    try:
+        tty = os.ttyname(slave)
+        text = (ROOT / "config" / "exit.example.toml").read_text(encoding="utf-8")
+        text = text.replace('url = "serial:///dev/ttyUSB0"', f'url = "serial://{tty}"')
+        text = text.replace('path = "/etc/parkedge/rules.toml"', 'path = "rules.toml"')
+        text = text.replace('path = "/var/lib/parkedge/ledger.db"', 'path = "state/ledger.db"')
+        cfg = tmp_path / "lane.toml"
+        cfg.write_text(text, encoding="utf-8")
+        warned = parkedge("check-config", str(cfg))
+        assert warned.returncode == 0 and warned.stdout == "OK\n"
+        assert "warning: rules.path: " in warned.stderr
+        assert "warning: buses.led.url: /dev/ttyUSB1 does not exist" in warned.stderr
+        assert "buses.relay.url" not in warned.stderr  # the pty exists
+        strict = parkedge("check-config", "--strict", str(cfg))
+        assert strict.returncode == 2
+        assert {line.split(":")[0] for line in strict.stdout.splitlines()} == {
+            "rules.path",
+            "buses.led.url",
+        }
+        (tmp_path / "rules.toml").write_text("", encoding="utf-8")
+        cfg.write_text(text.replace('url = "/dev/ttyUSB1"', f'url = "{tty}"'), encoding="utf-8")
+        clean = parkedge("check-config", "--strict", str(cfg))
+        assert (clean.returncode, clean.stdout, clean.stderr) == (0, "OK\n", "")
+    finally:
+        os.close(master)
+        os.close(slave)
