@@ -4,7 +4,9 @@ The arm takes ``rise_s``/``fall_s`` to move, powers on down, auto-closes once th
 was opened for have crossed (and cleared) the closing loop, and rises again if the closing loop
 or the photocell is occupied while it falls (anti-crush). Tests set the inputs with
 ``set_loops`` and inject faults: the serial ones of ``SerialDeviceSim`` plus ``stuck`` (the arm
-never moves, no fault reported) and ``never_up`` (the arm stalls half way and reports a fault).
+never moves, no fault reported), ``never_up`` (the arm stalls half way and reports a fault) and
+``flap(loop, period_s)`` (a detector toggling on its own). On power loss the arm holds (brake) or,
+with ``on_power_loss="open"``, rises on its capacitor; power always returns with the arm down.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Literal
 
 from edge.barrier.codecs import eb_barrier as eb
 from edge.barrier.codecs.eb_barrier import EbCommand, EbStatus
@@ -19,6 +22,7 @@ from edge.barrier.interfaces import ArmState
 from parkedge_sim.pty_device import SerialDeviceSim, SimBus, Transport
 
 STALL_AT = 0.6  # where a ``never_up`` arm stops
+LoopName = Literal["arming", "closing", "photocell"]
 
 
 class EbBarrierSim(SerialDeviceSim):
@@ -29,6 +33,7 @@ class EbBarrierSim(SerialDeviceSim):
         rise_s: float = 1.0,
         fall_s: float = 1.0,
         auto_close_s: float | None = None,
+        on_power_loss: Literal["hold", "open"] = "hold",
         tick_s: float = 0.01,
         transport: Transport = "pty",
         port: int = 0,
@@ -41,6 +46,12 @@ class EbBarrierSim(SerialDeviceSim):
         self.rise_s = rise_s
         self.fall_s = fall_s
         self.auto_close_s = auto_close_s  # close an opened arm nobody drove through
+        if on_power_loss not in ("hold", "open"):
+            raise ValueError(f"on_power_loss must be 'hold' or 'open', got {on_power_loss!r}")
+        self.on_power_loss = on_power_loss
+        self._flap: LoopName | None = None
+        self._flap_period = 0.0
+        self._flap_elapsed = 0.0
         self.tick_s = tick_s
         self._decoder = eb.Decoder()
         self.position = 0.0  # 0 down .. 1 up
@@ -130,6 +141,22 @@ class EbBarrierSim(SerialDeviceSim):
                 self._vehicle_crossed()
         self._anti_crush()
 
+    def flap(self, loop: LoopName | None, period_s: float = 0.2) -> None:
+        """Make ``loop`` toggle every ``period_s`` by itself (None stops it, leaving it clear)."""
+        if loop is not None and loop not in ("arming", "closing", "photocell"):
+            raise ValueError(f"loop must be arming, closing or photocell, got {loop!r}")
+        if period_s <= 0:
+            raise ValueError(f"period_s must be > 0, got {period_s}")
+        if self._flap is not None and loop is None:
+            self.set_loops(**{self._flap: False})
+        self._flap, self._flap_period, self._flap_elapsed = loop, period_s, 0.0
+
+    def power_loss(self) -> None:
+        super().power_loss()
+        self.motion = 0
+        if self.on_power_loss == "open":
+            self.position = 1.0  # the capacitor lifts the arm
+
     def _vehicle_crossed(self) -> None:
         self.passages += 1
         if self.pending_vehicles > 0:
@@ -179,6 +206,11 @@ class EbBarrierSim(SerialDeviceSim):
         """Advance the arm by ``dt`` seconds (public so a scenario can run faster than time)."""
         if not self.faults.powered:
             return
+        if self._flap is not None:
+            self._flap_elapsed += dt
+            if self._flap_elapsed >= self._flap_period:
+                self._flap_elapsed = 0.0
+                self.set_loops(**{self._flap: not getattr(self, self._flap)})
         self._anti_crush()
         if self.motion > 0:
             self.position = min(1.0, self.position + dt / self.rise_s)

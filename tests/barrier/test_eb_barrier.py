@@ -198,3 +198,45 @@ def test_bad_constructor_arguments_are_named() -> None:
         EbBarrier(SerialBus("loop://"), 300)
     with pytest.raises(ValueError, match="rise_s"):
         EbBarrierSim(1, rise_s=0)
+
+
+def test_power_loss_modes_and_flapping_loop() -> None:
+    async def main() -> None:
+        sim = EbBarrierSim(1, rise_s=RISE, fall_s=RISE, on_power_loss="open")
+        bus = SerialBus(await sim.start(), gap_ms=0, timeout_s=0.05, retries=0)
+        barrier = EbBarrier(bus, 1)
+        sim.power_loss()
+        assert sim.arm is ArmState.UP  # capacitor model opens on power loss
+        with pytest.raises(DeviceError):
+            await barrier.read_state()
+        sim.power_return()
+        assert await barrier.read_state() is ArmState.DOWN
+        sim.flap("closing", 0.02)
+        seen = set()
+        for _ in range(20):
+            seen.add((await barrier.read_status()).closing)
+            await asyncio.sleep(0.01)
+        assert seen == {True, False} and sim.passages >= 2
+        sim.flap(None)
+        assert (await barrier.read_status()).closing is False
+        with pytest.raises(ValueError, match="loop must be"):
+            sim.flap("rear")  # type: ignore[arg-type]
+        await bus.close()
+        await sim.stop()
+
+    run(main())
+
+
+def test_auto_close_when_nobody_drives_through() -> None:
+    async def main() -> None:
+        sim = EbBarrierSim(1, rise_s=RISE, fall_s=RISE, auto_close_s=0.1)
+        bus = SerialBus(await sim.start(), gap_ms=0, timeout_s=0.05)
+        barrier = EbBarrier(bus, 1)
+        await barrier.pulse_open()
+        await wait_state(barrier, ArmState.UP)
+        await wait_state(barrier, ArmState.DOWN)  # closed by the timer, no vehicle crossed
+        assert sim.passages == 0
+        await bus.close()
+        await sim.stop()
+
+    run(main())
