@@ -37,7 +37,10 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def make(**patch: Any) -> RuleBundle:
-    return parse_bundle(merge(base_dict(), patch))
+    """A bundle from the base with ``patch`` merged in (tariffs/tiers are replaced whole)."""
+    data = merge(base_dict(), {k: v for k, v in patch.items() if k not in ("tariffs", "tiers")})
+    data.update({k: v for k, v in patch.items() if k in ("tariffs", "tiers")})
+    return parse_bundle(data)
 
 
 @pytest.fixture
