@@ -63,7 +63,8 @@ class DisplayLine:
 
 @runtime_checkable
 class Barrier(Protocol):
-    health: Health
+    @property
+    def health(self) -> Health: ...
 
     async def pulse_open(self) -> None:
         """Pulse the OPEN input; raises DeviceError if the device did not take it."""
@@ -77,7 +78,8 @@ class Barrier(Protocol):
 
 @runtime_checkable
 class Loops(Protocol):
-    health: Health
+    @property
+    def health(self) -> Health: ...
 
     async def read(self) -> LoopInputs:
         """Debounced detector states; raises DeviceError when the inputs cannot be read."""
@@ -85,7 +87,8 @@ class Loops(Protocol):
 
 @runtime_checkable
 class Display(Protocol):
-    health: Health
+    @property
+    def health(self) -> Health: ...
 
     async def show(self, lines: list[DisplayLine]) -> None:
         """Replace what the screen shows, one DisplayLine per physical line."""

@@ -27,7 +27,8 @@ class PlateRead:
 
 @runtime_checkable
 class PlateSource(Protocol):
-    health: Health
+    @property
+    def health(self) -> Health: ...
 
     async def start(self) -> None: ...
 

@@ -1,0 +1,253 @@
+"""The composition root: reads the config, builds every part, runs one lane until stopped.
+
+Nothing imports this module except the CLI. Each part is built from its own config section
+and talks to the others only through the interfaces in ``edge.barrier.interfaces``,
+``edge.lpr.source`` and the store, so a driver can be swapped without touching the lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge import metrics, notify
+from edge.barrier.interfaces import Barrier, Display, Loops
+from edge.config import Config
+from edge.control import ControlServer
+from edge.lane import machine as m
+from edge.lane.decide import Decider, LanePolicy, MatchFn, exact_match
+from edge.lane.runner import EventClock, LaneRunner
+from edge.lpr.source import PlateRead, PlateSource
+from edge.pricing import load_bundle
+from edge.rules_holder import RulesHolder
+from edge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Built:
+    barrier: Barrier
+    loops: Loops
+    display: Display
+    plates: PlateSource
+    closers: list[Any]
+
+
+def build_plate_source(cfg: Config, tz: ZoneInfo) -> PlateSource:
+    if cfg.camera.source == "push":
+        from edge.config import parse_host_port
+        from edge.lpr.camera_push import CameraPushSource
+
+        host, port = parse_host_port(cfg.camera.listen)
+        return CameraPushSource(
+            host, port, cfg.lane.id, min_confidence=cfg.camera.min_confidence, tz=tz
+        )
+    from edge.lpr.grammar import cn_grammar, latin_grammar
+    from edge.lpr.onbox_source import OnBoxPlateSource
+
+    grammar = cn_grammar() if cfg.lpr.grammar == "cn" else latin_grammar()
+    return OnBoxPlateSource(
+        cfg.camera.url,
+        cfg.lane.id,
+        grammar=grammar,
+        vote_frames=cfg.lpr.vote_frames,
+        min_confidence=cfg.camera.min_confidence,
+        timeout_s=cfg.lane.plate_timeout_s,
+        tz=tz,
+        crops_dir=cfg.lpr.crops_dir if cfg.lpr.keep_crops_days > 0 else None,
+        keep_frames=cfg.lpr.keep_frames,
+    )
+
+
+def build_matcher(cfg: Config) -> MatchFn:
+    """Safe exit matching from the plate grammar; exact matching if LPR is not installed."""
+    try:
+        from edge.lpr.grammar import cn_grammar, latin_grammar
+        from edge.lpr.matching import match_exit
+    except ImportError:
+        log.warning("plate matching module missing: exits match exact plates only")
+        return exact_match
+    grammar = cn_grammar() if cfg.lpr.grammar == "cn" else latin_grammar()
+
+    def match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
+        r = match_exit(read, open_plates, grammar)
+        return r.plate, r.kind, r.spend_points_ok
+
+    return match
+
+
+class LaneApp:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.lane.timezone)
+        self.clock = EventClock(self.tz, use_events=cfg.lane.clock == "event")
+        self.runner: LaneRunner | None = None
+        self.store: Store | None = None
+        self._stop = asyncio.Event()
+        self._reload = False
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        notify.status("starting")
+        self.store = store = Store.open(cfg.storage.path, cfg.lane.id)
+        rules = RulesHolder(load_bundle(cfg.rules.path), self.clock.now)
+        from edge.barrier.factory import build_devices
+
+        devices = build_devices(cfg)
+        plates = build_plate_source(cfg, self.tz)
+        timeouts = m.Timeouts(
+            plate_s=cfg.lane.plate_timeout_s,
+            arm_s=cfg.lane.arm_confirm_s,
+            pass_s=cfg.lane.clear_timeout_s,
+            payment_s=cfg.lane.payment_timeout_s,
+        )
+        policy = LanePolicy(
+            lane_id=cfg.lane.id,
+            direction=cfg.lane.direction,
+            tz=self.tz,
+            unknown_plate=cfg.lane.unknown_plate,
+            uncertain_read=cfg.lane.uncertain_read,
+        )
+        decider = Decider(store, rules.current, policy, build_matcher(cfg))
+        self.runner = runner = LaneRunner(
+            lane=m.Lane(direction=cfg.lane.direction, timeouts=timeouts),
+            decider=decider,
+            store=store,
+            barrier=devices.barrier,
+            loops=devices.loops,
+            display=devices.display,
+            plates=plates,
+            clock=self.clock,
+            idle_lines=list(cfg.lane.idle_lines),
+            on_decision=self._count,
+        )
+        control = ControlServer(Path(cfg.lane.control_socket), self._control)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: rules.reload_file(cfg.rules.path))
+        metrics_server = metrics.start_metrics_server(cfg.metrics.listen)
+        scheduler = self._scheduler(store)
+        watchdog = notify.Watchdog(runner.alive)
+        try:
+            await devices.start()
+            await plates.start()
+            await runner.start()
+            await control.start()
+            scheduler.start()
+            watchdog.start()
+            notify.ready(f"lane {cfg.lane.id} ({cfg.lane.direction}) running")
+            log.info(
+                "lane %s (%s) running, rules %s",
+                cfg.lane.id,
+                cfg.lane.direction,
+                rules.current().version,
+            )
+            await self._stop.wait()
+        finally:
+            notify.stopping()
+            watchdog.stop()
+            with contextlib.suppress(Exception):
+                scheduler.shutdown(wait=False)
+            await control.stop()
+            await runner.stop()
+            with contextlib.suppress(Exception):
+                await plates.stop()
+            with contextlib.suppress(Exception):
+                await devices.stop()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            store.close()
+            log.info("lane %s stopped", cfg.lane.id)
+
+    def _count(self, decision: m.Decision, read: PlateRead) -> None:
+        metrics.PLATES_READ.inc()
+        if decision.outcome == "entry_opened":
+            metrics.SESSIONS_OPENED.inc()
+        elif decision.outcome in ("exit_paid", "exit_owed"):
+            metrics.EXITS.inc()
+
+    def _scheduler(self, store: Store) -> Any:
+        """Periodic jobs: heartbeat status, WAL checkpoint, crop retention."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        sched = AsyncIOScheduler(timezone=self.tz)
+
+        def heartbeat() -> None:
+            if self.runner is not None:
+                st = self.runner.status()
+                metrics.set_lane_state(st["state"])
+                notify.status(f"{st['state']}; plates {st['plates']}; faults {st['faults']}")
+
+        sched.add_job(heartbeat, "interval", seconds=30, id="heartbeat")
+        checkpoint = getattr(store, "checkpoint", None)
+        if callable(checkpoint):
+            sched.add_job(checkpoint, "interval", minutes=10, id="wal-checkpoint")
+        if self.cfg.camera.source == "stream" and self.cfg.lpr.keep_crops_days >= 0:
+
+            def purge() -> None:
+                from edge.lpr.retention import purge_old_crops
+
+                n = purge_old_crops(
+                    Path(self.cfg.lpr.crops_dir), self.cfg.lpr.keep_crops_days, self.clock.now()
+                )
+                if n:
+                    log.info(
+                        "deleted %d plate crops older than %d days", n, self.cfg.lpr.keep_crops_days
+                    )
+
+            sched.add_job(
+                purge,
+                "interval",
+                hours=1,
+                id="crop-retention",
+                next_run_time=datetime.now(self.tz) + timedelta(seconds=30),
+            )
+        return sched
+
+    async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        runner = self.runner
+        if runner is None:
+            return {"ok": False, "error": "lane not running yet"}
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, **runner.status()}
+        if cmd == "open":
+            reason = str(req.get("reason", "")).strip()
+            if not reason:
+                return {"ok": False, "error": "a manual open needs --reason"}
+            runner.operator_open(reason, str(req.get("operator") or "operator"))
+            return {"ok": True, "opened": True}
+        if cmd == "pay":
+            session_id = str(req.get("session_id") or "")
+            if not session_id and runner.lane.current:
+                session_id = runner.lane.current.session_id or ""
+            if not session_id:
+                return {"ok": False, "error": "no session is waiting for payment"}
+            try:
+                amount = Decimal(str(req["amount"]))
+            except (KeyError, InvalidOperation) as exc:
+                raise ValueError("amount must be a decimal, e.g. 12.50") from exc
+            method = str(req.get("method") or "cash")
+            idem = str(req.get("idem_key") or f"{session_id}:{method}:{amount}")
+            runner.payment(session_id, amount, method, idem)
+            return {"ok": True, "session_id": session_id}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+def run_lane(cfg: Config) -> None:
+    asyncio.run(LaneApp(cfg).run())

@@ -1,0 +1,282 @@
+"""Turning one plate read into a lane decision: ledger first, then what to show and do.
+
+This is the only place where the lane touches the ledger and the pricing engine for a
+vehicle. Every decision is committed to the ledger before the runner acts on it, and every
+exit is idempotent: a replayed plate event (restart, duplicate push, the same car read again)
+returns what was already recorded instead of deducting again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from edge.lane import messages
+from edge.lane.machine import Decision
+from edge.lpr.source import PlateRead
+from edge.pricing import (
+    Coupon,
+    MemberSnapshot,
+    PointsLot,
+    Quote,
+    RuleBundle,
+    SessionInput,
+    quote_exit,
+)
+from edge.store import ExitRecord, ExitResult, Session, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LanePolicy:
+    lane_id: str
+    direction: Literal["entry", "exit"]
+    tz: ZoneInfo
+    unknown_plate: Literal["hold", "flat_fee"] = "hold"
+    uncertain_read: Literal["no_points", "hold"] = "no_points"
+    replay_window: timedelta = timedelta(minutes=15)
+    reentry_lookback: timedelta = timedelta(days=1)
+
+
+MatchFn = Callable[[PlateRead, list[str]], tuple[str | None, str, bool]]
+"""(read, open plates) -> (plate or None, kind exact|fuzzy|ambiguous|none, spend_points_ok)."""
+
+
+def exact_match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
+    """Fallback matcher when no plate grammar is configured: exact plates only."""
+    if read.plate in open_plates:
+        return read.plate, "exact", not read.uncertain
+    return None, "none", False
+
+
+class Decider:
+    """Entry and exit decisions for one lane."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: Callable[[], RuleBundle],
+        policy: LanePolicy,
+        match: MatchFn = exact_match,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.policy = policy
+        self.match = match
+
+    def decide(self, read: PlateRead, now: datetime) -> Decision:
+        if self.policy.direction == "entry":
+            return self.entry(read, now)
+        return self.exit(read, now)
+
+    # ------------------------------------------------------------------ entry
+    def entry(self, read: PlateRead, now: datetime) -> Decision:
+        rules = self.rules()
+        plate = read.plate
+        member = self.store.member_for_plate(plate)
+        if _blacklisted(rules, plate, now):
+            self.store.record_lane_event(
+                "blacklisted", now, plate=plate, detail={"direction": "entry"}
+            )
+            lines, speak = messages.entry_refused(plate)
+            return Decision("blacklisted", lines, speak, plate=plate)
+        session, _created = self.store.record_entry(
+            plate=plate,
+            entered_at=now,
+            event_id=read.event_id,
+            member_id=member.member_id if member else None,
+            rules_version=rules.version,
+            lane_id=self.policy.lane_id,
+            detail={
+                "confidence": round(read.confidence, 3),
+                "source": read.source,
+                "uncertain": read.uncertain,
+                "colour": read.colour,
+            },
+        )
+        if member is not None:
+            lines, speak = messages.entry_member(plate, self.store.balance(member.member_id, now))
+        else:
+            lines, speak = messages.entry_visitor(plate)
+        return Decision(
+            "entry_opened",
+            lines,
+            speak,
+            open_barrier=True,
+            session_id=session.session_id,
+            plate=plate,
+        )
+
+    # ------------------------------------------------------------------ exit
+    def exit(self, read: PlateRead, now: datetime) -> Decision:
+        replay = self.store.last_exit(read.plate, now - self.policy.replay_window)
+        if replay is not None and replay.session.status in ("closed", "owed"):
+            return self._replayed(replay, read)
+
+        rules = self.rules()
+        open_plates = self.store.open_plates()
+        plate, kind, spend_ok = self.match(read, open_plates)
+        session: Session | None = None
+        flags: list[str] = []
+        if plate is not None:
+            session = self.store.find_open_session(plate)
+            if kind == "fuzzy":
+                flags.append("fuzzy_match")
+        if kind == "ambiguous":
+            self.store.record_lane_event(
+                "ambiguous_plate",
+                now,
+                plate=read.plate,
+                detail={"candidates": list(read.candidates)},
+            )
+            lines, speak = messages.exit_unknown(read.plate)
+            return Decision("ambiguous_plate", lines, speak, plate=read.plate)
+        if session is None and self.policy.unknown_plate == "hold":
+            self.store.record_lane_event("unknown_plate", now, plate=read.plate)
+            lines, speak = messages.exit_unknown(read.plate)
+            return Decision("unknown_plate", lines, speak, plate=read.plate)
+
+        if read.uncertain:
+            flags.append("uncertain_read")
+            spend_ok = False
+            if self.policy.uncertain_read == "hold":
+                self.store.record_lane_event("uncertain_read", now, plate=read.plate)
+                lines, speak = messages.exit_unknown(read.plate)
+                return Decision("uncertain_read", lines, speak, plate=read.plate)
+
+        the_plate = session.plate if session else read.plate
+        member_id = session.member_id if session and session.member_id else None
+        if member_id is None:
+            m = self.store.member_for_plate(the_plate)
+            member_id = m.member_id if m else None
+        snapshot = self._snapshot(member_id, now) if member_id else None
+        quote = quote_exit(
+            SessionInput(
+                entered=session.entered_at if session else None,
+                exited=now,
+                vehicle_class=session.vehicle_class if session else "small",
+                plate=the_plate,
+                lane_id=self.policy.lane_id,
+                previous_exit=self._previous_exit(the_plate, session),
+            ),
+            snapshot,
+            rules,
+            at=now,
+            spend_points=spend_ok,
+        )
+        result = self.store.record_exit(
+            ExitRecord(
+                exit_event_id=read.event_id,
+                session_id=session.session_id if session else None,
+                plate=the_plate,
+                exited_at=now,
+                member_id=member_id,
+                rules_version=quote.rules_version,
+                fee=quote.fee,
+                payable=quote.payable,
+                points_deducted=quote.points_deducted,
+                lots_used=tuple(quote.lots_used),
+                coupons_used=tuple(quote.coupons_used),
+                points_earned=quote.points_earned,
+                earned_expires_at=quote.earned_expires_at,
+                quote=quote.to_json(),
+                flags=tuple(flags) + tuple(quote.flags),
+            )
+        )
+        if result.replayed:
+            return self._replayed(result, read)
+        return self._exit_decision(the_plate, quote, result, uncertain=not spend_ok)
+
+    def _exit_decision(
+        self, plate: str, quote: Quote, result: ExitResult, *, uncertain: bool
+    ) -> Decision:
+        lines, speak = messages.exit_lines(
+            plate, list(quote.display_lines_zh()), quote.payable, uncertain=uncertain
+        )
+        sid = result.session.session_id
+        if "blacklist" in quote.flags:
+            return Decision("blacklisted", lines, speak, session_id=sid, plate=plate)
+        if quote.payable == 0:
+            return Decision(
+                "exit_paid", lines, speak, open_barrier=True, session_id=sid, plate=plate
+            )
+        return Decision("exit_owed", lines, speak, await_payment=True, session_id=sid, plate=plate)
+
+    def _replayed(self, result: ExitResult, read: PlateRead) -> Decision:
+        """Show again what was recorded, and open only if nothing is owed."""
+        s = result.session
+        owed = (s.payable or Decimal(0)) - (s.paid or Decimal(0))
+        quote_lines = [
+            f"{s.plate}",
+            f"费用 {messages.money(s.fee or Decimal(0))}元",
+            f"积分抵扣 {s.points_deducted or 0}分",
+            f"应付 {messages.money(max(owed, Decimal(0)))}元",
+        ]
+        lines, speak = messages.exit_lines(
+            s.plate, quote_lines, max(owed, Decimal(0)), uncertain=False
+        )
+        if owed <= 0:
+            return Decision(
+                "replayed", lines, speak, open_barrier=True, session_id=s.session_id, plate=s.plate
+            )
+        return Decision(
+            "replayed_owed",
+            lines,
+            speak,
+            await_payment=True,
+            session_id=s.session_id,
+            plate=s.plate,
+        )
+
+    def _previous_exit(self, plate: str, session: Session | None) -> datetime | None:
+        if session is None:
+            return None
+        prior = self.store.last_exit(plate, session.entered_at - self.policy.reentry_lookback)
+        if prior is None or prior.session.exited_at is None:
+            return None
+        return prior.session.exited_at if prior.session.exited_at <= session.entered_at else None
+
+    def _snapshot(self, member_id: str, now: datetime) -> MemberSnapshot:
+        v: Any = self.store.member_view(member_id, now, self.policy.tz)
+        lots = tuple(_lot(x) for x in v.lots)
+        coupons = tuple(_coupon(x) for x in v.coupons)
+        return MemberSnapshot(
+            member_id=member_id,
+            tier=v.tier,
+            lots=lots,
+            coupons=coupons,
+            redeemed_this_month_value=v.redeemed_this_month_value,
+            redeemed_today_points=v.redeemed_today_points,
+            earned_today=v.earned_today,
+            auto_deduct=v.auto_deduct,
+            blocked=v.blocked,
+        )
+
+
+def _lot(x: Any) -> PointsLot:
+    if isinstance(x, PointsLot):
+        return x
+    if isinstance(x, tuple):
+        lot_id, points, expires_at, *rest = x
+        return PointsLot(lot_id, int(points), expires_at, rest[0] if rest else None)
+    return PointsLot(x.lot_id, int(x.points), x.expires_at, getattr(x, "earned_at", None))
+
+
+def _coupon(x: Any) -> Coupon:
+    if isinstance(x, Coupon):
+        return x
+    if isinstance(x, tuple):
+        coupon_id, kind, value, valid_until = x
+        return Coupon(coupon_id, kind, Decimal(value), valid_until)
+    return Coupon(x.coupon_id, x.kind, Decimal(x.value), x.valid_until)
+
+
+def _blacklisted(rules: RuleBundle, plate: str, at: datetime) -> bool:
+    check = getattr(rules, "is_blacklisted", None)
+    return bool(check(plate)) if callable(check) else False

@@ -1,0 +1,428 @@
+"""The lane runner: feeds device events into the pure machine and performs its actions.
+
+One asyncio task consumes events one at a time, so the machine never sees two events at
+once; slow devices never block it: the display has its own writer task (latest screen wins),
+the barrier pulse is awaited only for the barrier, and the plate decision (ledger + pricing,
+a few milliseconds of SQLite) runs inline so that its result is committed before anything
+acts on it. Every device call is wrapped: a failing device is logged once, its health goes
+to the machine as an event, and the lane goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from edge.barrier.interfaces import (
+    ArmState,
+    Barrier,
+    Display,
+    DisplayLine,
+    Health,
+    LoopInputs,
+    Loops,
+)
+from edge.lane import machine as m
+from edge.lane import messages
+from edge.lane.decide import Decider
+from edge.lpr.source import PlateRead, PlateSource
+from edge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class EventClock:
+    """Wall clock, or (bench/demo) the plate events' own timestamps advanced by elapsed time."""
+
+    def __init__(self, tz: Any, use_events: bool = False) -> None:
+        self.tz = tz
+        self.use_events = use_events
+        self._base: datetime | None = None
+        self._mono = 0.0
+
+    def observe(self, at: datetime) -> None:
+        if self.use_events:
+            self._base, self._mono = at, time.monotonic()
+
+    def now(self) -> datetime:
+        from datetime import timedelta
+
+        if self.use_events and self._base is not None:
+            return self._base + timedelta(seconds=time.monotonic() - self._mono)
+        return datetime.now(self.tz)
+
+
+@dataclass
+class LaneStats:
+    plates: int = 0
+    duplicates: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    device_errors: int = 0
+    opens: int = 0
+
+
+class LaneRunner:
+    def __init__(
+        self,
+        *,
+        lane: m.Lane,
+        decider: Decider,
+        store: Store,
+        barrier: Barrier,
+        loops: Loops,
+        display: Display,
+        plates: PlateSource,
+        clock: EventClock,
+        idle_lines: list[str],
+        loop_poll_s: float = 0.02,
+        on_decision: Callable[[m.Decision, PlateRead], None] | None = None,
+    ) -> None:
+        self.lane = lane
+        self.decider = decider
+        self.store = store
+        self.barrier = barrier
+        self.loops = loops
+        self.display = display
+        self.plates = plates
+        self.clock = clock
+        self.idle_lines = idle_lines
+        self.loop_poll_s = loop_poll_s
+        self.on_decision = on_decision
+        self.stats = LaneStats()
+        self.heartbeat = time.monotonic()
+        self._events: asyncio.Queue[m.Event] = asyncio.Queue()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._screen: asyncio.Queue[tuple[tuple[DisplayLine, ...] | None, str | None]] = (
+            asyncio.Queue(maxsize=1)
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._health: dict[str, Health] = {}
+        self._loop_state = LoopInputs()
+        self._stopping = False
+        self.history: list[dict[str, Any]] = []  # recent transitions, for the bench page
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="lane-events"),
+            asyncio.create_task(self._watch_loops(), name="lane-loops"),
+            asyncio.create_task(self._watch_plates(), name="lane-plates"),
+            asyncio.create_task(self._watch_health(), name="lane-health"),
+            asyncio.create_task(self._write_display(), name="lane-display"),
+        ]
+        self._show(None, None)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for h in self._timers.values():
+            h.cancel()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    def alive(self, max_age_s: float = 10.0) -> bool:
+        """For the systemd watchdog: the event loop of this lane is still turning."""
+        consumer = self._tasks[0] if self._tasks else None
+        return (
+            consumer is not None
+            and not consumer.done()
+            and time.monotonic() - self.heartbeat < max_age_s
+        )
+
+    def post(self, event: m.Event) -> None:
+        self._events.put_nowait(event)
+
+    # ------------------------------------------------------------------ operator
+    def operator_open(self, reason: str, operator: str = "operator") -> None:
+        if not reason.strip():
+            raise ValueError("a manual open needs a reason")
+        self.post(m.OperatorOpen(reason.strip(), operator))
+
+    def payment(self, session_id: str, amount: Decimal, method: str, idem_key: str) -> None:
+        """Payment taken at a pay station or by the operator: ledger first, then the lane."""
+        self.store.record_payment(session_id, amount, method, self.clock.now(), idem_key)
+        self.post(m.PaymentDone(session_id))
+
+    def status(self) -> dict[str, Any]:
+        cur = self.lane.current
+        return {
+            "state": str(self.lane.state),
+            "direction": self.lane.direction,
+            "loops": {
+                "arming": self.lane.arming,
+                "closing": self.lane.closing,
+                "photocell": self.lane.photocell,
+            },
+            "faults": sorted(self.lane.faults),
+            "current": None
+            if cur is None
+            else {"outcome": cur.outcome, "session_id": cur.session_id, "plate": cur.plate},
+            "health": {k: str(v) for k, v in self._health.items()},
+            "plates": self.stats.plates,
+            "decisions": dict(self.stats.decisions),
+        }
+
+    # ------------------------------------------------------------------ event loop
+    async def _consume(self) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(self._events.get(), timeout=1.0)
+            except TimeoutError:
+                self.heartbeat = time.monotonic()
+                continue
+            self.heartbeat = time.monotonic()
+            try:
+                await self._handle(event)
+            except Exception:  # one bad event must never stop the lane
+                log.exception("lane event %r failed", event)
+
+    async def _handle(self, event: m.Event) -> None:
+        before = self.lane.state
+        self.lane, actions = m.step(self.lane, event)
+        if self.lane.state is not before:
+            log.info(
+                "lane %s -> %s on %s",
+                before,
+                self.lane.state,
+                type(event).__name__,
+                extra={"lane_state": str(self.lane.state)},
+            )
+        for action in actions:
+            await self._do(action)
+
+    async def _do(self, a: m.Action) -> None:
+        if isinstance(a, m.Decide):
+            self._decide(a.read)
+        elif isinstance(a, m.Open):
+            await self._open(a)
+        elif isinstance(a, m.Show):
+            self._show(a.lines, a.speak)
+        elif isinstance(a, m.ShowIdle):
+            self._show(None, None)
+        elif isinstance(a, m.StartTimer):
+            self._start_timer(a.name, a.seconds)
+        elif isinstance(a, m.CancelTimer):
+            h = self._timers.pop(a.name, None)
+            if h:
+                h.cancel()
+        elif isinstance(a, m.RequestPlate):
+            try:
+                self.plates.trigger()
+            except Exception:
+                log.exception("plate source trigger failed")
+        elif isinstance(a, m.Record):
+            self.store.record_lane_event(
+                a.event,
+                self.clock.now(),
+                plate=a.plate,
+                session_id=a.session_id,
+                detail=dict(a.detail),
+            )
+        elif isinstance(a, m.UndoDecision):
+            self._undo(a)
+        elif isinstance(a, m.CloseIfClear):
+            await self._close_if_clear()
+
+    def _decide(self, read: PlateRead) -> None:
+        now = self.clock.now()
+        try:
+            decision = self.decider.decide(read, now)
+        except Exception as exc:
+            log.exception("decision for %s failed", read.plate)
+            self.store.record_lane_event(
+                "decision_failed", now, plate=read.plate, detail={"error": str(exc)[:200]}
+            )
+            lines = (
+                DisplayLine(read.plate),
+                *m.MSG_FAULT[:3],
+            )
+            decision = m.Decision("error", tuple(lines), "请稍候 请使用对讲", plate=read.plate)
+        self.stats.decisions[decision.outcome] = self.stats.decisions.get(decision.outcome, 0) + 1
+        self.history.append(
+            {
+                "at": now.isoformat(),
+                "plate": read.plate,
+                "outcome": decision.outcome,
+                "session_id": decision.session_id,
+            }
+        )
+        del self.history[:-50]
+        if self.on_decision:
+            self.on_decision(decision, read)
+        self.post(m.Decided(decision))
+
+    async def _open(self, a: m.Open) -> None:
+        now = self.clock.now()
+        if a.manual:
+            # ledger first: the abnormal-raise record exists even if the pulse fails
+            self.store.record_manual_open(a.reason, a.operator, now, session_id=a.session_id)
+        try:
+            await self.barrier.pulse_open()
+            self.stats.opens += 1
+        except Exception as exc:
+            self.stats.device_errors += 1
+            self.post(m.ArmConfirmed(False, f"open pulse failed: {exc}"))
+            return
+        task = asyncio.create_task(self._confirm_up(), name="lane-confirm-up")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _confirm_up(self) -> None:
+        deadline = time.monotonic() + self.lane.timeouts.arm_s
+        while time.monotonic() < deadline:
+            try:
+                state = await self.barrier.read_state()
+            except Exception:
+                state = ArmState.UNKNOWN
+            if state is ArmState.UP:
+                self.post(m.ArmConfirmed(True))
+                return
+            if state is ArmState.FAULT:
+                self.post(m.ArmConfirmed(False, "barrier reports a fault"))
+                return
+            await asyncio.sleep(0.02)
+        # the machine's own "arm" timer reports the timeout
+
+    async def _close_if_clear(self) -> None:
+        try:
+            inputs = await self.loops.read()
+            if not inputs.any:
+                await self.barrier.pulse_close()
+        except Exception as exc:
+            log.warning("close after reversal skipped: %s", exc)
+
+    def _undo(self, a: m.UndoDecision) -> None:
+        now = self.clock.now()
+        if a.direction == "exit":
+            self.store.reverse_exit(a.session_id, now, "vehicle reversed away")
+        else:
+            cancel = getattr(self.store, "cancel_entry", None)
+            if callable(cancel):
+                cancel(a.session_id, now, "vehicle reversed away")
+            else:
+                self.store.record_lane_event(
+                    "entry_not_used",
+                    now,
+                    session_id=a.session_id,
+                    detail={"reason": "vehicle reversed away"},
+                )
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        old = self._timers.pop(name, None)
+        if old:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(seconds, self.post, m.TimerFired(name))
+
+    # ------------------------------------------------------------------ inputs
+    async def _watch_loops(self) -> None:
+        """Detector edges into the machine: the driver's own debounced events when it
+        publishes them, otherwise polling ``read()``."""
+        subscribe = getattr(self.loops, "subscribe", None)
+        if callable(subscribe):
+            subscribe(self._on_loop_event)
+            while True:  # the initial state (a vehicle may be standing there after a restart)
+                try:
+                    self._diff_loops(await self.loops.read())
+                    return
+                except Exception:
+                    await asyncio.sleep(0.2)
+        while True:
+            try:
+                inputs = await self.loops.read()
+            except Exception:
+                await asyncio.sleep(max(self.loop_poll_s, 0.2))
+                continue
+            self._diff_loops(inputs)
+            await asyncio.sleep(self.loop_poll_s)
+
+    def _on_loop_event(self, event: Any) -> None:
+        name, on = event.detector, bool(event.on)
+        if name in ("arming", "closing", "photocell") and getattr(self._loop_state, name) != on:
+            self._loop_state = replace(self._loop_state, **{name: on})
+            self.post(m.LoopChanged(name, on))
+
+    def _diff_loops(self, inputs: LoopInputs) -> None:
+        prev = self._loop_state
+        for name in ("arming", "closing", "photocell"):
+            now_on = getattr(inputs, name)
+            if now_on != getattr(prev, name):
+                self.post(m.LoopChanged(name, now_on))
+        self._loop_state = inputs
+
+    async def _watch_plates(self) -> None:
+        while True:
+            try:
+                read = await self.plates.get()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("plate source failed")
+                await asyncio.sleep(0.5)
+                continue
+            if read.event_id in self._seen:
+                self.stats.duplicates += 1
+                continue
+            self._seen[read.event_id] = None
+            while len(self._seen) > 256:
+                self._seen.popitem(last=False)
+            self.stats.plates += 1
+            self.clock.observe(read.at)
+            self.post(m.PlateSeen(read))
+
+    async def _watch_health(self) -> None:
+        devices = {
+            "barrier": self.barrier,
+            "loops": self.loops,
+            "display": self.display,
+            "camera": self.plates,
+        }
+        while True:
+            for name, dev in devices.items():
+                h = getattr(dev, "health", Health.OK)
+                old = self._health.get(name, Health.OK)
+                if h != old:
+                    self._health[name] = h
+                    self.post(m.DeviceChanged(name, h is not Health.DOWN))
+                    if name == "display" and h is Health.OK:
+                        self._show(None, None)  # repaint after a board came back
+                else:
+                    self._health.setdefault(name, h)
+            await asyncio.sleep(0.5)
+
+    # ------------------------------------------------------------------ display
+    def _show(self, lines: tuple[DisplayLine, ...] | None, speak: str | None) -> None:
+        """Queue a screen; a newer screen replaces one not yet written."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self._screen.get_nowait()
+        self._screen.put_nowait((lines, speak))
+
+    async def _write_display(self) -> None:
+        while True:
+            lines, speak = await self._screen.get()
+            try:
+                if lines is None:
+                    if self.lane.faults - {"display"}:
+                        await self.display.show(list(m.MSG_FAULT))
+                    else:
+                        await self.display.show(messages.idle(self.idle_lines))
+                else:
+                    await self.display.show(list(lines))
+                    if speak:
+                        await self.display.speak(speak)
+            except Exception as exc:
+                self.stats.device_errors += 1
+                log.debug("display write failed: %s", exc)
