@@ -1,0 +1,183 @@
+"""On-box recognition as a ``PlateSource``: trigger → read frames → vote → one ``PlateRead``.
+
+The arming loop calls ``trigger()``; a task then reads the newest frames (never a backlog) and
+recognises each in a worker thread (OCR is CPU-bound) until ``vote_frames`` frames agree with
+at least ``min_confidence``, or ``timeout_s`` passes. On timeout the best vote so far is
+published with ``uncertain=True`` so the lane can still compute a fee and ask the driver to use
+the intercom; a trigger that saw no plate at all publishes nothing (the lane's own timeout
+handles a car without a readable plate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.barrier.interfaces import Health
+from edge.lpr.capture import FrameGrabber
+from edge.lpr.grammar import PlateGrammar, cn_grammar
+from edge.lpr.pipeline import PlateCandidate, Recogniser
+from edge.lpr.source import PlateRead
+from edge.lpr.voting import FrameRead, Vote, vote
+
+log = logging.getLogger(__name__)
+
+
+class OnBoxPlateSource:
+    """Reads plates from a camera URL with the on-box pipeline (see module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        lane_id: str,
+        *,
+        grammar: PlateGrammar | None = None,
+        vote_frames: int = 3,
+        min_confidence: float = 0.8,
+        timeout_s: float = 3.0,
+        tz: tzinfo,
+        crops_dir: Path | None = None,
+        keep_frames: bool = False,
+        recogniser: Recogniser | None = None,
+        grabber: FrameGrabber | None = None,
+    ) -> None:
+        if vote_frames < 1:
+            raise ValueError(f"vote_frames must be >= 1, got {vote_frames}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be within 0..1, got {min_confidence}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.lane_id = lane_id
+        self.grammar = grammar or cn_grammar()
+        self.vote_frames = vote_frames
+        self.min_confidence = min_confidence
+        self.timeout_s = timeout_s
+        self.tz = tz
+        self.crops_dir = crops_dir
+        self.keep_frames = keep_frames
+        self._recogniser = recogniser
+        self._grabber = grabber or FrameGrabber(url)
+        self._queue: asyncio.Queue[PlateRead] = asyncio.Queue(maxsize=16)
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counter = itertools.count(1)
+        self.reads = 0
+        self.timeouts = 0
+
+    @property
+    def health(self) -> Health:
+        return self._grabber.health
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._grabber.start()
+        if self._recogniser is None:  # loading the model takes ~0.2 s: not on the event loop
+            self._recogniser = await asyncio.to_thread(Recogniser, self.grammar)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self._grabber.stop)
+
+    def trigger(self) -> None:
+        """Start a read unless one is already running (a second loop pulse is the same car)."""
+        if self._loop is None:
+            raise RuntimeError("OnBoxPlateSource.trigger() before start()")
+        if self._task and not self._task.done():
+            return
+        self._task = self._loop.create_task(self._read_vehicle(), name=f"lpr:{self.lane_id}")
+
+    async def get(self) -> PlateRead:
+        return await self._queue.get()
+
+    async def _read_vehicle(self) -> None:
+        try:
+            await self._read_vehicle_inner()
+        except Exception:  # a failed read must never take the source down
+            log.exception("lane %s: plate read failed", self.lane_id)
+
+    async def _read_vehicle_inner(self) -> None:
+        assert self._recogniser is not None
+        rec = self._recogniser
+        deadline = time.monotonic() + self.timeout_s
+        seen_at = datetime.now(self.tz)
+        after = 0
+        frames: list[FrameRead] = []
+        best: tuple[PlateCandidate, np.ndarray] | None = None
+        result: Vote | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            frame = await asyncio.to_thread(self._grabber.wait_frame, after, min(left, 0.5))
+            if frame is None:
+                continue
+            after = frame.seq
+            cands = await asyncio.to_thread(rec.read_frame, frame.image)
+            if not cands or not cands[0].plate:
+                continue
+            top = cands[0]
+            frames.append(FrameRead(top.plate, top.chars, top.valid, top.colour))
+            if best is None or (top.valid, top.confidence) > (best[0].valid, best[0].confidence):
+                best = (top, frame.image)
+            result = vote(frames, self.grammar)
+            if (
+                result is not None
+                and result.frames >= self.vote_frames
+                and result.confidence >= self.min_confidence
+                and self.grammar.is_valid(result.plate)
+            ):
+                break
+        else:
+            self.timeouts += 1
+        if result is None or best is None:
+            log.info("lane %s: no plate read within %.1f s", self.lane_id, self.timeout_s)
+            return
+        certain = (
+            result.frames >= self.vote_frames
+            and result.confidence >= self.min_confidence
+            and self.grammar.is_valid(result.plate)
+        )
+        event_id = f"lpr:{self.lane_id}:{seen_at:%Y%m%dT%H%M%S}-{next(self._counter)}"
+        if self.crops_dir is not None:
+            await asyncio.to_thread(self._save, event_id, seen_at, best[0].crop, best[1])
+        self.reads += 1
+        read = PlateRead(
+            plate=result.plate,
+            confidence=round(result.confidence, 4),
+            at=seen_at,
+            source=f"lpr:{self.lane_id}",
+            event_id=event_id,
+            uncertain=not certain,
+            colour=result.colour,
+            candidates=result.candidates,
+        )
+        if self._queue.full():  # nobody is listening: keep the newest reads
+            self._queue.get_nowait()
+        self._queue.put_nowait(read)
+
+    def _save(self, event_id: str, at: datetime, crop: np.ndarray, frame: np.ndarray) -> None:
+        assert self.crops_dir is not None
+        day = self.crops_dir / f"{at:%Y-%m-%d}"
+        try:
+            day.mkdir(parents=True, exist_ok=True)
+            name = event_id.replace(":", "_")
+            _write_jpeg(day / f"{name}.crop.jpg", crop)
+            if self.keep_frames:
+                _write_jpeg(day / f"{name}.frame.jpg", frame)
+        except OSError as exc:  # a full disk must not stop the lane
+            log.warning("lane %s: cannot save crop: %s", self.lane_id, exc)
+
+
+def _write_jpeg(path: Path, img: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise OSError(f"JPEG encoding failed for {path.name}")
+    buf.tofile(path)
