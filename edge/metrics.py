@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from edge.config.models import parse_host_port
+from edge.config.addresses import parse_host_port
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
