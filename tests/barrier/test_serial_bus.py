@@ -92,7 +92,7 @@ def test_timeout_then_retries_then_bus_timeout() -> None:
         with pytest.raises(BusTimeout, match="3 of 3 attempts"):
             await bus.exchange(eb.command(1, eb.EbCommand.STATUS), eb.Decoder, _is_reply_to(0))
         elapsed = time.monotonic() - t0
-        assert 0.15 <= elapsed < 0.5
+        assert 0.15 <= elapsed < 1.5  # generous upper bound: a loaded 2-core box
         assert len(dev.received) == 3  # the request was resent twice
         assert bus.timeouts_total == 3 and bus.retries_total == 2
         await bus.close()
