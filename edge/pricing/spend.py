@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from edge.pricing.bundle import RuleBundle, Tier
 from edge.pricing.tariff import to_cents
@@ -144,7 +144,7 @@ def apply_points(lots: list[PointsLot], tier: Tier, rules: RuleBundle, st: Spend
             floor_ = after(top)
             need = _first_at_most(0, top, lambda p: after(p) <= floor_)
     else:
-        need = int(-(-base // v))
+        need = int((base / v).to_integral_value(rounding=ROUND_CEILING))
 
     limits: list[tuple[int, str]] = [(balance, "points_short")]
     if rules.max_points_per_visit is not None:
