@@ -1,0 +1,114 @@
+"""OnBoxPlateSource end to end: simulated MJPEG camera → grabber → recogniser → vote → PlateRead."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from parkedge_sim.mjpeg_stream import MjpegCamera
+from parkedge_sim.render import Scene
+
+from edge.barrier.interfaces import Health
+from edge.lpr.grammar import cn_grammar
+from edge.lpr.onbox_source import OnBoxPlateSource
+from edge.lpr.pipeline import Recogniser
+from edge.lpr.source import PlateSource
+
+TZ = ZoneInfo("Asia/Shanghai")
+SCENE = Scene(width=1280, height=720, plate_width=260)
+
+
+@pytest.fixture(scope="module")
+def recogniser() -> Recogniser:
+    return Recogniser(cn_grammar())
+
+
+def make(cam: MjpegCamera, rec: Recogniser, tmp: Path | None, **kw: object) -> OnBoxPlateSource:
+    args: dict[str, object] = {"vote_frames": 3, "min_confidence": 0.6, "timeout_s": 6.0}
+    args.update(kw)
+    return OnBoxPlateSource(
+        cam.url,
+        "E1",
+        grammar=cn_grammar(),
+        tz=TZ,
+        crops_dir=tmp,
+        recogniser=rec,
+        **args,  # type: ignore[arg-type]
+    )
+
+
+def test_is_a_plate_source(recogniser: Recogniser) -> None:
+    with MjpegCamera(scene=SCENE) as cam:
+        assert isinstance(make(cam, recogniser, None), PlateSource)
+
+
+def test_reads_the_car_in_view_and_keeps_the_crop(recogniser: Recogniser, tmp_path: Path) -> None:
+    async def run() -> None:
+        with MjpegCamera(fps=15, scene=SCENE) as cam:
+            cam.set_car("粤BK7M36")
+            src = make(cam, recogniser, tmp_path)
+            await src.start()
+            try:
+                src.trigger()
+                src.trigger()  # a second pulse while reading is the same vehicle
+                read = await asyncio.wait_for(src.get(), 15)
+                assert read.plate == "粤BK7M36"
+                assert not read.uncertain
+                assert read.confidence >= 0.6
+                assert read.source == "lpr:E1" and read.event_id.startswith("lpr:E1:")
+                assert read.at.tzinfo is not None
+                assert read.colour == "blue"
+                assert src.health is Health.OK
+                crops = list(tmp_path.rglob("*.crop.jpg"))
+                assert len(crops) == 1
+                assert not list(tmp_path.rglob("*.frame.jpg"))  # full frames off by default
+                assert src._queue.empty()
+            finally:
+                await src.stop()
+
+    asyncio.run(run())
+
+
+def test_unreachable_confidence_gives_an_uncertain_read(recogniser: Recogniser) -> None:
+    async def run() -> None:
+        with MjpegCamera(fps=15, scene=SCENE) as cam:
+            cam.set_car("沪A12345")
+            src = make(cam, recogniser, None, min_confidence=1.0, timeout_s=1.5)
+            await src.start()
+            try:
+                src.trigger()
+                read = await asyncio.wait_for(src.get(), 10)
+                assert read.uncertain
+                assert read.plate == "沪A12345"
+                assert src.timeouts == 1
+            finally:
+                await src.stop()
+
+    asyncio.run(run())
+
+
+def test_empty_lane_publishes_nothing(recogniser: Recogniser) -> None:
+    async def run() -> None:
+        with MjpegCamera(fps=15, scene=SCENE) as cam:
+            src = make(cam, recogniser, None, timeout_s=1.0)
+            await src.start()
+            try:
+                src.trigger()
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(src.get(), 2.5)
+            finally:
+                await src.stop()
+
+    asyncio.run(run())
+
+
+def test_bad_settings_are_named(recogniser: Recogniser) -> None:
+    with MjpegCamera(scene=SCENE) as cam:
+        with pytest.raises(ValueError, match="vote_frames"):
+            make(cam, recogniser, None, vote_frames=0)
+        with pytest.raises(ValueError, match="min_confidence"):
+            make(cam, recogniser, None, min_confidence=2.0)
+        with pytest.raises(RuntimeError, match="before start"):
+            make(cam, recogniser, None).trigger()
