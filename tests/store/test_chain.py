@@ -1,0 +1,171 @@
+"""Hash chain: tamper with the real SQLite file using raw sqlite3 and check verify() sees it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.store import Store, StoreError
+
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=TZ)
+COLS = ("pos, entry_id, lane_id, seq, kind, at, recorded, session_id, member_id, plate, "
+        "rules_version, payload, prev_hash, hash")
+
+
+@pytest.fixture
+def filled(db: Path) -> Path:
+    with Store.open(db, "X1") as s:
+        for i in range(6):
+            s.record_lane_event("tailgate", T0 + timedelta(minutes=i), plate=f"沪A0000{i}",
+                                detail={"n": i})
+        assert s.verify().ok
+    return db
+
+
+def _raw(db: Path) -> sqlite3.Connection:
+    """A tamperer's connection: drops the append-only triggers first."""
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("DROP TRIGGER ledger_no_update")
+    c.execute("DROP TRIGGER ledger_no_delete")
+    return c
+
+
+def _problems(db: Path) -> list[str]:
+    with Store.open(db, "X1") as s:
+        res = s.verify()
+    assert not res.ok
+    assert res.problems
+    return res.problems
+
+
+def _rehash(c: sqlite3.Connection, from_pos: int) -> None:
+    """What a careful forger does: recompute every hash after the edit (still caught by head)."""
+    prev = c.execute("SELECT hash FROM ledger_entries WHERE pos = ?", (from_pos - 1,)).fetchone()
+    prev_hash = prev[0] if prev else "0" * 64
+    rows = c.execute(f"SELECT {COLS} FROM ledger_entries WHERE pos >= ? ORDER BY pos",
+                     (from_pos,)).fetchall()
+    for r in rows:
+        fields = dict(zip(COLS.split(", "), r, strict=True))
+        body = {k: fields[k] for k in ("entry_id", "lane_id", "seq", "kind", "at", "recorded",
+                                       "session_id", "member_id", "plate", "rules_version",
+                                       "payload")}
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        h = hashlib.sha256((prev_hash + canon).encode()).hexdigest()
+        c.execute("UPDATE ledger_entries SET prev_hash = ?, hash = ? WHERE pos = ?",
+                  (prev_hash, h, fields["pos"]))
+        prev_hash = h
+
+
+def test_untouched_file_verifies(filled: Path) -> None:
+    with Store.open(filled, "X1") as s:
+        res = s.verify()
+    assert res.ok and res.checked == 6 and res.problems == []
+
+
+def test_the_daemon_itself_cannot_update_or_delete_entries(filled: Path) -> None:
+    c = sqlite3.connect(filled)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        c.execute("UPDATE ledger_entries SET plate = 'x' WHERE pos = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        c.execute("DELETE FROM ledger_entries WHERE pos = 1")
+    c.close()
+
+
+def test_edited_payload_is_detected(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("UPDATE ledger_entries SET payload = replace(payload, '\"n\":2', '\"n\":9') "
+              "WHERE pos = 3")
+    c.close()
+    problems = _problems(filled)
+    assert any("pos 3" in p and "hash mismatch" in p for p in problems), problems
+
+
+def test_edited_timestamp_is_detected(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("UPDATE ledger_entries SET at = '2020-01-01T00:00:00.000000+00:00' WHERE pos = 5")
+    c.close()
+    assert any("pos 5" in p and "hash mismatch" in p for p in _problems(filled))
+
+
+def test_edit_with_recomputed_hashes_is_still_detected_by_the_head(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("UPDATE ledger_entries SET plate = '沪B99999' WHERE pos = 2")
+    _rehash(c, 2)
+    c.close()
+    problems = _problems(filled)
+    assert any("chain head" in p for p in problems), problems
+
+
+def test_removed_row_is_detected(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("DELETE FROM ledger_entries WHERE pos = 3")
+    c.close()
+    problems = _problems(filled)
+    assert any("pos 4" in p and "expected position 3" in p for p in problems), problems
+    assert any("prev_hash" in p for p in problems)
+    assert any("seq 4, expected 3" in p for p in problems)
+
+
+def test_removed_last_row_is_detected(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("DELETE FROM ledger_entries WHERE pos = 6")
+    c.close()
+    assert any("chain head" in p for p in _problems(filled))
+
+
+def test_inserted_row_is_detected(filled: Path) -> None:
+    c = _raw(filled)
+    row = list(c.execute(f"SELECT {COLS} FROM ledger_entries WHERE pos = 3").fetchone())
+    # move rows 4..6 up by one (descending, to keep pos unique) and slip a copy in at 4
+    for pos in (6, 5, 4):
+        c.execute("UPDATE ledger_entries SET pos = pos + 1 WHERE pos = ?", (pos,))
+    row[0], row[1], row[3] = 4, "X1:99", 99
+    c.execute(f"INSERT INTO ledger_entries ({COLS}) VALUES ({', '.join('?' * 14)})", row)
+    c.close()
+    problems = _problems(filled)
+    assert any("pos 4 (X1:99): prev_hash" in p for p in problems), problems
+    assert any("pos 4 (X1:99): hash mismatch" in p for p in problems), problems
+    assert any("chain head" in p for p in problems), problems
+
+
+def test_reordered_rows_are_detected(filled: Path) -> None:
+    c = _raw(filled)
+    c.execute("UPDATE ledger_entries SET pos = -1 WHERE pos = 2")
+    c.execute("UPDATE ledger_entries SET pos = 2 WHERE pos = 3")
+    c.execute("UPDATE ledger_entries SET pos = 3 WHERE pos = -1")
+    c.close()
+    problems = _problems(filled)
+    assert any("pos 2" in p and "prev_hash" in p for p in problems), problems
+    assert any("seq 3, expected 2" in p for p in problems), problems
+
+
+def test_verify_via_cli_exit_codes(filled: Path) -> None:
+    from typer.testing import CliRunner
+
+    import edge.cli.ledger  # noqa: F401  (registers the commands)
+    from edge.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["ledger", "verify", "--db", str(filled)])
+    assert ok.exit_code == 0 and ok.output.strip() == "OK 6 entries"
+    c = _raw(filled)
+    c.execute("UPDATE ledger_entries SET kind = 'manual_open' WHERE pos = 1")
+    c.close()
+    bad = runner.invoke(app, ["ledger", "verify", "--db", str(filled)])
+    assert bad.exit_code == 1
+    assert "BROKEN" in bad.output and "pos 1 (X1:1): hash mismatch" in bad.output
+
+
+def test_canonical_payload_refuses_nan_and_unknown_types(store: Store) -> None:
+    with pytest.raises(StoreError, match="payload"):
+        store.record_lane_event("x", T0, detail={"bad": float("nan")})
+    with pytest.raises(StoreError, match="payload"):
+        store.record_lane_event("x", T0, detail={"bad": object()})
+    assert store.verify().checked == 0
