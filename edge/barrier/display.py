@@ -15,6 +15,7 @@ sends every line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -84,6 +85,8 @@ class SerialDisplay:
         self._painted: list[DisplayLine | None] = [None] * lines  # None: unknown
         self._painted_at = float("-inf")  # last time every line was written
         self.lines_skipped = 0
+        # one screen operation at a time: two interleaved shows would leave a mixed screen
+        self._op_lock = asyncio.Lock()
 
     def _on_health(self, _name: str, _old: Health, new: Health) -> None:
         self.health = new
@@ -92,6 +95,10 @@ class SerialDisplay:
     async def show(self, lines: list[DisplayLine]) -> None:
         """Replace the whole screen; lines not given are cleared."""
         wanted = self._padded(lines)
+        async with self._op_lock:
+            await self._show(wanted)
+
+    async def _show(self, wanted: list[DisplayLine]) -> None:
         now = self._clock()
         fresh = self.repaint_s > 0 and now - self._painted_at < self.repaint_s
         todo = [
@@ -113,10 +120,11 @@ class SerialDisplay:
         wanted = self._padded(lines)
         cmds = self._line_commands(Kind.IDLE_SET, list(enumerate(wanted, start=1)))
         cmds.append(DisplayCommand(Kind.IDLE_SHOW, self.address))
-        now = self._clock()
-        await self._run(cmds)
-        self._painted = list(wanted)
-        self._painted_at = now
+        async with self._op_lock:
+            now = self._clock()
+            await self._run(cmds)
+            self._painted = list(wanted)
+            self._painted_at = now
 
     async def speak(self, text: str) -> None:
         if not self.voice:
@@ -127,7 +135,8 @@ class SerialDisplay:
         except ValueError as exc:
             raise DisplayInputError(f"{self.name}: {exc}") from None
         self.replaced_chars += speech.replaced
-        await self._run([DisplayCommand(Kind.SPEAK, self.address, tts=speech.frame)])
+        async with self._op_lock:
+            await self._run([DisplayCommand(Kind.SPEAK, self.address, tts=speech.frame)])
 
     # -- internals --------------------------------------------------------------------------
     def _padded(self, lines: list[DisplayLine]) -> list[DisplayLine]:

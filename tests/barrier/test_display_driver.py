@@ -247,3 +247,16 @@ def test_unchanged_lines_are_not_resent_until_repaint_or_failure() -> None:
         await sim.stop()
 
     run(main())
+
+
+def test_concurrent_shows_never_leave_a_mixed_screen() -> None:
+    async def main() -> None:
+        async with lane_display("a0") as (sim, display):
+            a = [DisplayLine("A1"), DisplayLine("A2"), DisplayLine("A3")]
+            b = [DisplayLine("B1"), DisplayLine("B2"), DisplayLine("B3")]
+            await asyncio.gather(display.show(a), display.show(b))
+            assert sim.screen == ["B1", "B2", "B3"]
+            kinds = [c.text[0] for c in sim.history if c.kind is Kind.SHOW]
+            assert kinds == ["A", "A", "A", "B", "B", "B"]  # whole operations, in call order
+
+    run(main())
