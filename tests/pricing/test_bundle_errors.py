@@ -42,7 +42,8 @@ def patched(path: str, value: Any) -> dict[str, Any]:
 DELETE = object()
 
 CASES: list[tuple[str, Any, str, str]] = [
-    ("tariffs.small.unit_minutes", 20, "tariffs.small.unit_minutes", "must be one of 1, 15, 30, 60"),
+    ("tariffs.small.unit_minutes", 20, "tariffs.small.unit_minutes",
+     "must be one of 1, 15, 30, 60"),
     ("tariffs.small.rate", "-1", "tariffs.small.rate", "must be >= 0"),
     ("tariffs.small.rate", "abc", "tariffs.small.rate", "decimal"),
     ("tariffs.small.rounding", "sideways", "tariffs.small.rounding", "must be one of up, down"),

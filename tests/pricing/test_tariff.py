@@ -176,7 +176,7 @@ def test_reentry_within_window_gets_no_new_grace(bundle, gap, fee, merged):  # t
 
 def test_naive_datetime_is_a_clear_error(bundle):  # type: ignore[no-untyped-def]
     rb = bundle()
-    with pytest.raises(ValueError, match="session.entered must be a timezone-aware"):
+    with pytest.raises(ValueError, match=r"session\.entered must be a timezone-aware"):
         quote_exit(SessionInput(datetime(2026, 3, 3, 9), t(2026, 3, 3, 10)), None, rb,
                    t(2026, 3, 3, 10))
 
