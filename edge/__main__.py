@@ -1,0 +1,5 @@
+"""``python -m edge``: the parkedge CLI."""
+
+from edge.cli import main
+
+main()
