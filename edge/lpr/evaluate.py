@@ -1,0 +1,148 @@
+"""Accuracy and latency of the recogniser on a labelled folder (``lpr eval`` and the bench).
+
+A folder holds images and ``labels.csv`` with ``file,plate[,x,y,w,h]``. Exact-plate accuracy,
+character accuracy (1 - edit distance / length, summed over plates), latency per image
+(recognition only: decoding the file is not the camera's cost) and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import csv
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.lpr.grammar import normalise_plate
+from edge.lpr.pipeline import Recogniser, load_image
+
+
+@dataclass(frozen=True)
+class Label:
+    file: str
+    plate: str
+    box: tuple[int, int, int, int] | None
+
+
+@dataclass
+class EvalReport:
+    n: int
+    exact: float
+    char_acc: float
+    p50_ms: float
+    p95_ms: float
+    rss_mb: float
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # file, truth, read
+
+    def as_json(self) -> dict[str, float | int]:
+        return {
+            "n": self.n,
+            "exact": round(self.exact, 4),
+            "char_acc": round(self.char_acc, 4),
+            "p50_ms": round(self.p50_ms, 1),
+            "p95_ms": round(self.p95_ms, 1),
+            "rss_mb": round(self.rss_mb, 1),
+        }
+
+
+def read_labels(folder: Path) -> list[Label]:
+    """Parse ``labels.csv``; a malformed row is an error naming its line."""
+    path = folder / "labels.csv"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no labels.csv (expected file,plate[,x,y,w,h])")
+    out: list[Label] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        for lineno, row in enumerate(reader, start=1):
+            if not row or (lineno == 1 and row[0].strip().lower() == "file"):
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise ValueError(f"{path}:{lineno}: need file,plate, got {row!r}")
+            box = None
+            if len(row) >= 6 and all(v.strip() for v in row[2:6]):
+                try:
+                    x, y, w, h = (int(float(v)) for v in row[2:6])
+                except ValueError:
+                    raise ValueError(
+                        f"{path}:{lineno}: box must be numbers, got {row[2:6]}"
+                    ) from None
+                box = (x, y, w, h)
+            out.append(Label(row[0].strip(), normalise_plate(row[1]), box))
+    return out
+
+
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def is_crop(shape: tuple[int, ...], label: Label) -> bool:
+    """A plate-shaped small image with no box is a crop, not a scene."""
+    h, w = shape[:2]
+    return label.box is None and w / max(h, 1) >= 2.2 and h <= 160
+
+
+def evaluate_dir(
+    folder: Path,
+    recogniser: Recogniser,
+    *,
+    mode: str = "auto",
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Run the recogniser over a labelled folder. ``mode``: auto, frame or crop."""
+    if mode not in ("auto", "frame", "crop"):
+        raise ValueError(f"mode must be auto, frame or crop, got {mode!r}")
+    labels = read_labels(folder)[:limit]
+    if not labels:
+        raise ValueError(f"{folder}: labels.csv lists no images")
+    times: list[float] = []
+    exact = chars_ok = chars_total = 0
+    errors: list[tuple[str, str, str]] = []
+    for i, label in enumerate(labels):
+        got = ""
+        try:
+            img = load_image(folder / label.file)
+        except ValueError as exc:
+            errors.append((label.file, label.plate, f"<{exc}>"))
+            img = None
+        if img is not None:
+            crop = mode == "crop" or (mode == "auto" and is_crop(img.shape, label))
+            t0 = time.perf_counter()
+            if crop:
+                got = recogniser.read_crop(img).plate
+            else:
+                cands = recogniser.read_frame(img)
+                got = cands[0].plate if cands else ""
+            times.append(time.perf_counter() - t0)
+        if got == label.plate:
+            exact += 1
+        elif img is not None:
+            errors.append((label.file, label.plate, got))
+        chars_total += len(label.plate)
+        chars_ok += max(0, len(label.plate) - edit_distance(got, label.plate))
+        if progress:
+            progress(i + 1, len(labels))
+    n = len(labels)
+    times_ms = sorted(t * 1000 for t in times) or [0.0]
+    p95 = times_ms[min(len(times_ms) - 1, int(0.95 * len(times_ms)))]
+    return EvalReport(
+        n=n,
+        exact=exact / n,
+        char_acc=chars_ok / max(chars_total, 1),
+        p50_ms=statistics.median(times_ms),
+        p95_ms=p95,
+        rss_mb=peak_rss_mb(),
+        errors=errors,
+    )
