@@ -77,6 +77,7 @@ class DisplaySim(SerialDeviceSim):
             "frames_ok": self.frames_ok,
             "frames_bad": self.frames_bad,
             "powered": self.faults.powered,
+            "faults": self.active_faults(),
         }
 
     async def wait_for(self, predicate: Callable[[DisplaySim], bool], timeout: float = 2.0) -> None:

@@ -113,6 +113,7 @@ class EbBarrierSim(SerialDeviceSim):
             "photocell": self.photocell,
             "pending_vehicles": self.pending_vehicles,
             "powered": self.faults.powered,
+            "faults": self.active_faults(),
         }
 
     async def wait_for(
@@ -140,6 +141,48 @@ class EbBarrierSim(SerialDeviceSim):
             if was and not closing:
                 self._vehicle_crossed()
         self._anti_crush()
+
+    fault_names = (
+        *SerialDeviceSim.fault_names,
+        "stuck_arm",
+        "never_up",
+        "flapping_loop",
+        "barrier_fault",
+    )
+
+    def _set_device_fault(self, name: str, on: bool, value: float) -> bool:
+        if name == "stuck_arm":
+            self.stuck = on
+        elif name == "never_up":
+            self.never_up = on
+        elif name == "flapping_loop":  # the arming loop, as in the Modbus lane simulator
+            self.flap("arming" if on else None, value or 0.2)
+        elif name == "barrier_fault":
+            self.fault = on
+        else:
+            return False
+        return True
+
+    def active_faults(self) -> dict[str, object]:
+        return {
+            **super().active_faults(),
+            "stuck_arm": self.stuck,
+            "never_up": self.never_up,
+            "flapping_loop": self._flap,
+            "barrier_fault": self.fault,
+        }
+
+    def clear_faults(self) -> None:
+        self.stuck = False
+        self.never_up = False
+        self.flap(None)
+        super().clear_faults()
+
+    def set_loop(self, name: str, on: bool) -> None:
+        """Set one detector by name (the Modbus lane simulator's spelling)."""
+        if name not in ("arming", "closing", "photocell"):
+            raise ValueError(f"unknown detector {name!r}: arming, closing or photocell")
+        self.set_loops(**{name: on})
 
     def flap(self, loop: LoopName | None, period_s: float = 0.2) -> None:
         """Make ``loop`` toggle every ``period_s`` by itself (None stops it, leaving it clear)."""

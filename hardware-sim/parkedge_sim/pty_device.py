@@ -256,6 +256,47 @@ class SerialDeviceSim:
             self.reset_decoder()
             self.on_power_return()
 
+    #: fault names ``set_fault`` takes (the same names as the Modbus lane simulator's)
+    fault_names: tuple[str, ...] = (
+        "no_answer",
+        "bad_checksum",
+        "bad_crc",
+        "slow_reply",
+        "power_loss",
+        "power_return",
+    )
+
+    def set_fault(self, name: str, on: bool = True, value: float = 0.0) -> None:
+        """Inject (``on``) or clear a fault by name; ``slow_reply`` takes seconds in ``value``."""
+        if name == "no_answer":
+            self.no_answer(on)
+        elif name in ("bad_checksum", "bad_crc"):
+            self.bad_checksum(on)
+        elif name == "slow_reply":
+            self.slow_reply(value if on else 0.0)
+        elif name == "power_loss":
+            if on:
+                self.power_loss()
+            else:
+                self.power_return()
+        elif name == "power_return":
+            self.power_return()
+        elif not self._set_device_fault(name, on, value):
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(self.fault_names)}")
+        log.info("%s: fault %s %s", self.name, name, "on" if on else "off")
+
+    def _set_device_fault(self, name: str, on: bool, value: float) -> bool:
+        """Device-specific faults; True when ``name`` was one of them."""
+        return False
+
+    def active_faults(self) -> dict[str, object]:
+        return {
+            "no_answer": self.faults.no_answer,
+            "bad_checksum": self.faults.bad_checksum,
+            "slow_reply_s": self.faults.slow_reply_s,
+            "power_loss": not self.faults.powered,
+        }
+
     def clear_faults(self) -> None:
         """Clear every fault; power returns if it was lost."""
         self.faults.no_answer = False

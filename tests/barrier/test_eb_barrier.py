@@ -240,3 +240,28 @@ def test_auto_close_when_nobody_drives_through() -> None:
         await sim.stop()
 
     run(main())
+
+
+def test_faults_and_loops_by_name_as_the_lane_composer_uses_them() -> None:
+    async def main() -> None:
+        async with lane_barrier() as (sim, barrier):
+            sim.set_loop("closing", True)
+            assert (await barrier.read_status()).closing
+            sim.set_fault("bad_crc")
+            with pytest.raises(DeviceError):
+                await barrier.read_state()
+            sim.set_fault("bad_crc", on=False)
+            sim.set_fault("barrier_fault")
+            assert await barrier.read_state() is ArmState.FAULT
+            sim.set_fault("stuck_arm")
+            sim.set_fault("flapping_loop", value=0.05)
+            assert sim.active_faults()["stuck_arm"] is True
+            assert sim.snapshot()["faults"] == sim.active_faults()
+            sim.clear_faults()
+            assert not sim.stuck and sim.active_faults()["flapping_loop"] is None
+            with pytest.raises(ValueError, match="unknown fault 'gremlins'"):
+                sim.set_fault("gremlins")
+            with pytest.raises(ValueError, match="unknown detector"):
+                sim.set_loop("rear", True)
+
+    run(main())
