@@ -175,8 +175,10 @@ def sessions_list(
     with _open(db, config) as store:
         rows = store.list_sessions(open_only=open_only, limit=limit)
     table = Table(title=f"{len(rows)} session(s)" + (" open" if open_only else ""))
-    for col in ("session", "plate", "member", "status", "entered", "exited", "fee", "points",
-                "payable", "paid"):
+    # ids and plates are what a technician copies: never truncate or wrap them
+    table.add_column("session", no_wrap=True, min_width=15)
+    table.add_column("plate", no_wrap=True, min_width=8)
+    for col in ("member", "status", "entered", "exited", "fee", "points", "payable", "paid"):
         table.add_column(col)
 
     def t(d: Any) -> str:

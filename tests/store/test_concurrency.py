@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -67,5 +68,5 @@ def test_two_writers_keep_seq_gapless_and_chain_valid(db: Path, tmp_path: Path,
     assert [r["pos"] for r in rows] == list(range(1, 2 * N + 1))
     # both writers really interleaved (otherwise this test proves nothing about the race)
     tags = [r["payload"].get("detail", {}).get("w") or r["plate"][0] for r in rows]
-    switches = sum(1 for a, b in zip(tags, tags[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(tags) if a != b)
     assert switches > 5, "writers did not overlap"

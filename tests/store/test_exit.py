@@ -90,7 +90,7 @@ def test_overspending_a_lot_is_refused_and_nothing_is_written(store: Store, memb
                                                               exit_rec: Make, db: Path) -> None:
     sid = _enter(store)
     before = _count(db, "SELECT COUNT(*) FROM ledger_entries")
-    with pytest.raises(StoreError, match="L1.*300 points left, 350 requested"):
+    with pytest.raises(StoreError, match=r"L1.*300 points left, 350 requested"):
         store.record_exit(exit_rec(session_id=sid, points_deducted=350, lots_used=(("L1", 350),),
                                    coupons_used=()))
     assert _count(db, "SELECT COUNT(*) FROM ledger_entries") == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -62,7 +63,7 @@ def test_balance_respects_expiry_exclusive(store: Store) -> None:
         ([("A", 1)], r"lots\[0\]: expected"),
     ],
 )
-def test_set_lots_validation(store: Store, lots: list, match: str) -> None:  # type: ignore[type-arg]
+def test_set_lots_validation(store: Store, lots: list[Any], match: str) -> None:
     store.upsert_member("M1", tier="gold")
     store.set_lots("M1", [("KEEP", 7, None, None)])
     with pytest.raises(StoreError, match=match):

@@ -111,4 +111,4 @@ def test_file_is_wal_full_sync_with_foreign_keys(store: Store, db: Path) -> None
     with store._engine.connect() as conn:  # the store's own connection settings
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
