@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.lpr.finder import PlateBox, find_plates
 from edge.lpr.grammar import PlateGrammar, cn_grammar
-from edge.lpr.ocr import CharRead, OcrEngine, RapidOcrEngine
+from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,20 @@ class Recogniser:
         grammar: PlateGrammar | None = None,
         engine: OcrEngine | None = None,
         *,
-        max_candidates: int = 4,
+        max_candidates: int = 6,
+        first_batch: int = 2,
+        stop_confidence: float = 0.85,
     ) -> None:
         self.grammar = grammar or cn_grammar()
         self.engine = engine or RapidOcrEngine(self.grammar.alphabet)
         self.max_candidates = max_candidates
+        self.first_batch = max(1, first_batch)
+        self.stop_confidence = stop_confidence
 
     def read_frame(self, bgr: np.ndarray) -> list[PlateCandidate]:
         """Best-first candidates for one full frame."""
         boxes = find_plates(bgr, max_candidates=self.max_candidates)
-        return self._read_boxes(boxes)
+        return self._read_boxes(boxes, staged=True)
 
     def read_crop(self, bgr: np.ndarray) -> PlateCandidate:
         """The frame *is* a plate crop (no finding)."""
@@ -71,26 +75,54 @@ class Recogniser:
     def read_image(self, path: Path | str) -> list[PlateCandidate]:
         return self.read_frame(load_image(path))
 
-    def _read_boxes(self, boxes: list[PlateBox]) -> list[PlateCandidate]:
+    def _read_boxes(self, boxes: list[PlateBox], *, staged: bool = False) -> list[PlateCandidate]:
+        """OCR the boxes best-first; when ``staged``, stop after the first batch that yields a
+        confident valid plate (most frames need one small batch, not all candidates)."""
         if not boxes:
             return []
-        results = self.engine.read([b.crop for b in boxes])
-        out = []
-        for b, r in zip(boxes, results, strict=True):
-            corrected = self.grammar.correct(r.text)
-            valid = corrected is not None
-            conf = r.confidence if valid else 0.5 * r.confidence
-            out.append(
-                PlateCandidate(
-                    plate=corrected or r.text,
-                    raw=r.text,
-                    confidence=conf,
-                    valid=valid,
-                    colour=b.colour,
-                    box=(b.x, b.y, b.w, b.h),
-                    chars=r.chars,
-                    crop=b.crop,
-                )
-            )
+        out: list[PlateCandidate] = []
+        step = self.first_batch if staged else len(boxes)
+        for start in range(0, len(boxes), step):
+            batch = boxes[start : start + step]
+            results = self.engine.read([b.crop for b in batch])
+            out.extend(self._candidate(b, r) for b, r in zip(batch, results, strict=True))
+            if staged and any(c.valid and c.confidence >= self.stop_confidence for c in out):
+                break
+            step = len(boxes)  # second round: everything that is left, in one batch
         out.sort(key=lambda c: (c.valid, c.confidence), reverse=True)
         return out
+
+    def _candidate(self, b: PlateBox, r: OcrResult) -> PlateCandidate:
+        text, chars = self._plate_span(r)
+        corrected = self.grammar.correct(text)
+        valid = corrected is not None
+        conf = min((c.prob for c in chars), default=0.0)
+        return PlateCandidate(
+            plate=corrected or r.text,
+            raw=r.text,
+            confidence=conf if valid else 0.5 * r.confidence,
+            valid=valid,
+            colour=b.colour,
+            box=(b.x, b.y, b.w, b.h),
+            chars=chars if valid else r.chars,
+            crop=b.crop,
+        )
+
+    def _plate_span(self, r: OcrResult) -> tuple[str, tuple[CharRead, ...]]:
+        """The best grammar-valid run of characters in the read: a loose crop often adds a
+        character of the neighbouring text (\"皖湘A0PQ76\"). Longest first, then most
+        confident; the whole text when no run is valid."""
+        text = r.text
+        if self.grammar.correct(text) is not None:
+            return text, r.chars
+        best: tuple[int, float, int] | None = None
+        for n in sorted(self.grammar.lengths, reverse=True):
+            for i in range(0, len(text) - n + 1):
+                if self.grammar.correct(text[i : i + n]) is not None:
+                    conf = min(c.prob for c in r.chars[i : i + n])
+                    if best is None or (n, conf) > (best[0], best[1]):
+                        best = (n, conf, i)
+        if best is None:
+            return text, r.chars
+        n, _, i = best
+        return text[i : i + n], r.chars[i : i + n]
