@@ -1,0 +1,165 @@
+"""Plate-recognition bench: ``parkedge lpr eval`` on every folder of the shared data sets, the
+simulator's 1080p frames, and the bare OCR engine on ground-truth crops (the ceiling).
+
+Each eval runs in its own process pinned to one core (``taskset -c 0`` when available), so the
+p50/p95 are one-core figures and the peak RSS is that process's. Usage:
+
+    .venv/bin/python bench/lpr.py [--data ../shared/lpr-data] [--sim 40] [--out bench-lpr.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "hardware-sim")]
+
+GRAMMAR = {
+    "cn_crops": "cn",
+    "cn_full": "cn",
+    "sim_1080p": "cn",
+    "us": "latin",
+    "eu": "latin",
+    "br": "latin",
+}
+GOALS = {"cn_crops": 0.99, "cn_full": 0.95, "sim_1080p": 0.95, "eu": 0.90, "br": 0.90}
+
+
+def run_eval(folder: Path, grammar: str, one_core: bool) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        "-c",
+        "from edge.cli import main; main()",
+        "lpr",
+        "eval",
+        str(folder),
+        "-g",
+        grammar,
+        "--json",
+    ]
+    if one_core and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"eval of {folder} failed: {out.stderr[-1000:]}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
+    """The bare OCR engine on the labelled boxes (or the whole image for crop sets)."""
+    from edge.lpr.evaluate import read_labels
+    from edge.lpr.grammar import grammar_by_name
+    from edge.lpr.pipeline import Recogniser, load_image
+
+    rec = Recogniser(grammar_by_name(grammar))
+    ok = n = 0
+    times = []
+    for label in read_labels(folder):
+        try:
+            img = load_image(folder / label.file)
+        except ValueError:
+            n += 1
+            continue
+        if label.box:
+            x, y, w, h = label.box
+            img = img[max(0, y) : y + h, max(0, x) : x + w]
+            if img.shape[0] < 4 or img.shape[1] < 4:
+                n += 1
+                continue
+        elif folder.name != "cn_crops":
+            continue
+        t0 = time.perf_counter()
+        got = rec.read_crop(img).plate
+        times.append((time.perf_counter() - t0) * 1000)
+        n += 1
+        ok += got == label.plate
+    if not n:
+        return None
+    return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 1)}
+
+
+def render_sim(dest: Path, count: int, seed: int = 7) -> Path:
+    """1080p simulator frames of random valid plates under varied conditions."""
+    import cv2
+    from parkedge_sim.render import Scene, render_frame
+
+    from edge.lpr.grammar import CN_ALNUM, CN_PROVINCES
+
+    rnd = random.Random(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        p = rnd.choice(sorted(CN_PROVINCES)) + rnd.choice("ABCDEFGHJK")
+        if rnd.random() < 0.15:
+            p += rnd.choice("DF") + rnd.choice(sorted(CN_ALNUM)) + f"{rnd.randrange(10000):04d}"
+        else:
+            p += "".join(rnd.choice(sorted(CN_ALNUM)) for _ in range(5))
+        scene = Scene(
+            plate_width=rnd.randint(180, 360),
+            yaw=rnd.uniform(-0.5, 0.5),
+            tilt_deg=rnd.uniform(-5, 5),
+            brightness=rnd.uniform(0.55, 1.3),
+            blur=rnd.choice([0, 0, 1, 2]),
+            noise=rnd.uniform(2, 8),
+            seed=i,
+        )
+        name = f"sim{i:03d}.jpg"
+        cv2.imwrite(str(dest / name), render_frame(p, scene), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        rows.append((name, p))
+    with (dest / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "plate", "x", "y", "w", "h"])
+        for name, p in rows:
+            w.writerow([name, p, "", "", "", ""])
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "lpr-data")
+    ap.add_argument("--sim", type=int, default=40, help="simulator frames (0 to skip)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin evals to one core")
+    ap.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    folders = [d for d in sorted(args.data.iterdir()) if (d / "labels.csv").is_file()]
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="lpr-sim-") as tmp:
+        if args.sim:
+            folders.append(render_sim(Path(tmp) / "sim_1080p", args.sim))
+        for folder in folders:
+            grammar = GRAMMAR.get(folder.name, "cn")
+            print(f"eval {folder.name} ({grammar}) ...", file=sys.stderr, flush=True)
+            pipe = run_eval(folder, grammar, one_core=not args.no_pin)
+            ceiling = ocr_ceiling(folder, grammar) if folder.name != "sim_1080p" else None
+            results[folder.name] = {"pipeline": pipe, "ocr_on_truth_crops": ceiling}
+
+    print("| set | n | exact | goal | char acc | p50 ms | p95 ms | peak RSS MB | OCR on GT crops |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        p = r["pipeline"]
+        c = r["ocr_on_truth_crops"]
+        assert isinstance(p, dict)
+        goal = GOALS.get(name)
+        ceil = f"{c['exact']:.1%} ({c['p50_ms']} ms)" if isinstance(c, dict) else "-"
+        print(
+            f"| {name} | {p['n']} | {p['exact']:.1%} | {f'{goal:.0%}' if goal else '-'} | "
+            f"{p['char_acc']:.1%} | {p['p50_ms']} | {p['p95_ms']} | {p['rss_mb']} | {ceil} |"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
