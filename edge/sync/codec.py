@@ -1,0 +1,471 @@
+"""Wire format of the site sync (docs/sync-protocol.md): pure, no I/O, never reads the clock.
+
+Everything a peer sends passes through one of the ``parse_*`` functions, which either return
+a plain value or raise ``SyncMessageError`` with a short ``reason`` (for the counters) and a
+message naming the offending field. Nothing else can escape them, so a hostile or corrupt
+message can be dropped by the caller with one ``except``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+import itertools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.store.types import LedgerEntry
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_BATCH_ENTRIES = 10_000
+MAX_ACK_RANGES = 64
+MAX_SNAPSHOT_MEMBERS = 10_000
+_ID_MAX = 128
+
+
+class SyncMessageError(Exception):
+    """A message that is not acceptable; ``reason`` is a short stable label for counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------- canonical JSON
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, datetime):
+        if o.tzinfo is None:
+            raise TypeError("naive datetime")
+        return o.isoformat()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"cannot encode {type(o).__name__}")
+
+
+def canonical(obj: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8, Decimal as string; NaN/Infinity refused."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, default=_default).encode("utf-8")
+
+
+def mac(key: bytes, body: bytes) -> str:
+    return _hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------- field checks
+def _obj(raw: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise SyncMessageError("too_large", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise SyncMessageError("not_json", str(exc)[:120]) from None
+    if not isinstance(data, dict):
+        raise SyncMessageError("schema", "message must be a JSON object")
+    return data
+
+
+def _typed(data: Mapping[str, Any], type_: str) -> None:
+    if data.get("v") != VERSION:
+        raise SyncMessageError("schema", f"v: expected {VERSION}, got {data.get('v')!r}")
+    if data.get("type") != type_:
+        raise SyncMessageError("schema", f"type: expected {type_!r}, got {data.get('type')!r}")
+
+
+def _str(d: Mapping[str, Any], k: str, *, opt: bool = False, max_len: int = _ID_MAX) -> Any:
+    v = d.get(k)
+    if v is None and opt:
+        return None
+    if not isinstance(v, str) or not v or len(v) > max_len:
+        raise SyncMessageError("schema", f"{k}: expected a non-empty string <= {max_len} "
+                                         f"chars, got {str(v)[:40]!r}")
+    return v
+
+
+def _int(d: Mapping[str, Any], k: str, lo: int = 0, *, opt: bool = False) -> Any:
+    v = d.get(k)
+    if v is None and opt:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise SyncMessageError("schema", f"{k}: expected an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _bool(d: Mapping[str, Any], k: str) -> bool:
+    v = d.get(k)
+    if not isinstance(v, bool):
+        raise SyncMessageError("schema", f"{k}: expected true/false, got {v!r}")
+    return v
+
+
+def _when(d: Mapping[str, Any], k: str) -> datetime:
+    v = _str(d, k, max_len=40)
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise SyncMessageError("schema", f"{k}: {v!r} is not an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        raise SyncMessageError("schema", f"{k}: {v!r} has no UTC offset")
+    return dt
+
+
+def _name(v: str, what: str) -> str:
+    if any(c in v for c in "/+#") or not v.isprintable():
+        raise SyncMessageError("schema", f"{what}: {v!r} may not contain / + # or controls")
+    return v
+
+
+# ---------------------------------------------------------------- batches (up)
+_ENTRY_STR = ("entry_id", "lane_id", "kind", "at", "recorded", "prev_hash", "hash")
+_ENTRY_OPT = ("session_id", "member_id", "plate", "rules_version")
+
+
+def entry_to_wire(e: LedgerEntry) -> dict[str, Any]:
+    """A ledger row as sent: the fields the lane hashed, payload as an object."""
+    return {"entry_id": e.entry_id, "lane_id": e.lane_id, "seq": e.seq, "kind": str(e.kind),
+            "at": e.at.isoformat(), "recorded": e.recorded.isoformat(),
+            "session_id": e.session_id, "member_id": e.member_id, "plate": e.plate,
+            "rules_version": e.rules_version, "payload": e.payload,
+            "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+def encode_entry(e: LedgerEntry) -> bytes:
+    return canonical(entry_to_wire(e))
+
+
+def batch_overhead(site: str, lane: str) -> int:
+    """Upper bound of a batch's bytes besides its entries (for the byte limit)."""
+    return 330 + 2 * len(site.encode()) + 3 * len(lane.encode())
+
+
+def encode_batch(site: str, lane: str, encoded_entries: Sequence[bytes], first_seq: int,
+                 last_seq: int, key: bytes, sent_at: datetime) -> bytes:
+    """Assemble a signed batch from canonically pre-encoded entries (no re-encoding)."""
+    head = {"batch_id": f"{lane}:{first_seq}-{last_seq}"}
+    tail = {"first_seq": first_seq, "last_seq": last_seq, "lane": lane,
+            "sent_at": sent_at.isoformat(), "site": site, "type": "batch", "v": VERSION}
+    # Keys sorted: batch_id < entries < first_seq < hmac < last_seq < ...
+    h = canonical(head)[:-1]
+    t = canonical(tail)[1:]
+    body = h + b',"entries":[' + b",".join(encoded_entries) + b"]," + t
+    sig = mac(key, body)
+    pre = canonical({"first_seq": first_seq})[1:-1]
+    rest = canonical({k: v for k, v in tail.items() if k != "first_seq"})[1:]
+    return (h + b',"entries":[' + b",".join(encoded_entries) + b"]," + pre
+            + b',"hmac":"' + sig.encode() + b'",' + rest)
+
+
+@dataclass(frozen=True)
+class Batch:
+    site: str
+    lane: str
+    batch_id: str
+    first_seq: int
+    last_seq: int
+    entries: tuple[dict[str, Any], ...]
+
+
+def _check_entry(i: int, e: Any, lane: str) -> dict[str, Any]:
+    if not isinstance(e, dict):
+        raise SyncMessageError("schema", f"entries[{i}]: expected an object")
+    for k in _ENTRY_STR:
+        _str(e, k, max_len=256)
+    for k in _ENTRY_OPT:
+        _str(e, k, opt=True, max_len=256)
+    seq = _int(e, "seq", 1)
+    if e["lane_id"] != lane or e["entry_id"] != f"{lane}:{seq}":
+        raise SyncMessageError("schema", f"entries[{i}]: entry_id/lane_id "
+                                         f"{e['entry_id']!r} does not belong to lane {lane!r}")
+    if not isinstance(e.get("payload"), dict):
+        raise SyncMessageError("schema", f"entries[{i}].payload: expected an object")
+    return e
+
+
+def parse_batch(raw: bytes, key_for_lane: Callable[[str], bytes | None],
+                max_bytes: int = MAX_MESSAGE_BYTES) -> Batch:
+    """Validate and authenticate a lane batch; ``bad_hmac`` when the MAC does not verify."""
+    d = _obj(raw, max_bytes)
+    _typed(d, "batch")
+    lane = _name(_str(d, "lane"), "lane")
+    site = _str(d, "site")
+    sig = _str(d, "hmac", max_len=64)
+    key = key_for_lane(lane)
+    if key is None:
+        raise SyncMessageError("unknown_lane", f"no HMAC key for lane {lane!r}")
+    body = {k: v for k, v in d.items() if k != "hmac"}
+    try:
+        expected = mac(key, canonical(body))
+    except (TypeError, ValueError) as exc:
+        raise SyncMessageError("schema", f"cannot re-encode: {exc}") from None
+    if not _hmac.compare_digest(expected, sig):
+        raise SyncMessageError("bad_hmac", f"batch {d.get('batch_id')!r} from {lane!r}")
+    entries = d.get("entries")
+    if not isinstance(entries, list) or not entries or len(entries) > MAX_BATCH_ENTRIES:
+        raise SyncMessageError("schema", f"entries: expected 1..{MAX_BATCH_ENTRIES} entries")
+    checked = tuple(_check_entry(i, e, lane) for i, e in enumerate(entries))
+    first, last = _int(d, "first_seq", 1), _int(d, "last_seq", 1)
+    seqs = [e["seq"] for e in checked]
+    if seqs[0] != first or seqs[-1] != last or any(
+            b <= a for a, b in itertools.pairwise(seqs)):
+        raise SyncMessageError("schema", "entries: seq must ascend from first_seq to last_seq")
+    return Batch(site, lane, _str(d, "batch_id"), first, last, checked)
+
+
+def points_delta(kind: str, payload: dict[str, object]) -> int:
+    """Signed effect of one ledger entry on an account's points (lane and central)."""
+    pts = payload.get("points")
+    n = pts if isinstance(pts, int) and not isinstance(pts, bool) else 0
+    if kind == "points_earned":
+        return n
+    if kind == "points_deducted":
+        return -n
+    if kind == "correction":
+        action = payload.get("action")
+        if action == "points_returned":
+            return n
+        if action == "earned_revoked":
+            return -n
+    return 0
+
+
+# ---------------------------------------------------------------- acks (down)
+@dataclass(frozen=True)
+class Ack:
+    lane: str
+    upto: int
+    ranges: tuple[tuple[int, int], ...]
+    batch_id: str | None
+
+
+def encode_ack(lane: str, upto: int, ranges: Sequence[tuple[int, int]],
+               batch_id: str | None = None) -> bytes:
+    return canonical({"v": VERSION, "type": "ack", "lane": lane, "upto": upto,
+                      "ranges": [list(r) for r in ranges[:MAX_ACK_RANGES]],
+                      "batch_id": batch_id})
+
+
+def parse_ack(raw: bytes) -> Ack:
+    d = _obj(raw, 64 * 1024)
+    _typed(d, "ack")
+    rs = d.get("ranges")
+    if not isinstance(rs, list) or len(rs) > MAX_ACK_RANGES:
+        raise SyncMessageError("schema", f"ranges: expected a list of <= {MAX_ACK_RANGES}")
+    upto = _int(d, "upto", 0)
+    ranges: list[tuple[int, int]] = []
+    for i, r in enumerate(rs):
+        if (not isinstance(r, list) or len(r) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                or not upto < r[0] <= r[1]):
+            raise SyncMessageError("schema", f"ranges[{i}]: expected [lo, hi] with "
+                                             f"upto < lo <= hi, got {r!r}")
+        ranges.append((r[0], r[1]))
+    return Ack(_str(d, "lane"), upto, tuple(ranges), _str(d, "batch_id", opt=True))
+
+
+# ---------------------------------------------------------------- status
+def encode_status(lane: str, state: str, backlog: int, last_acked_seq: int,
+                  at: datetime) -> bytes:
+    return canonical({"v": VERSION, "type": "status", "lane": lane, "state": state,
+                      "backlog": backlog, "last_acked_seq": last_acked_seq, "at": at})
+
+
+def parse_status(raw: bytes) -> dict[str, Any]:
+    d = _obj(raw, 4096)
+    _typed(d, "status")
+    if d.get("state") not in ("online", "offline"):
+        raise SyncMessageError("schema", f"state: {d.get('state')!r}")
+    _int(d, "backlog")
+    _int(d, "last_acked_seq")
+    return d
+
+
+# ---------------------------------------------------------------- sessions between lanes
+@dataclass(frozen=True)
+class SessionOpened:
+    origin: str
+    event_id: str
+    plate: str
+    entered_at: datetime
+    vehicle_class: str
+    member_id: str | None
+    rules_version: str | None
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    origin: str
+    entry_event_id: str | None
+    plate: str
+    exited_at: datetime
+    exit_event_id: str
+
+
+def encode_session_opened(s: SessionOpened) -> bytes:
+    return canonical({"v": VERSION, "type": "session_opened", "origin": s.origin,
+                      "event_id": s.event_id, "plate": s.plate, "entered_at": s.entered_at,
+                      "vehicle_class": s.vehicle_class, "member_id": s.member_id,
+                      "rules_version": s.rules_version})
+
+
+def encode_session_closed(s: SessionClosed) -> bytes:
+    return canonical({"v": VERSION, "type": "session_closed", "origin": s.origin,
+                      "entry_event_id": s.entry_event_id, "plate": s.plate,
+                      "exited_at": s.exited_at, "exit_event_id": s.exit_event_id})
+
+
+def parse_session(raw: bytes) -> SessionOpened | SessionClosed:
+    d = _obj(raw, 16 * 1024)
+    if d.get("type") == "session_closed":
+        _typed(d, "session_closed")
+        return SessionClosed(_str(d, "origin"), _str(d, "entry_event_id", opt=True),
+                             _str(d, "plate", max_len=32), _when(d, "exited_at"),
+                             _str(d, "exit_event_id"))
+    _typed(d, "session_opened")
+    return SessionOpened(_str(d, "origin"), _str(d, "event_id"), _str(d, "plate", max_len=32),
+                         _when(d, "entered_at"), _str(d, "vehicle_class", max_len=32),
+                         _str(d, "member_id", opt=True), _str(d, "rules_version", opt=True))
+
+
+# ---------------------------------------------------------------- members (down)
+@dataclass(frozen=True)
+class MemberState:
+    member_id: str
+    version: int
+    prev_version: int
+    tier: str
+    name: str | None
+    blocked: bool
+    flagged: bool
+    auto_deduct: bool
+    balance: int  # may be negative: an overdrawn account
+    plates: tuple[str, ...]
+    allowance: int
+    applied: Mapping[str, int]
+
+
+def member_to_wire(m: MemberState) -> dict[str, Any]:
+    return {"v": VERSION, "type": "member", "member_id": m.member_id, "version": m.version,
+            "prev_version": m.prev_version, "tier": m.tier, "name": m.name,
+            "blocked": m.blocked, "flagged": m.flagged, "auto_deduct": m.auto_deduct,
+            "balance": m.balance, "plates": list(m.plates), "allowance": m.allowance,
+            "applied": dict(m.applied)}
+
+
+def encode_member(m: MemberState) -> bytes:
+    return canonical(member_to_wire(m))
+
+
+def _member(d: Any) -> MemberState:
+    if not isinstance(d, dict):
+        raise SyncMessageError("schema", "member: expected an object")
+    _typed(d, "member")
+    bal = d.get("balance")
+    if not isinstance(bal, int) or isinstance(bal, bool):
+        raise SyncMessageError("schema", f"balance: expected an integer, got {bal!r}")
+    plates = d.get("plates")
+    if not isinstance(plates, list) or len(plates) > 100 or not all(
+            isinstance(p, str) and 0 < len(p) <= 32 for p in plates):
+        raise SyncMessageError("schema", "plates: expected <= 100 plate strings")
+    applied = d.get("applied")
+    if not isinstance(applied, dict) or len(applied) > 1000 or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in applied.items()):
+        raise SyncMessageError("schema", "applied: expected {lane: seq >= 0}")
+    return MemberState(_str(d, "member_id"), _int(d, "version", 1), _int(d, "prev_version", 0),
+                       _str(d, "tier", max_len=32), _str(d, "name", opt=True),
+                       _bool(d, "blocked"), _bool(d, "flagged"), _bool(d, "auto_deduct"),
+                       bal, tuple(plates), _int(d, "allowance"), applied)
+
+
+def parse_member(raw: bytes) -> MemberState:
+    return _member(_obj(raw, 64 * 1024))
+
+
+def encode_snapshot(members: Sequence[MemberState]) -> bytes:
+    return canonical({"v": VERSION, "type": "snapshot",
+                      "members": [member_to_wire(m) for m in members]})
+
+
+def parse_snapshot(raw: bytes) -> tuple[MemberState, ...]:
+    d = _obj(raw)
+    _typed(d, "snapshot")
+    ms = d.get("members")
+    if not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS:
+        raise SyncMessageError("schema", f"members: expected <= {MAX_SNAPSHOT_MEMBERS}")
+    return tuple(_member(m) for m in ms)
+
+
+def encode_snapshot_request(lane: str, members: Sequence[str] | None, reason: str) -> bytes:
+    return canonical({"v": VERSION, "type": "snapshot_request", "lane": lane,
+                      "members": None if members is None else list(members), "reason": reason})
+
+
+def parse_snapshot_request(raw: bytes) -> tuple[str, tuple[str, ...] | None, str]:
+    d = _obj(raw, 256 * 1024)
+    _typed(d, "snapshot_request")
+    ms = d.get("members")
+    if ms is not None and (not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS
+                           or not all(isinstance(m, str) and m for m in ms)):
+        raise SyncMessageError("schema", "members: expected null or a list of member ids")
+    return (_name(_str(d, "lane"), "lane"), None if ms is None else tuple(ms),
+            _str(d, "reason", max_len=64))
+
+
+# ---------------------------------------------------------------- signed rule bundles (down)
+@dataclass(frozen=True)
+class SignedRules:
+    serial: int
+    bundle: dict[str, Any]
+
+
+def _rules_body(bundle: Mapping[str, Any], serial: int) -> bytes:
+    return canonical({"bundle": bundle, "serial": serial})
+
+
+def sign_rules(bundle: Mapping[str, Any], serial: int, key: Ed25519PrivateKey) -> bytes:
+    """Central side: the retained ``rules`` message for ``bundle`` (JSON-ready values)."""
+    sig = key.sign(_rules_body(bundle, serial)).hex()
+    return canonical({"v": VERSION, "type": "rules", "serial": serial, "bundle": bundle,
+                      "alg": "ed25519", "sig": sig})
+
+
+def public_key_from_hex(text: str) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
+    except ValueError as exc:
+        raise ValueError(f"rules_public_key: not a 32-byte hex Ed25519 key: {exc}") from None
+
+
+def parse_rules(raw: bytes, public_key: Ed25519PublicKey) -> SignedRules:
+    """Verify the Ed25519 signature; ``unsigned`` / ``bad_signature`` / ``schema`` otherwise.
+
+    The bundle's own content is checked afterwards by ``edge.pricing.parse_bundle``.
+    """
+    d = _obj(raw, 1024 * 1024)
+    _typed(d, "rules")
+    serial = _int(d, "serial", 1)
+    bundle = d.get("bundle")
+    if not isinstance(bundle, dict):
+        raise SyncMessageError("schema", "bundle: expected an object")
+    sig = d.get("sig")
+    if not sig:
+        raise SyncMessageError("unsigned", f"rules serial {serial} carries no signature")
+    if d.get("alg") != "ed25519" or not isinstance(sig, str):
+        raise SyncMessageError("bad_signature", f"alg {d.get('alg')!r} / sig not a string")
+    try:
+        public_key.verify(bytes.fromhex(sig), _rules_body(bundle, serial))
+    except (ValueError, InvalidSignature):
+        raise SyncMessageError("bad_signature", f"rules serial {serial}: signature does "
+                                                "not verify") from None
+    return SignedRules(serial, bundle)

@@ -1,0 +1,150 @@
+"""What comes down (or across) to a lane: accounts, bindings, other lanes' sessions, rules.
+
+Every message is validated by ``codec`` first and applied idempotently: a member version not
+newer than the cached one is ignored, a session event is keyed by its event id, a rule bundle
+by its serial. A bad message is counted by reason, logged once per reason, and dropped; the
+lane keeps what it had.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.pricing import BundleError, RuleBundle, parse_bundle
+from edge.store import Store, StoreError
+from edge.sync import codec, topics
+from edge.sync.codec import SyncMessageError
+from edge.sync.link import MqttLink
+from edge.sync.state import CachedAccount, SyncState
+
+log = logging.getLogger(__name__)
+CENTRAL_LOT = "central"
+
+
+class Downlink:
+    def __init__(self, store: Store, state: SyncState, link: MqttLink, *, site: str,
+                 public_key: Ed25519PublicKey | None,
+                 on_rules: Callable[[RuleBundle], Any] | None = None) -> None:
+        self.store, self.state, self.link, self.site = store, state, link, site
+        self.lane = store.lane_id
+        self.public_key = public_key
+        self.on_rules = on_rules
+        self.rejected: Counter[str] = Counter()
+        self.applied: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        self._t_rules = topics.rules(site)
+        self._t_snapshot = topics.snapshot(site, self.lane)
+        self._p_members = topics.members_all(site)[:-1]
+        self._p_sessions = topics.sessions_all(site)[:-1]
+
+    def subscriptions(self) -> list[str]:
+        return [self._t_rules, self._t_snapshot, topics.members_all(self.site),
+                topics.sessions_all(self.site)]
+
+    def on_connect(self) -> None:
+        """After every (re)connect: deltas may have been missed, ask for everything."""
+        self.link.publish(topics.snapshot_request(self.site),
+                          codec.encode_snapshot_request(self.lane, None, "reconnect"))
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("sync message dropped (%s): %s", reason, detail)
+        else:
+            log.debug("sync message dropped (%s): %s", reason, detail)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Apply one inbound message; never raises."""
+        try:
+            if topic == self._t_rules:
+                self._rules(payload)
+            elif topic == self._t_snapshot:
+                for m in codec.parse_snapshot(payload):
+                    self._member(m, from_snapshot=True)
+            elif topic.startswith(self._p_members):
+                m = codec.parse_member(payload)
+                if topic != topics.member(self.site, m.member_id):
+                    raise SyncMessageError("schema", f"member {m.member_id!r} on {topic}")
+                self._member(m, from_snapshot=False)
+            elif topic.startswith(self._p_sessions):
+                self._session(codec.parse_session(payload))
+            else:
+                self._reject("unknown_topic", topic)
+        except SyncMessageError as exc:
+            self._reject(exc.reason, f"{topic}: {exc.detail}")
+        except StoreError as exc:
+            self._reject("store_refused", f"{topic}: {exc}")
+        except Exception as exc:  # the daemon outlives any message
+            log.exception("unexpected failure handling %s", topic)
+            self._reject("internal", f"{topic}: {exc!r}")
+
+    # ---------------------------------------------------------------- accounts
+    def _member(self, m: codec.MemberState, *, from_snapshot: bool) -> None:
+        cached = self.state.account(m.member_id)
+        if cached is not None and m.version <= cached.version:
+            self.applied["member_stale"] += 1
+            return
+        gap = (not from_snapshot and cached is not None and m.prev_version != cached.version)
+        applied_seq = int(m.applied.get(self.lane, 0))
+        self.store.upsert_member(m.member_id, tier=m.tier, name=m.name, version=m.version,
+                                 auto_deduct=m.auto_deduct, blocked=m.blocked or m.flagged)
+        available = m.balance + self.state.pending_points(m.member_id, applied_seq)
+        self.store.set_lots(m.member_id, [(CENTRAL_LOT, max(0, available), None, None)])
+        for plate in m.plates:
+            self.store.bind_plate(plate, m.member_id, m.version)
+        self.state.put_account(CachedAccount(m.member_id, m.version, m.balance, applied_seq,
+                                             m.allowance, m.flagged))
+        self.applied["member"] += 1
+        if gap:
+            self.applied["member_gap"] += 1
+            self.link.publish(topics.snapshot_request(self.site),
+                              codec.encode_snapshot_request(self.lane, [m.member_id], "gap"))
+
+    # ---------------------------------------------------------------- sessions
+    def _session(self, s: codec.SessionOpened | codec.SessionClosed) -> None:
+        if s.origin == self.lane:
+            return
+        if isinstance(s, codec.SessionOpened):
+            _, new = self.store.record_entry(
+                plate=s.plate, entered_at=s.entered_at, event_id=s.event_id,
+                vehicle_class=s.vehicle_class, member_id=s.member_id,
+                rules_version=s.rules_version, lane_id=s.origin,
+                detail={"via": "sync", "origin": s.origin})
+            self.applied["session_opened" if new else "session_dup"] += 1
+            return
+        open_s = self.store.find_open_session(s.plate)
+        if open_s is None or (s.entry_event_id is not None
+                              and open_s.entry_event_id not in (None, s.entry_event_id)):
+            self.applied["session_closed_unknown"] += 1
+            return
+        self.store.cancel_entry(open_s.session_id, s.exited_at,
+                                f"exit at lane {s.origin} (event {s.exit_event_id})")
+        self.applied["session_closed"] += 1
+
+    # ---------------------------------------------------------------- rules
+    def _rules(self, payload: bytes) -> None:
+        if self.public_key is None:
+            raise SyncMessageError("no_public_key", "sync.rules_public_key is not set")
+        signed = codec.parse_rules(payload, self.public_key)
+        serial, version = self.state.rules_serial()
+        if signed.serial < serial or (signed.serial == serial
+                                      and signed.bundle.get("version") != version):
+            raise SyncMessageError("older", f"rules serial {signed.serial} <= current {serial}")
+        try:
+            bundle = parse_bundle(signed.bundle)
+        except BundleError as exc:
+            raise SyncMessageError("bad_bundle", f"serial {signed.serial}: {exc}") from None
+        if self.on_rules is not None:
+            self.on_rules(bundle)
+        if signed.serial == serial:  # the retained copy after a restart: offer, no news
+            self.applied["rules_same"] += 1
+            return
+        self.state.put_rules_serial(signed.serial, bundle.version)
+        self.applied["rules"] += 1
+        log.info("rule bundle %s (serial %d) accepted", bundle.version, signed.serial)

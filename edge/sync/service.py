@@ -1,0 +1,168 @@
+"""``LaneSync``: one worker thread that owns the uplink and the downlink of a lane.
+
+paho's thread only fills the inbox; this thread does all the SQLite work, in order, so the
+store sees one writer from the sync. The lane itself never calls into here on its hot path
+(``notify`` only sets an event): a dead network costs the lane nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge.pricing import RuleBundle
+from edge.store import Store
+from edge.sync import codec, topics
+from edge.sync.downlink import Downlink
+from edge.sync.link import LinkSettings, MqttLink, TlsFiles
+from edge.sync.state import SyncState
+from edge.sync.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+class LaneSync:
+    def __init__(self, store: Store, *, site: str, settings: LinkSettings, hmac_key: bytes,
+                 public_key_hex: str = "", on_rules: Callable[[RuleBundle], Any] | None = None,
+                 batch_max_entries: int = 200, batch_max_bytes: int = 65536, window: int = 4,
+                 ack_timeout_s: float = 5.0, status_interval_s: float = 5.0,
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        if store.path is None:
+            raise ValueError("store: LaneSync needs a file-backed Store")
+        self.store, self.site, self.lane = store, site, store.lane_id
+        self.state = SyncState(store.path, self.lane)
+        self._wall = wallclock
+        self._status_topic = topics.status(site, self.lane)
+        acked = self.state.acked_seq()
+        will = codec.encode_status(self.lane, "offline", max(0, self.state.last_seq() - acked),
+                                   acked, wallclock())
+        pk = codec.public_key_from_hex(public_key_hex) if public_key_hex else None
+        self.link = MqttLink(settings, [], will=(self._status_topic, will))
+        self.uplink = Uplink(store, self.state, self.link, site=site, key=hmac_key,
+                             batch_max_entries=batch_max_entries,
+                             batch_max_bytes=batch_max_bytes, window=window,
+                             ack_timeout_s=ack_timeout_s, wallclock=wallclock)
+        self.downlink = Downlink(store, self.state, self.link, site=site, public_key=pk,
+                                 on_rules=on_rules)
+        self.link._subs = [topics.ack(site, self.lane), *self.downlink.subscriptions()]
+        self._ack_topic = topics.ack(site, self.lane)
+        self.status_interval_s = status_interval_s
+        self.bad_acks = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_status: tuple[int, int] | None = None
+        self._status_at = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Any, store: Store, *, site: str,
+                    on_rules: Callable[[RuleBundle], Any] | None = None) -> LaneSync:
+        """Build from ``edge.config.models.SyncConfig`` (TLS when the URL is mqtts://)."""
+        u = urlsplit(cfg.broker_url)
+        tls = None
+        if u.scheme == "mqtts":
+            tls = TlsFiles(str(cfg.ca_file) if cfg.ca_file else "",
+                           str(cfg.cert_file) if cfg.cert_file else None,
+                           str(cfg.key_file) if cfg.key_file else None)
+        settings = LinkSettings(
+            host=u.hostname or "127.0.0.1", port=u.port or (8883 if tls else 1883),
+            client_id=cfg.client_id or store.lane_id, keepalive_s=cfg.keepalive_s,
+            username=cfg.username or None,
+            password=cfg.password.get() if cfg.password is not None else None, tls=tls)
+        if cfg.hmac_key is None:
+            raise ValueError("sync.hmac_key: required to sign ledger batches")
+        pk = cfg.rules_public_key
+        if pk and not pk.strip().isalnum():
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+            with open(pk, "rb") as f:
+                key = serialization.load_pem_public_key(f.read())
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError(f"sync.rules_public_key: {pk} is not an Ed25519 key")
+            pk = key.public_bytes(serialization.Encoding.Raw,
+                                  serialization.PublicFormat.Raw).hex()
+        return cls(store, site=site, settings=settings,
+                   hmac_key=cfg.hmac_key.get().encode("utf-8"), public_key_hex=pk,
+                   on_rules=on_rules, batch_max_entries=cfg.batch_max_entries,
+                   batch_max_bytes=cfg.batch_max_bytes, window=cfg.window)
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self.link.start()
+        self._thread = threading.Thread(target=self._run, name=f"sync-{self.lane}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self.link.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.link.stop(final=(self._status_topic, self._status("offline")))
+        self.state.close()
+
+    def notify(self) -> None:
+        """The lane wrote entries: send soon (cheap, never blocks)."""
+        self.link.wake.set()
+
+    def backlog(self) -> int:
+        return self.uplink.backlog(self.state.last_seq())
+
+    # ---------------------------------------------------------------- worker
+    def _status(self, state: str) -> bytes:
+        return codec.encode_status(self.lane, state, self.backlog(), self.uplink.acked_seq,
+                                   self._wall())
+
+    def _run(self) -> None:
+        gen = 0
+        while not self._stop.is_set():
+            try:
+                gen = self._once(gen)
+            except Exception:  # a failing step must not end the sync thread
+                log.exception("sync step failed; retrying")
+                self.uplink.reset()
+                time.sleep(0.5)
+
+    def _once(self, gen: int) -> int:
+        link = self.link
+        if link.connected.is_set() and link.generation != gen:
+            gen = link.generation
+            self.uplink.reset()
+            self.downlink.on_connect()
+            self._publish_status(force=True)
+        handled = 0
+        while handled < 500:
+            try:
+                topic, payload = link.inbox.get_nowait()
+            except queue.Empty:
+                break
+            handled += 1
+            if topic == self._ack_topic:
+                try:
+                    self.uplink.on_ack(codec.parse_ack(payload))
+                except codec.SyncMessageError as exc:
+                    self.bad_acks += 1
+                    log.debug("bad ack dropped: %s", exc)
+            else:
+                self.downlink.handle(topic, payload)
+        sent = self.uplink.step()
+        self._publish_status(force=False)
+        if not sent and handled == 0:
+            link.wake.wait(0.2)
+            link.wake.clear()
+        return gen
+
+    def _publish_status(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < self.status_interval_s:
+            return
+        key = (self.uplink.acked_seq, self.state.last_seq())
+        if (force or key != self._last_status) and self.link.publish(
+                self._status_topic, self._status("online"), retain=True):
+            self._last_status = key
+        self._status_at = now

@@ -1,0 +1,131 @@
+"""What the sync knows beyond the store, kept in the lane's own SQLite file.
+
+The store's schema belongs to the store; the sync adds its own ``sync_*`` tables (created
+here, migrations keyed in ``sync_schema``) for the central balance version of each account,
+its offline allowance and overdraft flag, and the last accepted rule-bundle serial, so all of
+it survives a restart exactly like the ledger does. It also reads the ledger (read-only) for
+the backlog size and for this lane's not-yet-acknowledged deductions per account.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from edge.store.engine import make_engine
+from edge.sync.codec import points_delta
+
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS sync_members (
+            member_id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            central_balance INTEGER NOT NULL,
+            applied_seq INTEGER NOT NULL DEFAULT 0,
+            allowance INTEGER NOT NULL DEFAULT 0,
+            flagged INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE IF NOT EXISTS sync_rules (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            serial INTEGER NOT NULL,
+            version TEXT NOT NULL
+        )""",
+    ],
+]
+
+
+@dataclass(frozen=True)
+class CachedAccount:
+    member_id: str
+    version: int
+    central_balance: int
+    applied_seq: int
+    allowance: int
+    flagged: bool
+
+
+class SyncState:
+    """The sync's own tables plus read-only ledger queries, on a second connection."""
+
+    def __init__(self, path: Path | str, lane_id: str) -> None:
+        self._engine = make_engine(Path(path))
+        self._lock = threading.Lock()
+        self.lane_id = lane_id
+        with self._engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE IF NOT EXISTS sync_schema "
+                              "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+            cur = c.exec_driver_sql("SELECT version FROM sync_schema").scalar()
+            have = int(cur or 0)
+            for step in _MIGRATIONS[have:]:
+                for stmt in step:
+                    c.exec_driver_sql(stmt)
+            c.execute(text("INSERT INTO sync_schema (id, version) VALUES (1, :v) "
+                           "ON CONFLICT (id) DO UPDATE SET version = :v"),
+                      {"v": len(_MIGRATIONS)})
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _read(self) -> Connection:
+        return self._engine.execution_options(readonly=True).connect()
+
+    # ---------------------------------------------------------------- ledger (read-only)
+    def last_seq(self) -> int:
+        with self._lock, self._read() as c, c.begin():
+            return int(c.execute(text("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries "
+                                      "WHERE lane_id = :l"), {"l": self.lane_id}).scalar_one())
+
+    def acked_seq(self, peer: str = "central") -> int:
+        with self._lock, self._read() as c, c.begin():
+            v = c.execute(text("SELECT acked_seq FROM outbox_state WHERE peer = :p"),
+                          {"p": peer}).scalar()
+            return int(v or 0)
+
+    def pending_points(self, member_id: str, after_seq: int) -> int:
+        """Net points this lane moved for ``member_id`` in entries with seq > ``after_seq``
+        (deductions negative): what central's balance does not include yet."""
+        net = 0
+        with self._lock, self._read() as c, c.begin():
+            rows = c.execute(text("SELECT kind, payload FROM ledger_entries WHERE "
+                                  "lane_id = :l AND member_id = :m AND seq > :s AND kind IN "
+                                  "('points_deducted', 'points_earned', 'correction')"),
+                             {"l": self.lane_id, "m": member_id, "s": int(after_seq)})
+            for kind, payload in rows:
+                net += points_delta(kind, json.loads(payload))
+        return net
+
+    # ---------------------------------------------------------------- accounts
+    def account(self, member_id: str) -> CachedAccount | None:
+        with self._lock, self._read() as c, c.begin():
+            r = c.execute(text("SELECT member_id, version, central_balance, applied_seq, "
+                               "allowance, flagged FROM sync_members WHERE member_id = :m"),
+                          {"m": member_id}).first()
+        return None if r is None else CachedAccount(r[0], int(r[1]), int(r[2]), int(r[3]),
+                                                    int(r[4]), bool(r[5]))
+
+    def put_account(self, a: CachedAccount) -> None:
+        with self._lock, self._engine.begin() as c:
+            c.execute(text(
+                "INSERT INTO sync_members (member_id, version, central_balance, applied_seq, "
+                "allowance, flagged) VALUES (:m, :v, :b, :s, :a, :f) ON CONFLICT (member_id) "
+                "DO UPDATE SET version = :v, central_balance = :b, applied_seq = :s, "
+                "allowance = :a, flagged = :f WHERE excluded.version > sync_members.version"),
+                {"m": a.member_id, "v": a.version, "b": a.central_balance, "s": a.applied_seq,
+                 "a": a.allowance, "f": int(a.flagged)})
+
+    # ---------------------------------------------------------------- rules
+    def rules_serial(self) -> tuple[int, str | None]:
+        with self._lock, self._read() as c, c.begin():
+            r = c.execute(text("SELECT serial, version FROM sync_rules WHERE id = 1")).first()
+        return (0, None) if r is None else (int(r[0]), str(r[1]))
+
+    def put_rules_serial(self, serial: int, version: str) -> None:
+        with self._lock, self._engine.begin() as c:
+            c.execute(text("INSERT INTO sync_rules (id, serial, version) VALUES (1, :s, :v) "
+                           "ON CONFLICT (id) DO UPDATE SET serial = :s, version = :v"),
+                      {"s": serial, "v": version})
+

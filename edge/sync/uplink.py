@@ -1,0 +1,169 @@
+"""The outbox sender: the ledger table is the outbox, the central's ack is the only 'done'.
+
+State in RAM is bounded by the window: at most ``window`` batches in flight plus one page of
+rows read ahead. The backlog itself stays in SQLite and is read in pages, so 100,000 unsent
+entries cost no memory. Every reconnect (and every start) forgets what was in flight and
+resends from the first unacked row: duplicates are expected and removed by central.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edge.store import EntryKind, LedgerEntry, Store
+from edge.sync import codec, topics
+from edge.sync.link import MqttLink
+from edge.sync.state import SyncState
+
+log = logging.getLogger(__name__)
+PEER = "central"
+
+
+@dataclass
+class _InFlight:
+    first: int
+    last: int
+    payload: bytes
+    deadline: float
+    tries: int
+
+
+class Uplink:
+    def __init__(self, store: Store, state: SyncState, link: MqttLink, *, site: str, key: bytes,
+                 batch_max_entries: int = 200, batch_max_bytes: int = 65536, window: int = 4,
+                 ack_timeout_s: float = 5.0, max_backoff_s: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        if not key:
+            raise ValueError("hmac_key: an uplink needs a non-empty key")
+        self.store, self.link, self.site, self.lane = store, link, site, store.lane_id
+        self.state = state
+        self._key = key
+        self.batch_max_entries = batch_max_entries
+        self.batch_max_bytes = batch_max_bytes
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self._mono = monotonic
+        self._wall = wallclock
+        self._topic = topics.ledger(site, self.lane)
+        self._inflight: deque[_InFlight] = deque()
+        self._page: deque[LedgerEntry] = deque()
+        self._cursor: int | None = None  # highest seq handed to a batch (None = recompute)
+        self._announced = 0  # highest seq whose session event was published
+        self.acked_seq = state.acked_seq(PEER)
+        self.batches_sent = 0
+        self.resends = 0
+
+    # ---------------------------------------------------------------- events
+    def reset(self) -> None:
+        """After a (re)connect or restart: everything unacked goes again, from disk."""
+        self._inflight.clear()
+        self._page.clear()
+        self._cursor = None
+
+    def on_ack(self, ack: codec.Ack) -> None:
+        if ack.lane != self.lane:
+            return
+        self.store.mark_acked(PEER, ack.upto, list(ack.ranges))
+        self.acked_seq = max(self.acked_seq, ack.upto)
+
+        def done(b: _InFlight) -> bool:
+            if b.last <= ack.upto:
+                return True
+            return any(lo <= max(b.first, ack.upto + 1) and b.last <= hi
+                       for lo, hi in ack.ranges)
+
+        self._inflight = deque(b for b in self._inflight if not done(b))
+
+    # ---------------------------------------------------------------- work
+    def step(self) -> bool:
+        """Fill the window and resend overdue batches; True if something was published."""
+        if not self.link.connected.is_set():
+            return False
+        did = False
+        now = self._mono()
+        for b in self._inflight:
+            if now >= b.deadline:
+                if not self.link.publish(self._topic, b.payload):
+                    return did
+                b.tries += 1
+                self.resends += 1
+                b.deadline = now + min(self.ack_timeout_s * 2 ** b.tries, self.max_backoff_s)
+                did = True
+        while len(self._inflight) < self.window:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            if not self.link.publish(self._topic, batch.payload):
+                self.reset()  # lost the link while sending: start over from disk
+                break
+            batch.deadline = self._mono() + self.ack_timeout_s
+            self._inflight.append(batch)
+            self.batches_sent += 1
+            did = True
+        return did
+
+    def _first_unacked(self) -> int:
+        rows = self.store.unacked(limit=1, peer=PEER)
+        return rows[0].seq - 1 if rows else self.state.last_seq()
+
+    def _next_batch(self) -> _InFlight | None:
+        if self._cursor is None:
+            self._cursor = self._first_unacked()
+        if not self._page:
+            self._page.extend(self.store.entries(after_seq=self._cursor,
+                                                 limit=self.batch_max_entries))
+            if not self._page:
+                return None
+        budget = self.batch_max_bytes - codec.batch_overhead(self.site, self.lane)
+        parts: list[bytes] = []
+        used = 0
+        first = self._page[0].seq
+        last = first
+        while self._page and len(parts) < self.batch_max_entries:
+            e = self._page[0]
+            enc = codec.encode_entry(e)
+            if parts and used + len(enc) + 1 > budget:
+                break
+            self._page.popleft()
+            parts.append(enc)
+            used += len(enc) + 1
+            last = e.seq
+            if e.seq > self._announced:
+                self._announce(e)
+        self._cursor = last
+        payload = codec.encode_batch(self.site, self.lane, parts, first, last, self._key,
+                                     self._wall())
+        return _InFlight(first, last, payload, 0.0, 0)
+
+    def _announce(self, e: LedgerEntry) -> None:
+        """Tell the other lanes about sessions this lane opened or closed (idempotent)."""
+        self._announced = e.seq
+        try:
+            if e.kind == EntryKind.SESSION_OPENED and e.payload.get("entry_lane") == self.lane:
+                msg = codec.encode_session_opened(codec.SessionOpened(
+                    self.lane, str(e.payload.get("event_id")), e.plate or "", e.at,
+                    str(e.payload.get("vehicle_class", "small")), e.member_id,
+                    e.rules_version))
+                self.link.publish(topics.sessions_opened(self.site), msg)
+            elif e.kind == EntryKind.SESSION_CLOSED and e.session_id and e.plate:
+                s = self.store.get_session(e.session_id)
+                msg = codec.encode_session_closed(codec.SessionClosed(
+                    self.lane, s.entry_event_id if s else None, e.plate, e.at,
+                    str(e.payload.get("exit_event_id"))))
+                self.link.publish(topics.sessions_closed(self.site), msg)
+        except Exception:  # an announcement is best effort; the ledger still goes up
+            log.exception("session announcement for %s failed", e.entry_id)
+
+    def backlog(self, last_seq: int) -> int:
+        return max(0, last_seq - self.acked_seq)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
