@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -124,6 +124,7 @@ class RuleBundle:
     whitelist: Mapping[str, datetime | None]
     blacklist: frozenset[str]
     model: BundleModel
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def timezone(self) -> ZoneInfo:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar as _cal
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from edge.pricing.schema import DAY_NAMES
@@ -23,6 +24,13 @@ def local_instant(d: date, minute_of_day: int, tz: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=tz).astimezone(UTC)
 
 
+@lru_cache(maxsize=8192)
+def local_epoch(d: date, minute_of_day: int, tz: ZoneInfo) -> int:
+    """``local_instant`` as whole POSIX seconds, memoised: the tariff's hot path."""
+    return int(local_instant(d, minute_of_day, tz).timestamp())
+
+
+@lru_cache(maxsize=4096)
 def day_tags(
     d: date,
     weekend_days: frozenset[int],

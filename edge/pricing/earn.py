@@ -10,6 +10,8 @@ from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from edge.pricing.bundle import Campaign, RuleBundle
 from edge.pricing.calendar import add_months, day_tags, end_of_local_day, local_instant
@@ -171,9 +173,14 @@ def earned_expiry(rules: RuleBundle, earned_at: datetime) -> datetime | None:
     """When points earned at ``earned_at`` stop being spendable (exclusive instant)."""
     if rules.expiry_mode == "none":
         return None
-    d = earned_at.astimezone(rules.tz).date()
-    if rules.expiry_mode == "annual":
-        year, month = d.year + 1, rules.annual_month
-        last = date(year, month, min(rules.annual_day, monthrange(year, month)[1]))
-        return end_of_local_day(last, rules.tz)
-    return local_instant(add_months(d, rules.rolling_months), 0, rules.tz)
+    return _expiry(rules.expiry_mode, rules.annual_month, rules.annual_day,
+                   rules.rolling_months, earned_at.astimezone(rules.tz).date(), rules.tz)
+
+
+@lru_cache(maxsize=1024)
+def _expiry(mode: str, month: int, day: int, months: int, d: date, tz: ZoneInfo) -> datetime:
+    if mode == "annual":
+        year = d.year + 1
+        last = date(year, month, min(day, monthrange(year, month)[1]))
+        return end_of_local_day(last, tz).astimezone(tz)
+    return local_instant(add_months(d, months), 0, tz).astimezone(tz)

@@ -80,11 +80,18 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
                 charged = stay_minutes(entered, session.paid_at)
         fee_fn = (partial(_const, ZERO) if whitelisted
                   else partial(_stay_fee, t, entered, tz, grace))
-        fee = fee_fn(charged)
     if whitelisted:
         flags.append("whitelist")
 
-    pay = Payable(fee_fn, prepaid)
+    zero = None
+    if entered is not None and not whitelisted:
+        zkey = (cls, grace, id(table))
+        if zkey not in rules.memo:
+            rules.memo[zkey] = zero_fee_minutes(t, grace=grace)
+        zero = rules.memo[zkey]
+    pay = Payable(fee_fn, prepaid, zero)
+    if entered is not None:
+        fee = pay.fee(charged)
     st = SpendState(minutes=charged)
     balance = 0
     earned = EarnResult(0, (), (), ())
@@ -103,7 +110,6 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         elif not member.auto_deduct:
             flags.append("auto_deduct_off")
         elif fee > 0:
-            zero = zero_fee_minutes(t, grace=grace) if entered is not None else None
             steps = ("coupons", "points") if rules.coupons_first else ("points", "coupons")
             for step in steps:
                 if step == "coupons":

@@ -41,12 +41,15 @@ class SpendState:
 class Payable:
     """payable(minutes, money) = max(0, fee(minutes) - prepaid - money), fee memoised."""
 
-    def __init__(self, fee_fn: FeeFn, prepaid: Decimal) -> None:
+    def __init__(self, fee_fn: FeeFn, prepaid: Decimal, zero_minutes: int | None = None) -> None:
         self._fee = fee_fn
         self._memo: dict[int, Decimal] = {}
         self.prepaid = prepaid
+        self.zero = zero_minutes  # fee(m) is 0 for every m <= zero, when known
 
     def fee(self, minutes: int) -> Decimal:
+        if self.zero is not None and minutes <= self.zero:
+            return NIL
         minutes = max(0, minutes)
         v = self._memo.get(minutes)
         if v is None:
@@ -166,9 +169,11 @@ def apply_points(lots: list[PointsLot], tier: Tier, rules: RuleBundle, st: Spend
             over = _first_at_most(0, cap_p, lambda p: base - after(p) > room)
             cap_p = over - 1 if over > 0 else 0
             cap_p = max(cap_p, 0)
-    if cap_p < need:
+    if 0 < cap_p < need:
         target = after(cap_p)
-        cap_p = _first_at_most(0, cap_p, lambda p: after(p) <= target)
+        # usually every point counts (one eval); coarse units need the bisection
+        if after(cap_p - 1) <= target:
+            cap_p = _first_at_most(0, cap_p - 1, lambda p: after(p) <= target)
     if 0 < cap_p < rules.min_points:
         st.flags.append("cap:min_redemption")
         cap_p = 0

@@ -17,7 +17,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from edge.pricing.bundle import Tariff
-from edge.pricing.calendar import local_instant
+from edge.pricing.calendar import local_epoch
 
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
@@ -65,27 +65,24 @@ def stay_fee(
     cs, n = units_billed(t, minutes, grace=grace)
     if n <= 0:
         return NIL
-    e = entered.astimezone(UTC).replace(microsecond=0)
+    e = int(entered.timestamp() // 1)
     u60 = t.unit * 60
     base = cs * 60
     end = base + (n - 1) * u60 + 1  # one past the last unit's start, in seconds from entry
 
     cuts = {base, end}
     step_offs = [base + m * 60 for m, _ in t.steps]
-    cuts.update(o for o in step_offs[1:] if base < o < end)
+    if len(step_offs) > 1:
+        cuts.update(o for o in step_offs[1:] if base < o < end)
 
-    last = e + timedelta(seconds=end)
-    d0 = e.astimezone(tz).date()
-    d1 = last.astimezone(tz).date()
-    days = (d1 - d0).days
+    d0 = entered.astimezone(tz).date()
+    days = (datetime.fromtimestamp(e + end, tz).date() - d0).days
 
     periods: list[int] = []
     if t.daily_cap is not None:
         if t.calendar_cap:
             for i in range(1, days + 1):
-                periods.append(
-                    int((local_instant(d0 + timedelta(days=i), 0, tz) - e).total_seconds())
-                )
+                periods.append(local_epoch(d0 + timedelta(days=i), 0, tz) - e)
         else:
             periods.extend(range(86400, end, 86400))
         cuts.update(p for p in periods if base < p < end)
@@ -95,12 +92,8 @@ def stay_fee(
         ns, ne, _, _ = t.night
         for i in range(-1, days + 1):
             d = d0 + timedelta(days=i)
-            a = int((local_instant(d, ns, tz) - e).total_seconds())
-            b = int(
-                (
-                    local_instant(d + timedelta(days=1) if ne <= ns else d, ne, tz) - e
-                ).total_seconds()
-            )
+            a = local_epoch(d, ns, tz) - e
+            b = local_epoch(d + timedelta(days=1) if ne <= ns else d, ne, tz) - e
             if b > base and a < end:
                 nights.append((a, b))
                 cuts.update(x for x in (a, b) if base < x < end)
