@@ -13,9 +13,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from edge.store.codec import GENESIS, canonical_json, entry_hash, parse_ts, ts
+from edge.store.engine import q
 from edge.store.types import EntryKind, LedgerEntry, StoreError, VerifyResult
 
 COLUMNS = (
@@ -23,7 +24,7 @@ COLUMNS = (
     "rules_version, payload, prev_hash, hash"
 )
 
-_INSERT = text(
+_INSERT = q(
     "INSERT INTO ledger_entries (pos, entry_id, lane_id, seq, kind, at, recorded, session_id, "
     "member_id, plate, rules_version, payload, prev_hash, hash) VALUES (:pos, :entry_id, "
     ":lane_id, :seq, :kind, :at, :recorded, :session_id, :member_id, :plate, :rules_version, "
@@ -66,12 +67,12 @@ def append(
         raise StoreError(f"lane_id: {lane_id!r} must be non-empty and contain no ':'")
     seq = int(
         conn.execute(
-            text("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),
+            q("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),
             {"l": lane_id},
         ).scalar_one()
     ) + 1
     last = conn.execute(
-        text("SELECT pos, hash FROM ledger_entries ORDER BY pos DESC LIMIT 1")
+        q("SELECT pos, hash FROM ledger_entries ORDER BY pos DESC LIMIT 1")
     ).first()
     pos, prev_hash = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
     row: dict[str, Any] = {
@@ -92,7 +93,7 @@ def append(
     row["hash"] = entry_hash(prev_hash, hashed_fields(row))
     conn.execute(_INSERT, row)
     conn.execute(
-        text(
+        q(
             "INSERT INTO ledger_head (id, last_pos, last_hash) VALUES (1, :p, :h) "
             "ON CONFLICT (id) DO UPDATE SET last_pos = :p, last_hash = :h"
         ),
@@ -125,7 +126,7 @@ def by_ids(conn: Connection, entry_ids: list[str]) -> list[LedgerEntry]:
     if not entry_ids:
         return []
     rows = conn.execute(
-        text(f"SELECT {COLUMNS} FROM ledger_entries WHERE entry_id IN "
+        q(f"SELECT {COLUMNS} FROM ledger_entries WHERE entry_id IN "
              f"(SELECT value FROM json_each(:ids)) ORDER BY pos"),
         {"ids": json.dumps(entry_ids)},
     ).all()
@@ -144,7 +145,7 @@ def verify(conn: Connection, max_problems: int = 100) -> VerifyResult:
     expected_pos = 1
     last_seq: dict[str, int] = {}
     checked = 0
-    result = conn.execute(text(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
+    result = conn.execute(q(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
     for r in result:
         m = dict(r._mapping)
         checked += 1
@@ -172,7 +173,7 @@ def verify(conn: Connection, max_problems: int = 100) -> VerifyResult:
         except ValueError as exc:
             problem(f"{where}: unreadable field ({exc})")
         prev_hash = m["hash"]
-    head = conn.execute(text("SELECT last_pos, last_hash FROM ledger_head WHERE id = 1")).first()
+    head = conn.execute(q("SELECT last_pos, last_hash FROM ledger_head WHERE id = 1")).first()
     if head is None:
         if checked:
             problem("ledger_head missing while entries exist")

@@ -7,15 +7,15 @@ member row keeps a cached balance (all remaining points, expired or not) for qui
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from edge.store.codec import money, parse_ts, parse_ts_opt, ts, ts_opt
+from edge.store.engine import q
 from edge.store.types import (
     CouponView,
     EntryKind,
@@ -28,7 +28,7 @@ from edge.store.types import (
 
 def get_member(conn: Connection, member_id: str) -> Member | None:
     r = conn.execute(
-        text("SELECT member_id, tier, name, version, auto_deduct, blocked, balance "
+        q("SELECT member_id, tier, name, version, auto_deduct, blocked, balance "
              "FROM members WHERE member_id = :m"),
         {"m": member_id},
     ).first()
@@ -46,7 +46,7 @@ def require_member(conn: Connection, member_id: str) -> Member:
 
 def refresh_balance(conn: Connection, member_id: str) -> None:
     conn.execute(
-        text("UPDATE members SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM points_lots "
+        q("UPDATE members SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM points_lots "
              "WHERE member_id = :m) WHERE member_id = :m"),
         {"m": member_id},
     )
@@ -60,7 +60,7 @@ def upsert_member(conn: Connection, member_id: str, *, tier: str, name: str | No
     if not tier:
         raise StoreError("tier: must be non-empty")
     conn.execute(
-        text("INSERT INTO members (member_id, tier, name, version, auto_deduct, blocked) "
+        q("INSERT INTO members (member_id, tier, name, version, auto_deduct, blocked) "
              "VALUES (:m, :t, :n, :v, :a, :b) ON CONFLICT (member_id) DO UPDATE SET "
              "tier = :t, name = :n, version = :v, auto_deduct = :a, blocked = :b "
              "WHERE excluded.version >= members.version"),
@@ -89,10 +89,10 @@ def set_lots(conn: Connection, member_id: str,
         rows.append({"m": member_id, "l": lot_id, "p": points,
                      "e": ts_opt(expires_at, f"lots[{i}].expires_at"),
                      "ea": ts_opt(earned_at, f"lots[{i}].earned_at")})
-    conn.execute(text("DELETE FROM points_lots WHERE member_id = :m"), {"m": member_id})
+    conn.execute(q("DELETE FROM points_lots WHERE member_id = :m"), {"m": member_id})
     if rows:
         conn.execute(
-            text("INSERT INTO points_lots (member_id, lot_id, points, remaining, expires_at, "
+            q("INSERT INTO points_lots (member_id, lot_id, points, remaining, expires_at, "
                  "earned_at) VALUES (:m, :l, :p, :p, :e, :ea)"),
             rows,
         )
@@ -105,12 +105,12 @@ def add_coupon(conn: Connection, member_id: str, coupon_id: str, kind: str, valu
     if not coupon_id or not kind:
         raise StoreError("coupon_id and kind must be non-empty")
     used = conn.execute(
-        text("SELECT used_at FROM coupons WHERE coupon_id = :c"), {"c": coupon_id}
+        q("SELECT used_at FROM coupons WHERE coupon_id = :c"), {"c": coupon_id}
     ).first()
     if used is not None and used[0] is not None:
         raise StoreError(f"coupon_id: {coupon_id!r} was already used; not replaced")
     conn.execute(
-        text("INSERT INTO coupons (coupon_id, member_id, kind, value, valid_until) "
+        q("INSERT INTO coupons (coupon_id, member_id, kind, value, valid_until) "
              "VALUES (:c, :m, :k, :v, :u) ON CONFLICT (coupon_id) DO UPDATE SET "
              "member_id = :m, kind = :k, value = :v, valid_until = :u"),
         {"c": coupon_id, "m": member_id, "k": kind, "v": money(value, "value"),
@@ -122,7 +122,7 @@ def balance(conn: Connection, member_id: str, at: datetime) -> int:
     """Points spendable at ``at``: remaining in lots not expired (expiry is exclusive)."""
     require_member(conn, member_id)
     return int(conn.execute(
-        text("SELECT COALESCE(SUM(remaining), 0) FROM points_lots WHERE member_id = :m "
+        q("SELECT COALESCE(SUM(remaining), 0) FROM points_lots WHERE member_id = :m "
              "AND (expires_at IS NULL OR expires_at > :at)"),
         {"m": member_id, "at": ts(at, "at")},
     ).scalar_one())
@@ -141,14 +141,39 @@ def _period_start(at: datetime, tz: ZoneInfo, *, month: bool) -> tuple[str, str]
     return ts(start), ts(end)
 
 
-def _payloads(conn: Connection, member_id: str, kind: EntryKind, lo: str,
-              hi: str) -> list[dict[str, Any]]:
+def _period_sums(conn: Connection, member_id: str, at: datetime,
+                 tz: ZoneInfo) -> tuple[Decimal, int, int]:
+    """(money value redeemed this month, points redeemed today, points earned today) in ``tz``.
+
+    Reversed exits (CORRECTION points_returned / earned_revoked) are netted out in the
+    period the reversal happened. Only the needed JSON fields are extracted, in SQL.
+    """
+    mlo, mhi = _period_start(at, tz, month=True)
+    dlo, dhi = _period_start(at, tz, month=False)
     rows = conn.execute(
-        text("SELECT payload FROM ledger_entries WHERE member_id = :m AND kind = :k "
-             "AND at >= :lo AND at < :hi"),
-        {"m": member_id, "k": kind.value, "lo": lo, "hi": hi},
-    ).scalars()
-    return [json.loads(p) for p in rows]
+        q("SELECT kind, at, json_extract(payload, '$.action'), json_extract(payload, '$.points'), "
+          "json_extract(payload, '$.value') FROM ledger_entries WHERE member_id = :m "
+          "AND kind IN ('points_deducted', 'points_earned', 'correction') "
+          "AND at >= :lo AND at < :hi"),
+        {"m": member_id, "lo": mlo, "hi": mhi},
+    )
+    month_value, today_points, earned_today = Decimal(0), 0, 0
+    for kind, when, action, points, value in rows:
+        today = dlo <= when < dhi
+        sign = 1
+        if kind == EntryKind.CORRECTION:
+            if action not in ("points_returned", "earned_revoked"):
+                continue
+            sign = -1
+            kind = (EntryKind.POINTS_DEDUCTED if action == "points_returned"
+                    else EntryKind.POINTS_EARNED)
+        if kind == EntryKind.POINTS_DEDUCTED:
+            month_value += sign * Decimal(str(value or "0"))
+            if today:
+                today_points += sign * int(points or 0)
+        elif today:
+            earned_today += sign * int(points or 0)
+    return month_value, today_points, earned_today
 
 
 def member_view(conn: Connection, member_id: str, at: datetime, tz: ZoneInfo) -> MemberView:
@@ -157,39 +182,22 @@ def member_view(conn: Connection, member_id: str, at: datetime, tz: ZoneInfo) ->
     lots = tuple(
         LotView(r[0], int(r[1]), parse_ts_opt(r[2]), parse_ts_opt(r[3]))
         for r in conn.execute(
-            text("SELECT lot_id, remaining, expires_at, earned_at FROM points_lots "
-                 "WHERE member_id = :m AND remaining > 0 AND (expires_at IS NULL OR "
-                 "expires_at > :at) ORDER BY expires_at IS NULL, expires_at, lot_id"),
+            q("SELECT lot_id, remaining, expires_at, earned_at FROM points_lots "
+              "WHERE member_id = :m AND remaining > 0 AND (expires_at IS NULL OR "
+              "expires_at > :at) ORDER BY expires_at IS NULL, expires_at, lot_id"),
             {"m": member_id, "at": at_s},
         )
     )
     coupons = tuple(
         CouponView(r[0], r[1], Decimal(r[2]), parse_ts_opt(r[3]))
         for r in conn.execute(
-            text("SELECT coupon_id, kind, value, valid_until FROM coupons WHERE member_id = :m "
-                 "AND used_at IS NULL AND (valid_until IS NULL OR valid_until > :at) "
-                 "ORDER BY valid_until IS NULL, valid_until, coupon_id"),
+            q("SELECT coupon_id, kind, value, valid_until FROM coupons WHERE member_id = :m "
+              "AND used_at IS NULL AND (valid_until IS NULL OR valid_until > :at) "
+              "ORDER BY valid_until IS NULL, valid_until, coupon_id"),
             {"m": member_id, "at": at_s},
         )
     )
-    mlo, mhi = _period_start(at, tz, month=True)
-    dlo, dhi = _period_start(at, tz, month=False)
-    month_value = sum(
-        (Decimal(p.get("value", "0")) for p in
-         _payloads(conn, member_id, EntryKind.POINTS_DEDUCTED, mlo, mhi)), Decimal(0))
-    today_points = sum(int(p.get("points", 0)) for p in
-                       _payloads(conn, member_id, EntryKind.POINTS_DEDUCTED, dlo, dhi))
-    earned_today = sum(int(p.get("points", 0)) for p in
-                       _payloads(conn, member_id, EntryKind.POINTS_EARNED, dlo, dhi))
-    # Reversed exits give back what they took, in the period the reversal happened.
-    for p in _payloads(conn, member_id, EntryKind.CORRECTION, mlo, mhi):
-        if p.get("action") == "points_returned":
-            month_value -= Decimal(p.get("value", "0"))
-    for p in _payloads(conn, member_id, EntryKind.CORRECTION, dlo, dhi):
-        if p.get("action") == "points_returned":
-            today_points -= int(p.get("points", 0))
-        elif p.get("action") == "earned_revoked":
-            earned_today -= int(p.get("points", 0))
+    month_value, today_points, earned_today = _period_sums(conn, member_id, at, tz)
     return MemberView(
         member_id=member_id,
         tier=m.tier,
@@ -210,7 +218,7 @@ def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int
     at_s = ts(at, "exited_at")
     for lot_id, pts in lots_used:
         r = conn.execute(
-            text("SELECT remaining, expires_at FROM points_lots WHERE member_id = :m "
+            q("SELECT remaining, expires_at FROM points_lots WHERE member_id = :m "
                  "AND lot_id = :l"),
             {"m": member_id, "l": lot_id},
         ).first()
@@ -222,7 +230,7 @@ def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int
             raise StoreError(
                 f"lots_used: lot {lot_id!r} has {r[0]} points left, {pts} requested")
         conn.execute(
-            text("UPDATE points_lots SET remaining = remaining - :p WHERE member_id = :m "
+            q("UPDATE points_lots SET remaining = remaining - :p WHERE member_id = :m "
                  "AND lot_id = :l"),
             {"p": pts, "m": member_id, "l": lot_id},
         )
@@ -235,7 +243,7 @@ def use_coupons(conn: Connection, member_id: str, coupons: tuple[str, ...], at: 
     out = []
     for cid in coupons:
         r = conn.execute(
-            text("SELECT member_id, kind, value, valid_until, used_at FROM coupons "
+            q("SELECT member_id, kind, value, valid_until, used_at FROM coupons "
                  "WHERE coupon_id = :c"), {"c": cid},
         ).first()
         if r is None or r[0] != member_id:
@@ -245,7 +253,7 @@ def use_coupons(conn: Connection, member_id: str, coupons: tuple[str, ...], at: 
         if r[3] is not None and r[3] <= at_s:
             raise StoreError(f"coupons_used: coupon {cid!r} expired at {r[3]}")
         conn.execute(
-            text("UPDATE coupons SET used_at = :at, used_session = :s WHERE coupon_id = :c"),
+            q("UPDATE coupons SET used_at = :at, used_session = :s WHERE coupon_id = :c"),
             {"at": at_s, "s": session_id, "c": cid},
         )
         out.append({"coupon_id": cid, "kind": r[1], "value": r[2]})

@@ -14,9 +14,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from edge.store.codec import parse_ts, ts
+from edge.store.engine import q
 from edge.store.ledger import COLUMNS
 from edge.store.types import EntryKind, StoreError
 
@@ -24,7 +25,7 @@ _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 def export_entries(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(text(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
+    rows = conn.execute(q(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
     out = []
     for r in rows:
         d = dict(r._mapping)
@@ -35,7 +36,7 @@ def export_entries(conn: Connection) -> list[dict[str, Any]]:
 
 def export_sessions(conn: Connection) -> list[dict[str, Any]]:
     """One dict per exited session, in the shape ``rules simulate`` reads."""
-    rows = conn.execute(text(
+    rows = conn.execute(q(
         "SELECT s.session_id, s.plate, s.member_id, COALESCE(s.tier, m.tier) AS tier, "
         "s.vehicle_class, s.entered_at, s.entry_lane, s.exited_at, s.points_before, s.fee, "
         "s.payable, s.points_deducted, s.points_earned, s.rules_version, s.status "
@@ -78,7 +79,7 @@ def report(conn: Connection, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
     """Points issued/redeemed, redemption rate, average per member, fees, sessions."""
     lo, hi = month_bounds(month, tz) if month else ("", "\uffff")
     rows = conn.execute(
-        text("SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
+        q("SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
              "AND kind IN ('points_earned', 'points_deducted', 'fee_charged', "
              "'session_closed', 'payment_received', 'correction')"),
         {"lo": lo, "hi": hi},

@@ -20,12 +20,12 @@ from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, exc, text
+from sqlalchemy import Connection, Engine, exc
 
 from edge.store import ledger, members
 from edge.store import reports as _reports
 from edge.store.codec import money, parse_ts, parse_ts_opt, ts, ts_opt
-from edge.store.engine import make_engine
+from edge.store.engine import make_engine, q
 from edge.store.schema import LATEST, migrate
 from edge.store.types import (
     EntryKind,
@@ -182,15 +182,15 @@ class Store:
         at_s = ts(entered_at, "entered_at")
         lane = lane_id or self.lane_id
         with self._write() as c:
-            old = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions "
+            old = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions "
                                  "WHERE entry_event_id = :e"), {"e": event_id}).first()
             if old is not None:
                 return _session(old), False
-            prev = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
+            prev = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
                                   "AND status = 'open'"), {"p": plate}).first()
             if prev is not None:
                 ps = _session(prev)
-                c.execute(text("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
+                c.execute(q("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
                           {"s": ps.session_id})
                 self._append(c, EntryKind.CORRECTION, entered_at, session_id=ps.session_id,
                              member_id=ps.member_id, plate=plate, payload={
@@ -198,7 +198,7 @@ class Store:
                                  "reason": "new entry while a session was open (missed exit)"})
             sid = f"{lane}-{uuid.uuid4().hex[:12]}"
             c.execute(
-                text("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
+                q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
                      "vehicle_class, member_id, status, rules_version, entry_event_id) VALUES "
                      "(:s, :p, :e, :l, :v, :m, 'open', :r, :ev)"),
                 {"s": sid, "p": plate, "e": at_s, "l": lane, "v": vehicle_class, "m": member_id,
@@ -216,14 +216,14 @@ class Store:
             s = self._get(c, session_id)
             if s.status != "open":
                 return None
-            c.execute(text("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
+            c.execute(q("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
                       {"s": session_id})
             return self._append(c, EntryKind.CORRECTION, at, session_id=session_id,
                                 member_id=s.member_id, plate=s.plate,
                                 payload={"action": "entry_cancelled", "reason": reason})
 
     def _get(self, c: Connection, session_id: str) -> Session:
-        r = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = :s"),
+        r = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = :s"),
                       {"s": session_id}).first()
         if r is None:
             raise StoreError(f"session_id: unknown session {session_id!r}")
@@ -231,25 +231,25 @@ class Store:
 
     def find_open_session(self, plate: str) -> Session | None:
         with self._read() as c:
-            r = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
+            r = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
                                "AND status = 'open'"), {"p": plate}).first()
             return None if r is None else _session(r)
 
     def open_plates(self) -> list[str]:
         with self._read() as c:
-            return list(c.execute(text("SELECT plate FROM sessions WHERE status = 'open' "
+            return list(c.execute(q("SELECT plate FROM sessions WHERE status = 'open' "
                                        "ORDER BY plate")).scalars())
 
     def get_session(self, session_id: str) -> Session | None:
         with self._read() as c:
-            r = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = :s"),
+            r = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = :s"),
                           {"s": session_id}).first()
             return None if r is None else _session(r)
 
     def list_sessions(self, *, open_only: bool = False, limit: int = 100) -> list[Session]:
         where = "WHERE status = 'open'" if open_only else ""
         with self._read() as c:
-            rows = c.execute(text(f"SELECT {_SESSION_COLS} FROM sessions {where} "
+            rows = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions {where} "
                                   "ORDER BY entered_at DESC LIMIT :n"), {"n": int(limit)})
             return [_session(r) for r in rows]
 
@@ -278,7 +278,7 @@ class Store:
         ts_opt(rec.earned_expires_at, "earned_expires_at")
         key = f"exit:{rec.exit_event_id}"
         with self._write() as c:
-            done = c.execute(text("SELECT session_id, entry_ids FROM idempotency WHERE key = :k"),
+            done = c.execute(q("SELECT session_id, entry_ids FROM idempotency WHERE key = :k"),
                              {"k": key}).first()
             if done is not None:
                 return self._replay(c, done[0], json.loads(done[1]))
@@ -290,7 +290,7 @@ class Store:
             else:
                 sid = f"{self.lane_id}-{uuid.uuid4().hex[:12]}"
                 c.execute(
-                    text("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
+                    q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
                          "vehicle_class, member_id, status, rules_version) VALUES "
                          "(:s, :p, :e, NULL, :v, :m, 'closed', :r)"),
                     {"s": sid, "p": rec.plate, "e": at_s,
@@ -310,7 +310,7 @@ class Store:
             after = members.balance(c, member.member_id, rec.exited_at) if member else None
             status = "owed" if payable > 0 else "closed"
             c.execute(
-                text("UPDATE sessions SET status = :st, exited_at = :x, exit_lane = :l, "
+                q("UPDATE sessions SET status = :st, exited_at = :x, exit_lane = :l, "
                      "fee = :f, payable = :pay, points_deducted = :d, points_earned = :e, "
                      "rules_version = :r, exit_event_id = :ev, member_id = COALESCE(:m, "
                      "member_id), points_before = :b, balance_after = :a, tier = :t, "
@@ -321,7 +321,7 @@ class Store:
                  "s": sid, "det": json.dumps(self._detail(rec, lots, earned))},
             )
             ids = [e.entry_id for e in entries]
-            c.execute(text("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
+            c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
                            "(:k, 'exit', :s, :i)"), {"k": key, "s": sid, "i": json.dumps(ids)})
             return ExitResult(self._get(c, sid), tuple(entries), False, after)
 
@@ -361,7 +361,7 @@ class Store:
         if earned:
             assert mid is not None
             lot_id = f"earn:{rec.exit_event_id}"
-            c.execute(text("INSERT INTO points_lots (member_id, lot_id, points, remaining, "
+            c.execute(q("INSERT INTO points_lots (member_id, lot_id, points, remaining, "
                            "expires_at, earned_at) VALUES (:m, :l, :p, :p, :e, :a)"),
                       {"m": mid, "l": lot_id, "p": earned, "e": ts_opt(rec.earned_expires_at),
                        "a": ts(at)})
@@ -374,7 +374,7 @@ class Store:
     def _replay(self, c: Connection, session_id: str, ids: list[str] | None) -> ExitResult:
         s = self._get(c, session_id)
         if ids is None and s.exit_event_id:
-            row = c.execute(text("SELECT entry_ids FROM idempotency WHERE key = :k"),
+            row = c.execute(q("SELECT entry_ids FROM idempotency WHERE key = :k"),
                             {"k": f"exit:{s.exit_event_id}"}).first()
             ids = json.loads(row[0]) if row else []
         return ExitResult(s, tuple(ledger.by_ids(c, ids or [])), True, s.balance_after)
@@ -382,7 +382,7 @@ class Store:
     def last_exit(self, plate: str, since: datetime) -> ExitResult | None:
         """The most recent exit of ``plate`` at or after ``since`` (for replays and re-entry)."""
         with self._read() as c:
-            r = c.execute(text("SELECT session_id FROM sessions WHERE plate = :p AND "
+            r = c.execute(q("SELECT session_id FROM sessions WHERE plate = :p AND "
                                "status IN ('closed', 'owed') AND exited_at >= :t "
                                "ORDER BY exited_at DESC LIMIT 1"),
                           {"p": plate, "t": ts(since, "since")}).first()
@@ -398,7 +398,7 @@ class Store:
         _nonempty(idem_key, "idem_key")
         key = f"pay:{idem_key}"
         with self._write() as c:
-            done = c.execute(text("SELECT entry_ids FROM idempotency WHERE key = :k"),
+            done = c.execute(q("SELECT entry_ids FROM idempotency WHERE key = :k"),
                              {"k": key}).first()
             if done is not None:
                 return ledger.by_ids(c, json.loads(done[0]))[0]
@@ -410,13 +410,13 @@ class Store:
             status = s.status
             if s.status == "owed" and outstanding is not None and outstanding <= 0:
                 status = "closed"
-            c.execute(text("UPDATE sessions SET paid = :p, status = :st WHERE session_id = :s"),
+            c.execute(q("UPDATE sessions SET paid = :p, status = :st WHERE session_id = :s"),
                       {"p": str(paid), "st": status, "s": session_id})
             e = self._append(c, EntryKind.PAYMENT_RECEIVED, at, session_id=session_id,
                              member_id=s.member_id, plate=s.plate, payload={
                                  "amount": amt, "method": method, "idem_key": idem_key,
                                  "paid_total": paid, "outstanding": outstanding})
-            c.execute(text("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
+            c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
                            "(:k, 'payment', :s, :i)"),
                       {"k": key, "s": session_id, "i": json.dumps([e.entry_id])})
             return e
@@ -427,7 +427,7 @@ class Store:
             s = self._get(c, session_id)
             if s.status == "open" or s.exited_at is None:
                 return []
-            row = c.execute(text("SELECT exit_detail FROM sessions WHERE session_id = :s"),
+            row = c.execute(q("SELECT exit_detail FROM sessions WHERE session_id = :s"),
                             {"s": session_id}).scalar_one()
             det: dict[str, Any] = json.loads(row) if row else {}
             mid = s.member_id
@@ -437,7 +437,7 @@ class Store:
             lots = [(str(k), int(v)) for k, v in det.get("lots_used", [])]
             if lots and mid:
                 for lot_id, pts in lots:
-                    c.execute(text(
+                    c.execute(q(
                         "INSERT INTO points_lots (member_id, lot_id, points, remaining) VALUES "
                         "(:m, :l, :p, :p) ON CONFLICT (member_id, lot_id) DO UPDATE SET "
                         "points = MAX(points, remaining + :p), remaining = remaining + :p"),
@@ -447,17 +447,17 @@ class Store:
                     "lots": [[k, v] for k, v in lots], "value": det.get("points_value", "0"),
                     "reason": reason}))
             for cid in det.get("coupons_used", []):
-                c.execute(text("UPDATE coupons SET used_at = NULL, used_session = NULL "
+                c.execute(q("UPDATE coupons SET used_at = NULL, used_session = NULL "
                                "WHERE coupon_id = :c AND used_session = :s"),
                           {"c": cid, "s": session_id})
                 out.append(self._append(c, EntryKind.CORRECTION, at, **common, payload={
                     "action": "coupon_returned", "coupon_id": cid, "reason": reason}))
             earned_lot = det.get("earned_lot_id")
             if earned_lot and mid and s.points_earned:
-                rem = c.execute(text("SELECT remaining FROM points_lots WHERE member_id = :m "
+                rem = c.execute(q("SELECT remaining FROM points_lots WHERE member_id = :m "
                                      "AND lot_id = :l"), {"m": mid, "l": earned_lot}).scalar()
                 take = min(int(rem or 0), s.points_earned)
-                c.execute(text("UPDATE points_lots SET remaining = remaining - :t "
+                c.execute(q("UPDATE points_lots SET remaining = remaining - :t "
                                "WHERE member_id = :m AND lot_id = :l"),
                           {"t": take, "m": mid, "l": earned_lot})
                 out.append(self._append(c, EntryKind.CORRECTION, at, **common, payload={
@@ -465,7 +465,7 @@ class Store:
                     "unrecovered": s.points_earned - take, "reason": reason}))
             if mid and members.get_member(c, mid) is not None:
                 members.refresh_balance(c, mid)
-            c.execute(text(
+            c.execute(q(
                 "UPDATE sessions SET status = 'open', exited_at = NULL, exit_lane = NULL, "
                 "fee = NULL, payable = NULL, paid = '0', points_deducted = 0, points_earned = 0, "
                 "exit_event_id = NULL, exit_detail = NULL, points_before = NULL, "
@@ -527,18 +527,18 @@ class Store:
         _nonempty(plate, "plate")
         with self._write() as c:
             members.require_member(c, member_id)
-            c.execute(text("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
+            c.execute(q("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
                            "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
                            "version = :v WHERE excluded.version >= plate_bindings.version"),
                       {"p": plate, "m": member_id, "v": int(version)})
 
     def unbind_plate(self, plate: str) -> None:
         with self._write() as c:
-            c.execute(text("DELETE FROM plate_bindings WHERE plate = :p"), {"p": plate})
+            c.execute(q("DELETE FROM plate_bindings WHERE plate = :p"), {"p": plate})
 
     def member_for_plate(self, plate: str) -> Member | None:
         with self._read() as c:
-            mid = c.execute(text("SELECT member_id FROM plate_bindings WHERE plate = :p"),
+            mid = c.execute(q("SELECT member_id FROM plate_bindings WHERE plate = :p"),
                             {"p": plate}).scalar()
             return None if mid is None else members.get_member(c, mid)
 
@@ -558,7 +558,7 @@ class Store:
     def entries(self, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         """This lane's entries with seq > ``after_seq``, in sequence order."""
         with self._read() as c:
-            rows = c.execute(text(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
+            rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
                                   "lane_id = :l AND seq > :a ORDER BY seq LIMIT :n"),
                              {"l": self.lane_id, "a": int(after_seq), "n": int(limit)})
             return [ledger.to_entry(r) for r in rows]
@@ -584,11 +584,11 @@ class Store:
     def unacked(self, limit: int = 500, peer: str = "central") -> list[LedgerEntry]:
         """This lane's entries the peer has not acknowledged, oldest first."""
         with self._read() as c:
-            st = c.execute(text("SELECT acked_seq, acked_ranges FROM outbox_state "
+            st = c.execute(q("SELECT acked_seq, acked_ranges FROM outbox_state "
                                 "WHERE peer = :p"), {"p": peer}).first()
             acked, ranges = (0, []) if st is None else (int(st[0]), json.loads(st[1]))
             out: list[LedgerEntry] = []
-            rows = c.execute(text(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
+            rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
                                   "lane_id = :l AND seq > :a ORDER BY seq"),
                              {"l": self.lane_id, "a": acked})
             for r in rows:
@@ -605,7 +605,7 @@ class Store:
         """Record acks: everything <= ``upto`` plus ``ranges`` above it (merged, compacted)."""
         _nonempty(peer, "peer")
         with self._write() as c:
-            st = c.execute(text("SELECT acked_seq, acked_ranges FROM outbox_state "
+            st = c.execute(q("SELECT acked_seq, acked_ranges FROM outbox_state "
                                 "WHERE peer = :p"), {"p": peer}).first()
             acked, old = (0, []) if st is None else (int(st[0]), json.loads(st[1]))
             acked = max(acked, int(upto))
@@ -623,6 +623,6 @@ class Store:
                     acked = max(acked, hi)
                 else:
                     keep.append([lo, hi])
-            c.execute(text("INSERT INTO outbox_state (peer, acked_seq, acked_ranges) VALUES "
+            c.execute(q("INSERT INTO outbox_state (peer, acked_seq, acked_ranges) VALUES "
                            "(:p, :a, :r) ON CONFLICT (peer) DO UPDATE SET acked_seq = :a, "
                            "acked_ranges = :r"), {"p": peer, "a": acked, "r": json.dumps(keep)})
