@@ -574,7 +574,7 @@ class Store:
         with self._read() as c:
             rows = (_reports.export_entries(c) if what == "entries"
                     else _reports.export_sessions(c))
-        yield from rows
+        return iter(rows)
 
     def report(self, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
         with self._read() as c:

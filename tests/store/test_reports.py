@@ -152,3 +152,8 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not valid TOML" in res.output
     res = runner.invoke(app, ["ledger", "export", "--format", "xml", "--db", str(bad)])
     assert res.exit_code == 2 and "csv or jsonl" in res.output
+
+
+def test_export_refuses_unknown_kind_at_call_time(store: Store) -> None:
+    with pytest.raises(StoreError, match="'sessionz'"):
+        store.export("sessionz")
