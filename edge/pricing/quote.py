@@ -15,8 +15,15 @@ from functools import partial
 from edge.pricing.bundle import RuleBundle, Tariff
 from edge.pricing.earn import EarnResult, context_at, earn_for_stay, earned_expiry
 from edge.pricing.explain import explain
-from edge.pricing.spend import Payable, SpendState, apply_coupons, apply_points, spendable_lots
-from edge.pricing.tariff import stay_fee, stay_minutes, to_cents, zero_fee_minutes
+from edge.pricing.spend import (
+    FeeFn,
+    Payable,
+    SpendState,
+    apply_coupons,
+    apply_points,
+    spendable_lots,
+)
+from edge.pricing.tariff import StayFee, stay_minutes, to_cents, zero_fee_minutes
 from edge.pricing.types import MemberSnapshot, Quote, SessionInput
 
 ZERO = Decimal("0.00")
@@ -62,7 +69,7 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         duration = 0
         charged = 0
         fee = ZERO if whitelisted else to_cents(rules.no_entry_fee)
-        fee_fn = partial(_const, fee)
+        fee_fn: FeeFn = partial(_const, fee)
     else:
         duration = stay_minutes(entered, session.exited)
         prev = session.previous_exit
@@ -79,7 +86,7 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
             else:
                 charged = stay_minutes(entered, session.paid_at)
         fee_fn = (partial(_const, ZERO) if whitelisted
-                  else partial(_stay_fee, t, entered, tz, grace))
+                  else StayFee(t, entered, tz, grace))
     if whitelisted:
         flags.append("whitelist")
 
@@ -151,7 +158,3 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         return q
     en, zh = explain(q, session, rules, tier_name, earned)
     return replace(q, explain_en=en, explain_zh=zh)
-
-
-def _stay_fee(t: Tariff, entered: datetime, tz: object, grace: bool, minutes: int) -> Decimal:
-    return stay_fee(t, entered, minutes, tz, grace=grace)  # type: ignore[arg-type]

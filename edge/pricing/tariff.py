@@ -10,7 +10,7 @@ here, on the final fee.
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from itertools import pairwise
@@ -51,85 +51,134 @@ def units_billed(t: Tariff, minutes: int, *, grace: bool = True) -> tuple[int, i
     return cs, n
 
 
-def _count(a: int, b: int, base: int, step: int, n: int) -> int:
-    """How many k in [0, n) have a <= base + k*step < b."""
-    lo = max(0, -(-(a - base) // step))
-    hi = min(n, -(-(b - base) // step))
-    return hi - lo if hi > lo else 0
+@lru_cache(maxsize=8192)
+def _midnights(tz: ZoneInfo, d0: date, days: int) -> tuple[int, ...]:
+    """POSIX seconds of the local midnights ending each of ``days`` days after ``d0``."""
+    return tuple(local_epoch(d0 + timedelta(days=i), 0, tz) for i in range(1, days + 1))
 
 
-def stay_fee(
-    t: Tariff, entered: datetime, minutes: int, tz: ZoneInfo, *, grace: bool = True
-) -> Decimal:
-    """Fee in yuan (rounded to 0.01) for ``minutes`` parked from ``entered``."""
-    cs, n = units_billed(t, minutes, grace=grace)
-    if n <= 0:
-        return NIL
-    e = int(entered.timestamp() // 1)
-    u60 = t.unit * 60
-    base = cs * 60
-    end = base + (n - 1) * u60 + 1  # one past the last unit's start, in seconds from entry
+@lru_cache(maxsize=8192)
+def _nights(tz: ZoneInfo, start: int, end: int, d0: date, days: int
+            ) -> tuple[tuple[int, int], ...]:
+    """POSIX (start, end) of the night windows that begin on d0-1 .. d0+days."""
+    out = []
+    for i in range(-1, days + 1):
+        d = d0 + timedelta(days=i)
+        out.append((local_epoch(d, start, tz),
+                    local_epoch(d + timedelta(days=1) if end <= start else d, end, tz)))
+    return tuple(out)
 
-    cuts = {base, end}
-    step_offs = [base + m * 60 for m, _ in t.steps]
-    if len(step_offs) > 1:
-        cuts.update(o for o in step_offs[1:] if base < o < end)
 
-    d0 = entered.astimezone(tz).date()
-    days = (datetime.fromtimestamp(e + end, tz).date() - d0).days
+class StayFee:
+    """Fee as a function of minutes charged, for one tariff and one entry instant.
 
-    periods: list[int] = []
-    if t.daily_cap is not None:
-        if t.calendar_cap:
-            for i in range(1, days + 1):
-                periods.append(local_epoch(d0 + timedelta(days=i), 0, tz) - e)
-        else:
-            periods.extend(range(86400, end, 86400))
-        cuts.update(p for p in periods if base < p < end)
+    Built once per quote: the points search evaluates it several times for the same entry.
+    """
 
-    nights: list[tuple[int, int]] = []
-    if t.night is not None:
-        ns, ne, _, _ = t.night
-        for i in range(-1, days + 1):
-            d = d0 + timedelta(days=i)
-            a = local_epoch(d, ns, tz) - e
-            b = local_epoch(d + timedelta(days=1) if ne <= ns else d, ne, tz) - e
-            if b > base and a < end:
-                nights.append((a, b))
-                cuts.update(x for x in (a, b) if base < x < end)
+    __slots__ = ("d0", "e", "grace", "t", "tz")
 
-    sums: dict[int, Decimal] = {}
-    flat_done: set[int] = set()
-    pts = sorted(cuts)
-    for a, b in pairwise(pts):
-        k = _count(a, b, base, u60, n)
-        if not k:
-            continue
-        period = bisect_right(periods, a)
-        night_id = -1
-        for j, (na, nb) in enumerate(nights):
-            if na <= a < nb:
-                night_id = j
-                break
-        if night_id >= 0:
-            assert t.night is not None
-            rate, flat = t.night[2], t.night[3]
-            if rate is not None:
-                amount = rate * k
-            elif night_id in flat_done:
-                continue
+    def __init__(self, t: Tariff, entered: datetime, tz: ZoneInfo, grace: bool) -> None:
+        self.t = t
+        self.tz = tz
+        self.grace = grace
+        self.e = int(entered.timestamp() // 1)
+        self.d0 = entered.astimezone(tz).date()
+
+    def __call__(self, minutes: int) -> Decimal:
+        t = self.t
+        cs, n = units_billed(t, minutes, grace=self.grace)
+        if n <= 0:
+            return NIL
+        e = self.e
+        tz = self.tz
+        d0 = self.d0
+        u60 = t.unit * 60
+        base = cs * 60
+        end = base + (n - 1) * u60 + 1  # one past the last unit's start, seconds from entry
+        cuts = [base, end]
+        steps = t.steps
+        step_offs = [base + m * 60 for m, _ in steps]
+        for o in step_offs[1:]:
+            if base < o < end:
+                cuts.append(o)
+        days = 0
+        if t.night is not None or t.daily_cap is not None:
+            days = (datetime.fromtimestamp(e + end, tz).date() - d0).days
+
+        periods: list[int] = []
+        if t.daily_cap is not None:
+            if t.calendar_cap:
+                periods = [m - e for m in _midnights(tz, d0, days)]
             else:
-                flat_done.add(night_id)
-                amount = flat if flat is not None else ZERO
-        else:
-            amount = t.steps[bisect_right(step_offs, a) - 1][1] * k
-        sums[period] = sums.get(period, ZERO) + amount
+                periods = list(range(86400, end, 86400))
+            for p in periods:
+                if base < p < end:
+                    cuts.append(p)
 
-    cap = t.daily_cap
-    total = sum(((min(v, cap) if cap is not None else v) for v in sums.values()), ZERO)
-    if t.fee_factor != 1:
-        total *= t.fee_factor
-    return to_cents(total)
+        nights: list[tuple[int, int]] = []
+        night = t.night
+        if night is not None:
+            for a, b in _nights(tz, night[0], night[1], d0, days):
+                a -= e
+                b -= e
+                if b > base and a < end:
+                    nights.append((a, b))
+                    if base < a < end:
+                        cuts.append(a)
+                    if base < b < end:
+                        cuts.append(b)
+
+        sums: dict[int, Decimal] = {}
+        flat_done: set[int] = set()
+        cuts.sort()
+        for a, b in pairwise(cuts):
+            if a == b:
+                continue
+            lo = -(-(a - base) // u60)
+            if lo < 0:
+                lo = 0
+            hi = -(-(b - base) // u60)
+            if hi > n:
+                hi = n
+            k = hi - lo
+            if k <= 0:
+                continue
+            period = bisect_right(periods, a) if periods else 0
+            night_id = -1
+            for j, (na, nb) in enumerate(nights):
+                if na <= a < nb:
+                    night_id = j
+                    break
+            if night_id >= 0:
+                assert night is not None
+                rate, flat = night[2], night[3]
+                if rate is not None:
+                    amount = rate * k
+                elif night_id in flat_done:
+                    continue
+                else:
+                    flat_done.add(night_id)
+                    amount = flat if flat is not None else ZERO
+            elif len(steps) == 1:
+                amount = steps[0][1] * k
+            else:
+                amount = steps[bisect_right(step_offs, a) - 1][1] * k
+            sums[period] = sums.get(period, ZERO) + amount
+
+        cap = t.daily_cap
+        if cap is None:
+            total = sum(sums.values(), ZERO)
+        else:
+            total = sum((v if v < cap else cap for v in sums.values()), ZERO)
+        if t.fee_factor != 1:
+            total *= t.fee_factor
+        return to_cents(total)
+
+
+def stay_fee(t: Tariff, entered: datetime, minutes: int, tz: ZoneInfo, *,
+             grace: bool = True) -> Decimal:
+    """Fee in yuan (rounded to 0.01) for ``minutes`` parked from ``entered``."""
+    return StayFee(t, entered, tz, grace)(minutes)
 
 
 @lru_cache(maxsize=256)
