@@ -1,0 +1,3 @@
+from parkedge_sim.central.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""``main()`` of the bench central server, for ``parkedge-sim central`` (or ``python -m``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from parkedge_sim.central.server import CentralServer
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The 32-byte Ed25519 seed as hex; created (mode 0600) on first use of a bench."""
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        from cryptography.hazmat.primitives import serialization
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(seed.hex() + "\n")
+        return key
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parkedge-sim central",
+                                description="Bench central server of a parkedge site.")
+    p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker host:port")
+    p.add_argument("--site", required=True)
+    p.add_argument("--db", default="sqlite:///central.db",
+                   help="SQLAlchemy URL (sqlite:///file or postgresql+psycopg://...)")
+    p.add_argument("--lane-key", action="append", default=[], metavar="LANE=KEY",
+                   help="HMAC key of a lane (repeat per lane)")
+    p.add_argument("--signing-key", type=Path, default=Path("central-rules.key"),
+                   help="Ed25519 seed (hex) signing rule bundles; created if missing")
+    p.add_argument("--rules", type=Path, help="rule bundle (TOML) to publish at start")
+    p.add_argument("--allowance", type=int, default=100,
+                   help="offline points allowance per account and lane")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    a = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    keys: dict[str, bytes] = {}
+    for item in a.lane_key:
+        lane, sep, key = item.partition("=")
+        if not sep or not lane or not key:
+            print(f"--lane-key: {item!r} is not LANE=KEY")
+            return 2
+        keys[lane] = key.encode("utf-8")
+    host, _, port = a.broker.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"--broker: {a.broker!r} is not host:port")
+        return 2
+    bundle: dict[str, Any] | None = None
+    if a.rules is not None:
+        bundle = tomllib.loads(a.rules.read_text("utf-8"))
+    server = CentralServer(host=host, port=int(port), site=a.site, lane_keys=keys,
+                           db_url=a.db, signing_key=load_signing_key(a.signing_key),
+                           allowance=a.allowance)
+    server.start()
+    if bundle is not None:
+        if not server.connected.wait(10):
+            print(f"cannot reach the broker at {a.broker}")
+        else:
+            serial = server.publish_rules(bundle)
+            print(f"rule bundle {bundle.get('version')} published as serial {serial}")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

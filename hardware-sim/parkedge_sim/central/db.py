@@ -1,0 +1,269 @@
+"""The bench central server's store: SQLAlchemy Core, SQLite by default, PostgreSQL by URL.
+
+One transaction per lane batch: entries already committed (same lane and seq, or same entry
+id) are skipped, the new ones are inserted and applied to the balances they move, all or
+nothing. That is what makes the lanes' at-least-once delivery exactly-once here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from edge.sync.codec import Batch, MemberState, canonical, points_delta
+
+meta = MetaData()
+
+entries = Table(
+    "central_entries", meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lane_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("entry_id", String(200), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("member_id", String(128)),
+    Column("session_id", String(128)),
+    Column("plate", String(32)),
+    Column("rules_version", String(128)),
+    Column("payload", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("lane_id", "seq", name="ux_central_lane_seq"),
+)
+
+members = Table(
+    "central_members", meta,
+    Column("member_id", String(128), primary_key=True),
+    Column("tier", String(32), nullable=False),
+    Column("name", String(200)),
+    Column("balance", BigInteger, nullable=False, default=0),
+    Column("version", BigInteger, nullable=False, default=1),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("blocked", Boolean, nullable=False, default=False),
+    Column("auto_deduct", Boolean, nullable=False, default=True),
+)
+
+bindings = Table(
+    "central_bindings", meta,
+    Column("plate", String(32), primary_key=True),
+    Column("member_id", String(128), nullable=False),
+)
+
+purchases = Table(
+    "central_purchases", meta,
+    Column("purchase_id", String(128), primary_key=True),
+    Column("member_id", String(128), nullable=False),
+    Column("amount", String(32), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("points", BigInteger, nullable=False),
+)
+
+rules = Table(
+    "central_rules", meta,
+    Column("serial", Integer, primary_key=True),
+    Column("version", String(128), nullable=False),
+    Column("bundle", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    inserted: int
+    duplicates: int
+    members_changed: tuple[str, ...]
+
+
+class CentralDB:
+    def __init__(self, url: str = "sqlite:///central.db") -> None:
+        kw: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        self.engine: Engine = create_engine(url, **kw)
+        meta.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- ledger
+    def commit_batch(self, b: Batch) -> CommitResult:
+        seqs = [e["seq"] for e in b.entries]
+        ids = [e["entry_id"] for e in b.entries]
+        with self.engine.begin() as c:
+            have_seq = set(c.execute(select(entries.c.seq).where(
+                entries.c.lane_id == b.lane, entries.c.seq.between(min(seqs), max(seqs))
+            )).scalars())
+            have_id = set(c.execute(select(entries.c.entry_id).where(
+                entries.c.entry_id.in_(ids))).scalars())
+            new = [e for e in b.entries
+                   if e["seq"] not in have_seq and e["entry_id"] not in have_id]
+            if new:
+                c.execute(insert(entries), [{
+                    "lane_id": b.lane, "seq": e["seq"], "entry_id": e["entry_id"],
+                    "kind": e["kind"], "at": e["at"], "member_id": e.get("member_id"),
+                    "session_id": e.get("session_id"), "plate": e.get("plate"),
+                    "rules_version": e.get("rules_version"),
+                    "payload": canonical(e["payload"]).decode(), "hash": e["hash"]}
+                    for e in new])
+            moved: dict[str, int] = {}
+            for e in new:
+                mid = e.get("member_id")
+                d = points_delta(e["kind"], e["payload"])
+                if mid and d:
+                    moved[mid] = moved.get(mid, 0) + d
+            for mid, d in moved.items():
+                self._add_points(c, mid, d)
+        return CommitResult(len(new), len(b.entries) - len(new), tuple(sorted(moved)))
+
+    def _add_points(self, c: Any, member_id: str, delta: int) -> None:
+        """Apply a points movement; going below zero flags the account (never refused)."""
+        row = c.execute(select(members.c.balance, members.c.flagged).where(
+            members.c.member_id == member_id)).first()
+        if row is None:
+            c.execute(insert(members).values(member_id=member_id, tier="member", balance=delta,
+                                             version=1, flagged=delta < 0))
+            return
+        bal = int(row[0]) + delta
+        c.execute(update(members).where(members.c.member_id == member_id).values(
+            balance=bal, version=members.c.version + 1, flagged=bool(row[1]) or bal < 0))
+
+    def lane_seqs(self) -> dict[str, list[int]]:
+        """Every committed seq per lane (startup: rebuild the ack watermarks)."""
+        out: dict[str, list[int]] = {}
+        with self.engine.connect() as c:
+            for lane, seq in c.execute(select(entries.c.lane_id, entries.c.seq)
+                                       .order_by(entries.c.lane_id, entries.c.seq)):
+                out.setdefault(lane, []).append(int(seq))
+        return out
+
+    def entry_ids(self, lane: str | None = None) -> list[str]:
+        q = select(entries.c.entry_id)
+        if lane is not None:
+            q = q.where(entries.c.lane_id == lane)
+        with self.engine.connect() as c:
+            return list(c.execute(q).scalars())
+
+    def count_entries(self) -> int:
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    def points_from_entries(self, member_id: str) -> int:
+        """Sum of the member's committed entries' point effects (for reconciliation)."""
+        total = 0
+        with self.engine.connect() as c:
+            for kind, payload in c.execute(select(entries.c.kind, entries.c.payload).where(
+                    entries.c.member_id == member_id)):
+                total += points_delta(kind, json.loads(payload))
+            total += int(c.execute(select(func.coalesce(func.sum(purchases.c.points), 0))
+                                   .where(purchases.c.member_id == member_id)).scalar_one())
+        return total
+
+    # ---------------------------------------------------------------- members
+    def upsert_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
+                      balance: int = 0, plates: Iterable[str] = ()) -> None:
+        with self.engine.begin() as c:
+            row = c.execute(select(members.c.version).where(
+                members.c.member_id == member_id)).first()
+            if row is None:
+                c.execute(insert(members).values(member_id=member_id, tier=tier, name=name,
+                                                 balance=balance, version=1, flagged=False))
+            else:
+                c.execute(update(members).where(members.c.member_id == member_id).values(
+                    tier=tier, name=name, version=members.c.version + 1))
+            for p in plates:
+                c.execute(bindings.delete().where(bindings.c.plate == p))
+                c.execute(insert(bindings).values(plate=p, member_id=member_id))
+
+    def settle(self, member_id: str, points: int) -> None:
+        """Points paid in to clear an overdraft; the flag drops once the balance is >= 0."""
+        with self.engine.begin() as c:
+            self._add_points(c, member_id, points)
+            bal = c.execute(select(members.c.balance).where(
+                members.c.member_id == member_id)).scalar_one()
+            if bal >= 0:
+                c.execute(update(members).where(members.c.member_id == member_id)
+                          .values(flagged=False))
+
+    def member_state(self, member_id: str, applied: dict[str, int],
+                     allowance: int) -> MemberState | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(members).where(members.c.member_id == member_id)).first()
+            if r is None:
+                return None
+            plates = tuple(c.execute(select(bindings.c.plate).where(
+                bindings.c.member_id == member_id).order_by(bindings.c.plate)).scalars())
+        m = r._mapping
+        v = int(m["version"])
+        return MemberState(member_id, v, v - 1, m["tier"], m["name"], bool(m["blocked"]),
+                           bool(m["flagged"]), bool(m["auto_deduct"]), int(m["balance"]),
+                           plates, allowance, dict(applied))
+
+    def member_ids(self) -> list[str]:
+        with self.engine.connect() as c:
+            return list(c.execute(select(members.c.member_id).order_by(
+                members.c.member_id)).scalars())
+
+    def balance(self, member_id: str) -> int | None:
+        with self.engine.connect() as c:
+            v = c.execute(select(members.c.balance).where(
+                members.c.member_id == member_id)).scalar()
+        return None if v is None else int(v)
+
+    # ---------------------------------------------------------------- POS and rules
+    def record_purchase(self, purchase_id: str, member_id: str, amount: Decimal, category: str,
+                        at: datetime, points: int) -> bool:
+        """False if this purchase id was already recorded (a replayed POS message)."""
+        with self.engine.begin() as c:
+            if c.execute(select(purchases.c.purchase_id).where(
+                    purchases.c.purchase_id == purchase_id)).first() is not None:
+                return False
+            c.execute(insert(purchases).values(purchase_id=purchase_id, member_id=member_id,
+                                               amount=str(amount), category=category,
+                                               at=at.isoformat(), points=points))
+            if points:
+                self._add_points(c, member_id, points)
+            return True
+
+    def save_rules(self, serial: int, version: str, bundle: dict[str, Any]) -> None:
+        with self.engine.begin() as c:
+            c.execute(insert(rules).values(serial=serial, version=version,
+                                           bundle=canonical(bundle).decode()))
+
+    def last_rules(self) -> tuple[int, dict[str, Any] | None]:
+        with self.engine.connect() as c:
+            r = c.execute(select(rules.c.serial, rules.c.bundle)
+                          .order_by(rules.c.serial.desc()).limit(1)).first()
+        return (0, None) if r is None else (int(r[0]), json.loads(r[1]))
+
+
+def ranges_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted seqs -> inclusive (lo, hi) runs."""
+    out: list[tuple[int, int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        elif not out or s > out[-1][1]:
+            out.append((s, s))
+    return out

@@ -1,0 +1,236 @@
+"""``CentralServer``: the bench central of a site, over a real MQTT broker.
+
+It consumes every lane's ledger batches, verifies their HMAC, commits them exactly once
+(``CentralDB.commit_batch``), acks what it has committed, and publishes what lanes need:
+member accounts (retained, versioned), snapshots on request, and signed rule bundles.
+A POS feed earns points with the same ``edge.pricing`` engine the lanes use.
+One paho network thread fills a bounded queue; one worker thread does all database work.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
+from edge.sync import codec, topics
+from parkedge_sim.central.db import CentralDB, ranges_of
+
+log = logging.getLogger(__name__)
+
+
+class _Marks:
+    """Per-lane committed seqs: contiguous watermark plus a set above it."""
+
+    def __init__(self) -> None:
+        self.upto = 0
+        self.above: set[int] = set()
+
+    def add(self, seqs: list[int]) -> None:
+        for s in seqs:
+            if s > self.upto:
+                self.above.add(s)
+        while self.upto + 1 in self.above:
+            self.upto += 1
+            self.above.discard(self.upto)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return ranges_of(sorted(self.above))[: codec.MAX_ACK_RANGES]
+
+
+class CentralServer:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, site: str,
+                 lane_keys: Mapping[str, bytes], db_url: str = "sqlite:///central.db",
+                 signing_key: Ed25519PrivateKey | None = None, allowance: int = 100,
+                 client_id: str = "central", rules_bundle: dict[str, Any] | None = None,
+                 max_queue: int = 2000) -> None:
+        self.site = site
+        self.lane_keys = dict(lane_keys)
+        self.db = CentralDB(db_url)
+        self.signing_key = signing_key
+        self.allowance = allowance
+        self.stats: Counter[str] = Counter()
+        self.lane_status: dict[str, dict[str, Any]] = {}
+        self._logged: set[str] = set()
+        self._marks: dict[str, _Marks] = {}
+        for lane, seqs in self.db.lane_seqs().items():
+            self._marks.setdefault(lane, _Marks()).add(seqs)
+        serial, stored = self.db.last_rules()
+        self._rules_serial = serial
+        self._bundle: dict[str, Any] | None = rules_bundle or stored
+        self._host, self._port = host, port
+        self._q: queue.Queue[tuple[str, bytes]] = queue.Queue(max_queue)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self.connected = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(100_000)
+        c.reconnect_delay_set(min_delay=1, max_delay=4)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._client = c
+
+    # ---------------------------------------------------------------- paho thread
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        try:
+            if rc.is_failure:
+                return
+            client.subscribe([(topics.all_ledgers(self.site), 1),
+                              (topics.snapshot_request(self.site), 1),
+                              (topics.lane(self.site, "+", "status"), 1)])
+            self.connected.set()
+        except Exception:
+            log.exception("central on_connect failed")
+
+    def _on_disconnect(self, *_a: Any) -> None:
+        self.connected.clear()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._q.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            self.stats["dropped_queue_full"] += 1  # the lane resends after its timeout
+        except Exception:
+            log.exception("central on_message failed")
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=15)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="central", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.db.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                with self._lock:
+                    self._dispatch(topic, payload)
+            except Exception:
+                self.stats["internal_error"] += 1
+                log.exception("central failed on %s", topic)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.stats[f"rejected_{reason}"] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("central dropped a message (%s): %s", reason, detail)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic.endswith("/ledger"):
+                self._batch(topic, payload)
+            elif topic == topics.snapshot_request(self.site):
+                lane, wanted, _reason = codec.parse_snapshot_request(payload)
+                self._snapshot(lane, wanted)
+            elif topic.endswith("/status") and payload:
+                st = codec.parse_status(payload)
+                self.lane_status[str(st["lane"])] = st
+        except codec.SyncMessageError as exc:
+            self._reject(exc.reason, f"{topic}: {exc.detail}")
+
+    # ---------------------------------------------------------------- ledger
+    def _batch(self, topic: str, payload: bytes) -> None:
+        b = codec.parse_batch(payload, self.lane_keys.get)
+        if topics.lane_of(topic) != b.lane or b.site != self.site:
+            raise codec.SyncMessageError("topic_mismatch", f"{b.lane}@{b.site} on {topic}")
+        res = self.db.commit_batch(b)
+        self.stats["batches"] += 1
+        self.stats["committed"] += res.inserted
+        self.stats["duplicates"] += res.duplicates
+        marks = self._marks.setdefault(b.lane, _Marks())
+        marks.add([e["seq"] for e in b.entries])
+        self._client.publish(topics.ack(self.site, b.lane),
+                             codec.encode_ack(b.lane, marks.upto, marks.ranges(), b.batch_id),
+                             qos=1)
+        for mid in res.members_changed:
+            self._publish_member(mid)
+
+    def applied(self) -> dict[str, int]:
+        return {lane: m.upto for lane, m in self._marks.items()}
+
+    # ---------------------------------------------------------------- members
+    def _publish_member(self, member_id: str) -> None:
+        m = self.db.member_state(member_id, self.applied(), self.allowance)
+        if m is not None:
+            self._client.publish(topics.member(self.site, member_id), codec.encode_member(m),
+                                 qos=1, retain=True)
+
+    def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
+        ids = list(wanted) if wanted is not None else self.db.member_ids()
+        applied = self.applied()
+        for i in range(0, max(len(ids), 1), 500):
+            ms = [m for mid in ids[i:i + 500]
+                  if (m := self.db.member_state(mid, applied, self.allowance)) is not None]
+            self._client.publish(topics.snapshot(self.site, lane), codec.encode_snapshot(ms),
+                                 qos=1)
+        self.stats["snapshots"] += 1
+
+    def add_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
+                   balance: int = 0, plates: tuple[str, ...] = ()) -> None:
+        with self._lock:
+            self.db.upsert_member(member_id, tier=tier, name=name, balance=balance,
+                                  plates=plates)
+            self._publish_member(member_id)
+
+    def settle(self, member_id: str, points: int) -> None:
+        with self._lock:
+            self.db.settle(member_id, points)
+            self._publish_member(member_id)
+
+    # ---------------------------------------------------------------- POS and rules
+    def purchase(self, purchase_id: str, member_id: str, amount: Decimal, category: str,
+                 when: datetime, *, brand: str | None = None) -> int:
+        """A POS sale: points by the current bundle, credited and published. Idempotent."""
+        if self._bundle is None:
+            raise ValueError("no rule bundle: publish_rules() or rules_bundle= first")
+        rules = parse_bundle(self._bundle)
+        with self._lock:
+            st = self.db.member_state(member_id, {}, 0)
+            snap = None if st is None else MemberSnapshot(member_id, st.tier, (),
+                                                          blocked=st.blocked)
+            earned = earn_for_purchase(amount, category, when, snap, rules, brand=brand)
+            if self.db.record_purchase(purchase_id, member_id, amount, category, when,
+                                       earned.points):
+                self._publish_member(member_id)
+        return earned.points
+
+    def publish_rules(self, bundle: dict[str, Any], serial: int | None = None) -> int:
+        """Validate, sign and publish (retained) ``bundle``; returns its serial."""
+        if self.signing_key is None:
+            raise ValueError("no signing key: rule bundles cannot be published unsigned")
+        parsed = parse_bundle(bundle)
+        with self._lock:
+            s = serial if serial is not None else self._rules_serial + 1
+            self.db.save_rules(s, parsed.version, bundle)
+            self._rules_serial = s
+            self._bundle = bundle
+            info = self._client.publish(topics.rules(self.site),
+                                        codec.sign_rules(bundle, s, self.signing_key),
+                                        qos=1, retain=True)
+        info.wait_for_publish(timeout=5)
+        return s
