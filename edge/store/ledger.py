@@ -127,7 +127,7 @@ def by_ids(conn: Connection, entry_ids: list[str]) -> list[LedgerEntry]:
         return []
     rows = conn.execute(
         q(f"SELECT {COLUMNS} FROM ledger_entries WHERE entry_id IN "
-             f"(SELECT value FROM json_each(:ids)) ORDER BY pos"),
+          f"(SELECT value FROM json_each(:ids)) ORDER BY pos"),
         {"ids": json.dumps(entry_ids)},
     ).all()
     return [to_entry(r) for r in rows]

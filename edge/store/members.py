@@ -29,7 +29,7 @@ from edge.store.types import (
 def get_member(conn: Connection, member_id: str) -> Member | None:
     r = conn.execute(
         q("SELECT member_id, tier, name, version, auto_deduct, blocked, balance "
-             "FROM members WHERE member_id = :m"),
+          "FROM members WHERE member_id = :m"),
         {"m": member_id},
     ).first()
     if r is None:
@@ -47,7 +47,7 @@ def require_member(conn: Connection, member_id: str) -> Member:
 def refresh_balance(conn: Connection, member_id: str) -> None:
     conn.execute(
         q("UPDATE members SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM points_lots "
-             "WHERE member_id = :m) WHERE member_id = :m"),
+          "WHERE member_id = :m) WHERE member_id = :m"),
         {"m": member_id},
     )
 
@@ -61,9 +61,9 @@ def upsert_member(conn: Connection, member_id: str, *, tier: str, name: str | No
         raise StoreError("tier: must be non-empty")
     conn.execute(
         q("INSERT INTO members (member_id, tier, name, version, auto_deduct, blocked) "
-             "VALUES (:m, :t, :n, :v, :a, :b) ON CONFLICT (member_id) DO UPDATE SET "
-             "tier = :t, name = :n, version = :v, auto_deduct = :a, blocked = :b "
-             "WHERE excluded.version >= members.version"),
+          "VALUES (:m, :t, :n, :v, :a, :b) ON CONFLICT (member_id) DO UPDATE SET "
+          "tier = :t, name = :n, version = :v, auto_deduct = :a, blocked = :b "
+          "WHERE excluded.version >= members.version"),
         {"m": member_id, "t": tier, "n": name, "v": int(version), "a": int(bool(auto_deduct)),
          "b": int(bool(blocked))},
     )
@@ -93,7 +93,7 @@ def set_lots(conn: Connection, member_id: str,
     if rows:
         conn.execute(
             q("INSERT INTO points_lots (member_id, lot_id, points, remaining, expires_at, "
-                 "earned_at) VALUES (:m, :l, :p, :p, :e, :ea)"),
+              "earned_at) VALUES (:m, :l, :p, :p, :e, :ea)"),
             rows,
         )
     refresh_balance(conn, member_id)
@@ -111,8 +111,8 @@ def add_coupon(conn: Connection, member_id: str, coupon_id: str, kind: str, valu
         raise StoreError(f"coupon_id: {coupon_id!r} was already used; not replaced")
     conn.execute(
         q("INSERT INTO coupons (coupon_id, member_id, kind, value, valid_until) "
-             "VALUES (:c, :m, :k, :v, :u) ON CONFLICT (coupon_id) DO UPDATE SET "
-             "member_id = :m, kind = :k, value = :v, valid_until = :u"),
+          "VALUES (:c, :m, :k, :v, :u) ON CONFLICT (coupon_id) DO UPDATE SET "
+          "member_id = :m, kind = :k, value = :v, valid_until = :u"),
         {"c": coupon_id, "m": member_id, "k": kind, "v": money(value, "value"),
          "u": ts_opt(valid_until, "valid_until")},
     )
@@ -123,7 +123,7 @@ def balance(conn: Connection, member_id: str, at: datetime) -> int:
     require_member(conn, member_id)
     return int(conn.execute(
         q("SELECT COALESCE(SUM(remaining), 0) FROM points_lots WHERE member_id = :m "
-             "AND (expires_at IS NULL OR expires_at > :at)"),
+          "AND (expires_at IS NULL OR expires_at > :at)"),
         {"m": member_id, "at": ts(at, "at")},
     ).scalar_one())
 
@@ -219,7 +219,7 @@ def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int
     for lot_id, pts in lots_used:
         r = conn.execute(
             q("SELECT remaining, expires_at FROM points_lots WHERE member_id = :m "
-                 "AND lot_id = :l"),
+              "AND lot_id = :l"),
             {"m": member_id, "l": lot_id},
         ).first()
         if r is None:
@@ -231,7 +231,7 @@ def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int
                 f"lots_used: lot {lot_id!r} has {r[0]} points left, {pts} requested")
         conn.execute(
             q("UPDATE points_lots SET remaining = remaining - :p WHERE member_id = :m "
-                 "AND lot_id = :l"),
+              "AND lot_id = :l"),
             {"p": pts, "m": member_id, "l": lot_id},
         )
 
@@ -244,7 +244,7 @@ def use_coupons(conn: Connection, member_id: str, coupons: tuple[str, ...], at: 
     for cid in coupons:
         r = conn.execute(
             q("SELECT member_id, kind, value, valid_until, used_at FROM coupons "
-                 "WHERE coupon_id = :c"), {"c": cid},
+              "WHERE coupon_id = :c"), {"c": cid},
         ).first()
         if r is None or r[0] != member_id:
             raise StoreError(f"coupons_used: member {member_id!r} has no coupon {cid!r}")

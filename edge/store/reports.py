@@ -80,8 +80,8 @@ def report(conn: Connection, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
     lo, hi = month_bounds(month, tz) if month else ("", "\uffff")
     rows = conn.execute(
         q("SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
-             "AND kind IN ('points_earned', 'points_deducted', 'fee_charged', "
-             "'session_closed', 'payment_received', 'correction')"),
+          "AND kind IN ('points_earned', 'points_deducted', 'fee_charged', "
+          "'session_closed', 'payment_received', 'correction')"),
         {"lo": lo, "hi": hi},
     )
     issued = redeemed = sessions = 0

@@ -183,11 +183,11 @@ class Store:
         lane = lane_id or self.lane_id
         with self._write() as c:
             old = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions "
-                                 "WHERE entry_event_id = :e"), {"e": event_id}).first()
+                              "WHERE entry_event_id = :e"), {"e": event_id}).first()
             if old is not None:
                 return _session(old), False
             prev = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
-                                  "AND status = 'open'"), {"p": plate}).first()
+                               "AND status = 'open'"), {"p": plate}).first()
             if prev is not None:
                 ps = _session(prev)
                 c.execute(q("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
@@ -199,8 +199,8 @@ class Store:
             sid = f"{lane}-{uuid.uuid4().hex[:12]}"
             c.execute(
                 q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
-                     "vehicle_class, member_id, status, rules_version, entry_event_id) VALUES "
-                     "(:s, :p, :e, :l, :v, :m, 'open', :r, :ev)"),
+                  "vehicle_class, member_id, status, rules_version, entry_event_id) VALUES "
+                  "(:s, :p, :e, :l, :v, :m, 'open', :r, :ev)"),
                 {"s": sid, "p": plate, "e": at_s, "l": lane, "v": vehicle_class, "m": member_id,
                  "r": rules_version, "ev": event_id},
             )
@@ -232,13 +232,13 @@ class Store:
     def find_open_session(self, plate: str) -> Session | None:
         with self._read() as c:
             r = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions WHERE plate = :p "
-                               "AND status = 'open'"), {"p": plate}).first()
+                            "AND status = 'open'"), {"p": plate}).first()
             return None if r is None else _session(r)
 
     def open_plates(self) -> list[str]:
         with self._read() as c:
             return list(c.execute(q("SELECT plate FROM sessions WHERE status = 'open' "
-                                       "ORDER BY plate")).scalars())
+                                    "ORDER BY plate")).scalars())
 
     def get_session(self, session_id: str) -> Session | None:
         with self._read() as c:
@@ -250,7 +250,7 @@ class Store:
         where = "WHERE status = 'open'" if open_only else ""
         with self._read() as c:
             rows = c.execute(q(f"SELECT {_SESSION_COLS} FROM sessions {where} "
-                                  "ORDER BY entered_at DESC LIMIT :n"), {"n": int(limit)})
+                               "ORDER BY entered_at DESC LIMIT :n"), {"n": int(limit)})
             return [_session(r) for r in rows]
 
     # ------------------------------------------------------------------ exit
@@ -291,8 +291,8 @@ class Store:
                 sid = f"{self.lane_id}-{uuid.uuid4().hex[:12]}"
                 c.execute(
                     q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
-                         "vehicle_class, member_id, status, rules_version) VALUES "
-                         "(:s, :p, :e, NULL, :v, :m, 'closed', :r)"),
+                      "vehicle_class, member_id, status, rules_version) VALUES "
+                      "(:s, :p, :e, NULL, :v, :m, 'closed', :r)"),
                     {"s": sid, "p": rec.plate, "e": at_s,
                      "v": str(rec.quote.get("vehicle_class", "small")), "m": rec.member_id,
                      "r": rec.rules_version},
@@ -311,10 +311,10 @@ class Store:
             status = "owed" if payable > 0 else "closed"
             c.execute(
                 q("UPDATE sessions SET status = :st, exited_at = :x, exit_lane = :l, "
-                     "fee = :f, payable = :pay, points_deducted = :d, points_earned = :e, "
-                     "rules_version = :r, exit_event_id = :ev, member_id = COALESCE(:m, "
-                     "member_id), points_before = :b, balance_after = :a, tier = :t, "
-                     "exit_detail = :det WHERE session_id = :s"),
+                  "fee = :f, payable = :pay, points_deducted = :d, points_earned = :e, "
+                  "rules_version = :r, exit_event_id = :ev, member_id = COALESCE(:m, "
+                  "member_id), points_before = :b, balance_after = :a, tier = :t, "
+                  "exit_detail = :det WHERE session_id = :s"),
                 {"st": status, "x": at_s, "l": self.lane_id, "f": str(fee), "pay": str(payable),
                  "d": deducted, "e": earned, "r": rec.rules_version, "ev": rec.exit_event_id,
                  "m": mid, "b": before, "a": after, "t": member.tier if member else None,
@@ -322,7 +322,7 @@ class Store:
             )
             ids = [e.entry_id for e in entries]
             c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
-                           "(:k, 'exit', :s, :i)"), {"k": key, "s": sid, "i": json.dumps(ids)})
+                        "(:k, 'exit', :s, :i)"), {"k": key, "s": sid, "i": json.dumps(ids)})
             return ExitResult(self._get(c, sid), tuple(entries), False, after)
 
     @staticmethod
@@ -362,7 +362,7 @@ class Store:
             assert mid is not None
             lot_id = f"earn:{rec.exit_event_id}"
             c.execute(q("INSERT INTO points_lots (member_id, lot_id, points, remaining, "
-                           "expires_at, earned_at) VALUES (:m, :l, :p, :p, :e, :a)"),
+                        "expires_at, earned_at) VALUES (:m, :l, :p, :p, :e, :a)"),
                       {"m": mid, "l": lot_id, "p": earned, "e": ts_opt(rec.earned_expires_at),
                        "a": ts(at)})
             out.append(self._append(c, EntryKind.POINTS_EARNED, at, **common, payload={
@@ -383,8 +383,8 @@ class Store:
         """The most recent exit of ``plate`` at or after ``since`` (for replays and re-entry)."""
         with self._read() as c:
             r = c.execute(q("SELECT session_id FROM sessions WHERE plate = :p AND "
-                               "status IN ('closed', 'owed') AND exited_at >= :t "
-                               "ORDER BY exited_at DESC LIMIT 1"),
+                            "status IN ('closed', 'owed') AND exited_at >= :t "
+                            "ORDER BY exited_at DESC LIMIT 1"),
                           {"p": plate, "t": ts(since, "since")}).first()
             return None if r is None else self._replay(c, r[0], None)
 
@@ -417,7 +417,7 @@ class Store:
                                  "amount": amt, "method": method, "idem_key": idem_key,
                                  "paid_total": paid, "outstanding": outstanding})
             c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
-                           "(:k, 'payment', :s, :i)"),
+                        "(:k, 'payment', :s, :i)"),
                       {"k": key, "s": session_id, "i": json.dumps([e.entry_id])})
             return e
 
@@ -448,17 +448,17 @@ class Store:
                     "reason": reason}))
             for cid in det.get("coupons_used", []):
                 c.execute(q("UPDATE coupons SET used_at = NULL, used_session = NULL "
-                               "WHERE coupon_id = :c AND used_session = :s"),
+                            "WHERE coupon_id = :c AND used_session = :s"),
                           {"c": cid, "s": session_id})
                 out.append(self._append(c, EntryKind.CORRECTION, at, **common, payload={
                     "action": "coupon_returned", "coupon_id": cid, "reason": reason}))
             earned_lot = det.get("earned_lot_id")
             if earned_lot and mid and s.points_earned:
                 rem = c.execute(q("SELECT remaining FROM points_lots WHERE member_id = :m "
-                                     "AND lot_id = :l"), {"m": mid, "l": earned_lot}).scalar()
+                                  "AND lot_id = :l"), {"m": mid, "l": earned_lot}).scalar()
                 take = min(int(rem or 0), s.points_earned)
                 c.execute(q("UPDATE points_lots SET remaining = remaining - :t "
-                               "WHERE member_id = :m AND lot_id = :l"),
+                            "WHERE member_id = :m AND lot_id = :l"),
                           {"t": take, "m": mid, "l": earned_lot})
                 out.append(self._append(c, EntryKind.CORRECTION, at, **common, payload={
                     "action": "earned_revoked", "points": take, "lot_id": earned_lot,
@@ -528,8 +528,8 @@ class Store:
         with self._write() as c:
             members.require_member(c, member_id)
             c.execute(q("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
-                           "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
-                           "version = :v WHERE excluded.version >= plate_bindings.version"),
+                        "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
+                        "version = :v WHERE excluded.version >= plate_bindings.version"),
                       {"p": plate, "m": member_id, "v": int(version)})
 
     def unbind_plate(self, plate: str) -> None:
@@ -559,7 +559,7 @@ class Store:
         """This lane's entries with seq > ``after_seq``, in sequence order."""
         with self._read() as c:
             rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
-                                  "lane_id = :l AND seq > :a ORDER BY seq LIMIT :n"),
+                               "lane_id = :l AND seq > :a ORDER BY seq LIMIT :n"),
                              {"l": self.lane_id, "a": int(after_seq), "n": int(limit)})
             return [ledger.to_entry(r) for r in rows]
 
@@ -585,11 +585,11 @@ class Store:
         """This lane's entries the peer has not acknowledged, oldest first."""
         with self._read() as c:
             st = c.execute(q("SELECT acked_seq, acked_ranges FROM outbox_state "
-                                "WHERE peer = :p"), {"p": peer}).first()
+                             "WHERE peer = :p"), {"p": peer}).first()
             acked, ranges = (0, []) if st is None else (int(st[0]), json.loads(st[1]))
             out: list[LedgerEntry] = []
             rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
-                                  "lane_id = :l AND seq > :a ORDER BY seq"),
+                               "lane_id = :l AND seq > :a ORDER BY seq"),
                              {"l": self.lane_id, "a": acked})
             for r in rows:
                 seq = int(r._mapping["seq"])
@@ -606,7 +606,7 @@ class Store:
         _nonempty(peer, "peer")
         with self._write() as c:
             st = c.execute(q("SELECT acked_seq, acked_ranges FROM outbox_state "
-                                "WHERE peer = :p"), {"p": peer}).first()
+                             "WHERE peer = :p"), {"p": peer}).first()
             acked, old = (0, []) if st is None else (int(st[0]), json.loads(st[1]))
             acked = max(acked, int(upto))
             merged: list[list[int]] = []
@@ -624,5 +624,5 @@ class Store:
                 else:
                     keep.append([lo, hi])
             c.execute(q("INSERT INTO outbox_state (peer, acked_seq, acked_ranges) VALUES "
-                           "(:p, :a, :r) ON CONFLICT (peer) DO UPDATE SET acked_seq = :a, "
-                           "acked_ranges = :r"), {"p": peer, "a": acked, "r": json.dumps(keep)})
+                        "(:p, :a, :r) ON CONFLICT (peer) DO UPDATE SET acked_seq = :a, "
+                        "acked_ranges = :r"), {"p": peer, "a": acked, "r": json.dumps(keep)})
