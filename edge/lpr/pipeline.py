@@ -51,7 +51,7 @@ class Recogniser:
         grammar: PlateGrammar | None = None,
         engine: OcrEngine | None = None,
         *,
-        max_candidates: int = 6,
+        max_candidates: int = 4,
         first_batch: int = 2,
         stop_confidence: float = 0.85,
     ) -> None:
