@@ -144,10 +144,20 @@ class Store:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def checkpoint(self) -> None:
-        """Fold the WAL back into the main file (periodic job; never blocks writers)."""
-        with self._lock, self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Fold the WAL back into the main file (periodic job; PASSIVE never blocks writers).
+
+        Runs outside any transaction (a checkpoint inside one is refused). Returns SQLite's
+        (busy, wal frames, frames checkpointed).
+        """
+        with self._lock:
+            raw = self._engine.raw_connection()
+            try:
+                row = raw.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                raw.close()
+        return int(row[0]), int(row[1]), int(row[2])
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

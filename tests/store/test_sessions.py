@@ -112,3 +112,11 @@ def test_file_is_wal_full_sync_with_foreign_keys(store: Store, db: Path) -> None
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
+
+
+def test_checkpoint_folds_the_wal(store: Store, db: Path) -> None:
+    for i in range(50):
+        store.record_lane_event("tick", T0 + timedelta(seconds=i), detail={"pad": "x" * 300})
+    busy, frames, done = store.checkpoint()
+    assert busy == 0 and frames > 0 and done == frames
+    assert store.verify().ok
