@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -71,7 +72,7 @@ def bench_quotes(n: int) -> tuple[float, float]:
     return full, lean
 
 
-def bench_simulate(n: int, workers: int) -> tuple[float, float]:
+def bench_simulate(n: int, workers: int) -> tuple[float, float, float]:
     rb = load_bundle(MALL)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "sessions.jsonl"
@@ -80,10 +81,19 @@ def bench_simulate(n: int, workers: int) -> tuple[float, float]:
                        priced=False)
         gen = time.perf_counter() - t0
         t0 = time.perf_counter()
+        c0 = _cpu()
         report = simulate_file(path, MALL, None, workers=workers)
         took = time.perf_counter() - t0
+        cpu = _cpu() - c0
     assert report["candidate"]["sessions"] == n, report["candidate"]["sessions"]
-    return took, gen
+    return took, gen, cpu
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the simulate workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -94,7 +104,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     full, lean = bench_quotes(a.quotes)
-    took, gen = bench_simulate(a.sessions, a.workers)
+    load = os.getloadavg()[0]
+    took, gen, cpu = bench_simulate(a.sessions, a.workers)
     scale = 1_000_000 / a.sessions
     out = {
         "quotes_per_s": round(full),
@@ -102,7 +113,10 @@ def main() -> None:
         "simulate_sessions": a.sessions,
         "simulate_s": round(took, 2),
         "simulate_1m_s": round(took * scale, 2),
+        "simulate_cpu_s": round(cpu, 2),
+        "cpu_us_per_session": round(cpu / a.sessions * 1e6, 1),
         "generate_s": round(gen, 2),
+        "load_avg_before": round(load, 2),
         "workers": a.workers or os.cpu_count(),
     }
     if a.json:
