@@ -84,5 +84,5 @@ def test_store_matches_model(ops: list[tuple[str, object, int]]) -> None:
             assert _lots(store) == model
             assert all(v >= 0 for v in model.values())
         assert store.balance("M1", T0 + timedelta(days=1)) == sum(model.values())
-        res = store.verify()
-        assert res.ok, res.problems
+        check = store.verify()
+        assert check.ok, check.problems
