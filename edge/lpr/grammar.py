@@ -208,10 +208,12 @@ def latin_grammar(
 
 
 def grammar_by_name(name: str, patterns: Sequence[str] | None = None) -> PlateGrammar:
-    """Config hook: "cn" or "latin" (optionally with country patterns)."""
-    key = name.strip().lower()
-    if key == "cn":
+    """Config hook: "cn", "latin", or "latin:LLLDDDD,LLLDLDD" (country patterns inline)."""
+    key, _, inline = name.strip().partition(":")
+    key = key.lower()
+    if key == "cn" and not inline:
         return cn_grammar()
     if key == "latin":
-        return latin_grammar(patterns)
-    raise ValueError(f"unknown plate grammar {name!r}: expected 'cn' or 'latin'")
+        pats = [p.strip() for p in inline.split(",") if p.strip()] if inline else patterns
+        return latin_grammar(pats)
+    raise ValueError(f"unknown plate grammar {name!r}: expected 'cn', 'latin' or 'latin:PATTERNS'")

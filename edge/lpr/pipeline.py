@@ -52,7 +52,7 @@ class Recogniser:
         engine: OcrEngine | None = None,
         *,
         max_candidates: int = 4,
-        first_batch: int = 2,
+        first_batch: int = 1,
         stop_confidence: float = 0.85,
     ) -> None:
         self.grammar = grammar or cn_grammar()

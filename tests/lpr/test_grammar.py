@@ -118,6 +118,10 @@ def test_bad_config_is_named() -> None:
     with pytest.raises(ValueError, match="use only L, D, A"):
         latin_grammar(("LLX",))
     assert grammar_by_name(" CN ").name == "cn"
+    br = grammar_by_name("latin:LLLDDDD, LLLDLDD")
+    assert br.is_valid("ABC1D23") and not br.is_valid("AB12345")
+    with pytest.raises(ValueError, match="use only L, D, A"):
+        grammar_by_name("latin:LL-DD")
 
 
 @given(st.text(max_size=20))
