@@ -72,6 +72,11 @@ def all_ledgers(site: str) -> str:
     return f"{ROOT}/{site}/lane/+/ledger"
 
 
+def all_statuses(site: str) -> str:
+    _check(site)
+    return f"{ROOT}/{site}/lane/+/status"
+
+
 def lane_of(topic: str) -> str | None:
     """``parkedge/{site}/lane/{lane}/...`` -> lane, else None."""
     parts = topic.split("/")

@@ -90,7 +90,7 @@ class CentralServer:
                 return
             client.subscribe([(topics.all_ledgers(self.site), 1),
                               (topics.snapshot_request(self.site), 1),
-                              (topics.lane(self.site, "+", "status"), 1)])
+                              (topics.all_statuses(self.site), 1)])
             self.connected.set()
         except Exception:
             log.exception("central on_connect failed")

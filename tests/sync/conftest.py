@@ -1,0 +1,130 @@
+"""Real Mosquitto brokers on free loopback ports, lane stores, lane syncs and a central."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from edge.store import Store
+from edge.sync.link import LinkSettings
+from edge.sync.service import LaneSync
+from parkedge_sim.central import CentralServer
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+SITE = "mall"
+KEYS = {"entry-1": b"k-entry-1", "exit-1": b"k-exit-1", "lane-x": b"k-lane-x"}
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+class Broker:
+    """A Mosquitto process that can be SIGKILLed and restarted on the same port."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        self.port = free_port()
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence false\nmax_queued_messages 100000\n{extra}")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return True
+            except OSError:
+                return False
+        if not wait_until(up, 10):
+            raise RuntimeError("mosquitto did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        self.kill()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosq"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker this test may kill."""
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def public_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def make_store(tmp_path: Path, lane: str) -> Store:
+    return Store.open(tmp_path / f"{lane}.db", lane)
+
+
+def make_sync(store: Store, port: int, **kw: object) -> LaneSync:
+    settings = LinkSettings(host="127.0.0.1", port=port, client_id=store.lane_id,
+                            keepalive_s=5)
+    args: dict[str, object] = {"ack_timeout_s": 1.0, "status_interval_s": 0.5,
+                               "hmac_key": KEYS[store.lane_id]}
+    args.update(kw)
+    return LaneSync(store, site=SITE, settings=settings, **args)  # type: ignore[arg-type]
+
+
+def make_central(tmp_path: Path, port: int, **kw: object) -> CentralServer:
+    args: dict[str, object] = {"db_url": f"sqlite:///{tmp_path / 'central.db'}",
+                               "client_id": f"central-{free_port()}"}
+    args.update(kw)
+    return CentralServer(host="127.0.0.1", port=port, site=SITE, lane_keys=KEYS,
+                         **args)  # type: ignore[arg-type]
+
+
+def write_events(store: Store, n: int, start: int = 0) -> None:
+    """``n`` ledger entries: alternating vehicle entries and lane events."""
+    for i in range(start, start + n):
+        at = T0 + timedelta(seconds=i)
+        if i % 2 == 0:
+            store.record_entry(plate=f"粤B{i:05d}", entered_at=at, event_id=f"{store.lane_id}-e{i}")
+        else:
+            store.record_lane_event("loop_check", at, detail={"i": i})

@@ -1,0 +1,182 @@
+"""Ledger up to central through a real Mosquitto: exactly once, whatever dies when."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.store import Store
+from edge.sync import codec, topics
+from tests.sync.conftest import (
+    KEYS,
+    SITE,
+    Broker,
+    make_central,
+    make_store,
+    make_sync,
+    wait_until,
+    write_events,
+)
+
+
+def _all_ids(store: Store) -> set[str]:
+    return {e.entry_id for e in store.entries(0, 1_000_000)}
+
+
+def _assert_exactly_once(central_ids: list[str], *stores: Store) -> None:
+    want: set[str] = set()
+    for s in stores:
+        want |= _all_ids(s)
+        v = s.verify()
+        assert v.ok, v.problems
+    assert len(central_ids) == len(want)  # count: no duplicates ...
+    assert set(central_ids) == want  # ... and no entry missing
+
+
+def test_backlog_drains_exactly_once_and_status_is_retained(
+        tmp_path: Path, broker: Broker) -> None:
+    store = make_store(tmp_path, "entry-1")
+    write_events(store, 300)
+    central = make_central(tmp_path, broker.port)
+    central.start()
+    sync = make_sync(store, broker.port, batch_max_entries=50, window=3)
+    sync.start()
+    try:
+        assert wait_until(lambda: central.db.count_entries() >= 300 and sync.backlog() == 0)
+        assert store.unacked(limit=10) == []
+        _assert_exactly_once(central.db.entry_ids(), store)
+        assert sync.uplink.batches_sent >= 6  # bounded batches, not one blob
+        assert wait_until(lambda: central.lane_status.get("entry-1", {}).get("backlog") == 0)
+    finally:
+        sync.stop()
+    # The stop published a retained "offline" status that a newcomer sees.
+    got: list[dict[str, object]] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+    c.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(topics.status(SITE, "entry-1"), qos=1)
+    c.loop_start()
+    try:
+        assert wait_until(lambda: bool(got), 5)
+        assert got[-1]["state"] == "offline" and got[-1]["last_acked_seq"] == 300
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        central.stop()
+
+
+def test_broker_killed_and_restarted_mid_stream(tmp_path: Path, own_broker: Broker) -> None:
+    store = make_store(tmp_path, "entry-1")
+    central = make_central(tmp_path, own_broker.port)
+    central.start()
+    sync = make_sync(store, own_broker.port, batch_max_entries=20, window=2)
+    sync.start()
+    total = 400
+
+    def writer() -> None:
+        for i in range(0, total, 10):
+            write_events(store, 10, i)
+            sync.notify()
+            time.sleep(0.01)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        assert wait_until(lambda: central.db.count_entries() >= 60, 15)
+        own_broker.kill()  # SIGKILL mid-stream: in-flight batches and acks are lost
+        w.join(30)
+        assert sync.backlog() > 0  # the rest waited on disk
+        time.sleep(1.0)
+        own_broker.start()
+        assert wait_until(lambda: central.db.count_entries() >= total and sync.backlog() == 0,
+                          30)
+        _assert_exactly_once(central.db.entry_ids(), store)
+    finally:
+        sync.stop()
+        central.stop()
+
+
+def test_broker_down_while_hundreds_of_vehicles_pass(tmp_path: Path, own_broker: Broker) -> None:
+    store = make_store(tmp_path, "entry-1")
+    central = make_central(tmp_path, own_broker.port)
+    central.start()
+    sync = make_sync(store, own_broker.port)
+    sync.start()
+    try:
+        assert wait_until(sync.link.connected.is_set, 10)
+        own_broker.kill()
+        assert wait_until(lambda: not sync.link.connected.is_set(), 10)
+        t = time.monotonic()
+        write_events(store, 600)  # the lane never waits for the network
+        write_s = time.monotonic() - t
+        assert sync.backlog() == 600
+        assert sync.uplink.in_flight == 0
+        own_broker.start()
+        assert wait_until(lambda: central.db.count_entries() >= 600 and sync.backlog() == 0, 30)
+        _assert_exactly_once(central.db.entry_ids(), store)
+        assert write_s < 30
+    finally:
+        sync.stop()
+        central.stop()
+
+
+def test_tampered_hmac_is_rejected_and_counted(tmp_path: Path, broker: Broker) -> None:
+    store = make_store(tmp_path, "lane-x")
+    write_events(store, 30)
+    central = make_central(tmp_path, broker.port)
+    central.start()
+    sync = make_sync(store, broker.port, hmac_key=b"not-the-key-central-holds")
+    sync.start()
+    try:
+        assert wait_until(lambda: central.stats["rejected_bad_hmac"] >= 1, 10)
+        time.sleep(0.5)
+        assert central.db.entry_ids("lane-x") == []  # nothing committed
+        assert sync.backlog() == 30  # and nothing acked: the lane keeps it
+        assert len(store.unacked(limit=100)) == 30
+    finally:
+        sync.stop()
+        central.stop()
+
+
+def test_replayed_batch_is_committed_once_across_central_restart(
+        tmp_path: Path, broker: Broker) -> None:
+    """QoS 1 redelivery and a lane that lost its acks: the same batch again changes nothing,
+    even after central restarts, and is acked again every time."""
+    store = make_store(tmp_path, "lane-x")
+    write_events(store, 40)
+    es = store.entries(0, 100)
+    raw = codec.encode_batch(SITE, "lane-x", [codec.encode_entry(e) for e in es], 1, 40,
+                             KEYS["lane-x"], datetime.now(UTC))
+    acks: list[codec.Ack] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="replayer")
+    c.on_message = lambda _c, _u, m: acks.append(codec.parse_ack(m.payload))
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(topics.ack(SITE, "lane-x"), qos=1)
+    c.loop_start()
+    central = make_central(tmp_path, broker.port)
+    central.start()
+    try:
+        assert wait_until(central.connected.is_set, 10)
+        for _ in range(2):
+            c.publish(topics.ledger(SITE, "lane-x"), raw, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: len(acks) >= 2, 10)
+        assert central.stats["committed"] == 40 and central.stats["duplicates"] == 40
+        central.stop()
+        central = make_central(tmp_path, broker.port)
+        central.start()
+        assert wait_until(central.connected.is_set, 10)
+        c.publish(topics.ledger(SITE, "lane-x"), raw, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: len(acks) >= 3, 10)
+        assert central.stats["committed"] == 0 and central.stats["duplicates"] == 40
+        assert sorted(central.db.entry_ids()) == sorted(e.entry_id for e in es)
+        assert all(a.upto == 40 and a.ranges == () for a in acks)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        central.stop()
