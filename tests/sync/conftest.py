@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from parkedge_sim.central import CentralServer
 
 from edge.store import Store
 from edge.sync.link import LinkSettings
 from edge.sync.service import LaneSync
-from parkedge_sim.central import CentralServer
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 SITE = "mall"
