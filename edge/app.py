@@ -25,6 +25,7 @@ from edge.control import ControlServer
 from edge.lane import machine as m
 from edge.lane.decide import Decider, LanePolicy, MatchFn, exact_match
 from edge.lane.runner import EventClock, LaneRunner
+from edge.lpr.manual import ManualPlateSource, MergedPlateSource
 from edge.lpr.source import PlateRead, PlateSource
 from edge.pricing import load_bundle
 from edge.rules_holder import RulesHolder
@@ -106,7 +107,8 @@ class LaneApp:
         from edge.barrier.factory import build_devices
 
         devices = build_devices(cfg)
-        plates = build_plate_source(cfg, self.tz)
+        self.manual = ManualPlateSource(cfg.lane.id)
+        plates = MergedPlateSource(build_plate_source(cfg, self.tz), self.manual)
         timeouts = m.Timeouts(
             plate_s=cfg.lane.plate_timeout_s,
             arm_s=cfg.lane.arm_confirm_s,
@@ -232,6 +234,10 @@ class LaneApp:
                 return {"ok": False, "error": "a manual open needs --reason"}
             runner.operator_open(reason, str(req.get("operator") or "operator"))
             return {"ok": True, "opened": True}
+        if cmd == "plate":
+            who = str(req.get("operator") or "operator")
+            read = self.manual.submit(str(req.get("plate") or ""), self.clock.now(), who)
+            return {"ok": True, "plate": read.plate}
         if cmd == "pay":
             session_id = str(req.get("session_id") or "")
             if not session_id and runner.lane.current:

@@ -51,6 +51,18 @@ def open_(
     typer.echo("opened (recorded in the ledger)")
 
 
+@lane.command("plate")
+def plate(
+    config: ConfigOpt,
+    plate: Annotated[str, typer.Option("--plate", "-p", help="The plate, e.g. 沪A12345")],
+    operator: Annotated[str, typer.Option(help="Who typed it (default: your login).")] = "",
+) -> None:
+    """Enter the plate of the vehicle at the lane by hand (camera could not read it)."""
+    reply = _send(config, {"cmd": "plate", "plate": plate,
+                           "operator": operator or getpass.getuser()})
+    typer.echo(f"plate {reply.get('plate')} entered")
+
+
 @lane.command("pay")
 def pay(
     config: ConfigOpt,

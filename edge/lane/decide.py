@@ -90,6 +90,7 @@ class Decider:
             plate=plate,
             entered_at=now,
             event_id=read.event_id,
+            vehicle_class=vehicle_class_for(read, rules),
             member_id=member.member_id if member else None,
             rules_version=rules.version,
             lane_id=self.policy.lane_id,
@@ -275,6 +276,18 @@ def _coupon(x: Any) -> Coupon:
         coupon_id, kind, value, valid_until = x
         return Coupon(coupon_id, kind, Decimal(value), valid_until)
     return Coupon(x.coupon_id, x.kind, Decimal(x.value), x.valid_until)
+
+
+def vehicle_class_for(read: PlateRead, rules: RuleBundle) -> str:
+    """The tariff class from the plate: green (8-character) plates are new-energy cars,
+    yellow plates large vehicles; anything the bundle has no tariff for is a small car."""
+    known = set(rules.vehicle_classes)
+    colour = (read.colour or "").lower()
+    if (colour == "green" or len(read.plate) == 8) and "new_energy" in known:
+        return "new_energy"
+    if colour == "yellow" and "large" in known:
+        return "large"
+    return "small" if "small" in known or not known else sorted(known)[0]
 
 
 def _blacklisted(rules: RuleBundle, plate: str, at: datetime) -> bool:
