@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,10 @@ from edge.sync import codec
 from edge.sync.codec import SyncMessageError
 
 KEY = b"lane-key"
+
+
+def _k(d: dict[str, bytes]) -> Callable[[str], bytes | None]:
+    return lambda lane: d.get(lane)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -41,7 +46,7 @@ def test_batch_round_trip_is_canonical_and_authenticated(tmp_path: Path) -> None
     d = json.loads(raw)
     sig = d.pop("hmac")
     assert codec.mac(KEY, codec.canonical(d)) == sig
-    b = codec.parse_batch(raw, {"entry-1": KEY}.get)
+    b = codec.parse_batch(raw, _k({"entry-1": KEY}))
     assert (b.lane, b.first_seq, b.last_seq, len(b.entries)) == ("entry-1", 1, 3, 3)
     assert [e["entry_id"] for e in b.entries] == ["entry-1:1", "entry-1:2", "entry-1:3"]
     assert b.entries[0]["plate"] == "粤B00000"
@@ -51,17 +56,17 @@ def test_tampered_entry_fails_hmac(tmp_path: Path) -> None:
     d = json.loads(_batch(tmp_path))
     d["entries"][1]["plate"] = "粤B99999"
     with pytest.raises(SyncMessageError) as ei:
-        codec.parse_batch(codec.canonical(d), {"entry-1": KEY}.get)
+        codec.parse_batch(codec.canonical(d), _k({"entry-1": KEY}))
     assert ei.value.reason == "bad_hmac"
 
 
 def test_wrong_key_and_unknown_lane(tmp_path: Path) -> None:
     raw = _batch(tmp_path)
     with pytest.raises(SyncMessageError) as ei:
-        codec.parse_batch(raw, {"entry-1": b"other"}.get)
+        codec.parse_batch(raw, _k({"entry-1": b"other"}))
     assert ei.value.reason == "bad_hmac"
     with pytest.raises(SyncMessageError) as ei:
-        codec.parse_batch(raw, {}.get)
+        codec.parse_batch(raw, _k({}))
     assert ei.value.reason == "unknown_lane"
 
 
@@ -72,12 +77,12 @@ def test_entry_of_another_lane_is_refused_even_when_signed(tmp_path: Path) -> No
     d.pop("hmac")
     d["hmac"] = codec.mac(KEY, codec.canonical(d))
     with pytest.raises(SyncMessageError, match="does not belong"):
-        codec.parse_batch(codec.canonical(d), {"entry-1": KEY}.get)
+        codec.parse_batch(codec.canonical(d), _k({"entry-1": KEY}))
 
 
 def test_size_limit_and_not_json() -> None:
     with pytest.raises(SyncMessageError) as ei:
-        codec.parse_batch(b"{" + b" " * 2000 + b"}", {}.get, max_bytes=1000)
+        codec.parse_batch(b"{" + b" " * 2000 + b"}", _k({}), max_bytes=1000)
     assert ei.value.reason == "too_large"
     with pytest.raises(SyncMessageError) as ei:
         codec.parse_ack(b"\xff\xfe")
@@ -143,7 +148,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
                         "request"]))
 def test_any_input_gives_a_value_or_a_typed_error(raw: bytes, which: str) -> None:
     key = Ed25519PrivateKey.generate().public_key()
-    parsers = {"batch": lambda r: codec.parse_batch(r, {"lane": KEY}.get),
+    parsers = {"batch": lambda r: codec.parse_batch(r, _k({"lane": KEY})),
                "ack": codec.parse_ack, "member": codec.parse_member,
                "snapshot": codec.parse_snapshot, "session": codec.parse_session,
                "rules": lambda r: codec.parse_rules(r, key), "status": codec.parse_status,

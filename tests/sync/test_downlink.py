@@ -161,7 +161,7 @@ def test_member_deltas_versions_gaps_and_available_balance(
         assert store.balance("M1", T0) == 620
         # a gap (version 5 after 3): applied, and a snapshot is requested
         got: list[bytes] = []
-        raw.c.on_message = lambda _c, _u, m: got.append(m.payload)
+        raw.c.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
         raw.c.subscribe(topics.snapshot_request(SITE), qos=1)
         raw.pub(t, _member_msg(5, 4, 600, {"exit-1": seq}))
         assert wait_until(lambda: any(b'"gap"' in g for g in got)

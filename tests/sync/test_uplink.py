@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -155,7 +158,7 @@ def test_replayed_batch_is_committed_once_across_central_restart(
                              KEYS["lane-x"], datetime.now(UTC))
     acks: list[codec.Ack] = []
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="replayer")
-    c.on_message = lambda _c, _u, m: acks.append(codec.parse_ack(m.payload))
+    c.on_message = lambda _c, _u, m: acks.append(codec.parse_ack(bytes(m.payload)))
     c.connect("127.0.0.1", broker.port)
     c.subscribe(topics.ack(SITE, "lane-x"), qos=1)
     c.loop_start()
@@ -179,4 +182,34 @@ def test_replayed_batch_is_committed_once_across_central_restart(
     finally:
         c.loop_stop()
         c.disconnect()
+        central.stop()
+
+
+def test_lane_process_killed_mid_publish_and_restarted(tmp_path: Path, broker: Broker) -> None:
+    script = Path(__file__).with_name("lane_proc.py")
+    db = tmp_path / "lane-x.db"
+    central = make_central(tmp_path, broker.port)
+    central.start()
+
+    def run(n: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(script), str(db), "lane-x",
+                                 str(broker.port), KEYS["lane-x"].decode(), str(n)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        p = run(500)
+        assert wait_until(lambda: central.db.count_entries() >= 80, 20)
+        p.send_signal(signal.SIGKILL)  # mid-publish: batches in flight, acks unprocessed
+        p.wait(10)
+        assert p.returncode == -signal.SIGKILL
+        store = Store.open(db, "lane-x")
+        written = len(store.entries(0, 1_000_000))
+        assert 80 <= written < 500  # really killed in the middle
+        assert len(store.unacked(limit=1_000_000)) > 0
+        p2 = run(0)  # restart: sends the rest from disk, nothing new written
+        out, _ = p2.communicate(timeout=60)
+        assert p2.returncode == 0, out
+        assert wait_until(lambda: central.db.count_entries() >= written, 10)
+        _assert_exactly_once(central.db.entry_ids(), store)
+        assert store.unacked(limit=10) == []
+    finally:
         central.stop()
