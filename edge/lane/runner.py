@@ -237,7 +237,8 @@ class LaneRunner:
             await self._close_if_clear()
 
     def _decide(self, read: PlateRead) -> None:
-        now = self.clock.now()
+        # the passage time: the camera's own timestamp on a bench clock, else ours
+        now = read.at if self.clock.use_events else self.clock.now()
         try:
             decision = self.decider.decide(read, now)
         except Exception as exc:
