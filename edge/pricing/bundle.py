@@ -121,6 +121,8 @@ class RuleBundle:
     parking_max_hours: int | None
     purchase_min_spend: Decimal
     campaigns: tuple[Campaign, ...]
+    parking_campaigns: tuple[Campaign, ...]
+    purchase_campaigns: tuple[Campaign, ...]
     whitelist: Mapping[str, datetime | None]
     blacklist: frozenset[str]
     model: BundleModel
@@ -341,6 +343,7 @@ def parse_bundle(data: Mapping[str, Any]) -> RuleBundle:
         for name, t in m.tiers.items()
     }
     r = m.redemption
+    campaigns = tuple(_compile_campaign(c) for c in m.campaigns)
     return RuleBundle(
         version=m.version,
         effective_from=m.effective_from,
@@ -374,7 +377,9 @@ def parse_bundle(data: Mapping[str, Any]) -> RuleBundle:
         parking_min_minutes=m.earn.parking.min_minutes,
         parking_max_hours=m.earn.parking.max_hours,
         purchase_min_spend=m.earn.purchase.min_spend,
-        campaigns=tuple(_compile_campaign(c) for c in m.campaigns),
+        campaigns=campaigns,
+        parking_campaigns=tuple(c for c in campaigns if c.parking),
+        purchase_campaigns=tuple(c for c in campaigns if c.purchase),
         whitelist={e.plate: e.until for e in m.lists.whitelist},
         blacklist=frozenset(e.plate for e in m.lists.blacklist),
         model=m,

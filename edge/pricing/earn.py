@@ -87,11 +87,11 @@ def _matches(c: Campaign, ctx: EarnContext, parking: bool) -> bool:
 
 
 def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
-           bonuses: bool, earned_today: int, fired: list[str], en: list[str], zh: list[str]
-           ) -> int:
+           bonuses: bool, earned_today: int, fired: list[str], en: list[str], zh: list[str],
+           explain: bool = True) -> int:
     mult = Decimal(1)
     bonus = 0
-    for c in rules.campaigns:
+    for c in (rules.parking_campaigns if parking else rules.purchase_campaigns):
         if not _matches(c, ctx, parking):
             continue
         if c.multiplier != 1:
@@ -101,8 +101,9 @@ def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
         elif c.multiplier == 1:
             continue
         fired.append(c.name)
-        en.append(f"campaign {c.name}: x{c.multiplier}" + (f" +{c.bonus}" if c.bonus else ""))
-        zh.append(f"活动 {c.name}: ×{c.multiplier}" + (f" +{c.bonus}分" if c.bonus else ""))
+        if explain:
+            en.append(f"campaign {c.name}: x{c.multiplier}" + (f" +{c.bonus}" if c.bonus else ""))
+            zh.append(f"活动 {c.name}: ×{c.multiplier}" + (f" +{c.bonus}分" if c.bonus else ""))
     points = int(base * mult) + bonus
     cap = rules.earn_daily_cap
     if cap is not None and points > 0:
@@ -116,7 +117,7 @@ def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
 
 
 def earn_for_stay(rules: RuleBundle, ctx: EarnContext, member: MemberSnapshot, *,
-                  merged: bool) -> EarnResult:
+                  merged: bool, explain: bool = True) -> EarnResult:
     """Points a completed stay earns: base by hours and class, campaigns, daily cap."""
     fired: list[str] = []
     en: list[str] = []
@@ -131,10 +132,12 @@ def earn_for_stay(rules: RuleBundle, ctx: EarnContext, member: MemberSnapshot, *
         base = hours * per_hour
         if base:
             fired.append("base:parking")
+        if base and explain:
             en.append(f"parking {hours} h x {per_hour} = {base} points")
             zh.append(f"停车 {hours}小时 × {per_hour} = {base}分")
     points = _apply(rules, base, ctx, True, bonuses=not merged,
-                    earned_today=member.earned_today, fired=fired, en=en, zh=zh)
+                    earned_today=member.earned_today, fired=fired, en=en, zh=zh,
+                    explain=explain)
     return EarnResult(points, tuple(fired), tuple(en), tuple(zh))
 
 

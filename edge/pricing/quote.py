@@ -41,11 +41,11 @@ def _const(fee: Decimal, _minutes: int) -> Decimal:
 def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: RuleBundle,
                at: datetime, *, spend_points: bool = True, explain_lines: bool = True) -> Quote:
     """Price one exit. ``spend_points=False`` prices it but deducts nothing (uncertain read)."""
-    _aware("session.exited", session.exited)
-    _aware("session.entered", session.entered)
-    _aware("session.paid_at", session.paid_at)
-    _aware("session.previous_exit", session.previous_exit)
-    _aware("at", at)
+    for name, v in (("session.exited", session.exited), ("session.entered", session.entered),
+                    ("session.paid_at", session.paid_at),
+                    ("session.previous_exit", session.previous_exit), ("at", at)):
+        if v is not None:
+            _aware(name, v)
     if session.paid_amount < 0:
         raise ValueError(f"session.paid_amount must be >= 0, got {session.paid_amount}")
     flags: list[str] = []
@@ -132,7 +132,8 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
                      session.previous_exit.astimezone(tz).date() < entered.astimezone(tz).date()))
             ctx = context_at(rules, session.exited, tier_name, vehicle_class=cls,
                              minutes=duration, lane_id=session.lane_id, first_visit=first)
-            earned = earn_for_stay(rules, ctx, member, merged=merged)
+            earned = earn_for_stay(rules, ctx, member, merged=merged,
+                                   explain=explain_lines)
     payable = pay(st.minutes, st.money)
     points = st.points
     q = Quote(
