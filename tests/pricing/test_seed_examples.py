@@ -28,7 +28,7 @@ SH = ZoneInfo("Asia/Shanghai")
 
 
 def t(*a: int) -> datetime:
-    return datetime(*a, tzinfo=SH)  # type: ignore[misc]
+    return datetime(*a, tzinfo=SH)  # type: ignore[arg-type,misc]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_generator_writes_the_export_format(tmp_path: Path) -> None:
     rb = load_bundle(MALL)
     rows = generate_sessions(2000, rb, datetime(2026, 3, 1, tzinfo=SH), days=7, seed=3)
     assert len(rows) == 2000
-    assert KEYS <= set(rows[0])
+    assert set(rows[0]) >= KEYS
     exits = [datetime.fromisoformat(r["exited"]) for r in rows]
     assert exits == sorted(exits)
     members = [r for r in rows if r["member_id"]]
@@ -51,7 +51,7 @@ def test_replaying_with_the_same_bundle_matches_recorded(tmp_path: Path) -> None
     assert one["baseline"]["points_issued"] == 0  # the basic scheme earns no parking points
     assert one["baseline"]["fee_total"] != c["fee_total"]
     assert "first_visit_bonus" in c["campaigns"]
-    assert 0 < c["redemption_rate"]
+    assert c["redemption_rate"] > 0
 
 
 def test_cli_simulate_json_and_table(tmp_path: Path) -> None:
