@@ -26,7 +26,7 @@ from edge.store import reports as _reports
 from edge.store.checks import nonempty
 from edge.store.codec import ts
 from edge.store.engine import make_engine, q
-from edge.store.schema import LATEST, migrate
+from edge.store.schema import LATEST, migrate, user_version
 from edge.store.tx import Tx
 from edge.store.types import (
     EntryKind,
@@ -72,8 +72,13 @@ class Store:
         store = cls(engine, lane_id, clock or _utcnow)
         store.path = p
         try:
-            with engine.begin() as conn:
-                migrate(conn, LATEST)
+            # Look first without the write lock: read-only tools (ledger verify) then never
+            # take it on an up-to-date file. migrate() re-reads the version under the lock.
+            with store._ro.begin() as conn:
+                current = user_version(conn)
+            if current != LATEST:
+                with engine.begin() as conn:
+                    migrate(conn, LATEST)
         except exc.DBAPIError as e:
             engine.dispose()
             raise StoreError(f"storage.path: cannot open {p}: {e.orig}") from e
