@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import partial
 
 from edge.pricing.bundle import RuleBundle, Tariff
@@ -46,7 +46,15 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
                     ("session.previous_exit", session.previous_exit), ("at", at)):
         if v is not None:
             _aware(name, v)
-    if session.paid_amount < 0:
+    prepaid = session.paid_amount
+    if not isinstance(prepaid, Decimal):
+        if isinstance(prepaid, bool) or not isinstance(prepaid, (int, str)):
+            raise ValueError(f"session.paid_amount must be a Decimal, got {prepaid!r}")
+        try:
+            prepaid = Decimal(prepaid)
+        except InvalidOperation:
+            raise ValueError(f"session.paid_amount is not an amount: {prepaid!r}") from None
+    if not prepaid.is_finite() or prepaid < 0:
         raise ValueError(f"session.paid_amount must be >= 0, got {session.paid_amount}")
     flags: list[str] = []
     tz = rules.tz
@@ -61,7 +69,6 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
     if rules.is_blacklisted(session.plate):
         flags.append("blacklist")
     whitelisted = bool(session.plate) and rules.is_whitelisted(session.plate, session.exited)
-    prepaid = session.paid_amount
     merged = False
     grace = True
     if entered is None:

@@ -59,7 +59,8 @@ class Totals:
             c[0] += n
             c[1] += p
 
-    def report(self) -> dict[str, Any]:
+    def report(self, *, values: bool = True) -> dict[str, Any]:
+        """JSON-ready figures; ``values=False`` for recorded data, which has no yuan split."""
         issued = self.points_issued
         return {
             "sessions": self.sessions,
@@ -71,10 +72,10 @@ class Totals:
             "points_redeemed": self.points_redeemed,
             "redemption_rate": round(self.points_redeemed / issued, 4) if issued else None,
             "avg_points_per_member": round(issued / self.members, 2) if self.members else None,
-            "cost_of_points_redeemed": str(self.redeemed_value),
-            "cost_of_coupons": str(self.coupon_value),
+            "cost_of_points_redeemed": str(self.redeemed_value) if values else None,
+            "cost_of_coupons": str(self.coupon_value) if values else None,
             "cost_vs_fees": (round(float(self.redeemed_value / self.fees_collected), 4)
-                             if self.fees_collected else None),
+                             if self.fees_collected and values else None),
             "sessions_with_points": self.sessions_with_points,
             "campaigns": {k: {"fired": v[0], "points_in_sessions": v[1]}
                           for k, v in sorted(self.campaigns.items())},
@@ -240,7 +241,7 @@ def simulate_file(path: str | Path, candidate: str | Path, baseline: str | Path 
     out: dict[str, Any] = {
         "sessions_file": str(path),
         "candidate": {"version": c_rules.version, **cand.report()},
-        "recorded": rec.report(),
+        "recorded": rec.report(values=False),
     }
     if baseline:
         out["baseline"] = {"version": load_bundle(baseline).version, **base.report()}

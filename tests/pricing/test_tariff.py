@@ -185,3 +185,18 @@ def test_exit_before_entry_costs_nothing(bundle):  # type: ignore[no-untyped-def
     rb = bundle()
     q = quote_exit(SessionInput(t(2026, 3, 3, 10), t(2026, 3, 3, 9)), None, rb, t(2026, 3, 3, 9))
     assert q.fee == 0 and q.duration_minutes == 0
+
+
+@pytest.mark.parametrize(("paid", "ok"), [(0, True), ("12.5", True), (Decimal("-1"), False),
+                                          (1.5, False), (Decimal("NaN"), False),
+                                          ("ten", False)])
+def test_paid_amount_types(bundle, paid, ok):  # type: ignore[no-untyped-def]
+    rb = bundle()
+    s = SessionInput(t(2026, 3, 3, 10), t(2026, 3, 3, 11), paid_at=t(2026, 3, 3, 10, 55),
+                     paid_amount=paid)
+    if ok:
+        q = quote_exit(s, None, rb, s.exited)
+        assert q.payable == max(Decimal(0), Decimal("27.50") - Decimal(paid))
+    else:
+        with pytest.raises(ValueError, match="paid_amount"):
+            quote_exit(s, None, rb, s.exited)
