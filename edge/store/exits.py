@@ -187,11 +187,13 @@ def record_payment(tx: Tx, session_id: str, amount: Decimal, method: str, at: da
     s = tx.session(session_id)
     if s.status == "closed":
         raise StoreError(f"session_id: session {session_id} owes nothing")
+    if s.status != "owed" or s.payable is None:
+        # A prepayment would already be inside the quote's payable; counting it again here
+        # would under-report what is owed, so money is only taken against a charged exit.
+        raise StoreError(f"session_id: session {session_id} has not been charged yet")
     paid = s.paid + amt
-    outstanding = (s.payable - paid) if s.payable is not None else None
-    status = s.status
-    if s.status == "owed" and outstanding is not None and outstanding <= 0:
-        status = "closed"
+    outstanding = s.payable - paid
+    status = "closed" if outstanding <= 0 else "owed"
     c.execute(q("UPDATE sessions SET paid = :p, status = :st WHERE session_id = :s"),
               {"p": str(paid), "st": status, "s": session_id})
     e = tx.append(EntryKind.PAYMENT_RECEIVED, at, session_id=session_id,

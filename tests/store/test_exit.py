@@ -168,6 +168,9 @@ def test_non_member_exit_owes_then_pays(store: Store, exit_rec: Make) -> None:
         store.record_payment(s.session_id, Decimal("1"), "cash", at, "pay-3")
     with pytest.raises(StoreError, match="amount: must be greater than zero"):
         store.record_payment(s.session_id, Decimal("0"), "cash", at, "pay-4")
+    inside, _ = store.record_entry(plate="粤B99999", entered_at=T0, event_id="e10")
+    with pytest.raises(StoreError, match="not been charged yet"):
+        store.record_payment(inside.session_id, Decimal("1"), "cash", at, "pay-5")
 
 
 def test_reverse_exit_gives_everything_back_and_reopens(store: Store, member: str,
