@@ -136,6 +136,7 @@ class LaneSync:
             self.downlink.on_connect()
             self._publish_status(force=True)
         handled = 0
+        acks: list[codec.Ack] = []
         while handled < 500:
             try:
                 topic, payload = link.inbox.get_nowait()
@@ -144,12 +145,14 @@ class LaneSync:
             handled += 1
             if topic == self._ack_topic:
                 try:
-                    self.uplink.on_ack(codec.parse_ack(payload))
+                    acks.append(codec.parse_ack(payload))
                 except codec.SyncMessageError as exc:
                     self.bad_acks += 1
                     log.debug("bad ack dropped: %s", exc)
             else:
                 self.downlink.handle(topic, payload)
+        if acks:
+            self.uplink.on_acks(acks)
         sent = self.uplink.step()
         self._publish_status(force=False)
         if not sent and handled == 0:

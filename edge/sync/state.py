@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 
 from edge.store.engine import make_engine
+from edge.sync import codec
 from edge.sync.codec import points_delta
 
 _MIGRATIONS: list[list[str]] = [
@@ -36,6 +37,25 @@ _MIGRATIONS: list[list[str]] = [
         )""",
     ],
 ]
+
+
+_WIRE_COLS = ("at, entry_id, hash, kind, lane_id, member_id, payload, plate, prev_hash, "
+              "recorded, rules_version, seq, session_id")
+
+
+@dataclass(frozen=True)
+class WireEntry:
+    """One ledger row as the uplink needs it: its seq, what announcements need, its bytes."""
+
+    seq: int
+    kind: str
+    at: str
+    plate: str | None
+    session_id: str | None
+    member_id: str | None
+    rules_version: str | None
+    payload_text: str
+    wire: bytes
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,17 @@ class SyncState:
             v = c.execute(text("SELECT acked_seq FROM outbox_state WHERE peer = :p"),
                           {"p": peer}).scalar()
             return int(v or 0)
+
+    def wire_page(self, after_seq: int, limit: int) -> list[WireEntry]:
+        """This lane's entries after ``after_seq`` already in wire form, straight from the
+        stored text: the payload column is the store's canonical JSON, so it is spliced in
+        as is instead of being parsed and encoded again (the uplink's hot path)."""
+        with self._lock, self._read() as c, c.begin():
+            rows = c.execute(text(f"SELECT {_WIRE_COLS} FROM ledger_entries WHERE lane_id = :l "
+                                  "AND seq > :a ORDER BY seq LIMIT :n"),
+                             {"l": self.lane_id, "a": int(after_seq), "n": int(limit)}).all()
+        return [WireEntry(int(r[11]), r[3], r[0], r[7], r[12], r[5], r[10], r[6],
+                          codec.wire_entry(*r)) for r in rows]
 
     def pending_points(self, member_id: str, after_seq: int) -> int:
         """Net points this lane moved for ``member_id`` in entries with seq > ``after_seq``

@@ -8,6 +8,7 @@ resends from the first unacked row: duplicates are expected and removed by centr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from edge.store import EntryKind, LedgerEntry, Store
+from edge.store import EntryKind, Store
 from edge.sync import codec, topics
 from edge.sync.link import MqttLink
-from edge.sync.state import SyncState
+from edge.sync.state import SyncState, WireEntry
 
 log = logging.getLogger(__name__)
 PEER = "central"
@@ -53,7 +54,7 @@ class Uplink:
         self._wall = wallclock
         self._topic = topics.ledger(site, self.lane)
         self._inflight: deque[_InFlight] = deque()
-        self._page: deque[LedgerEntry] = deque()
+        self._page: deque[WireEntry] = deque()
         self._cursor: int | None = None  # highest seq handed to a batch (None = recompute)
         self._announced = 0  # highest seq whose session event was published
         self.acked_seq = state.acked_seq(PEER)
@@ -67,10 +68,24 @@ class Uplink:
         self._page.clear()
         self._cursor = None
 
+    def on_acks(self, acks: list[codec.Ack]) -> None:
+        """Apply several acks with one durable write (they only ever grow)."""
+        mine = [a for a in acks if a.lane == self.lane]
+        if not mine:
+            return
+        upto = max(a.upto for a in mine)
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted(r for a in mine for r in a.ranges if r[1] > upto):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        self.on_ack(codec.Ack(self.lane, upto, tuple(merged), None))
+
     def on_ack(self, ack: codec.Ack) -> None:
         if ack.lane != self.lane:
             return
-        self.store.mark_acked(PEER, ack.upto, list(ack.ranges))
+        self.store.mark_acked(PEER, ack.upto, [r for r in ack.ranges if r[1] > ack.upto])
         self.acked_seq = max(self.acked_seq, ack.upto)
 
         def done(b: _InFlight) -> bool:
@@ -117,8 +132,7 @@ class Uplink:
         if self._cursor is None:
             self._cursor = self._first_unacked()
         if not self._page:
-            self._page.extend(self.store.entries(after_seq=self._cursor,
-                                                 limit=self.batch_max_entries))
+            self._page.extend(self.state.wire_page(self._cursor, self.batch_max_entries))
             if not self._page:
                 return None
         budget = self.batch_max_bytes - codec.batch_overhead(self.site, self.lane)
@@ -128,7 +142,7 @@ class Uplink:
         last = first
         while self._page and len(parts) < self.batch_max_entries:
             e = self._page[0]
-            enc = codec.encode_entry(e)
+            enc = e.wire
             if parts and used + len(enc) + 1 > budget:
                 break
             self._page.popleft()
@@ -142,24 +156,27 @@ class Uplink:
                                      self._wall())
         return _InFlight(first, last, payload, 0.0, 0)
 
-    def _announce(self, e: LedgerEntry) -> None:
+    def _announce(self, e: WireEntry) -> None:
         """Tell the other lanes about sessions this lane opened or closed (idempotent)."""
         self._announced = e.seq
+        if e.kind not in (EntryKind.SESSION_OPENED, EntryKind.SESSION_CLOSED):
+            return
         try:
-            if e.kind == EntryKind.SESSION_OPENED and e.payload.get("entry_lane") == self.lane:
+            payload = json.loads(e.payload_text)
+            at = datetime.fromisoformat(e.at)
+            if e.kind == EntryKind.SESSION_OPENED and payload.get("entry_lane") == self.lane:
                 msg = codec.encode_session_opened(codec.SessionOpened(
-                    self.lane, str(e.payload.get("event_id")), e.plate or "", e.at,
-                    str(e.payload.get("vehicle_class", "small")), e.member_id,
-                    e.rules_version))
+                    self.lane, str(payload.get("event_id")), e.plate or "", at,
+                    str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version))
                 self.link.publish(topics.sessions_opened(self.site), msg)
             elif e.kind == EntryKind.SESSION_CLOSED and e.session_id and e.plate:
                 s = self.store.get_session(e.session_id)
                 msg = codec.encode_session_closed(codec.SessionClosed(
-                    self.lane, s.entry_event_id if s else None, e.plate, e.at,
-                    str(e.payload.get("exit_event_id"))))
+                    self.lane, s.entry_event_id if s else None, e.plate, at,
+                    str(payload.get("exit_event_id"))))
                 self.link.publish(topics.sessions_closed(self.site), msg)
         except Exception:  # an announcement is best effort; the ledger still goes up
-            log.exception("session announcement for %s failed", e.entry_id)
+            log.exception("session announcement for %s:%d failed", self.lane, e.seq)
 
     def backlog(self, last_seq: int) -> int:
         return max(0, last_seq - self.acked_seq)
