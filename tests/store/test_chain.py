@@ -169,3 +169,23 @@ def test_canonical_payload_refuses_nan_and_unknown_types(store: Store) -> None:
     with pytest.raises(StoreError, match="payload"):
         store.record_lane_event("x", T0, detail={"bad": object()})
     assert store.verify().checked == 0
+
+
+def test_verify_through_the_real_entry_point(filled: Path) -> None:
+    """`parkedge ledger verify` as a technician runs it: a separate process, exit codes."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from edge.cli import main; main()", "ledger", "verify"]
+    root = Path(__file__).resolve().parents[2]
+    ok = subprocess.run([*cmd, "--db", str(filled)], cwd=root, capture_output=True, text=True,
+                        timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "OK 6 entries")
+    c = _raw(filled)
+    c.execute("DELETE FROM ledger_entries WHERE pos = 2")
+    c.close()
+    bad = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PARKEDGE_DB": str(filled)})
+    assert bad.returncode == 1
+    assert "pos 3 (X1:3): expected position 2" in bad.stdout
