@@ -27,10 +27,13 @@ from edge.pricing.tariff import StayFee, stay_minutes, to_cents, zero_fee_minute
 from edge.pricing.types import MemberSnapshot, Quote, SessionInput
 
 ZERO = Decimal("0.00")
+NO_EARN = EarnResult(0, (), (), ())
 
 
-def _aware(name: str, v: datetime | None) -> None:
-    if v is not None and (not isinstance(v, datetime) or v.utcoffset() is None):
+def _aware(name: str, v: datetime | None, *, required: bool = False) -> None:
+    if v is None and not required:
+        return
+    if not isinstance(v, datetime) or v.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {v!r}")
 
 
@@ -41,11 +44,14 @@ def _const(fee: Decimal, _minutes: int) -> Decimal:
 def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: RuleBundle,
                at: datetime, *, spend_points: bool = True, explain_lines: bool = True) -> Quote:
     """Price one exit. ``spend_points=False`` prices it but deducts nothing (uncertain read)."""
-    for name, v in (("session.exited", session.exited), ("session.entered", session.entered),
-                    ("session.paid_at", session.paid_at),
-                    ("session.previous_exit", session.previous_exit), ("at", at)):
-        if v is not None:
-            _aware(name, v)
+    _aware("session.exited", session.exited, required=True)
+    _aware("at", at, required=True)
+    if session.entered is not None:
+        _aware("session.entered", session.entered)
+    if session.paid_at is not None:
+        _aware("session.paid_at", session.paid_at)
+    if session.previous_exit is not None:
+        _aware("session.previous_exit", session.previous_exit)
     prepaid = session.paid_amount
     if not isinstance(prepaid, Decimal):
         if isinstance(prepaid, bool) or not isinstance(prepaid, (int, str)):
@@ -108,7 +114,7 @@ def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: Rule
         fee = pay.fee(charged)
     st = SpendState(minutes=charged)
     balance = 0
-    earned = EarnResult(0, (), (), ())
+    earned = NO_EARN
     tier_name = ""
     if member is not None:
         tier_name = member.tier if member.tier in rules.tiers else rules.default_tier

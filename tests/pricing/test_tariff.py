@@ -200,3 +200,9 @@ def test_paid_amount_types(bundle, paid, ok):  # type: ignore[no-untyped-def]
     else:
         with pytest.raises(ValueError, match="paid_amount"):
             quote_exit(s, None, rb, s.exited)
+
+
+def test_missing_exit_time_is_a_clear_error(bundle):  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"session\.exited must be a timezone-aware"):
+        quote_exit(SessionInput(t(2026, 3, 3, 9), None), None, bundle(),
+                   t(2026, 3, 3, 10))
