@@ -122,7 +122,11 @@ def test_bad_exit_records_are_refused_with_the_field_named(
     kw.setdefault("session_id", _enter(store))
     with pytest.raises(StoreError, match=match):
         store.record_exit(exit_rec(**kw))
+    # all or nothing: e.g. the coupon marked used before a bad lot was found is unused again
     assert store.balance("M1", T0) == 800
+    assert [c.coupon_id for c in store.member_view("M1", T0, TZ).coupons] == ["C1"]
+    assert [e.kind for e in store.entries()] == [EntryKind.SESSION_OPENED]
+    assert store.find_open_session(PLATE) is not None
     assert store.verify().ok
 
 
