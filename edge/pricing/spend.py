@@ -165,10 +165,12 @@ def apply_points(lots: list[PointsLot], tier: Tier, rules: RuleBundle, st: Spend
         room = rules.monthly_cap_value - month_value
         if base - after(cap_p) > room:
             st.flags.append("cap:monthly_redemption")
-            # largest P whose discount fits the room: first P that overflows, minus one
-            over = _first_at_most(0, cap_p, lambda p: base - after(p) > room)
-            cap_p = over - 1 if over > 0 else 0
-            cap_p = max(cap_p, 0)
+            if room <= 0:
+                cap_p = 0
+            else:
+                # largest P whose discount fits the room: first P that overflows, minus one
+                over = _first_at_most(1, cap_p, lambda p: base - after(p) > room)
+                cap_p = over - 1
     if 0 < cap_p < need:
         target = after(cap_p)
         # usually every point counts (one eval); coarse units need the bisection
