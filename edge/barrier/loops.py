@@ -1,0 +1,198 @@
+"""Loop detectors and photocell read as Modbus discrete inputs, debounced, as edge events.
+
+Why: the lane reacts to a car arriving (arming loop) and leaving (closing loop), and must not
+react to a relay chattering. A change is accepted only if a re-read ``debounce_ms`` later
+still shows it. Loops wired in *pulse* mode give a brief pulse on enter and on leave; they
+are turned into presence here, so the lane sees one model. Passages over the closing loop are
+counted against plates read, which is the tailgating signal. The poll task never dies: every
+failure is counted by the HealthTracker and polling goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from edge.barrier.health import HealthTracker
+from edge.barrier.interfaces import DeviceError, Health, LoopInputs
+from edge.barrier.modbus_hub import ModbusHub
+
+log = logging.getLogger(__name__)
+
+DETECTORS = ("arming", "closing", "photocell")
+MODES = ("presence", "pulse")
+
+
+@dataclass(frozen=True)
+class LoopEvent:
+    """A debounced change of one detector (``at`` is ``time.monotonic()``)."""
+
+    detector: str  # arming | closing | photocell
+    on: bool
+    at: float
+
+
+EventCallback = Callable[[LoopEvent], None]
+
+
+class ModbusLoops:
+    """Polls the three detector inputs of one IO module and publishes debounced edges."""
+
+    def __init__(
+        self,
+        hub: ModbusHub,
+        unit: int = 1,
+        input_arming: int = 4,
+        input_closing: int = 5,
+        input_photocell: int = 6,
+        mode: str = "presence",
+        debounce_ms: int = 30,
+        poll_ms: int = 50,
+        *,
+        name: str = "loops",
+        down_after: int = 3,
+        queue_max: int = 256,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"loops mode {mode!r} must be one of {MODES}")
+        if poll_ms <= 0 or debounce_ms < 0:
+            raise ValueError(
+                f"loops poll_ms must be > 0 and debounce_ms >= 0 (got {poll_ms}, {debounce_ms})"
+            )
+        self.hub = hub
+        self.unit = unit
+        self.inputs = (input_arming, input_closing, input_photocell)
+        self.mode = mode
+        self.debounce_s = debounce_ms / 1000.0
+        self.poll_s = poll_ms / 1000.0
+        self.tracker = HealthTracker(name, log, down_after=down_after)
+        self._state = {d: False for d in DETECTORS}  # logical presence
+        self._raw_stable = {d: False for d in DETECTORS}  # debounced raw input level
+        self._callbacks: list[EventCallback] = []
+        self._queues: list[asyncio.Queue[LoopEvent]] = []
+        self._queue_max = queue_max
+        self._task: asyncio.Task[None] | None = None
+        self.passages = 0
+        self.plates = 0
+        self.polls_total = 0
+
+    @property
+    def health(self) -> Health:
+        return self.tracker.state
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll_forever(), name=f"{self.tracker.name}-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # -- Loops protocol ----------------------------------------------------------------------------
+    async def read(self) -> LoopInputs:
+        """Debounced presence; DeviceError while the inputs cannot be read."""
+        if self._task is None:
+            raw = await self._read_raw()  # not polling (tools, tests): one plain read
+            return LoopInputs(**raw)
+        if self.tracker.consecutive_failures:
+            raise DeviceError(f"{self.tracker.name}: inputs unreadable: {self.tracker.last_error}")
+        return LoopInputs(**self._state)
+
+    # -- events ----------------------------------------------------------------
+    def subscribe(self, callback: EventCallback) -> None:
+        """``callback(event)`` runs in the poll task; it must not block (exceptions are logged)."""
+        self._callbacks.append(callback)
+
+    async def events(self) -> AsyncIterator[LoopEvent]:
+        """Async stream of edges; a slow consumer loses the oldest events, never memory."""
+        queue: asyncio.Queue[LoopEvent] = asyncio.Queue(self._queue_max)
+        self._queues.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.remove(queue)
+
+    def _emit(self, event: LoopEvent) -> None:
+        if event.detector == "closing" and not event.on:
+            self.passages += 1
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("loop event callback failed")
+
+    # -- tailgating ----------------------------------------------------------------
+    def note_plate(self) -> None:
+        """The lane read a plate for a vehicle now at the barrier."""
+        self.plates += 1
+
+    @property
+    def tailgate_suspected(self) -> bool:
+        return self.passages > self.plates
+
+    def reset_counts(self) -> None:
+        self.passages = 0
+        self.plates = 0
+
+    # -- polling ----------------------------------------------------------------
+    async def _read_raw(self) -> dict[str, bool]:
+        first = min(self.inputs)
+        count = max(self.inputs) - first + 1
+        bits = await self.hub.read_discrete_inputs(self.unit, first, count)
+        return {d: bool(bits[i - first]) for d, i in zip(DETECTORS, self.inputs, strict=True)}
+
+    async def _poll_forever(self) -> None:
+        backoff = self.poll_s
+        while True:
+            try:
+                await self.poll_once()
+                backoff = self.poll_s
+                await asyncio.sleep(self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a poll must never die: count it and keep trying
+                if not isinstance(exc, DeviceError):
+                    log.exception("unexpected error in loop poll")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def poll_once(self) -> None:
+        """One poll: read, and confirm any change by a re-read after ``debounce_s``."""
+        self.polls_total += 1
+        try:
+            raw = await self._read_raw()
+            changed = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
+            if changed and self.debounce_s > 0:
+                await asyncio.sleep(self.debounce_s)
+                again = await self._read_raw()
+                changed = [d for d in changed if again[d] == raw[d]]
+        except DeviceError as exc:
+            self.tracker.failure(exc)
+            raise
+        self.tracker.success()
+        now = time.monotonic()
+        for d in changed:
+            self._raw_stable[d] = raw[d]
+            if self.mode == "presence":
+                self._set(d, raw[d], now)
+            elif raw[d]:  # pulse mode: each confirmed pulse toggles presence
+                self._set(d, not self._state[d], now)
+
+    def _set(self, detector: str, on: bool, now: float) -> None:
+        if self._state[detector] == on:
+            return
+        self._state[detector] = on
+        self._emit(LoopEvent(detector, on, now))
