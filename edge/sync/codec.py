@@ -144,17 +144,27 @@ def encode_entry(e: LedgerEntry) -> bytes:
     return canonical(entry_to_wire(e))
 
 
+_ENTRY_TEMPLATE = (
+    '{"at":%s,"entry_id":%s,"hash":%s,"kind":%s,"lane_id":%s,"member_id":%s,"payload":%s,'
+    '"plate":%s,"prev_hash":%s,"recorded":%s,"rules_version":%s,"seq":%d,"session_id":%s}')
+_estr = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+
+
+def _s(v: str | None) -> str:
+    return "null" if v is None else _estr(v)
+
+
 def wire_entry(at: str, entry_id: str, hash_: str, kind: str, lane_id: str,
                member_id: str | None, payload_text: str, plate: str | None, prev_hash: str,
                recorded: str, rules_version: str | None, seq: int,
                session_id: str | None) -> bytes:
     """The canonical wire form of a stored row, its payload column (already canonical JSON
-    from the store) spliced in verbatim. Arguments in the keys' sorted order."""
-    head = canonical({"at": at, "entry_id": entry_id, "hash": hash_, "kind": kind,
-                      "lane_id": lane_id, "member_id": member_id})
-    tail = canonical({"plate": plate, "prev_hash": prev_hash, "recorded": recorded,
-                      "rules_version": rules_version, "seq": seq, "session_id": session_id})
-    return head[:-1] + b',"payload":' + payload_text.encode("utf-8") + b"," + tail[1:]
+    from the store) spliced in verbatim. Arguments in the keys' sorted order; the result is
+    byte-identical to ``canonical`` of the same row (tested)."""
+    return (_ENTRY_TEMPLATE % (
+        _s(at), _s(entry_id), _s(hash_), _s(kind), _s(lane_id), _s(member_id), payload_text,
+        _s(plate), _s(prev_hash), _s(recorded), _s(rules_version), int(seq), _s(session_id),
+    )).encode("utf-8")
 
 
 def batch_overhead(site: str, lane: str) -> int:

@@ -127,6 +127,7 @@ class MqttLink:
                 info.wait_for_publish(timeout=timeout_s)
         except Exception:
             log.debug("final publish failed", exc_info=True)
+        self.connected.clear()  # a disconnect we asked for is not worth a warning
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()

@@ -110,9 +110,14 @@ class SyncState:
         stored text: the payload column is the store's canonical JSON, so it is spliced in
         as is instead of being parsed and encoded again (the uplink's hot path)."""
         with self._lock, self._read() as c, c.begin():
-            rows = c.execute(text(f"SELECT {_WIRE_COLS} FROM ledger_entries WHERE lane_id = :l "
-                                  "AND seq > :a ORDER BY seq LIMIT :n"),
-                             {"l": self.lane_id, "a": int(after_seq), "n": int(limit)}).all()
+            cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(f"SELECT {_WIRE_COLS} FROM ledger_entries WHERE lane_id = ? "
+                            "AND seq > ? ORDER BY seq LIMIT ?",
+                            (self.lane_id, int(after_seq), int(limit)))
+                rows = cur.fetchall()
+            finally:
+                cur.close()
         return [WireEntry(int(r[11]), r[3], r[0], r[7], r[12], r[5], r[10], r[6],
                           codec.wire_entry(*r)) for r in rows]
 

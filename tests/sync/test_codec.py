@@ -136,6 +136,7 @@ def test_rules_signature() -> None:
     assert ei.value.reason == "bad_signature"
 
 
+_PUB = Ed25519PrivateKey.generate().public_key()
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                      lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
                                                                         max_size=4),
@@ -147,7 +148,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
        st.sampled_from(["batch", "ack", "member", "snapshot", "session", "rules", "status",
                         "request"]))
 def test_any_input_gives_a_value_or_a_typed_error(raw: bytes, which: str) -> None:
-    key = Ed25519PrivateKey.generate().public_key()
+    key = _PUB
     parsers = {"batch": lambda r: codec.parse_batch(r, _k({"lane": KEY})),
                "ack": codec.parse_ack, "member": codec.parse_member,
                "snapshot": codec.parse_snapshot, "session": codec.parse_session,
@@ -157,3 +158,28 @@ def test_any_input_gives_a_value_or_a_typed_error(raw: bytes, which: str) -> Non
         parsers[which](raw)
     except SyncMessageError as exc:
         assert exc.reason
+
+
+def test_wire_entries_from_stored_text_are_canonical(tmp_path: Path) -> None:
+    """The uplink splices the stored payload text in: it must equal a full re-encoding."""
+    from edge.sync.state import SyncState
+
+    s = Store.open(tmp_path / "w.db", "entry-1")
+    s.record_entry(plate="粤B\"12\\345", entered_at=NOW, event_id="e-\u00e9",
+                   detail={"conf": Decimal("0.97"), "z": [1, "二"], "a": None})
+    s.record_lane_event("tail\nline", NOW, detail={"n": 2**40})
+    st = SyncState(tmp_path / "w.db", "entry-1")
+    try:
+        wires = st.wire_page(0, 10)
+        assert [w.seq for w in wires] == [1, 2]
+        for w, e in zip(wires, s.entries(0, 10), strict=True):
+            d = json.loads(w.wire)
+            assert codec.canonical(d) == w.wire
+            want = codec.entry_to_wire(e)
+            assert {k: v for k, v in d.items() if k not in ("at", "recorded")} == {
+                k: v for k, v in want.items() if k not in ("at", "recorded")}
+            assert datetime.fromisoformat(d["at"]) == e.at
+        assert st.wire_page(2, 10) == []
+    finally:
+        st.close()
+        s.close()
