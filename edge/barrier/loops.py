@@ -170,13 +170,14 @@ class ModbusLoops:
                 backoff = min(backoff * 2, 1.0)
 
     async def poll_once(self) -> None:
-        """One poll: read, and confirm any change by a re-read after ``debounce_s``."""
+        """One poll: read, and confirm any change by re-reads over ``debounce_s``."""
         self.polls_total += 1
         try:
             raw = await self._read_raw()
             changed = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
-            if changed and self.debounce_s > 0:
-                await asyncio.sleep(self.debounce_s)
+            # the change must hold: re-read half-way and at the end of the debounce time
+            for _ in range(2 if changed and self.debounce_s > 0 else 0):
+                await asyncio.sleep(self.debounce_s / 2)
                 again = await self._read_raw()
                 changed = [d for d in changed if again[d] == raw[d]]
         except DeviceError as exc:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hardware-sim"))
-
 from parkedge_sim.modbus_lane import ModbusLaneSim
 
 from edge.barrier.interfaces import ArmState, DeviceError, Health

@@ -1,0 +1,166 @@
+"""ModbusLoops against the real lane simulator: debounce, pulse mode, tailgating, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+from parkedge_sim.modbus_lane import ModbusLaneSim
+
+from edge.barrier.interfaces import DeviceError, Health, LoopInputs
+from edge.barrier.loops import LoopEvent, ModbusLoops
+from edge.barrier.modbus_hub import ModbusHub
+
+Body = Callable[[ModbusLaneSim, ModbusLoops, list[LoopEvent]], Awaitable[None]]
+
+
+def run_loops(body: Body, *, mode: str = "presence", framing: str = "tcp") -> None:
+    async def main() -> None:
+        sim = ModbusLaneSim(framing=framing, rise_s=0.05, fall_s=0.05)
+        url = await sim.start()
+        hub = ModbusHub(url, framing, timeout_s=0.1, retries=0, reconnect_max_s=0.2)
+        loops = ModbusLoops(hub, 1, 4, 5, 6, mode, debounce_ms=20, poll_ms=10)
+        events: list[LoopEvent] = []
+        loops.subscribe(events.append)
+        await loops.start()
+        try:
+            await body(sim, loops, events)
+        finally:
+            await loops.stop()
+            await hub.close()
+            await sim.stop()
+
+    asyncio.run(main())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 1.0) -> None:
+    async def wait() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+def test_short_glitches_are_ignored_and_real_presence_is_seen() -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        for _ in range(15):
+            sim.set_loop("arming", True)
+            await asyncio.sleep(0.005)
+            sim.set_loop("arming", False)
+            await asyncio.sleep(0.03)
+        assert events == []
+        sim.set_loop("arming", True)
+        await asyncio.sleep(0.05)
+        await until(lambda: len(events) == 1)
+        assert (events[0].detector, events[0].on) == ("arming", True)
+        assert await loops.read() == LoopInputs(arming=True)
+        sim.set_loop("arming", False)
+        await until(lambda: len(events) == 2)
+        assert (events[1].detector, events[1].on) == ("arming", False)
+
+    run_loops(body)
+
+
+def test_event_stream_delivers_edges_in_order() -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        stream = loops.events()
+        got: list[tuple[str, bool]] = []
+
+        async def consume() -> None:
+            async for event in stream:
+                got.append((event.detector, event.on))
+                if len(got) == 4:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0.01)
+        for name, on in [
+            ("closing", True),
+            ("photocell", True),
+            ("photocell", False),
+            ("closing", False),
+        ]:
+            sim.set_loop(name, on)
+            await asyncio.sleep(0.06)
+        await asyncio.wait_for(consumer, 1.0)
+        assert got == [
+            ("closing", True),
+            ("photocell", True),
+            ("photocell", False),
+            ("closing", False),
+        ]
+
+    run_loops(body)
+
+
+def test_pulse_mode_turns_pulses_into_presence() -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        for expected in (True, False):
+            sim.set_loop("arming", True)  # enter (then leave) pulse
+            await asyncio.sleep(0.06)
+            sim.set_loop("arming", False)
+            await asyncio.sleep(0.06)
+            assert (await loops.read()).arming is expected
+        assert [(e.detector, e.on) for e in events] == [("arming", True), ("arming", False)]
+
+    run_loops(body, mode="pulse")
+
+
+def test_passages_beyond_plates_flag_tailgating() -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        loops.note_plate()
+        for _ in range(2):  # two cars over the closing loop on one plate
+            sim.set_loop("closing", True)
+            await asyncio.sleep(0.06)
+            sim.set_loop("closing", False)
+            await asyncio.sleep(0.06)
+        assert loops.passages == 2
+        assert loops.plates == 1
+        assert loops.tailgate_suspected
+        loops.note_plate()
+        assert not loops.tailgate_suspected
+
+    run_loops(body)
+
+
+@pytest.mark.parametrize(
+    ("framing", "fault"), [("tcp", "no_answer"), ("rtu", "bad_crc"), ("tcp", "power_loss")]
+)
+def test_poll_survives_a_dead_module_and_recovers(
+    framing: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        caplog.set_level(logging.DEBUG, logger="edge.barrier.loops")
+        sim.set_fault(fault)
+        await until(lambda: loops.health is Health.DOWN, 3.0)
+        with pytest.raises(DeviceError, match="inputs unreadable"):
+            await loops.read()
+        await asyncio.sleep(0.3)  # many failed polls
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        sim.set_fault("power_return" if fault == "power_loss" else fault, False)
+        sim.set_loop("arming", True)
+        await until(lambda: loops.health is Health.OK, 3.0)
+        await until(lambda: any(e.detector == "arming" and e.on for e in events), 2.0)
+        assert (await loops.read()).arming
+
+    run_loops(body, framing=framing)
+
+
+def test_flapping_loop_is_mostly_filtered_and_poll_stays_healthy() -> None:
+    async def body(sim: ModbusLaneSim, loops: ModbusLoops, events: list[LoopEvent]) -> None:
+        sim.set_fault("flapping_loop")
+        await asyncio.sleep(0.5)  # ~125 toggles
+        sim.set_fault("flapping_loop", False)
+        assert loops.health is Health.OK
+        assert len(events) < 20
+        assert loops.polls_total > 10
+
+    run_loops(body)
+
+
+def test_bad_mode_is_named() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        ModbusLoops(ModbusHub("tcp://127.0.0.1:1"), mode="toggle")
