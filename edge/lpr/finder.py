@@ -94,7 +94,7 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
     for (x, y, w, h), rr, colour, score in kept:
         (cx, cy), (rw, rh), ang = rr
         full = ((cx * inv, cy * inv), (rw * inv, rh * inv), ang)
-        crop = _warp(bgr, full)
+        crop = _warp(bgr, full, 0.03 if colour else 0.0)  # colour masks end at the plate edge
         out.append(
             PlateBox(
                 round(x * inv),
@@ -186,7 +186,7 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union else 0.0
 
 
-def _warp(bgr: np.ndarray, rr: tuple, margin: float = 0.0) -> np.ndarray:
+def _warp(bgr: np.ndarray, rr: tuple, margin: float = 0.03) -> np.ndarray:
     """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin."""
     (cx, cy), (a, b), _ = rr
     a, b, ang = max(a, b), min(a, b), _plate_angle(rr)  # never rotate by more than 45°

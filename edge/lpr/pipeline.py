@@ -89,7 +89,7 @@ class Recogniser:
             if staged and any(c.valid and c.confidence >= self.stop_confidence for c in out):
                 break
             step = len(boxes)  # second round: everything that is left, in one batch
-        out.sort(key=lambda c: (c.valid, c.confidence), reverse=True)
+        out.sort(key=_rank, reverse=True)
         return out
 
     def _candidate(self, b: PlateBox, r: OcrResult) -> PlateCandidate:
@@ -126,3 +126,10 @@ class Recogniser:
             return text, r.chars
         n, _, i = best
         return text[i : i + n], r.chars[i : i + n]
+
+
+def _rank(c: PlateCandidate) -> tuple[bool, bool, float]:
+    """Valid plates first; among confident ones the largest (a lane camera's own vehicle is the
+    nearest one: a plate further back or on a passing car is smaller); else by confidence."""
+    sure = c.confidence >= 0.5
+    return (c.valid, sure, float(c.box[2] * c.box[3]) * c.confidence if sure else c.confidence)
