@@ -52,6 +52,9 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
     if (deducted or earned or rec.coupons_used) and not rec.member_id:
         raise StoreError("member_id: required when points or coupons move")
     ts_opt(rec.earned_expires_at, "earned_expires_at")
+    if not isinstance(rec.quote, dict):
+        raise StoreError(f"quote: expected the quote's JSON dict, got {type(rec.quote).__name__}")
+    points_value(rec.quote)
     key = f"exit:{rec.exit_event_id}"
     c = tx.conn
     done = c.execute(q("SELECT session_id, entry_ids FROM idempotency WHERE key = :k"),
@@ -103,10 +106,14 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
 
 
 def points_value(quote: dict[str, Any]) -> Decimal:
-    if "points_value" in quote:
-        return Decimal(str(quote["points_value"]))
-    return sum((Decimal(str(d.get("amount", "0"))) for d in quote.get("discounts", ())
-                if isinstance(d, dict) and d.get("kind") == "points"), Decimal(0))
+    """Money the deducted points covered: the quote's ``points_value``, else its point lines."""
+    try:
+        if "points_value" in quote:
+            return Decimal(str(quote["points_value"]))
+        return sum((Decimal(str(d.get("amount", "0"))) for d in quote.get("discounts", ())
+                    if isinstance(d, dict) and d.get("kind") == "points"), Decimal(0))
+    except (ArithmeticError, ValueError, TypeError, AttributeError) as exc:
+        raise StoreError(f"quote: points value unreadable ({exc!r})") from exc
 
 
 def _detail(rec: ExitRecord, lots: dict[str, int], earned: int) -> dict[str, Any]:

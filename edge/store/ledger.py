@@ -63,8 +63,13 @@ def append(
     payload: dict[str, Any] | None = None,
 ) -> LedgerEntry:
     """Write one entry at the end of the chain; must run inside a write transaction."""
-    if not lane_id or ":" in lane_id:
+    if not isinstance(lane_id, str) or not lane_id or ":" in lane_id:
         raise StoreError(f"lane_id: {lane_id!r} must be non-empty and contain no ':'")
+    # TEXT columns would silently turn 123 into '123' and break the entry's own hash.
+    for name, value in (("session_id", session_id), ("member_id", member_id),
+                        ("plate", plate), ("rules_version", rules_version)):
+        if value is not None and not isinstance(value, str):
+            raise StoreError(f"{name}: {value!r} must be a string or None")
     seq = int(
         conn.execute(
             q("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),

@@ -189,3 +189,13 @@ def test_verify_through_the_real_entry_point(filled: Path) -> None:
                          env={**os.environ, "PARKEDGE_DB": str(filled)})
     assert bad.returncode == 1
     assert "pos 3 (X1:3): expected position 2" in bad.stdout
+
+
+def test_non_string_ids_are_refused_not_coerced(store: Store) -> None:
+    """SQLite would store 123 as '123' and the row would no longer match its own hash."""
+    with pytest.raises(StoreError, match="plate: 123 must be a string"):
+        store.record_lane_event("x", T0, plate=123)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="session_id"):
+        store.record_manual_open("drill", "wang", T0, session_id=7)  # type: ignore[arg-type]
+    store.record_lane_event("x", T0, plate="沪A1")
+    assert store.verify().ok

@@ -114,6 +114,9 @@ def test_overspending_a_lot_is_refused_and_nothing_is_written(store: Store, memb
         ({"member_id": "GHOST"}, "unknown member 'GHOST'"),
         ({"session_id": "X1-doesnotexist"}, "unknown session"),
         ({"coupons_used": ("C1", "C1")}, "listed twice"),
+        ({"quote": [1, 2]}, "quote: expected"),
+        ({"quote": {"points_value": "lots"}}, "quote: points value unreadable"),
+        ({"quote": {"discounts": [{"kind": "points", "amount": None}]}}, "quote: points value"),
     ],
 )
 def test_bad_exit_records_are_refused_with_the_field_named(
