@@ -53,10 +53,13 @@ def _default(o: Any) -> Any:
     raise TypeError(f"cannot encode {type(o).__name__}")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False, default=_default)
+
+
 def canonical(obj: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8, Decimal as string; NaN/Infinity refused."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, default=_default).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def mac(key: bytes, body: bytes) -> str:
@@ -200,17 +203,27 @@ class Batch:
 
 
 def _check_entry(i: int, e: Any, lane: str) -> dict[str, Any]:
-    if not isinstance(e, dict):
+    # Inlined checks: this runs for every entry central receives (the hot path).
+    if type(e) is not dict:
         raise SyncMessageError("schema", f"entries[{i}]: expected an object")
     for k in _ENTRY_STR:
-        _str(e, k, max_len=256)
+        v = e.get(k)
+        if type(v) is not str or not v or len(v) > 256:
+            raise SyncMessageError("schema", f"entries[{i}].{k}: expected a non-empty string "
+                                             f"<= 256 chars, got {str(v)[:40]!r}")
     for k in _ENTRY_OPT:
-        _str(e, k, opt=True, max_len=256)
-    seq = _int(e, "seq", 1)
+        v = e.get(k)
+        if v is not None and (type(v) is not str or not v or len(v) > 256):
+            raise SyncMessageError("schema", f"entries[{i}].{k}: expected null or a string "
+                                             f"<= 256 chars, got {str(v)[:40]!r}")
+    seq = e.get("seq")
+    if type(seq) is not int or seq < 1:
+        raise SyncMessageError("schema", f"entries[{i}].seq: expected an integer >= 1, "
+                                         f"got {seq!r}")
     if e["lane_id"] != lane or e["entry_id"] != f"{lane}:{seq}":
         raise SyncMessageError("schema", f"entries[{i}]: entry_id/lane_id "
                                          f"{e['entry_id']!r} does not belong to lane {lane!r}")
-    if not isinstance(e.get("payload"), dict):
+    if type(e.get("payload")) is not dict:
         raise SyncMessageError("schema", f"entries[{i}].payload: expected an object")
     return e
 
