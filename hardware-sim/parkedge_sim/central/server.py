@@ -53,7 +53,8 @@ class CentralServer:
                  lane_keys: Mapping[str, bytes], db_url: str = "sqlite:///central.db",
                  signing_key: Ed25519PrivateKey | None = None, allowance: int = 100,
                  client_id: str = "central", rules_bundle: dict[str, Any] | None = None,
-                 max_queue: int = 2000) -> None:
+                 max_queue: int = 2000,
+                 tls: tuple[str, str | None, str | None] | None = None) -> None:
         self.site = site
         self.lane_keys = dict(lane_keys)
         self.db = CentralDB(db_url)
@@ -78,6 +79,8 @@ class CentralServer:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(100_000)
         c.reconnect_delay_set(min_delay=1, max_delay=4)
+        if tls is not None:  # (ca_file, cert_file, key_file)
+            c.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
