@@ -61,8 +61,13 @@ def append(
     plate: str | None = None,
     rules_version: str | None = None,
     payload: dict[str, Any] | None = None,
+    after: LedgerEntry | None = None,
 ) -> LedgerEntry:
-    """Write one entry at the end of the chain; must run inside a write transaction."""
+    """Write one entry at the end of the chain; must run inside a write transaction.
+
+    ``after``: the entry this same transaction appended last (same lane), which spares the
+    two look-ups; safe because ``BEGIN IMMEDIATE`` keeps every other writer out meanwhile.
+    """
     if not isinstance(lane_id, str) or not lane_id or ":" in lane_id:
         raise StoreError(f"lane_id: {lane_id!r} must be non-empty and contain no ':'")
     # TEXT columns would silently turn 123 into '123' and break the entry's own hash.
@@ -70,16 +75,19 @@ def append(
                         ("plate", plate), ("rules_version", rules_version)):
         if value is not None and not isinstance(value, str):
             raise StoreError(f"{name}: {value!r} must be a string or None")
-    seq = int(
-        conn.execute(
-            q("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),
-            {"l": lane_id},
-        ).scalar_one()
-    ) + 1
-    last = conn.execute(
-        q("SELECT pos, hash FROM ledger_entries ORDER BY pos DESC LIMIT 1")
-    ).first()
-    pos, prev_hash = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
+    if after is not None and after.lane_id == lane_id:
+        seq, pos, prev_hash = after.seq + 1, after.pos + 1, after.hash
+    else:
+        seq = int(
+            conn.execute(
+                q("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries WHERE lane_id = :l"),
+                {"l": lane_id},
+            ).scalar_one()
+        ) + 1
+        last = conn.execute(
+            q("SELECT pos, hash FROM ledger_entries ORDER BY pos DESC LIMIT 1")
+        ).first()
+        pos, prev_hash = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
     row: dict[str, Any] = {
         "pos": pos,
         "entry_id": f"{lane_id}:{seq}",
