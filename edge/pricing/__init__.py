@@ -1,8 +1,10 @@
 """Pricing and points engine: tariffs, point deductions, earning rules, campaigns, caps.
 
-Pure code: no I/O except ``load_bundle`` reading the bundle file, and no clock reads (every
-time is an argument), so the same engine runs on each lane, on the central side and in the
-campaign simulator.
+Pure code: no clock reads (every time is an argument) and no I/O in the engine modules
+(schema, bundle compile, tariff, spend, earn, quote, explain, perks). The only file access is
+``load_bundle`` reading a bundle and ``simulate`` (the offline forecasting tool, never used
+on a lane) reading/writing session JSONL. The same engine runs on each lane, on the central
+side and in the campaign simulator.
 """
 
 from edge.pricing.bundle import BundleError, RuleBundle, load_bundle, parse_bundle
