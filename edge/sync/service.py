@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from edge.pricing import RuleBundle
 from edge.store import Store
 from edge.sync import codec, topics
+from edge.sync.allowance import spend_limit
 from edge.sync.downlink import Downlink
 from edge.sync.link import LinkSettings, MqttLink, TlsFiles
 from edge.sync.state import SyncState
@@ -109,6 +110,18 @@ class LaneSync:
     def notify(self) -> None:
         """The lane wrote entries: send soon (cheap, never blocks)."""
         self.link.wake.set()
+
+    def spend_limit(self, member_id: str, *, overdraft: int = 0) -> int:
+        """Points the lane may deduct from ``member_id`` now (offline: bounded by the
+        allowance central granted this lane, see ``allowance``). 0 for an unknown account."""
+        acct = self.state.account(member_id)
+        if acct is None:
+            return 0
+        pending = self.state.pending_points(member_id, acct.applied_seq)
+        return spend_limit(available=acct.central_balance + pending,
+                           online=self.link.connected.is_set(), allowance=acct.allowance,
+                           overdraft=overdraft, unconfirmed_spent=-pending,
+                           flagged=acct.flagged)
 
     def backlog(self) -> int:
         return self.uplink.backlog(self.state.last_seq())
