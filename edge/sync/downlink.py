@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.pricing import BundleError, RuleBundle, parse_bundle
 from edge.store import Store, StoreError
+from edge.store.codec import ts
 from edge.sync import codec, topics
 from edge.sync.codec import SyncMessageError
 from edge.sync.link import MqttLink
@@ -29,11 +31,13 @@ CENTRAL_LOT = "central"
 class Downlink:
     def __init__(self, store: Store, state: SyncState, link: MqttLink, *, site: str,
                  public_key: Ed25519PublicKey | None,
-                 on_rules: Callable[[RuleBundle], Any] | None = None) -> None:
+                 on_rules: Callable[[RuleBundle], Any] | None = None,
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store, self.state, self.link, self.site = store, state, link, site
         self.lane = store.lane_id
         self.public_key = public_key
         self.on_rules = on_rules
+        self._wall = wallclock
         self.rejected: Counter[str] = Counter()
         self.applied: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -111,6 +115,21 @@ class Downlink:
         if s.origin == self.lane:
             return
         if isinstance(s, codec.SessionOpened):
+            if self.state.late_entry_recorded(s.event_id):
+                self.applied["session_dup"] += 1
+                return
+            late = self.state.exited_without_entry(s.plate, ts(s.entered_at))
+            if late is not None:
+                # The vehicle already left here with no entry record (no-entry policy
+                # applied): document the real entry for central to settle, keep it closed.
+                self.store.record_correction(
+                    "late_entry", self._wall(), session_id=late, plate=s.plate,
+                    member_id=s.member_id,
+                    reason=f"entry event from lane {s.origin} arrived after the exit",
+                    detail={"event_id": s.event_id, "entered_at": s.entered_at.isoformat(),
+                            "entry_lane": s.origin, "vehicle_class": s.vehicle_class})
+                self.applied["late_entry"] += 1
+                return
             _, new = self.store.record_entry(
                 plate=s.plate, entered_at=s.entered_at, event_id=s.event_id,
                 vehicle_class=s.vehicle_class, member_id=s.member_id,

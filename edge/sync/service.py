@@ -50,7 +50,7 @@ class LaneSync:
                              batch_max_bytes=batch_max_bytes, window=window,
                              ack_timeout_s=ack_timeout_s, wallclock=wallclock)
         self.downlink = Downlink(store, self.state, self.link, site=site, public_key=pk,
-                                 on_rules=on_rules)
+                                 on_rules=on_rules, wallclock=wallclock)
         self.link._subs = [topics.ack(site, self.lane), *self.downlink.subscriptions()]
         self._ack_topic = topics.ack(site, self.lane)
         self.status_interval_s = status_interval_s

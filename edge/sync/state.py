@@ -121,6 +121,25 @@ class SyncState:
         return [WireEntry(int(r[11]), r[3], r[0], r[7], r[12], r[5], r[10], r[6],
                           codec.wire_entry(*r)) for r in rows]
 
+    def exited_without_entry(self, plate: str, entered_at: str) -> str | None:
+        """The session of a vehicle that left with no entry record after ``entered_at``
+        (stored-time text) and has not been corrected for a late entry yet."""
+        with self._lock, self._read() as c, c.begin():
+            return c.execute(text(
+                "SELECT s.session_id FROM sessions s WHERE s.plate = :p AND s.entry_lane IS NULL "
+                "AND s.status != 'open' AND s.exited_at >= :e AND NOT EXISTS (SELECT 1 FROM "
+                "ledger_entries l WHERE l.session_id = s.session_id AND l.kind = 'correction' "
+                "AND json_extract(l.payload, '$.action') = 'late_entry') "
+                "ORDER BY s.exited_at LIMIT 1"), {"p": plate, "e": entered_at}).scalar()
+
+    def late_entry_recorded(self, event_id: str) -> bool:
+        with self._lock, self._read() as c, c.begin():
+            return c.execute(text(
+                "SELECT 1 FROM ledger_entries WHERE kind = 'correction' AND "
+                "json_extract(payload, '$.action') = 'late_entry' AND "
+                "json_extract(payload, '$.detail.event_id') = :e LIMIT 1"),
+                {"e": event_id}).first() is not None
+
     def pending_points(self, member_id: str, after_seq: int) -> int:
         """Net points this lane moved for ``member_id`` in entries with seq > ``after_seq``
         (deductions negative): what central's balance does not include yet."""

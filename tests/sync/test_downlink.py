@@ -259,3 +259,39 @@ def test_overdraft_from_two_lanes_goes_negative_and_is_flagged(
         sa.stop()
         sb.stop()
         central.stop()
+
+
+def test_entry_arriving_after_a_no_entry_exit_becomes_a_correction(
+        tmp_path: Path, own_broker: Broker, raw: Raw) -> None:
+    entry, exit_ = make_store(tmp_path, "entry-1"), make_store(tmp_path, "exit-1")
+    entry.record_entry(plate="粤B77777", entered_at=T0, event_id="ev-late")  # lane offline
+    s_exit = make_sync(exit_, own_broker.port)
+    s_exit.start()
+    try:
+        assert wait_until(s_exit.link.connected.is_set, 10)
+        # the vehicle leaves before its entry event arrived: no-entry policy, flat fee
+        exit_.record_exit(ExitRecord(
+            exit_event_id="x-late", session_id=None, plate="粤B77777",
+            exited_at=T0 + timedelta(hours=2), member_id=None, rules_version="v1",
+            fee=Decimal("20.00"), payable=Decimal("20.00"), points_deducted=0, lots_used=(),
+            coupons_used=(), points_earned=0, earned_expires_at=None, quote={},
+            flags=("no_entry",)))
+        s_entry = make_sync(entry, own_broker.port)
+        s_entry.start()  # the entry lane comes back and forwards its ledger
+        try:
+            assert wait_until(lambda: s_exit.downlink.applied["late_entry"] == 1, 10)
+            # replayed announcement: still one correction, and no phantom open session
+            raw.pub(topics.sessions_opened(SITE), codec.encode_session_opened(
+                codec.SessionOpened("entry-1", "ev-late", "粤B77777", T0, "small", None,
+                                    None)))
+            assert wait_until(lambda: s_exit.downlink.applied["session_dup"] >= 1, 10)
+        finally:
+            s_entry.stop()
+        assert exit_.find_open_session("粤B77777") is None
+        fixes = [e for e in exit_.entries(0, 100) if e.kind == "correction"]
+        assert len(fixes) == 1 and fixes[0].payload["action"] == "late_entry"
+        assert fixes[0].payload["detail"]["event_id"] == "ev-late"
+        assert fixes[0].session_id == exit_.list_sessions()[0].session_id
+        assert exit_.verify().ok
+    finally:
+        s_exit.stop()
