@@ -8,6 +8,7 @@ heartbeats; and the lane must see what happens when the camera goes quiet (``cam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid as uuidlib
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -96,10 +97,8 @@ async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0) -
         return int(status_line.split()[1])
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 class CameraPushSim:

@@ -173,6 +173,7 @@ class ModbusLaneSim:
         self._physics: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._echo_pending = False
+        self._reclose = False
 
     # -- lifecycle ----------------------------------------------------------------
     @property
@@ -220,6 +221,8 @@ class ModbusLaneSim:
         """Set the arming loop, closing loop or photocell (what a car or a person does)."""
         if name not in ("arming", "closing", "photocell"):
             raise ValueError(f"unknown detector {name!r}: arming, closing or photocell")
+        if name == "closing" and self.closing and not on and self.arm.motion == "up":
+            self._hold_until = time.monotonic() + self.hold_s  # the vehicle cleared the loop
         setattr(self, name, on)
         self._changed.set()
 
@@ -396,6 +399,7 @@ class ModbusLaneSim:
         if self.arm.motion != "up":
             self.arm.motion = "rising"
         self._hold_until = None
+        self._reclose = False
 
     def _command_close(self) -> None:
         if self.arm.motion in ("up", "rising") and not self._under_arm():
@@ -434,9 +438,13 @@ class ModbusLaneSim:
             arm.position = min(top, arm.position + dt / max(self.rise_s, 1e-6))
             if arm.position >= 1.0:
                 arm.motion = "up"
+                if self._reclose:  # back up after anti-crush: close again once clear
+                    self._reclose = False
+                    self._hold_until = now + self.hold_s
         elif arm.motion == "falling":
             if self._under_arm():
                 self.stats.anti_crush += 1
+                self._reclose = True
                 arm.motion = "rising"  # anti-crush
             else:
                 arm.position = max(0.0, arm.position - dt / max(self.fall_s, 1e-6))
