@@ -129,7 +129,7 @@ def _plate_rects(mask: np.ndarray, shape: tuple[int, int]) -> list:
         rr = cv2.minAreaRect(c)
         _, (a, b), _ = rr
         long_, short = max(a, b), min(a, b)
-        if short < 7 or long_ < 28 or long_ > 0.7 * W or short > 0.3 * H:
+        if short < 7 or long_ < 28 or long_ > 0.6 * W or short > 0.25 * H:
             continue
         ratio = long_ / short
         if not 1.6 <= ratio <= 6.5:
