@@ -52,6 +52,7 @@ def _parse_url(url: str, framing: str) -> tuple[str, str, int]:
         if not parts.hostname or parts.port is None:
             raise ValueError(f"modbus url {url!r} needs socket://host:port")
         return "serial", url, 0
+    url = url.removeprefix("serial://")  # the config's spelling of a serial port
     if url.startswith("/") or url.startswith("rfc2217://"):
         if framing != "rtu":
             raise ValueError(f"modbus url {url!r}: a serial line carries RTU framing only")
