@@ -95,6 +95,9 @@ class Recogniser:
     def _candidate(self, b: PlateBox, r: OcrResult) -> PlateCandidate:
         text, chars = self._plate_span(r)
         corrected = self.grammar.correct(text)
+        if corrected is None:
+            text, chars = self._runner_up_repair(text, chars)
+            corrected = self.grammar.correct(text)
         valid = corrected is not None
         conf = min((c.prob for c in chars), default=0.0)
         return PlateCandidate(
@@ -107,6 +110,24 @@ class Recogniser:
             chars=chars if valid else r.chars,
             crop=b.crop,
         )
+
+    def _runner_up_repair(
+        self, text: str, chars: tuple[CharRead, ...]
+    ) -> tuple[str, tuple[CharRead, ...]]:
+        """An invalid read whose least sure character's runner-up makes it valid: take the
+        runner-up (at the runner-up's lower probability). The OCR's own second choice is better
+        evidence than a fixed look-alike table (it turns "皖429C52" into "皖A29C52")."""
+        if len(chars) != len(text) or len(text) not in self.grammar.lengths:
+            return text, chars
+        for i in sorted(range(len(chars)), key=lambda k: chars[k].prob)[:2]:
+            c = chars[i]
+            if not c.runner_up or c.runner_up_prob < 0.05:
+                continue
+            alt = text[:i] + c.runner_up + text[i + 1 :]
+            if self.grammar.correct(alt) is not None:
+                swapped = CharRead(c.runner_up, c.runner_up_prob, c.char, c.prob)
+                return alt, (*chars[:i], swapped, *chars[i + 1 :])
+        return text, chars
 
     def _plate_span(self, r: OcrResult) -> tuple[str, tuple[CharRead, ...]]:
         """The best grammar-valid run of characters in the read: a loose crop often adds a

@@ -88,3 +88,18 @@ def test_missing_font_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
             render_plate("沪A12345", height=77)
     finally:
         render._font.cache_clear()
+
+
+def test_runner_up_repairs_an_invalid_read(rec: Recogniser) -> None:
+    from edge.lpr.ocr import CharRead
+
+    text = "皖429C52"  # 4 is no city letter; the OCR's second choice there was A
+    chars = tuple(
+        CharRead(c, 0.4 if i == 1 else 0.95, "A" if i == 1 else "", 0.3 if i == 1 else 0.0)
+        for i, c in enumerate(text)
+    )
+    fixed, new_chars = rec._runner_up_repair(text, chars)
+    assert fixed == "皖A29C52"
+    assert new_chars[1].char == "A" and abs(new_chars[1].prob - 0.3) < 1e-9
+    valid = "皖A29C52"
+    assert rec._runner_up_repair(valid[:-1], chars[:-1]) == (valid[:-1], chars[:-1])
