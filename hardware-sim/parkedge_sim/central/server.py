@@ -54,7 +54,8 @@ class CentralServer:
                  signing_key: Ed25519PrivateKey | None = None, allowance: int = 100,
                  client_id: str = "central", rules_bundle: dict[str, Any] | None = None,
                  max_queue: int = 2000,
-                 tls: tuple[str, str | None, str | None] | None = None) -> None:
+                 tls: tuple[str, str | None, str | None] | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.site = site
         self.lane_keys = dict(lane_keys)
         self.db = CentralDB(db_url)
@@ -79,6 +80,8 @@ class CentralServer:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(100_000)
         c.reconnect_delay_set(min_delay=1, max_delay=4)
+        if username:
+            c.username_pw_set(username, password)
         if tls is not None:  # (ca_file, cert_file, key_file)
             c.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
         c.on_connect = self._on_connect
