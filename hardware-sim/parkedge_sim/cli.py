@@ -1,0 +1,132 @@
+"""``parkedge-sim``: run simulated lanes for a bench, the demo or tests in another process.
+
+``serve`` prints ONE JSON line with every port, pty path and URL (so a parent process can read
+it), then serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from parkedge_sim.control_api import ControlApi
+from parkedge_sim.lane_sim import LaneSim, SiteSim
+
+app = typer.Typer(add_completion=False, help="parkedge hardware simulator (loopback only).")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _split_host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter(f"{what} {text!r} must be host:port")
+    if host not in LOOPBACK:
+        raise typer.BadParameter(f"{what} {text!r}: the simulator binds loopback only")
+    return host, int(port)
+
+
+def _targets(values: list[str], lanes: list[str]) -> dict[str, str]:
+    targets: dict[str, str] = {}
+    for item in values:
+        lane, sep, url = item.partition("=")
+        if not sep or lane not in lanes:
+            raise typer.BadParameter(
+                f"--lane-target {item!r} must be LANE=http://127.0.0.1:PORT with LANE in {lanes}"
+            )
+        targets[lane] = url
+    return targets
+
+
+@app.command()
+def serve(
+    lanes: Annotated[str, typer.Option(help="Comma-separated lane ids.")] = "entry,exit",
+    base_port: Annotated[
+        int, typer.Option(help="Modbus port of the first lane (+1 per lane); 0 = any free port.")
+    ] = 0,
+    framing: Annotated[str, typer.Option(help='Modbus framing: "tcp" or "rtu" (socket://).')] = (
+        "tcp"
+    ),
+    control: Annotated[str, typer.Option(help="host:port of the JSON control API.")] = (
+        "127.0.0.1:0"
+    ),
+    lane_target: Annotated[
+        list[str] | None,
+        typer.Option(help="LANE=URL the lane's camera posts plates to (repeatable)."),
+    ] = None,
+    display: Annotated[bool, typer.Option(help="Simulate the LED board on a pty.")] = True,
+    display_codec: Annotated[str, typer.Option(help='"a0" or "a5".')] = "a0",
+    rise_s: Annotated[float, typer.Option(help="Arm rise time.")] = 1.0,
+    fall_s: Annotated[float, typer.Option(help="Arm fall time.")] = 1.0,
+    hold_s: Annotated[float, typer.Option(help="Auto-close delay after the loop clears.")] = 1.0,
+) -> None:
+    """Serve simulated lanes until SIGTERM."""
+    ids = [lane.strip() for lane in lanes.split(",") if lane.strip()]
+    if not ids or len(set(ids)) != len(ids):
+        raise typer.BadParameter(f"--lanes {lanes!r} must name distinct lanes")
+    if framing not in ("tcp", "rtu"):
+        raise typer.BadParameter(f"--framing {framing!r} must be tcp or rtu")
+    host, port = _split_host_port(control, "--control")
+    targets = _targets(lane_target or [], ids)
+    site = SiteSim(
+        {
+            lane_id: LaneSim(
+                lane_id,
+                camera_target=targets.get(lane_id),
+                modbus_framing=framing,
+                modbus_port=base_port + i if base_port else 0,
+                display=display,
+                display_codec=display_codec,
+                rise_s=rise_s,
+                fall_s=fall_s,
+                hold_s=hold_s,
+            )
+            for i, lane_id in enumerate(ids)
+        }
+    )
+    asyncio.run(_serve(site, ControlApi(site, host, port)))
+
+
+async def _serve(site: SiteSim, api: ControlApi) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    lanes = await site.start()
+    try:
+        port = await api.start()
+        print(json.dumps({"control": f"http://{api.host}:{port}", "lanes": lanes}), flush=True)
+        await stop.wait()
+    finally:
+        await api.stop()
+        with contextlib.suppress(Exception):
+            await site.stop()
+
+
+@app.command()
+def run(scenario: str) -> None:
+    """Play a scenario file against running lanes (not implemented yet)."""
+    typer.echo(f"parkedge-sim run {scenario}: scenarios are not implemented yet", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def bench() -> None:
+    """Serve the bench web page (not implemented yet)."""
+    typer.echo("parkedge-sim bench: the bench page is not implemented yet", err=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    """Console-script entry point (``parkedge_sim.cli:main``)."""
+    app(prog_name="parkedge-sim")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
