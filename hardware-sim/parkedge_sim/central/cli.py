@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from parkedge_sim.central.db import CentralDB
+from parkedge_sim.central.figures import figures
 from parkedge_sim.central.server import CentralServer
+from parkedge_sim.central.web import MarketingWeb
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -44,12 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", type=Path, help="rule bundle (TOML) to publish at start")
     p.add_argument("--allowance", type=int, default=100,
                    help="offline points allowance per account and lane")
+    p.add_argument("--web-port", type=int, default=None,
+                   help="serve the marketing page on 127.0.0.1:PORT")
+    p.add_argument("--json", action="store_true",
+                   help="print the marketing figures of --db as JSON and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     a = _parser().parse_args(argv)
+    if a.json:
+        db = CentralDB(a.db)
+        print(json.dumps(figures(db), ensure_ascii=False, sort_keys=True))
+        db.close()
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     keys: dict[str, bytes] = {}
     for item in a.lane_key:
@@ -69,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                            db_url=a.db, signing_key=load_signing_key(a.signing_key),
                            allowance=a.allowance)
     server.start()
+    web = None
+    if a.web_port is not None:
+        web = MarketingWeb(server, port=a.web_port)
+        web.start()
+        print(f"marketing page on http://127.0.0.1:{web.port}/")
     if bundle is not None:
         if not server.connected.wait(10):
             print(f"cannot reach the broker at {a.broker}")
@@ -79,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     done.wait()
+    if web is not None:
+        web.stop()
     server.stop()
     return 0
 

@@ -1,0 +1,95 @@
+"""The marketing figures of the seed document, computed from central's committed ledger.
+
+Points issued per month, redemption rate, average points per member, cost of points issued
+vs value redeemed, most popular reward types, visit frequency vs points accumulated. Months
+are UTC calendar months of the entry time (the site time zone is a TODO).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from parkedge_sim.central.db import CentralDB, entries, members, purchases
+
+_VISIT_BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 9, "4-9"), (10, 10**9, "10+"))
+
+
+def figures(db: CentralDB, *, point_cost: Decimal = Decimal("0.05")) -> dict[str, Any]:
+    """All figures as JSON-ready values (money and rates as strings)."""
+    issued: Counter[str] = Counter()
+    redeemed: Counter[str] = Counter()
+    value_redeemed = Decimal(0)
+    rewards: Counter[str] = Counter()
+    visits: Counter[str] = Counter()
+    earned_by: Counter[str] = Counter()
+    with db.engine.connect() as c:
+        for kind, at, mid, payload in c.execute(select(
+                entries.c.kind, entries.c.at, entries.c.member_id, entries.c.payload).where(
+                entries.c.kind.in_(("points_earned", "points_deducted", "coupon_used",
+                                    "session_closed")))):
+            p = json.loads(payload)
+            month = str(at)[:7]
+            if kind == "points_earned":
+                issued[month] += int(p.get("points", 0))
+                if mid:
+                    earned_by[mid] += int(p.get("points", 0))
+            elif kind == "points_deducted":
+                redeemed[month] += int(p.get("points", 0))
+                value_redeemed += Decimal(str(p.get("value", "0")))
+                rewards["parking_time"] += 1
+            elif kind == "coupon_used":
+                rewards[f"coupon:{p.get('kind', 'unknown')}"] += 1
+            elif kind == "session_closed" and mid:
+                visits[mid] += 1
+        for at, mid, pts in c.execute(select(purchases.c.at, purchases.c.member_id,
+                                             purchases.c.points)):
+            issued[str(at)[:7]] += int(pts)
+            earned_by[mid] += int(pts)
+        balances = [int(b) for b in c.execute(select(members.c.balance)).scalars()]
+    total_issued, total_redeemed = sum(issued.values()), sum(redeemed.values())
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for mid, n in visits.items():
+        for lo, hi, name in _VISIT_BUCKETS:
+            if lo <= n <= hi:
+                buckets[name].append(earned_by.get(mid, 0))
+    return {
+        "points_issued_per_month": dict(sorted(issued.items())),
+        "points_redeemed_per_month": dict(sorted(redeemed.items())),
+        "points_issued": total_issued,
+        "points_redeemed": total_redeemed,
+        "redemption_rate_pct": str((Decimal(100) * total_redeemed / total_issued)
+                                   .quantize(Decimal("0.1")) if total_issued else Decimal(0)),
+        "members": len(balances),
+        "average_points_per_member": str((Decimal(sum(balances)) / len(balances))
+                                         .quantize(Decimal("0.01")) if balances else Decimal(0)),
+        "cost_of_points_issued": str((point_cost * total_issued).quantize(Decimal("0.01"))),
+        "value_redeemed": str(value_redeemed.quantize(Decimal("0.01"))),
+        "popular_reward_types": [[k, v] for k, v in rewards.most_common()],
+        "visits_vs_points": {name: {"members": len(v), "avg_points": str(
+            (Decimal(sum(v)) / len(v)).quantize(Decimal("0.1")))}
+            for _lo, _hi, name in _VISIT_BUCKETS if (v := buckets.get(name))},
+    }
+
+
+def history(db: CentralDB, member_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    """A member's committed transactions, newest first (ledger entries and POS purchases)."""
+    out: list[dict[str, Any]] = []
+    with db.engine.connect() as c:
+        for eid, kind, at, payload in c.execute(
+                select(entries.c.entry_id, entries.c.kind, entries.c.at, entries.c.payload)
+                .where(entries.c.member_id == member_id).order_by(entries.c.at.desc())
+                .limit(limit)):
+            p = json.loads(payload)
+            out.append({"id": eid, "kind": kind, "at": at, "points": p.get("points")})
+        for pid, at, amount, pts in c.execute(
+                select(purchases.c.purchase_id, purchases.c.at, purchases.c.amount,
+                       purchases.c.points).where(purchases.c.member_id == member_id)):
+            out.append({"id": pid, "kind": "purchase", "at": at, "points": int(pts),
+                        "amount": amount})
+    out.sort(key=lambda r: str(r["at"]), reverse=True)
+    return out[:limit]

@@ -1,0 +1,133 @@
+"""The central's marketing page and figures, over real HTTP, fed through real MQTT lanes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from parkedge_sim.central.figures import figures
+from parkedge_sim.central.web import MarketingWeb
+
+from edge.pricing import parse_bundle
+from edge.rules_holder import RulesHolder
+from edge.store import ExitRecord
+from tests.sync.conftest import (
+    T0,
+    Broker,
+    make_central,
+    make_store,
+    make_sync,
+    public_hex,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bundle(version: str) -> dict[str, Any]:
+    d = tomllib.loads((ROOT / "config/rules.example.toml").read_text("utf-8"))
+    d["version"] = version
+    return d
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        body = r.read().decode()
+        return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_figures_members_history_and_campaign_publishing(
+        tmp_path: Path, own_broker: Broker) -> None:
+    key = Ed25519PrivateKey.generate()
+    central = make_central(tmp_path, own_broker.port, signing_key=key,
+                           rules_bundle=_bundle("v1"))
+    central.start()
+    holder = RulesHolder(parse_bundle(_bundle("v1")), clock=lambda: datetime.now(UTC))
+    lane = make_store(tmp_path, "exit-1")
+    sync = make_sync(lane, own_broker.port, public_key_hex=public_hex(key),
+                     on_rules=holder.offer)
+    sync.start()
+    web = MarketingWeb(central)
+    web.start()
+    try:
+        assert wait_until(lambda: central.connected.is_set() and sync.link.connected.is_set())
+        central.add_member("M1", balance=0, plates=("粤B12345",))
+        central.purchase("pos-1", "M1", Decimal("150.8"), "retail",
+                         datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+        assert wait_until(lambda: sync.spend_limit("M1") == 150, 10)
+        lane.record_exit(ExitRecord(
+            exit_event_id="x-1", session_id=None, plate="粤B12345",
+            exited_at=T0 + timedelta(hours=5), member_id="M1", rules_version="v1",
+            fee=Decimal("150.00"), payable=Decimal("0.00"), points_deducted=30,
+            lots_used=(("central", 30),), coupons_used=(), points_earned=0,
+            earned_expires_at=None, quote={"points_value": "150.00"}))
+        sync.notify()
+        assert wait_until(lambda: central.db.balance("M1") == 120 and sync.backlog() == 0, 10)
+
+        f = _get(web.port, "/api/figures")
+        assert f == figures(central.db)
+        assert f["points_issued_per_month"] == {"2026-11": 150}
+        assert (f["points_issued"], f["points_redeemed"]) == (150, 30)
+        assert f["redemption_rate_pct"] == "20.0"
+        assert f["average_points_per_member"] == "120.00"
+        assert f["value_redeemed"] == "150.00" and f["cost_of_points_issued"] == "7.50"
+        assert f["popular_reward_types"] == [["parking_time", 1]]
+        assert f["visits_vs_points"] == {"1": {"members": 1, "avg_points": "150.0"}}
+
+        m = _get(web.port, "/api/members/M1")
+        assert m["balance"] == 120 and m["plates"] == ["粤B12345"]
+        moves = [(h["kind"], h["points"]) for h in m["history"] if h["points"]]
+        assert moves == [("points_deducted", 30), ("purchase", 150)], m["history"]
+        page = _get(web.port, "/")
+        assert "M1" in page and "redemption_rate_pct" in page
+        with pytest.raises(urllib.error.HTTPError):
+            _get(web.port, "/api/members/nobody")
+
+        # a campaign edited on the page reaches the lane as a new signed bundle
+        status, body = _post(web.port, "/api/rules", json.dumps(_bundle("v2")).encode())
+        assert status == 200 and body["serial"] >= 1
+        assert wait_until(lambda: holder.current().version == "v2", 10)
+        bad = _bundle("v3")
+        bad["tariffs"]["small"]["rate"] = "-1"
+        status, body = _post(web.port, "/api/rules", json.dumps(bad).encode())
+        assert status == 400 and "rate" in body["error"]
+        status, _ = _post(web.port, "/api/rules", b"[1, 2]")
+        assert status == 400
+        assert holder.current().version == "v2"
+    finally:
+        web.stop()
+        sync.stop()
+        central.stop()
+    out = subprocess.run([sys.executable, "-m", "parkedge_sim.central", "--site", "mall",
+                          "--db", f"sqlite:///{tmp_path / 'central.db'}", "--json"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout)["points_redeemed"] == 30
+
+
+def test_marketing_page_refuses_a_non_loopback_address(tmp_path: Path) -> None:
+    central = make_central(tmp_path, 1)
+    try:
+        with pytest.raises(ValueError, match="loopback"):
+            MarketingWeb(central, host="0.0.0.0")
+    finally:
+        central.db.close()
