@@ -103,3 +103,21 @@ def test_runner_up_repairs_an_invalid_read(rec: Recogniser) -> None:
     assert new_chars[1].char == "A" and abs(new_chars[1].prob - 0.3) < 1e-9
     valid = "皖A29C52"
     assert rec._runner_up_repair(valid[:-1], chars[:-1]) == (valid[:-1], chars[:-1])
+
+
+def test_finder_never_crashes_on_odd_frames() -> None:
+    from edge.lpr.finder import find_plates
+
+    rng = np.random.default_rng(5)
+    shapes = [(16, 32), (17, 1001), (999, 33), (240, 320), (1080, 1920)]
+    for h, w in shapes:
+        for frame in (
+            rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+            np.zeros((h, w, 3), np.uint8),
+            np.full((h, w, 3), (160, 60, 10), np.uint8),  # all plate-blue
+        ):
+            for b in find_plates(frame):
+                assert 0 <= b.x <= w and 0 <= b.y <= h
+                assert b.crop.ndim == 3 and b.crop.shape[0] >= 4 and b.crop.shape[1] >= 8
+    with pytest.raises(ValueError, match="too small"):
+        find_plates(np.zeros((10, 10, 3), np.uint8))
