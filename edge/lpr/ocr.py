@@ -10,7 +10,7 @@ so that (a) the alphabet is restricted to the grammar's characters (a plate neve
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,13 +56,12 @@ class OcrEngine(Protocol):
 
 
 def _model_path() -> Path:
-    try:
-        root = importlib.resources.files(_MODEL_PACKAGE)
-    except ModuleNotFoundError as exc:
-        raise OcrError(
-            "OCR engine missing: install the pinned 'rapidocr-onnxruntime' (make setup)"
-        ) from exc
-    path = Path(str(root / _REC_MODEL))
+    # find_spec locates the wheel without importing it: its __init__ pulls in the detector
+    # pipeline (shapely, pyclipper, ...) that we never use.
+    spec = importlib.util.find_spec(_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise OcrError("OCR engine missing: install the pinned 'rapidocr-onnxruntime' (make setup)")
+    path = Path(next(iter(spec.submodule_search_locations))) / _REC_MODEL
     if not path.is_file():
         raise OcrError(f"OCR model not found at {path}: reinstall rapidocr-onnxruntime")
     return path
