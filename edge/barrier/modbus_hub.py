@@ -183,6 +183,9 @@ class ModbusHub:
                     try:
                         client = await self._ensure_connected()
                         reply = await asyncio.wait_for(request(client), self.timeout_s * 1.5)
+                    except asyncio.CancelledError:
+                        self._drop()  # a reply may still be on its way: never let it pair up
+                        raise
                     except DeviceError as exc:
                         last = str(exc)
                         if not (self._client and self._client.connected):
