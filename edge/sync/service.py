@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge.pricing import RuleBundle
 from edge.store import Store
@@ -64,16 +63,17 @@ class LaneSync:
     def from_config(cls, cfg: Any, store: Store, *, site: str,
                     on_rules: Callable[[RuleBundle], Any] | None = None) -> LaneSync:
         """Build from ``edge.config.models.SyncConfig`` (TLS when the URL is mqtts://)."""
-        u = urlsplit(cfg.broker_url)
+        host, port, use_tls = cfg.broker
         tls = None
-        if u.scheme == "mqtts":
-            tls = TlsFiles(str(cfg.ca_file) if cfg.ca_file else "",
+        if use_tls:
+            if cfg.ca_file is None:
+                raise ValueError("sync.ca_file: required for mqtts://")
+            tls = TlsFiles(str(cfg.ca_file),
                            str(cfg.cert_file) if cfg.cert_file else None,
                            str(cfg.key_file) if cfg.key_file else None)
         settings = LinkSettings(
-            host=u.hostname or "127.0.0.1", port=u.port or (8883 if tls else 1883),
-            client_id=cfg.client_id or store.lane_id, keepalive_s=cfg.keepalive_s,
-            username=cfg.username or None,
+            host=host, port=port, client_id=cfg.client_id or store.lane_id,
+            keepalive_s=cfg.keepalive_s, username=cfg.username or None,
             password=cfg.password.get() if cfg.password is not None else None, tls=tls)
         if cfg.hmac_key is None:
             raise ValueError("sync.hmac_key: required to sign ledger batches")

@@ -213,3 +213,25 @@ def test_lane_process_killed_mid_publish_and_restarted(tmp_path: Path, broker: B
         assert store.unacked(limit=10) == []
     finally:
         central.stop()
+
+
+def test_built_from_the_lane_config(tmp_path: Path, broker: Broker) -> None:
+    from edge.config.models import SyncConfig
+    from edge.sync.service import LaneSync
+
+    cfg = SyncConfig.model_validate({
+        "enabled": True, "broker_url": f"mqtt://127.0.0.1:{broker.port}",
+        "hmac_key": KEYS["exit-1"].decode(), "batch_max_entries": 7, "window": 2})
+    store = make_store(tmp_path, "exit-1")
+    write_events(store, 30)
+    central = make_central(tmp_path, broker.port)
+    central.start()
+    sync = LaneSync.from_config(cfg, store, site=SITE)
+    sync.start()
+    try:
+        assert wait_until(lambda: sync.backlog() == 0, 15)
+        assert sync.uplink.batches_sent >= 5  # batch_max_entries came from the config
+        assert len(central.db.entry_ids("exit-1")) == 30
+    finally:
+        sync.stop()
+        central.stop()
