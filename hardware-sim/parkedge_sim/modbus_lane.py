@@ -94,6 +94,7 @@ class SimStats:
     opens: int = 0
     anti_crush: int = 0
     auto_closes: int = 0
+    max_in_flight: int = 0  # requests being answered at once (a correct master keeps it 1)
     latched: list[LatchViolation] = field(default_factory=list)
 
 
@@ -174,6 +175,7 @@ class ModbusLaneSim:
         self._changed = asyncio.Event()
         self._echo_pending = False
         self._reclose = False
+        self._in_flight = 0
 
     # -- lifecycle ----------------------------------------------------------------
     @property
@@ -322,8 +324,13 @@ class ModbusLaneSim:
         if device_id != self.unit or self.faults.no_answer or self.faults.power_loss:
             self.stats.silent += 1
             raise NoSuchIdException(f"device {device_id} silent")  # server stays silent
-        if self.faults.slow_reply_s > 0:
-            await asyncio.sleep(self.faults.slow_reply_s)
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        try:
+            if self.faults.slow_reply_s > 0:
+                await asyncio.sleep(self.faults.slow_reply_s)
+        finally:
+            self._in_flight -= 1
 
     async def _get(self, device_id: int, fc: int, address: int, count: int) -> Any:
         if self._echo_pending:  # pymodbus reads back after a write: same request, no 2nd delay

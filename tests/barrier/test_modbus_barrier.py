@@ -234,3 +234,28 @@ def test_bad_arguments_are_named() -> None:
         ModbusHub("socket://127.0.0.1:5020", "tcp")
     with pytest.raises(ValueError, match="must start with"):
         ModbusHub("http://127.0.0.1:5020")
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_hub_serialises_concurrent_callers_and_keeps_the_gap(framing: str) -> None:
+    async def main() -> None:
+        sim = ModbusLaneSim(framing=framing)
+        url = await sim.start()
+        hub = ModbusHub(url, framing, timeout_s=0.5, retries=0, gap_ms=5)
+        try:
+            sim.set_fault("slow_reply", True, 0.005)  # replies overlap if two are in flight
+            t0 = time.monotonic()
+            results = await asyncio.gather(
+                *(hub.read_discrete_inputs(1, 1, 6) for _ in range(10)),
+                *(hub.write_coil(1, 4, bool(i % 2)) for i in range(10)),
+            )
+            elapsed = time.monotonic() - t0
+            assert len(results) == 20
+            assert sim.stats.max_in_flight == 1
+            assert elapsed >= 20 * (0.005 + 0.005) * 0.9  # reply time + gap, one at a time
+            await hub.write_coil(1, 4, False)
+        finally:
+            await hub.close()
+            await sim.stop()
+
+    asyncio.run(main())
