@@ -104,6 +104,9 @@ def eval_(
     mode: Annotated[str, typer.Option(help="auto, frame or crop.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Only the first N labels.")] = None,
     errors: Annotated[bool, typer.Option("--errors", help="List misreads on stderr.")] = False,
+    folded: Annotated[
+        bool, typer.Option("--folded", help="Also report exact with O/0 and I/1 folded.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Exact-plate and character accuracy, p50/p95 latency per image, peak RSS."""
@@ -134,10 +137,11 @@ def eval_(
         for file, truth, got in report.errors:
             _err.print(f"{file}: want {truth} got {got or '-'}")
     if as_json:
-        typer.echo(json.dumps(report.as_json()))
+        typer.echo(json.dumps(report.as_json(folded=folded)))
         return
-    j = report.as_json()
+    j = report.as_json(folded=folded)
     Console().print(
         f"{folder}: n={j['n']} exact={j['exact']:.1%} char_acc={j['char_acc']:.1%} "
         f"p50={j['p50_ms']} ms p95={j['p95_ms']} ms peak RSS={j['rss_mb']} MB"
+        + (f" exact(O/0,I/1 folded)={j['exact_folded']:.1%}" if folded else "")
     )

@@ -74,3 +74,13 @@ def test_eval_bad_label_row_names_the_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["lpr", "eval", str(tmp_path)])
     assert res.exit_code == 2
     assert "labels.csv:2" in res.output
+
+
+def test_eval_folded_adds_one_key_and_fold_is_o0_i1(folder: Path) -> None:
+    from edge.lpr.evaluate import fold_confusables
+
+    assert fold_confusables("RKO99AI") == "RK099A1"
+    res = CliRunner().invoke(app, ["lpr", "eval", str(folder), "--json", "--folded"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["exact_folded"] >= data["exact"]
