@@ -126,9 +126,9 @@ class LaneRunner:
         self._stopping = True
         for h in self._timers.values():
             h.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
@@ -270,14 +270,21 @@ class LaneRunner:
         if a.manual:
             # ledger first: the abnormal-raise record exists even if the pulse fails
             self.store.record_manual_open(a.reason, a.operator, now, session_id=a.session_id)
+        # The pulse (relay on, hold, off) runs beside the event loop, so the lane keeps
+        # handling its detectors meanwhile; the arm feedback is watched at the same time.
+        self._spawn(self._pulse_open(), "lane-pulse-open")
+        self._spawn(self._confirm_up(), "lane-confirm-up")
+
+    async def _pulse_open(self) -> None:
         try:
             await self.barrier.pulse_open()
             self.stats.opens += 1
         except Exception as exc:
             self.stats.device_errors += 1
             self.post(m.ArmConfirmed(False, f"open pulse failed: {exc}"))
-            return
-        task = asyncio.create_task(self._confirm_up(), name="lane-confirm-up")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
