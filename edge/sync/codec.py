@@ -389,6 +389,17 @@ def parse_session(raw: bytes) -> SessionOpened | SessionClosed:
 
 # ---------------------------------------------------------------- members (down)
 @dataclass(frozen=True)
+class CouponState:
+    """An unused parking coupon central issued (a redeemed reward): ``kind`` is the pricing
+    engine's ``hours`` / ``amount`` / ``free``; ``value`` a Decimal."""
+
+    coupon_id: str
+    kind: str
+    value: Decimal
+    valid_until: datetime | None
+
+
+@dataclass(frozen=True)
 class MemberState:
     member_id: str
     version: int
@@ -402,6 +413,7 @@ class MemberState:
     plates: tuple[str, ...]
     allowance: int
     applied: Mapping[str, int]
+    coupons: tuple[CouponState, ...] = ()
 
 
 def member_to_wire(m: MemberState) -> dict[str, Any]:
@@ -409,7 +421,32 @@ def member_to_wire(m: MemberState) -> dict[str, Any]:
             "prev_version": m.prev_version, "tier": m.tier, "name": m.name,
             "blocked": m.blocked, "flagged": m.flagged, "auto_deduct": m.auto_deduct,
             "balance": m.balance, "plates": list(m.plates), "allowance": m.allowance,
-            "applied": dict(m.applied)}
+            "applied": dict(m.applied),
+            "coupons": [{"coupon_id": c.coupon_id, "kind": c.kind, "value": c.value,
+                         "valid_until": c.valid_until} for c in m.coupons]}
+
+
+def _coupons(raw: Any) -> tuple[CouponState, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > 500:
+        raise SyncMessageError("schema", "coupons: expected a list of <= 500")
+    out = []
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict) or c.get("kind") not in ("hours", "amount", "free"):
+            raise SyncMessageError("schema", f"coupons[{i}]: expected an object with kind "
+                                             "hours/amount/free")
+        v = _str(c, "value", max_len=32)
+        try:
+            value = Decimal(v)
+        except ArithmeticError:
+            raise SyncMessageError("schema", f"coupons[{i}].value: {v!r}") from None
+        if not value.is_finite() or value < 0:
+            raise SyncMessageError("schema", f"coupons[{i}].value: {v!r} must be >= 0")
+        out.append(CouponState(_str(c, "coupon_id"), c["kind"], value,
+                               None if c.get("valid_until") is None
+                               else _when(c, "valid_until")))
+    return tuple(out)
 
 
 def encode_member(m: MemberState) -> bytes:
@@ -435,7 +472,8 @@ def _member(d: Any) -> MemberState:
     return MemberState(_str(d, "member_id"), _int(d, "version", 1), _int(d, "prev_version", 0),
                        _str(d, "tier", max_len=32), _str(d, "name", opt=True),
                        _bool(d, "blocked"), _bool(d, "flagged"), _bool(d, "auto_deduct"),
-                       bal, tuple(plates), _int(d, "allowance"), applied)
+                       bal, tuple(plates), _int(d, "allowance"), applied,
+                       _coupons(d.get("coupons")))
 
 
 def parse_member(raw: bytes) -> MemberState:

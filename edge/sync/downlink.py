@@ -102,6 +102,12 @@ class Downlink:
         self.store.set_lots(m.member_id, [(CENTRAL_LOT, max(0, available), None, None)])
         for plate in m.plates:
             self.store.bind_plate(plate, m.member_id, m.version)
+        for cp in m.coupons:
+            try:
+                self.store.add_coupon(m.member_id, cp.coupon_id, cp.kind, cp.value,
+                                      cp.valid_until)
+            except StoreError:  # already used here: central learns it from our ledger
+                self.applied["coupon_already_used"] += 1
         self.state.put_account(CachedAccount(m.member_id, m.version, m.balance, applied_seq,
                                              m.allowance, m.flagged))
         self.applied["member"] += 1

@@ -131,3 +131,49 @@ def test_marketing_page_refuses_a_non_loopback_address(tmp_path: Path) -> None:
             MarketingWeb(central, host="0.0.0.0")
     finally:
         central.db.close()
+
+
+def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
+        tmp_path: Path, own_broker: Broker) -> None:
+    central = make_central(tmp_path, own_broker.port, rules_bundle=_bundle("v1"))
+    central.start()
+    lane = make_store(tmp_path, "exit-1")
+    sync = make_sync(lane, own_broker.port)
+    sync.start()
+    try:
+        assert wait_until(lambda: central.connected.is_set() and sync.link.connected.is_set())
+        central.add_member("M1", balance=150, plates=("粤B12345",))
+        central.add_reward("2h", "parking_hours", "2 hours parking", 100, Decimal("2"))
+        central.add_reward("mug", "merchandise", "Mall mug", 40, Decimal("25"))
+        now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+        t = datetime.now(UTC)
+        cid = central.redeem("r1", "M1", "2h", now)
+        assert cid == "cp-r1"
+        assert central.redeem("r1", "M1", "2h", now) is None  # replay: nothing twice
+        with pytest.raises(ValueError, match="not enough"):
+            central.redeem("r2", "M1", "2h", now)  # 50 left
+        assert central.redeem("r3", "M1", "mug", now) is None  # desk reward: no coupon
+
+        def coupon_here() -> bool:
+            v = lane.member_view("M1", now, UTC)
+            return [c.coupon_id for c in v.coupons] == ["cp-r1"] and v.balance == 10
+        assert wait_until(coupon_here, 10)
+        assert datetime.now(UTC) - t < timedelta(seconds=5)  # "within seconds"
+        cp = lane.member_view("M1", now, UTC).coupons[0]
+        assert (cp.kind, cp.value) == ("hours", Decimal("2"))
+        lane.record_exit(ExitRecord(
+            exit_event_id="x-1", session_id=None, plate="粤B12345",
+            exited_at=now + timedelta(hours=1), member_id="M1", rules_version="v1",
+            fee=Decimal("30.00"), payable=Decimal("0.00"), points_deducted=0, lots_used=(),
+            coupons_used=("cp-r1",), points_earned=0, earned_expires_at=None, quote={}))
+        sync.notify()
+        assert wait_until(lambda: sync.backlog() == 0, 10)
+        st = central.db.member_state("M1", {}, 0)
+        assert st is not None and st.coupons == () and st.balance == 10
+        f = figures(central.db)
+        assert dict((k, v) for k, v in f["popular_reward_types"]) == {
+            "parking_hours": 1, "merchandise": 1, "coupon:hours": 1}
+        assert f["points_redeemed_catalogue"] == 140
+    finally:
+        sync.stop()
+        central.stop()

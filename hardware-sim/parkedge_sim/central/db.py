@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 
-from edge.sync.codec import Batch, MemberState, canonical, points_delta
+from edge.sync.codec import Batch, CouponState, MemberState, canonical, points_delta
 
 meta = MetaData()
 
@@ -81,6 +81,39 @@ purchases = Table(
     Column("at", String(40), nullable=False),
     Column("points", BigInteger, nullable=False),
 )
+
+rewards = Table(
+    "central_rewards", meta,
+    Column("reward_id", String(128), primary_key=True),
+    Column("kind", String(32), nullable=False),  # parking_hours|discount|merchandise|experience
+    Column("name", String(200), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("value", String(32), nullable=False),  # hours, or yuan
+)
+
+redemptions = Table(
+    "central_redemptions", meta,
+    Column("redemption_id", String(128), primary_key=True),
+    Column("member_id", String(128), nullable=False),
+    Column("reward_id", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("value", String(32), nullable=False),
+    Column("at", String(40), nullable=False),
+)
+
+coupons = Table(
+    "central_coupons", meta,
+    Column("coupon_id", String(128), primary_key=True),
+    Column("member_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # the pricing engine's hours|amount|free
+    Column("value", String(32), nullable=False),
+    Column("valid_until", String(40)),
+    Column("used_entry", String(200)),
+)
+
+REWARD_KINDS = ("parking_hours", "discount", "merchandise", "experience")
+_COUPON_KIND = {"parking_hours": "hours", "discount": "amount"}
 
 rules = Table(
     "central_rules", meta,
@@ -135,12 +168,22 @@ class CentralDB:
                     for e in new])
             moved: dict[str, int] = {}
             for e in new:
+                if e["kind"] == "coupon_used" and e["payload"].get("coupon_id"):
+                    c.execute(update(coupons).where(
+                        coupons.c.coupon_id == str(e["payload"]["coupon_id"])).values(
+                        used_entry=e["entry_id"]))
+                    if e.get("member_id"):
+                        moved.setdefault(e["member_id"], 0)
                 mid = e.get("member_id")
                 d = points_delta(e["kind"], e["payload"])
                 if mid and d:
                     moved[mid] = moved.get(mid, 0) + d
             for mid, d in moved.items():
-                self._add_points(c, mid, d)
+                if d:
+                    self._add_points(c, mid, d)
+                else:  # a coupon used: same balance, new state for the lanes
+                    c.execute(update(members).where(members.c.member_id == mid)
+                              .values(version=members.c.version + 1))
         return CommitResult(len(new), len(b.entries) - len(new), tuple(sorted(moved)))
 
     def _add_points(self, c: Any, member_id: str, delta: int) -> None:
@@ -220,11 +263,61 @@ class CentralDB:
                 return None
             plates = tuple(c.execute(select(bindings.c.plate).where(
                 bindings.c.member_id == member_id).order_by(bindings.c.plate)).scalars())
+            cps = tuple(
+                CouponState(cid, kind, Decimal(value),
+                            None if vu is None else datetime.fromisoformat(vu))
+                for cid, kind, value, vu in c.execute(
+                    select(coupons.c.coupon_id, coupons.c.kind, coupons.c.value,
+                           coupons.c.valid_until).where(coupons.c.member_id == member_id,
+                                                        coupons.c.used_entry.is_(None))
+                    .order_by(coupons.c.coupon_id)))
         m = r._mapping
         v = int(m["version"])
         return MemberState(member_id, v, v - 1, m["tier"], m["name"], bool(m["blocked"]),
                            bool(m["flagged"]), bool(m["auto_deduct"]), int(m["balance"]),
-                           plates, allowance, dict(applied))
+                           plates, allowance, dict(applied), cps)
+
+    # ---------------------------------------------------------------- reward catalogue
+    def add_reward(self, reward_id: str, kind: str, name: str, points: int,
+                   value: Decimal) -> None:
+        if kind not in REWARD_KINDS:
+            raise ValueError(f"kind: {kind!r} is not one of {', '.join(REWARD_KINDS)}")
+        if points <= 0 or value < 0:
+            raise ValueError("points must be > 0 and value >= 0")
+        with self.engine.begin() as c:
+            c.execute(rewards.delete().where(rewards.c.reward_id == reward_id))
+            c.execute(insert(rewards).values(reward_id=reward_id, kind=kind, name=name,
+                                             points=points, value=str(value)))
+
+    def redeem(self, redemption_id: str, member_id: str, reward_id: str, at: datetime,
+               valid_days: int = 90) -> str | None:
+        """Spend points on a reward in one transaction; a parking reward becomes a coupon
+        (its id is returned). Refused (ValueError) for a flagged account or too few points;
+        the same ``redemption_id`` again changes nothing."""
+        from datetime import timedelta
+        with self.engine.begin() as c:
+            if c.execute(select(redemptions.c.redemption_id).where(
+                    redemptions.c.redemption_id == redemption_id)).first() is not None:
+                return None
+            rw = c.execute(select(rewards).where(rewards.c.reward_id == reward_id)).first()
+            if rw is None:
+                raise ValueError(f"reward_id: unknown reward {reward_id!r}")
+            m = c.execute(select(members.c.balance, members.c.flagged).where(
+                members.c.member_id == member_id)).first()
+            if m is None or bool(m[1]) or int(m[0]) < int(rw.points):
+                raise ValueError(f"member {member_id!r}: not enough points or account flagged")
+            c.execute(insert(redemptions).values(
+                redemption_id=redemption_id, member_id=member_id, reward_id=reward_id,
+                kind=rw.kind, points=rw.points, value=rw.value, at=at.isoformat()))
+            self._add_points(c, member_id, -int(rw.points))
+            kind = _COUPON_KIND.get(rw.kind)
+            if kind is None:
+                return None  # merchandise / experience: fulfilled at the desk
+            cid = f"cp-{redemption_id}"
+            c.execute(insert(coupons).values(
+                coupon_id=cid, member_id=member_id, kind=kind, value=rw.value,
+                valid_until=(at + timedelta(days=valid_days)).isoformat()))
+            return cid
 
     def member_ids(self) -> list[str]:
         with self.engine.connect() as c:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from parkedge_sim.central.db import CentralDB, entries, members, purchases
+from parkedge_sim.central.db import CentralDB, entries, members, purchases, redemptions
 
 _VISIT_BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 9, "4-9"), (10, 10**9, "10+"))
 
@@ -27,6 +27,7 @@ def figures(db: CentralDB, *, point_cost: Decimal = Decimal("0.05")) -> dict[str
     rewards: Counter[str] = Counter()
     visits: Counter[str] = Counter()
     earned_by: Counter[str] = Counter()
+    redeemed_catalogue = 0
     with db.engine.connect() as c:
         for kind, at, mid, payload in c.execute(select(
                 entries.c.kind, entries.c.at, entries.c.member_id, entries.c.payload).where(
@@ -50,6 +51,9 @@ def figures(db: CentralDB, *, point_cost: Decimal = Decimal("0.05")) -> dict[str
                                              purchases.c.points)):
             issued[str(at)[:7]] += int(pts)
             earned_by[mid] += int(pts)
+        for kind, pts in c.execute(select(redemptions.c.kind, redemptions.c.points)):
+            rewards[kind] += 1
+            redeemed_catalogue += int(pts)
         balances = [int(b) for b in c.execute(select(members.c.balance)).scalars()]
     total_issued, total_redeemed = sum(issued.values()), sum(redeemed.values())
     buckets: dict[str, list[int]] = defaultdict(list)
@@ -62,7 +66,9 @@ def figures(db: CentralDB, *, point_cost: Decimal = Decimal("0.05")) -> dict[str
         "points_redeemed_per_month": dict(sorted(redeemed.items())),
         "points_issued": total_issued,
         "points_redeemed": total_redeemed,
-        "redemption_rate_pct": str((Decimal(100) * total_redeemed / total_issued)
+        "points_redeemed_catalogue": redeemed_catalogue,
+        "redemption_rate_pct": str((Decimal(100) * (total_redeemed + redeemed_catalogue)
+                                    / total_issued)
                                    .quantize(Decimal("0.1")) if total_issued else Decimal(0)),
         "members": len(balances),
         "average_points_per_member": str((Decimal(sum(balances)) / len(balances))

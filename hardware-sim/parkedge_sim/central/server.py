@@ -208,6 +208,18 @@ class CentralServer:
             self.db.settle(member_id, points)
             self._publish_member(member_id)
 
+    def add_reward(self, reward_id: str, kind: str, name: str, points: int,
+                   value: Decimal) -> None:
+        self.db.add_reward(reward_id, kind, name, points, value)
+
+    def redeem(self, redemption_id: str, member_id: str, reward_id: str,
+               when: datetime) -> str | None:
+        """Redeem a catalogue reward; the new balance and any coupon go to the lanes now."""
+        with self._lock:
+            cid = self.db.redeem(redemption_id, member_id, reward_id, when)
+            self._publish_member(member_id)
+        return cid
+
     # ---------------------------------------------------------------- POS and rules
     def purchase(self, purchase_id: str, member_id: str, amount: Decimal, category: str,
                  when: datetime, *, brand: str | None = None) -> int:
