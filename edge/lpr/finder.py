@@ -95,6 +95,8 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
         (cx, cy), (rw, rh), ang = rr
         full = ((cx * inv, cy * inv), (rw * inv, rh * inv), ang)
         crop = _warp(bgr, full, 0.03 if colour else 0.0)  # colour masks end at the plate edge
+        if colour is None:
+            crop = trim_side_band(crop)
         out.append(
             PlateBox(
                 round(x * inv),
@@ -108,6 +110,21 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
             )
         )
     return out
+
+
+def trim_side_band(crop: np.ndarray) -> np.ndarray:
+    """Cut a saturated blue band off the left of a light plate (the EU country strip): OCR
+    reads its country letters as part of the plate."""
+    h, w = crop.shape[:2]
+    if w < 40:
+        return crop
+    hsv = cv2.cvtColor(crop[:, : w // 5], cv2.COLOR_BGR2HSV)
+    blue = cv2.inRange(hsv, np.array((95, 100, 50), np.uint8), np.array((130, 255, 255), np.uint8))
+    cols = np.count_nonzero(blue, axis=0) / h
+    banded = np.nonzero(cols > 0.5)[0]
+    if banded.size < max(2, w // 40):
+        return crop
+    return crop[:, int(banded.max()) + 1 :]
 
 
 def _edge_map(gray: np.ndarray) -> np.ndarray:
