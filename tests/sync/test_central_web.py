@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -155,11 +156,11 @@ def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
         assert central.redeem("r3", "M1", "mug", now) is None  # desk reward: no coupon
 
         def coupon_here() -> bool:
-            v = lane.member_view("M1", now, UTC)
+            v = lane.member_view("M1", now, ZoneInfo("Asia/Shanghai"))
             return [c.coupon_id for c in v.coupons] == ["cp-r1"] and v.balance == 10
         assert wait_until(coupon_here, 10)
         assert datetime.now(UTC) - t < timedelta(seconds=5)  # "within seconds"
-        cp = lane.member_view("M1", now, UTC).coupons[0]
+        cp = lane.member_view("M1", now, ZoneInfo("Asia/Shanghai")).coupons[0]
         assert (cp.kind, cp.value) == ("hours", Decimal("2"))
         lane.record_exit(ExitRecord(
             exit_event_id="x-1", session_id=None, plate="粤B12345",
