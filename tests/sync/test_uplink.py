@@ -235,3 +235,33 @@ def test_built_from_the_lane_config(tmp_path: Path, broker: Broker) -> None:
     finally:
         sync.stop()
         central.stop()
+
+
+def test_reinstalled_lane_reusing_sequences_is_refused_not_deduplicated(
+        tmp_path: Path, broker: Broker) -> None:
+    central = make_central(tmp_path, broker.port)
+    central.start()
+    first = make_store(tmp_path, "lane-x")
+    write_events(first, 10)
+    sync = make_sync(first, broker.port)
+    sync.start()
+    try:
+        assert wait_until(lambda: sync.backlog() == 0, 10)
+    finally:
+        sync.stop()
+        first.close()
+    fresh_dir = tmp_path / "reinstalled"
+    fresh_dir.mkdir()
+    fresh = make_store(fresh_dir, "lane-x")  # a fresh file: seqs 1.. again, other content
+    write_events(fresh, 12, start=500)
+    sync = make_sync(fresh, broker.port)
+    sync.start()
+    try:
+        assert wait_until(lambda: central.stats["rejected_seq_conflict"] >= 1, 10)
+        assert sorted(central.db.entry_ids("lane-x")) == sorted(f"lane-x:{i}"
+                                                                for i in range(1, 11))
+        assert central.stats["duplicates"] == 0  # not silently swallowed as duplicates
+        assert sync.backlog() == 12  # and never acknowledged: nothing is lost
+    finally:
+        sync.stop()
+        central.stop()

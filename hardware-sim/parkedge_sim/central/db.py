@@ -33,7 +33,14 @@ from sqlalchemy import (
     update,
 )
 
-from edge.sync.codec import Batch, CouponState, MemberState, canonical, points_delta
+from edge.sync.codec import (
+    Batch,
+    CouponState,
+    MemberState,
+    SyncMessageError,
+    canonical,
+    points_delta,
+)
 
 meta = MetaData()
 
@@ -152,9 +159,17 @@ class CentralDB:
     def commit_batch(self, b: Batch) -> CommitResult:
         seqs = [e["seq"] for e in b.entries]
         with self.engine.begin() as c:
-            have_seq = set(c.execute(select(entries.c.seq).where(
-                entries.c.lane_id == b.lane, entries.c.seq.between(min(seqs), max(seqs))
-            )).scalars())
+            have = {int(seq): h for seq, h in c.execute(select(entries.c.seq, entries.c.hash)
+                    .where(entries.c.lane_id == b.lane,
+                           entries.c.seq.between(min(seqs), max(seqs))))}
+            clash = [e["entry_id"] for e in b.entries
+                     if e["seq"] in have and have[e["seq"]] != e["hash"]]
+            if clash:
+                # Same (lane, seq), different content: a lane restored from an old backup or
+                # reinstalled with a fresh file. Never overwrite, never call it a duplicate.
+                raise SyncMessageError("seq_conflict", f"{len(clash)} entries of {b.lane} "
+                                       f"differ from the committed ones, first {clash[0]}")
+            have_seq = set(have)
             # entry_id is "lane:seq" (checked by parse_batch), so (lane, seq) covers it; the
             # UNIQUE constraint on entry_id backs that up inside this transaction.
             new = [e for e in b.entries if e["seq"] not in have_seq]
