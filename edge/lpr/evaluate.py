@@ -97,6 +97,14 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM first: ru_maxrss survives fork+exec, so a child started
+    by a big parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
