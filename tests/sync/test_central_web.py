@@ -156,6 +156,8 @@ def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
         assert central.redeem("r3", "M1", "mug", now) is None  # desk reward: no coupon
 
         def coupon_here() -> bool:
+            if sync.state.account("M1") is None:
+                return False
             v = lane.member_view("M1", now, ZoneInfo("Asia/Shanghai"))
             return [c.coupon_id for c in v.coupons] == ["cp-r1"] and v.balance == 10
         assert wait_until(coupon_here, 10)
