@@ -31,6 +31,7 @@ class PlateBox:
     colour: str | None  # blue, yellow, green, or None (texture proposal)
     score: float
     crop: np.ndarray
+    wide: np.ndarray | None = None  # a wider crop, for when the box caught only part of a plate
 
 
 # HSV ranges (OpenCV hue 0..180) for plate backgrounds. Each colour twice: a loose range for
@@ -107,6 +108,7 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
                 colour,
                 float(score),
                 crop,
+                _warp(bgr, full, 0.12, min_ratio=3.6),
             )
         )
     return out
@@ -203,11 +205,14 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union else 0.0
 
 
-def _warp(bgr: np.ndarray, rr: tuple, margin: float = 0.03) -> np.ndarray:
-    """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin."""
+def _warp(
+    bgr: np.ndarray, rr: tuple, margin: float = 0.03, *, min_ratio: float = 0.0
+) -> np.ndarray:
+    """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin;
+    at least ``min_ratio`` times as wide as high (to recover a plate the box only half-covers)."""
     (cx, cy), (a, b), _ = rr
     a, b, ang = max(a, b), min(a, b), _plate_angle(rr)  # never rotate by more than 45°
-    w = max(8, round(a * (1 + 2 * margin)))
+    w = max(8, round(max(a * (1 + 2 * margin), b * min_ratio)))
     h = max(4, round(b * (1 + 2 * margin)))
     m = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
     m[0, 2] += w / 2 - cx

@@ -81,15 +81,42 @@ class Recogniser:
         if not boxes:
             return []
         out: list[PlateCandidate] = []
-        step = self.first_batch if staged else len(boxes)
-        for start in range(0, len(boxes), step):
-            batch = boxes[start : start + step]
+        split = self.first_batch if staged else len(boxes)
+        for batch in (boxes[:split], boxes[split:]):
+            if not batch:
+                continue
             results = self.engine.read([b.crop for b in batch])
             out.extend(self._candidate(b, r) for b, r in zip(batch, results, strict=True))
             if staged and any(c.valid and c.confidence >= self.stop_confidence for c in out):
                 break
-            step = len(boxes)  # second round: everything that is left, in one batch
+        if not any(c.valid and c.confidence >= self.stop_confidence for c in out):
+            out = self._retry_wide(boxes, out)
         out.sort(key=_rank, reverse=True)
+        return out
+
+    def _retry_wide(
+        self, boxes: list[PlateBox], cands: list[PlateCandidate]
+    ) -> list[PlateCandidate]:
+        """Boxes that read as a fragment of a plate (a colour blob split by the characters,
+        a province character outside the mask) get one more read on a wider crop."""
+        short = min(self.grammar.lengths)
+        redo = [
+            i
+            for i, (b, c) in enumerate(zip(boxes[: len(cands)], cands, strict=True))
+            if not c.valid and 3 <= len(c.raw) < short + 1 and b.wide is not None
+        ]
+        if not redo:
+            return cands
+        wides = [boxes[i] for i in redo]
+        results = self.engine.read([b.wide for b in wides if b.wide is not None])
+        out = list(cands)
+        for i, b, r in zip(redo, wides, results, strict=True):
+            assert b.wide is not None
+            again = self._candidate(
+                PlateBox(b.x, b.y, b.w, b.h, b.angle, b.colour, b.score, b.wide), r
+            )
+            if again.valid:
+                out[i] = again
         return out
 
     def _candidate(self, b: PlateBox, r: OcrResult) -> PlateCandidate:
