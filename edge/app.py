@@ -170,7 +170,7 @@ class LaneApp:
             with contextlib.suppress(Exception):
                 await plates.stop()
             with contextlib.suppress(Exception):
-                await devices.stop()
+                await devices.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
             store.close()

@@ -286,6 +286,7 @@ def _on_loop(lane: Lane, ev: LoopChanged) -> tuple[Lane, list[Action]]:
             if lane.pending_read is not None:
                 read = lane.pending_read
                 lane = replace(lane, pending_read=None)
+                acts.append(CancelTimer("stale"))
                 more_lane, more = _on_plate(lane, read)
                 return more_lane, acts + more
         return lane, acts
@@ -368,8 +369,9 @@ def _on_plate(lane: Lane, read: PlateRead) -> tuple[Lane, list[Action]]:
         if lane.arming:  # loop already occupied (e.g. after a restart): treat as arrival
             lane = replace(lane, state=State.WAIT_PLATE)
             return _on_plate(lane, read)
-        # pushed before the loop triggered: keep it for the arrival
-        return replace(lane, pending_read=read), []
+        # pushed before the loop triggered: keep it briefly for the arrival, never for the
+        # next car (a read of a car that left unseen must not be charged to another)
+        return replace(lane, pending_read=read), [StartTimer("stale", lane.timeouts.stale_read_s)]
     if lane.state is State.WAIT_PLATE:
         lane = replace(lane, state=State.DECIDING, current_plate=read.plate)
         return lane, [CancelTimer("plate"), Decide(read)]
@@ -418,6 +420,11 @@ def _on_arm(lane: Lane, ev: ArmConfirmed) -> tuple[Lane, list[Action]]:
 
 
 def _on_timer(lane: Lane, name: str) -> tuple[Lane, list[Action]]:
+    if name == "stale":
+        if lane.pending_read is None:
+            return lane, []
+        plate = lane.pending_read.plate
+        return replace(lane, pending_read=None), [Record("read_without_vehicle", plate=plate)]
     if name == "plate" and lane.state is State.WAIT_PLATE:
         lane = replace(lane, state=State.HOLD, current=None)
         return lane, [Record("no_plate"), Show(MSG_NO_PLATE, "未识别车牌 请联系管理员")]

@@ -187,6 +187,14 @@ CASES = [
         [],
     ),
     (
+        "a read with no car on the loop expires; the next car is not charged for it",
+        "entry",
+        [m.PlateSeen(read()), m.TimerFired("stale"), ON["arming"]],
+        m.State.WAIT_PLATE,
+        ["Record", "RequestPlate"],
+        ["read_without_vehicle"],
+    ),
+    (
         "duplicate read while deciding is ignored",
         "exit",
         [ON["arming"], m.PlateSeen(read()), m.PlateSeen(read(event="ev2"))],
@@ -300,7 +308,7 @@ def test_every_event_in_every_state_is_handled() -> None:
         *ON.values(), *OFF.values(), m.PlateSeen(read()), decided("x", open_=True),
         decided("y", pay=True), decided("z"), m.ArmConfirmed(True), m.ArmConfirmed(False),
         m.TimerFired("plate"), m.TimerFired("arm"), m.TimerFired("pass"),
-        m.TimerFired("reverse"),
+        m.TimerFired("reverse"), m.TimerFired("stale"),
         m.TimerFired("payment"), m.PaymentDone("S1"), m.OperatorOpen("r"),
         m.DeviceChanged("display", False), m.DeviceChanged("display", True),
     ]
