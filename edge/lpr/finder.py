@@ -77,7 +77,8 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
     closed = cv2.morphologyEx(
         closed, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 3))
     )
-    for rr in _plate_rects(closed, small.shape[:2]):
+    texture_rects = _plate_rects(closed, small.shape[:2])
+    for rr in texture_rects + _merge_split(texture_rects):
         rects.append((rr, None, _texture(edges, rr)))
 
     rects.sort(key=lambda r: r[2], reverse=True)
@@ -108,7 +109,7 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
                 colour,
                 float(score),
                 crop,
-                _warp(bgr, full, 0.12, min_ratio=3.6),
+                _warp(bgr, full, 0.12, min_ratio=8.0),
             )
         )
     return out
@@ -160,6 +161,29 @@ def _plate_rects(mask: np.ndarray, shape: tuple[int, int]) -> list:
             continue
         found.append(rr)
     return found
+
+
+def _merge_split(rects: list) -> list:
+    """Plates whose letters and digits are separated by a dash or a gap (Brazil's grey plates)
+    come out as two blobs side by side: propose their union too."""
+    boxes = [_bbox(rr) for rr in rects[:40]]
+    merged = []
+    for i, (ax, ay, aw, ah) in enumerate(boxes):
+        for bx, by, bw, bh in boxes[i + 1 :]:
+            if not 0.7 <= ah / max(bh, 1) <= 1.4:
+                continue
+            overlap = min(ay + ah, by + bh) - max(ay, by)
+            if overlap < 0.6 * min(ah, bh):
+                continue
+            gap = max(ax, bx) - min(ax + aw, bx + bw)
+            if not -0.2 * min(aw, bw) <= gap <= 0.8 * max(ah, bh):
+                continue
+            x0, y0 = min(ax, bx), min(ay, by)
+            x1, y1 = max(ax + aw, bx + bw), max(ay + ah, by + bh)
+            if not 2.0 <= (x1 - x0) / max(y1 - y0, 1) <= 6.5:
+                continue
+            merged.append((((x0 + x1) / 2, (y0 + y1) / 2), (float(x1 - x0), float(y1 - y0)), 0.0))
+    return merged
 
 
 def _plate_angle(rr: tuple) -> float:
