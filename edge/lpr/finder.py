@@ -71,13 +71,17 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
         )
         for rr in _plate_rects(mask, small.shape[:2]):
             rects.append((rr, name, _texture(edges, rr) + 0.5))
-    closed = cv2.morphologyEx(
-        edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (17, 3))
-    )
-    closed = cv2.morphologyEx(
-        closed, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 3))
-    )
-    texture_rects = _plate_rects(closed, small.shape[:2])
+    texture_rects = []
+    # Two closing widths: wide bridges the gaps of big plates, narrow keeps a small plate from
+    # fusing with the grille just above it.
+    for kw in (17, 9):
+        closed = cv2.morphologyEx(
+            edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 3))
+        )
+        closed = cv2.morphologyEx(
+            closed, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 3))
+        )
+        texture_rects += _plate_rects(closed, small.shape[:2])
     for rr in texture_rects + _merge_split(texture_rects):
         rects.append((rr, None, _texture(edges, rr)))
 
