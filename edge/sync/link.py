@@ -56,6 +56,8 @@ class MqttLink:
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(settings.max_inbox)
         self.wake = threading.Event()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged every subscription
+        self._sub_mid: int | None = None
         self.generation = 0  # +1 on every successful connect
         self.dropped = 0
         self.oversized = 0
@@ -74,6 +76,7 @@ class MqttLink:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self._client = c
 
@@ -83,8 +86,11 @@ class MqttLink:
             if rc.is_failure:
                 log.warning("MQTT connect refused: %s", rc)
                 return
-            for topic in self._subs:
-                client.subscribe(topic, qos=1)
+            self.subscribed.clear()
+            if self._subs:
+                _rc, self._sub_mid = client.subscribe([(t, 1) for t in self._subs])
+            else:
+                self.subscribed.set()
             self.generation += 1
             self.connected.set()
             self.wake.set()
@@ -92,11 +98,21 @@ class MqttLink:
         except Exception:  # never let paho's thread die
             log.exception("MQTT on_connect failed")
 
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
+        try:
+            if mid == self._sub_mid:
+                if any(getattr(rc, "is_failure", False) for rc in codes):
+                    log.error("MQTT subscription refused (ACL?): %s", codes)
+                self.subscribed.set()
+        except Exception:
+            log.exception("MQTT on_subscribe failed")
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         try:
             if self.connected.is_set():
                 log.warning("MQTT disconnected: %s", rc)
             self.connected.clear()
+            self.subscribed.clear()
             self.wake.set()
         except Exception:
             log.exception("MQTT on_disconnect failed")

@@ -51,7 +51,7 @@ def test_two_lanes_offline_never_exceed_their_allowances(
         central.add_member("M1", balance=1000, plates=("粤B12345",))
         assert wait_until(lambda: all(s.spend_limit("M1") == 1000 for s in syncs), 10)
         own_broker.kill()
-        assert wait_until(lambda: not any(s.link.connected.is_set() for s in syncs), 10)
+        assert wait_until(lambda: not any(s.link.subscribed.is_set() for s in syncs), 10)
         spent = [0, 0]
         for i, (store, sync) in enumerate(zip(lanes, syncs, strict=True)):
             for k in range(10):  # a driver every minute, each wanting 40 points

@@ -71,7 +71,7 @@ def test_figures_members_history_and_campaign_publishing(
     web = MarketingWeb(central)
     web.start()
     try:
-        assert wait_until(lambda: central.connected.is_set() and sync.link.connected.is_set())
+        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
         central.add_member("M1", balance=0, plates=("粤B12345",))
         central.purchase("pos-1", "M1", Decimal("150.8"), "retail",
                          datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
@@ -142,7 +142,7 @@ def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
     sync = make_sync(lane, own_broker.port)
     sync.start()
     try:
-        assert wait_until(lambda: central.connected.is_set() and sync.link.connected.is_set())
+        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
         central.add_member("M1", balance=150, plates=("粤B12345",))
         central.add_reward("2h", "parking_hours", "2 hours parking", 100, Decimal("2"))
         central.add_reward("mug", "merchandise", "Mall mug", 40, Decimal("25"))

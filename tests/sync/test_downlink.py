@@ -74,7 +74,7 @@ def test_rule_bundles_good_applied_at_its_time_bad_ones_rejected(
     rej = sync.downlink.rejected
     t = topics.rules(SITE)
     try:
-        assert wait_until(sync.link.connected.is_set, 10)
+        assert wait_until(sync.link.subscribed.is_set, 10)
         # good, effective in one hour: queued, then in force once the clock gets there
         raw.pub(t, codec.sign_rules(_bundle("v2", "2026-11-23T13:00:00+00:00"), 2, key), True)
         assert wait_until(lambda: sync.downlink.applied["rules"] == 1, 10)
@@ -141,7 +141,7 @@ def test_member_deltas_versions_gaps_and_available_balance(
     sync.start()
     t = topics.member(SITE, "M1")
     try:
-        assert wait_until(sync.link.connected.is_set, 10)
+        assert wait_until(sync.link.subscribed.is_set, 10)
         raw.pub(t, _member_msg(1, 0, 500, {}))
         assert wait_until(lambda: sync.state.account("M1") is not None, 10)
         assert store.balance("M1", T0) == 500
@@ -194,8 +194,8 @@ def test_sessions_cross_lanes_and_points_flow_through_central(
     s_entry.start()
     s_exit.start()
     try:
-        assert wait_until(lambda: central.connected.is_set() and s_exit.link.connected.is_set()
-                          and s_entry.link.connected.is_set(), 10)
+        assert wait_until(lambda: central.connected.is_set() and s_exit.link.subscribed.is_set()
+                          and s_entry.link.subscribed.is_set(), 10)
         central.publish_rules(_bundle("v1"))
         central.add_member("M1", balance=0, plates=("粤B12345",))
         # POS: the seed's worked example, ¥150.8 -> 150 points, reaches both lanes
@@ -268,7 +268,7 @@ def test_entry_arriving_after_a_no_entry_exit_becomes_a_correction(
     s_exit = make_sync(exit_, own_broker.port)
     s_exit.start()
     try:
-        assert wait_until(s_exit.link.connected.is_set, 10)
+        assert wait_until(s_exit.link.subscribed.is_set, 10)
         # the vehicle leaves before its entry event arrived: no-entry policy, flat fee
         exit_.record_exit(ExitRecord(
             exit_event_id="x-late", session_id=None, plate="粤B77777",

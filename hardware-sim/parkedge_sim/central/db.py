@@ -157,48 +157,57 @@ class CentralDB:
 
     # ---------------------------------------------------------------- ledger
     def commit_batch(self, b: Batch) -> CommitResult:
-        seqs = [e["seq"] for e in b.entries]
         with self.engine.begin() as c:
-            have = {int(seq): h for seq, h in c.execute(select(entries.c.seq, entries.c.hash)
-                    .where(entries.c.lane_id == b.lane,
-                           entries.c.seq.between(min(seqs), max(seqs))))}
-            clash = [e["entry_id"] for e in b.entries
-                     if e["seq"] in have and have[e["seq"]] != e["hash"]]
-            if clash:
-                # Same (lane, seq), different content: a lane restored from an old backup or
-                # reinstalled with a fresh file. Never overwrite, never call it a duplicate.
-                raise SyncMessageError("seq_conflict", f"{len(clash)} entries of {b.lane} "
-                                       f"differ from the committed ones, first {clash[0]}")
-            have_seq = set(have)
-            # entry_id is "lane:seq" (checked by parse_batch), so (lane, seq) covers it; the
-            # UNIQUE constraint on entry_id backs that up inside this transaction.
-            new = [e for e in b.entries if e["seq"] not in have_seq]
-            if new:
-                c.execute(insert(entries), [{
-                    "lane_id": b.lane, "seq": e["seq"], "entry_id": e["entry_id"],
-                    "kind": e["kind"], "at": e["at"], "member_id": e.get("member_id"),
-                    "session_id": e.get("session_id"), "plate": e.get("plate"),
-                    "rules_version": e.get("rules_version"),
-                    "payload": canonical(e["payload"]).decode(), "hash": e["hash"]}
-                    for e in new])
-            moved: dict[str, int] = {}
-            for e in new:
-                if e["kind"] == "coupon_used" and e["payload"].get("coupon_id"):
-                    c.execute(update(coupons).where(
-                        coupons.c.coupon_id == str(e["payload"]["coupon_id"])).values(
-                        used_entry=e["entry_id"]))
-                    if e.get("member_id"):
-                        moved.setdefault(e["member_id"], 0)
-                mid = e.get("member_id")
-                d = points_delta(e["kind"], e["payload"])
-                if mid and d:
-                    moved[mid] = moved.get(mid, 0) + d
-            for mid, d in moved.items():
-                if d:
-                    self._add_points(c, mid, d)
-                else:  # a coupon used: same balance, new state for the lanes
-                    c.execute(update(members).where(members.c.member_id == mid)
-                              .values(version=members.c.version + 1))
+            return self._commit_in(c, b)
+
+    def commit_batches(self, bs: Sequence[Batch]) -> list[CommitResult]:
+        """Several batches in one transaction (group commit: one fsync for all of them).
+        Any refusal rolls the whole group back; the caller then commits them one by one."""
+        with self.engine.begin() as c:
+            return [self._commit_in(c, b) for b in bs]
+
+    def _commit_in(self, c: Any, b: Batch) -> CommitResult:
+        seqs = [e["seq"] for e in b.entries]
+        have = {int(seq): h for seq, h in c.execute(select(entries.c.seq, entries.c.hash)
+                .where(entries.c.lane_id == b.lane,
+                       entries.c.seq.between(min(seqs), max(seqs))))}
+        clash = [e["entry_id"] for e in b.entries
+                 if e["seq"] in have and have[e["seq"]] != e["hash"]]
+        if clash:
+            # Same (lane, seq), different content: a lane restored from an old backup or
+            # reinstalled with a fresh file. Never overwrite, never call it a duplicate.
+            raise SyncMessageError("seq_conflict", f"{len(clash)} entries of {b.lane} "
+                                   f"differ from the committed ones, first {clash[0]}")
+        have_seq = set(have)
+        # entry_id is "lane:seq" (checked by parse_batch), so (lane, seq) covers it; the
+        # UNIQUE constraint on entry_id backs that up inside this transaction.
+        new = [e for e in b.entries if e["seq"] not in have_seq]
+        if new:
+            c.execute(insert(entries), [{
+                "lane_id": b.lane, "seq": e["seq"], "entry_id": e["entry_id"],
+                "kind": e["kind"], "at": e["at"], "member_id": e.get("member_id"),
+                "session_id": e.get("session_id"), "plate": e.get("plate"),
+                "rules_version": e.get("rules_version"),
+                "payload": canonical(e["payload"]).decode(), "hash": e["hash"]}
+                for e in new])
+        moved: dict[str, int] = {}
+        for e in new:
+            if e["kind"] == "coupon_used" and e["payload"].get("coupon_id"):
+                c.execute(update(coupons).where(
+                    coupons.c.coupon_id == str(e["payload"]["coupon_id"])).values(
+                    used_entry=e["entry_id"]))
+                if e.get("member_id"):
+                    moved.setdefault(e["member_id"], 0)
+            mid = e.get("member_id")
+            d = points_delta(e["kind"], e["payload"])
+            if mid and d:
+                moved[mid] = moved.get(mid, 0) + d
+        for mid, d in moved.items():
+            if d:
+                self._add_points(c, mid, d)
+            else:  # a coupon used: same balance, new state for the lanes
+                c.execute(update(members).where(members.c.member_id == mid)
+                          .values(version=members.c.version + 1))
         return CommitResult(len(new), len(b.entries) - len(new), tuple(sorted(moved)))
 
     def _add_points(self, c: Any, member_id: str, delta: int) -> None:

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
 from edge.sync import codec, topics
-from parkedge_sim.central.db import CentralDB, ranges_of
+from parkedge_sim.central.db import CentralDB, CommitResult, ranges_of
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class CentralServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self.connected = threading.Event()
+        self._sub_mid: int | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(100_000)
@@ -86,6 +87,7 @@ class CentralServer:
             c.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self._client = c
 
@@ -94,12 +96,15 @@ class CentralServer:
         try:
             if rc.is_failure:
                 return
-            client.subscribe([(topics.all_ledgers(self.site), 1),
-                              (topics.snapshot_request(self.site), 1),
-                              (topics.all_statuses(self.site), 1)])
-            self.connected.set()
+            _rc, self._sub_mid = client.subscribe([(topics.all_ledgers(self.site), 1),
+                                                   (topics.snapshot_request(self.site), 1),
+                                                   (topics.all_statuses(self.site), 1)])
         except Exception:
             log.exception("central on_connect failed")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        if mid == self._sub_mid:
+            self.connected.set()  # "connected" = subscribed: nothing sent now is missed
 
     def _on_disconnect(self, *_a: Any) -> None:
         self.connected.clear()
@@ -130,15 +135,46 @@ class CentralServer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                topic, payload = self._q.get(timeout=0.2)
+                first = self._q.get(timeout=0.2)
             except queue.Empty:
                 continue
+            msgs = [first]
+            while len(msgs) < 32:  # whatever else is waiting: one group commit for batches
+                try:
+                    msgs.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 with self._lock:
-                    self._dispatch(topic, payload)
+                    self._handle(msgs)
             except Exception:
                 self.stats["internal_error"] += 1
-                log.exception("central failed on %s", topic)
+                log.exception("central failed on a group of %d messages", len(msgs))
+
+    def _handle(self, msgs: list[tuple[str, bytes]]) -> None:
+        batches: list[codec.Batch] = []
+        for topic, payload in msgs:
+            if topic.endswith("/ledger"):
+                try:
+                    batches.append(self._parse_batch(topic, payload))
+                except codec.SyncMessageError as exc:
+                    self._reject(exc.reason, f"{topic}: {exc.detail}")
+            else:
+                self._dispatch(topic, payload)
+        if not batches:
+            return
+        results: list[CommitResult | None]
+        try:
+            results = list(self.db.commit_batches(batches))
+        except codec.SyncMessageError:
+            results = []
+            for b in batches:  # someone in the group is refused: find out who, alone
+                try:
+                    results.append(self.db.commit_batch(b))
+                except codec.SyncMessageError as exc:
+                    self._reject(exc.reason, f"{b.batch_id}: {exc.detail}")
+                    results.append(None)
+        self._committed([(b, r) for b, r in zip(batches, results, strict=True) if r])
 
     def _reject(self, reason: str, detail: str) -> None:
         self.stats[f"rejected_{reason}"] += 1
@@ -148,9 +184,7 @@ class CentralServer:
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
-            if topic.endswith("/ledger"):
-                self._batch(topic, payload)
-            elif topic == topics.snapshot_request(self.site):
+            if topic == topics.snapshot_request(self.site):
                 lane, wanted, _reason = codec.parse_snapshot_request(payload)
                 self._snapshot(lane, wanted)
             elif topic.endswith("/status") and payload:
@@ -160,20 +194,28 @@ class CentralServer:
             self._reject(exc.reason, f"{topic}: {exc.detail}")
 
     # ---------------------------------------------------------------- ledger
-    def _batch(self, topic: str, payload: bytes) -> None:
+    def _parse_batch(self, topic: str, payload: bytes) -> codec.Batch:
         b = codec.parse_batch(payload, self.lane_keys.get)
         if topics.lane_of(topic) != b.lane or b.site != self.site:
             raise codec.SyncMessageError("topic_mismatch", f"{b.lane}@{b.site} on {topic}")
-        res = self.db.commit_batch(b)
-        self.stats["batches"] += 1
-        self.stats["committed"] += res.inserted
-        self.stats["duplicates"] += res.duplicates
-        marks = self._marks.setdefault(b.lane, _Marks())
-        marks.add([e["seq"] for e in b.entries])
-        self._client.publish(topics.ack(self.site, b.lane),
-                             codec.encode_ack(b.lane, marks.upto, marks.ranges(), b.batch_id),
-                             qos=1)
-        for mid in res.members_changed:
+        return b
+
+    def _committed(self, done: list[tuple[codec.Batch, CommitResult]]) -> None:
+        """After the commit: count and advance every lane's marks first, then ack, then
+        publish the accounts that moved, so each published balance and its ``applied``
+        marks describe the same committed state."""
+        changed: set[str] = set()
+        for b, res in done:
+            self.stats["batches"] += 1
+            self.stats["committed"] += res.inserted
+            self.stats["duplicates"] += res.duplicates
+            self._marks.setdefault(b.lane, _Marks()).add([e["seq"] for e in b.entries])
+            changed.update(res.members_changed)
+        for b, _res in done:
+            marks = self._marks[b.lane]
+            self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
+                b.lane, marks.upto, marks.ranges(), b.batch_id), qos=1)
+        for mid in sorted(changed):
             self._publish_member(mid)
 
     def applied(self) -> dict[str, int]:
