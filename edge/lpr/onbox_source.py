@@ -24,6 +24,7 @@ import numpy as np
 from edge.barrier.interfaces import Health
 from edge.lpr.capture import FrameGrabber
 from edge.lpr.grammar import PlateGrammar, cn_grammar
+from edge.lpr.motion import MotionGate
 from edge.lpr.pipeline import PlateCandidate, Recogniser
 from edge.lpr.source import PlateRead
 from edge.lpr.voting import FrameRead, Vote, vote
@@ -48,6 +49,8 @@ class OnBoxPlateSource:
         keep_frames: bool = False,
         recogniser: Recogniser | None = None,
         grabber: FrameGrabber | None = None,
+        motion_gate: MotionGate | None = None,
+        repeat_suppress_s: float = 10.0,
     ) -> None:
         if vote_frames < 1:
             raise ValueError(f"vote_frames must be >= 1, got {vote_frames}")
@@ -71,6 +74,12 @@ class OnBoxPlateSource:
         self._counter = itertools.count(1)
         self.reads = 0
         self.timeouts = 0
+        # Continuous mode: with a gate, motion triggers reads; the same plate read again within
+        # ``repeat_suppress_s`` (a car standing in view) is not published twice.
+        self._gate = motion_gate
+        self._repeat_suppress_s = repeat_suppress_s
+        self._watch: asyncio.Task[None] | None = None
+        self._last_published: tuple[str, float] | None = None
 
     @property
     def health(self) -> Health:
@@ -81,12 +90,17 @@ class OnBoxPlateSource:
         self._grabber.start()
         if self._recogniser is None:  # loading the model takes ~0.2 s: not on the event loop
             self._recogniser = await asyncio.to_thread(Recogniser, self.grammar)
+        if self._gate is not None:
+            self._watch = self._loop.create_task(
+                self._watch_motion(), name=f"motion:{self.lane_id}"
+            )
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._watch, self._task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.to_thread(self._grabber.stop)
 
     def trigger(self) -> None:
@@ -99,6 +113,24 @@ class OnBoxPlateSource:
 
     async def get(self) -> PlateRead:
         return await self._queue.get()
+
+    async def _watch_motion(self) -> None:
+        assert self._gate is not None
+        after = 0
+        while True:
+            try:
+                frame = await asyncio.to_thread(self._grabber.wait_frame, after, 1.0)
+                if frame is None:
+                    continue
+                after = frame.seq
+                if self._gate.update(frame.image):
+                    self.trigger()
+                await asyncio.sleep(0.1)  # 10 checks a second is plenty for a car
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lane %s: motion watch failed", self.lane_id)
+                await asyncio.sleep(1.0)
 
     async def _read_vehicle(self) -> None:
         try:
@@ -145,6 +177,11 @@ class OnBoxPlateSource:
             and result.confidence >= self.min_confidence
             and self.grammar.is_valid(result.plate)
         )
+        now = time.monotonic()
+        if self._gate is not None and self._last_published is not None:
+            last_plate, last_at = self._last_published
+            if last_plate == result.plate and now - last_at < self._repeat_suppress_s:
+                return  # the same car still in view: neither published nor kept
         event_id = f"lpr:{self.lane_id}:{seen_at:%Y%m%dT%H%M%S}-{next(self._counter)}"
         if self.crops_dir is not None:
             await asyncio.to_thread(self._save, event_id, seen_at, best[0].crop, best[1])
@@ -159,6 +196,7 @@ class OnBoxPlateSource:
             colour=result.colour,
             candidates=result.candidates,
         )
+        self._last_published = (read.plate, time.monotonic())
         if self._queue.full():  # nobody is listening: keep the newest reads
             self._queue.get_nowait()
         self._queue.put_nowait(read)

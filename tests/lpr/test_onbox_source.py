@@ -112,3 +112,51 @@ def test_bad_settings_are_named(recogniser: Recogniser) -> None:
             make(cam, recogniser, None, min_confidence=2.0)
         with pytest.raises(RuntimeError, match="before start"):
             make(cam, recogniser, None).trigger()
+
+
+def test_motion_gate_on_rendered_frames() -> None:
+    from parkedge_sim.render import render_frame
+
+    from edge.lpr.motion import MotionGate
+
+    gate = MotionGate()
+    small = Scene(width=640, height=360, plate_width=120, seed=1)
+    empty = render_frame(None, small)
+    assert gate.update(empty) is False  # first frame: nothing to compare
+    noisy = render_frame(None, Scene(width=640, height=360, plate_width=120, seed=2))
+    assert gate.update(noisy) is False  # sensor noise alone is no motion
+    assert gate.update(render_frame("沪A12345", small)) is True  # a car arrives
+    with pytest.raises(ValueError, match="min_changed"):
+        MotionGate(min_changed=0)
+
+
+def test_continuous_mode_reads_without_a_trigger_once_per_car(recogniser: Recogniser) -> None:
+    from edge.lpr.motion import MotionGate
+
+    async def run() -> None:
+        with MjpegCamera(fps=15, scene=SCENE) as cam:
+            src = OnBoxPlateSource(
+                cam.url,
+                "E1",
+                grammar=cn_grammar(),
+                tz=TZ,
+                crops_dir=None,
+                recogniser=recogniser,
+                vote_frames=2,
+                min_confidence=0.6,
+                timeout_s=4.0,
+                motion_gate=MotionGate(),
+            )
+            await src.start()
+            try:
+                await asyncio.sleep(0.5)  # the gate sees the empty lane first
+                cam.set_car("京N7K2P9")
+                read = await asyncio.wait_for(src.get(), 15)
+                assert read.plate == "京N7K2P9" and not read.uncertain
+                cam.set_car("京N7K2P9")  # same car, new frame noise: motion, but no re-publish
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(src.get(), 2.0)
+            finally:
+                await src.stop()
+
+    asyncio.run(run())
