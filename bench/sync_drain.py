@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         d = Path(tmp)
         port = free_port()
         conf = d / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "set_tcp_nodelay true\n")  # small acks must not wait for Nagle
         procs: list[subprocess.Popen[bytes]] = []
         try:
             procs.append(subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],

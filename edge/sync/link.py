@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 from collections.abc import Sequence
@@ -42,6 +43,17 @@ class LinkSettings:
     max_inbox: int = 2000
     max_queued: int = 200
     max_payload: int = 4 * 1024 * 1024
+
+
+def _nodelay(client: mqtt.Client) -> None:
+    """paho leaves Nagle on: a small ack behind another small packet then waits for the
+    peer's delayed ACK (~40 ms), which caps a windowed sender at a few batches per 40 ms."""
+    try:
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        log.debug("TCP_NODELAY not set", exc_info=True)
 
 
 class MqttLink:
@@ -86,6 +98,7 @@ class MqttLink:
             if rc.is_failure:
                 log.warning("MQTT connect refused: %s", rc)
                 return
+            _nodelay(client)
             self.subscribed.clear()
             if self._subs:
                 _rc, self._sub_mid = client.subscribe([(t, 1) for t in self._subs])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -96,6 +97,9 @@ class CentralServer:
         try:
             if rc.is_failure:
                 return
+            sock = client.socket()
+            if isinstance(sock, socket.socket):  # no Nagle: acks are small and must not wait ~40 ms
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _rc, self._sub_mid = client.subscribe([(topics.all_ledgers(self.site), 1),
                                                    (topics.snapshot_request(self.site), 1),
                                                    (topics.all_statuses(self.site), 1)])
