@@ -48,7 +48,8 @@ class Broker:
         self.port = free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n{extra}")
+                             "persistence false\nmax_queued_messages 100000\n"
+                             f"set_tcp_nodelay true\n{extra}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
