@@ -256,7 +256,7 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
         await bus.close()
         await board.stop()
         await sim.stop()
-        closed = sum(1 for s in store.list_sessions() if s.status == "closed")
+        closed = sum(1 for s in store.list_sessions(limit=n + 10) if s.status == "closed")
         store.close()
 
     if not barrier_lat:

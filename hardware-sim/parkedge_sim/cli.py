@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import signal
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -109,10 +110,67 @@ async def _serve(site: SiteSim, api: ControlApi) -> None:
 
 
 @app.command()
-def run(scenario: str) -> None:
-    """Play a scenario file against running lanes (not implemented yet)."""
-    typer.echo(f"parkedge-sim run {scenario}: scenarios are not implemented yet", err=True)
-    raise typer.Exit(2)
+def run(
+    scenario: Annotated[Path, typer.Argument(help="The scenario TOML file (docs/scenarios.md).")],
+    control: Annotated[
+        str, typer.Option(help="The control API of a running `parkedge-sim serve`.")
+    ] = "http://127.0.0.1:8090",
+    lane_socket: Annotated[
+        list[str] | None,
+        typer.Option(help="LANE=PATH: the lane daemon's control socket (overrides the file)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON outcome per step.")] = False,
+) -> None:
+    """Play a scenario against running lanes: exit 0 if every expectation held, 1 if not,
+    2 if the scenario is malformed or the simulator cannot be reached."""
+    from parkedge_sim.scenario import (
+        ControlClient,
+        Player,
+        ScenarioError,
+        load_scenario,
+        with_sockets,
+    )
+
+    try:
+        overrides = {}
+        for item in lane_socket or []:
+            lane, sep, path = item.partition("=")
+            if not sep or not lane or not path:
+                raise ScenarioError("--lane-socket", f"{item!r} must be LANE=PATH")
+            overrides[lane] = path
+        sc = with_sockets(load_scenario(scenario), overrides)
+        player = Player(sc, ControlClient(control), _daemon_request)
+    except (ScenarioError, ValueError) as exc:
+        typer.echo(f"scenario error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def show(o: Any) -> None:
+        if as_json:
+            typer.echo(json.dumps(o.to_json(), ensure_ascii=False, default=str))
+        else:
+            mark = "ok  " if o.ok else "FAIL"
+            why = f"  ({'; '.join(o.failures)})" if o.failures else ""
+            typer.echo(f"{mark} {o.step:>3} {o.lane:<8} {o.name:<32} {o.result}{why}")
+
+    try:
+        outcomes = asyncio.run(player.play(show))
+    except ScenarioError as exc:
+        typer.echo(f"scenario error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (OSError, RuntimeError) as exc:
+        typer.echo(f"cannot play against {control}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    failed = [o for o in outcomes if not o.ok]
+    if not as_json:
+        typer.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} steps as expected")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _daemon_request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The lane daemon's control socket (one JSON line each way)."""
+    from edge.control import request
+
+    return request(Path(path), payload)
 
 
 @app.command()

@@ -7,8 +7,10 @@ HTTP/1.1 with Content-Length (no framework), 127.0.0.1 only.
     GET  /lanes                      -> {"entry": {...ports...}, ...}
     GET  /lanes/{id}                 -> snapshot of one lane
     POST /lanes/{id}/vehicle         {"plate", "at"?, "dwell_s"?, "reverse"?,
-                                      "tailgate_plate"?, "read_plate"?} -> outcome
+                                      "tailgate_plate"?, "read_plate"?, "open_timeout_s"?}
+                                      -> outcome
     POST /lanes/{id}/fault           {"name", "on"?, "value"?} -> active faults
+                                      ("faults": Modbus side, "active": every device)
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class ControlApi:
                         reverse=bool(args.get("reverse", False)),
                         tailgate_plate=args.get("tailgate_plate"),
                         read_plate=bool(args.get("read_plate", True)),
+                        open_timeout_s=_opt_float(args.get("open_timeout_s")),
                     )
                 except (ValueError, TypeError) as exc:
                     raise ApiError(400, f"vehicle: {exc}") from exc
@@ -131,7 +134,11 @@ class ControlApi:
                     lane.set_fault(name, bool(args.get("on", True)), float(args.get("value", 0)))
                 except (ValueError, TypeError) as exc:
                     raise ApiError(400, f"fault: {exc}") from exc
-                return {"lane": lane.lane_id, "faults": lane.modbus.snapshot()["faults"]}
+                return {
+                    "lane": lane.lane_id,
+                    "faults": lane.modbus.snapshot()["faults"],
+                    "active": lane.active_faults(),
+                }
         raise ApiError(404, f"no route {method} {path}")
 
 
@@ -148,6 +155,10 @@ def _json(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "body must be a JSON object")
     return value
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _time(value: Any) -> datetime | None:

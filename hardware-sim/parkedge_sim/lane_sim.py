@@ -27,6 +27,8 @@ DISPLAY_FAULTS = (
     "display_power_loss",
 )
 CAMERA_FAULTS = ("camera_down",)
+ALL_FAULTS = (*MODBUS_FAULTS, "power_return", *CAMERA_FAULTS, *DISPLAY_FAULTS)
+RESULTS = ("passed", "blocked", "reversed", "tailgated")
 TAILGATE_GAP_S = 0.15  # bumper to bumper: the closing loop is clear this long between cars
 
 
@@ -60,8 +62,14 @@ class LaneSim:
         open_timeout_s: float = 5.0,
         camera_repeats: int = 2,
         tz: tzinfo = UTC,
+        direction: str | None = None,
     ) -> None:
         self.lane_id = lane_id
+        # entry / exit: only labels the bench page's buttons ("drive in" / "drive out")
+        self.direction = direction or ("exit" if lane_id.lower().startswith(("exit", "x")) else
+                                       "entry")
+        self.current_plate: str | None = None  # the car now at the barrier (bench page frame)
+        self.last_plate: str | None = None
         self.modbus = ModbusLaneSim(
             framing=modbus_framing, port=modbus_port, rise_s=rise_s, fall_s=fall_s, hold_s=hold_s
         )
@@ -112,7 +120,21 @@ class LaneSim:
             if self.camera
             else None,
             "outcomes": [asdict(o) for o in self.outcomes[-20:]],
+            "direction": self.direction,
+            "current_plate": self.current_plate,
+            "last_plate": self.last_plate,
+            "active_faults": self.active_faults(),
         }
+
+    def active_faults(self) -> list[str]:
+        """Every fault now on, whichever device it is in (sorted names)."""
+        on = set(self.modbus.snapshot()["faults"])
+        if self.display is not None:
+            on.update(f"display_{k.removesuffix('_s')}"
+                      for k, v in self.display.active_faults().items() if v)
+        if self.camera is not None and self.camera.down:
+            on.add("camera_down")
+        return sorted(on)
 
     # -- faults -------------------------------------------------------------------------------
     def set_fault(self, name: str, on: bool = True, value: float = 0.0) -> None:
@@ -138,8 +160,7 @@ class LaneSim:
             else:
                 self.display.power_loss() if on else self.display.power_return()
         else:
-            known = (*MODBUS_FAULTS, "power_return", *CAMERA_FAULTS, *DISPLAY_FAULTS)
-            raise ValueError(f"unknown fault {name!r}; known: {', '.join(known)}")
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(ALL_FAULTS)}")
 
     # -- a car ----------------------------------------------------------------------------------
     async def vehicle_arrives(
@@ -159,15 +180,20 @@ class LaneSim:
         if dwell_s < 0:
             raise ValueError(f"vehicle_arrives: dwell_s must be >= 0, got {dwell_s}")
         async with self._busy:
-            outcome = await self._play(
+            self.current_plate = plate
+            self.last_plate = plate
+            try:
+                outcome = await self._play(
                 plate,
                 at or datetime.now(self.tz),
                 dwell_s,
                 reverse,
                 tailgate_plate,
                 read_plate,
-                self.open_timeout_s if open_timeout_s is None else open_timeout_s,
-            )
+                    self.open_timeout_s if open_timeout_s is None else open_timeout_s,
+                )
+            finally:
+                self.current_plate = None
         self.outcomes.append(outcome)
         return outcome
 

@@ -1,0 +1,146 @@
+"""`parkedge-sim run` end to end: a real `parkedge-sim serve`, a real `parkedge run` entry daemon
+(Modbus over TCP, the LED board on a pty, the camera pushing plates over HTTP), scenarios played
+through the control API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.control import request
+from edge.demo import free_port, lane_config, seed_members
+
+ROOT = Path(__file__).resolve().parents[2]
+TZ = ZoneInfo("Asia/Shanghai")
+SMOKE = ROOT / "config" / "scenarios" / "entry_smoke.toml"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("scenario-site")
+    cam = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "parkedge_sim.cli", "serve", "--lanes", "entry",
+         "--rise-s", "0.2", "--fall-s", "0.2", "--hold-s", "0.2",
+         "--lane-target", f"entry=http://127.0.0.1:{cam}/ISAPI/Event"],
+        stdout=subprocess.PIPE, stderr=(tmp / "sim.log").open("wb"), text=True, cwd=ROOT,
+        env=ENV,
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        assert sim.stdout is not None
+        info = json.loads(sim.stdout.readline())
+        lane = info["lanes"]["entry"]
+        seed_members(tmp / "site.db", datetime(2026, 11, 17, tzinfo=TZ))
+        cfg = lane_config(tmp, "E1", "entry", lane["modbus_url"], lane["display_path"],
+                          f"127.0.0.1:{cam}")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+            stdout=(tmp / "E1.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=ENV,
+        )
+        sock = tmp / "E1.sock"
+        deadline = time.monotonic() + 30
+        while True:
+            assert daemon.poll() is None, (tmp / "E1.log").read_text()
+            try:
+                if request(sock, {"cmd": "status"}).get("state") == "idle":
+                    break
+            except (ConnectionError, OSError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "the lane daemon did not come up"
+            time.sleep(0.1)
+        yield {"control": info["control"], "socket": str(sock), "tmp": tmp}
+    finally:
+        for proc in (daemon, sim):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def play(site: dict[str, Any], scenario: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "parkedge_sim.cli", "run", str(scenario),
+         "--control", site["control"], "--lane-socket", f"entry={site['socket']}", *extra],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120,
+    )
+
+
+def test_smoke_scenario_every_expectation_holds(site: dict[str, Any]) -> None:
+    done = play(site, SMOKE, "--json")
+    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, json.dumps(outcomes, ensure_ascii=False, indent=1) + done.stderr
+    assert [o["result"] for o in outcomes] == [
+        "passed", "passed", "reversed", "on", "blocked", "off", "tailgated", "blocked",
+    ]
+    assert all(o["ok"] for o in outcomes)
+    assert "stuck_arm" in outcomes[3]["detail"]["active_faults"]
+    assert "stuck_arm" not in outcomes[5]["detail"]["active_faults"]
+    assert any("禁止通行" in x for x in outcomes[7]["display"])
+    # the daemon really saw the cars: open sessions for those that drove in, none for the
+    # car that backed away (its entry undone) nor for the blacklisted one
+    from edge.store import Store
+
+    with Store.open(site["tmp"] / "site.db", "TEST-READER") as store:
+        plates = {s.plate for s in store.list_sessions(open_only=True, limit=1000)}
+    assert {"沪A12345", "浙B5T6Q8", "鲁Q08F99"} <= plates
+    assert "粤B66666" not in plates and "豫RM6396" not in plates
+
+
+def test_a_wrong_expectation_exits_1_and_says_which(site: dict[str, Any], tmp_path: Path) -> None:
+    sc = tmp_path / "wrong.toml"
+    sc.write_text(
+        '[scenario]\nstart = 2026-11-18T09:00:00+08:00\n[lanes.entry]\n'
+        '[[step]]\nlane = "entry"\nvehicle = "闽D5K233"\nat = "+1m"\ndwell_s = 0.2\n'
+        'expect = "blocked"\n'
+        '[[step]]\nlane = "entry"\nfault = "camera_down"\n'
+        '[[step]]\nlane = "entry"\nfault = "camera_down"\non = false\n',
+        encoding="utf-8",
+    )
+    done = play(site, sc, "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(outcomes) == 3
+    assert outcomes[0]["result"] == "passed" and not outcomes[0]["ok"]
+    assert "expected blocked" in outcomes[0]["failures"][0]
+    assert outcomes[1]["ok"] and outcomes[2]["ok"]
+
+
+def test_a_malformed_scenario_exits_2_with_the_key_path(tmp_path: Path) -> None:
+    sc = tmp_path / "bad.toml"
+    sc.write_text(
+        '[lanes.entry]\n[[step]]\nlane = "entry"\nvehicle = "沪A1"\n'
+        '[[step]]\nlane = "entry"\nvehicle = "沪A2"\nexpect = "flew"\n',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "parkedge_sim.cli", "run", str(sc), "--control",
+         "http://127.0.0.1:9"],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "step[2].expect" in done.stderr and "flew" in done.stderr
+
+
+def test_an_unreachable_simulator_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "parkedge_sim.cli", "run", str(SMOKE), "--control",
+         f"http://127.0.0.1:{free_port()}", "--lane-socket", f"entry={tmp_path / 'E1.sock'}"],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "cannot play" in done.stderr
