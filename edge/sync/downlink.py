@@ -102,6 +102,8 @@ class Downlink:
         self.store.set_lots(m.member_id, [(CENTRAL_LOT, max(0, available), None, None)])
         for plate in m.plates:
             self.store.bind_plate(plate, m.member_id, m.version)
+        for plate in set(self.state.plates_of(m.member_id)) - set(m.plates):
+            self.store.unbind_plate(plate)  # central removed the binding
         for cp in m.coupons:
             try:
                 self.store.add_coupon(m.member_id, cp.coupon_id, cp.kind, cp.value,

@@ -132,6 +132,11 @@ class SyncState:
                 "AND json_extract(l.payload, '$.action') = 'late_entry') "
                 "ORDER BY s.exited_at LIMIT 1"), {"p": plate, "e": entered_at}).scalar()
 
+    def plates_of(self, member_id: str) -> list[str]:
+        with self._lock, self._read() as c, c.begin():
+            return list(c.execute(text("SELECT plate FROM plate_bindings WHERE member_id = :m"),
+                                  {"m": member_id}).scalars())
+
     def late_entry_recorded(self, event_id: str) -> bool:
         with self._lock, self._read() as c, c.begin():
             return c.execute(text(

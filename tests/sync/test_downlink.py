@@ -168,16 +168,23 @@ def test_member_deltas_versions_gaps_and_available_balance(
                           and sync.state.account("M1").version == 5, 10)  # type: ignore[union-attr]
         assert codec.parse_snapshot_request(got[-1]) == ("exit-1", ("M1",), "gap")
         assert store.balance("M1", T0) == 600
-        # overdrawn and flagged by central: blocked here
-        raw.pub(t, _member_msg(6, 5, -20, {"exit-1": seq}, flagged=True))
+        # central unbinds the plate and binds another one
+        raw.pub(t, codec.encode_member(codec.MemberState(
+            "M1", 6, 5, "member", "Li", False, False, True, 600, ("粤B54321",), 100,
+            {"exit-1": seq})))
         assert wait_until(lambda: sync.state.account("M1").version == 6, 10)  # type: ignore[union-attr]
+        assert store.member_for_plate("粤B12345") is None
+        assert store.member_for_plate("粤B54321") is not None
+        # overdrawn and flagged by central: blocked here
+        raw.pub(t, _member_msg(7, 6, -20, {"exit-1": seq}, flagged=True))
+        assert wait_until(lambda: sync.state.account("M1").version == 7, 10)  # type: ignore[union-attr]
         assert store.get_member("M1").blocked  # type: ignore[union-attr]
         assert store.balance("M1", T0) == 0
         # hostile member messages are dropped, counted, the lane keeps going
-        raw.pub(t, b'{"v":1,"type":"member","member_id":"M1","version":"7"}')
+        raw.pub(t, b'{"v":1,"type":"member","member_id":"M1","version":"8"}')
         raw.pub(topics.member(SITE, "M2"), _member_msg(9, 8, 1, {}))  # wrong topic
         assert wait_until(lambda: sync.downlink.rejected["schema"] >= 2, 10)
-        assert sync.state.account("M1").version == 6  # type: ignore[union-attr]
+        assert sync.state.account("M1").version == 7  # type: ignore[union-attr]
     finally:
         sync.stop()
 
