@@ -13,8 +13,8 @@ sysdeps:
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$$missing fonts-noto-cjk"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
-	ldconfig -p | grep -q 'libGL.so.1 ' || missing="$$missing libgl1"; \
-	ldconfig -p | grep -q 'libglib-2.0.so.0 ' || missing="$$missing libglib2.0-0"; \
+	/sbin/ldconfig -p | grep -q 'libGL.so.1 ' || missing="$$missing libgl1"; \
+	/sbin/ldconfig -p | grep -q 'libglib-2.0.so.0 ' || missing="$$missing libglib2.0-0"; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
