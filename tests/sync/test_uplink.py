@@ -265,3 +265,61 @@ def test_reinstalled_lane_reusing_sequences_is_refused_not_deduplicated(
     finally:
         sync.stop()
         central.stop()
+
+
+def test_window_bounds_in_flight_and_unacked_batches_are_resent_with_backoff(
+        tmp_path: Path, broker: Broker) -> None:
+    """No central: nothing is acked, so only `window` distinct batches ever leave, each
+    resent after the ack timeout with a doubling back-off, and nothing is marked done."""
+    store = make_store(tmp_path, "lane-x")
+    write_events(store, 100)
+    seen: list[str] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ledger-watch")
+    c.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload)["batch_id"])
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(topics.ledger(SITE, "lane-x"), qos=1)
+    c.loop_start()
+    time.sleep(0.3)
+    sync = make_sync(store, broker.port, batch_max_entries=10, window=2, ack_timeout_s=0.5)
+    sync.start()
+    try:
+        time.sleep(4.0)  # sends at 0, resends at ~0.5+1, ~1.5+2 (back-off 1 s, then 2 s)
+        assert set(seen) == {"lane-x:1-10", "lane-x:11-20"}
+        per_batch = {b: seen.count(b) for b in set(seen)}
+        # a fixed 0.5 s timeout would give ~8 each; the doubling back-off gives 3-4
+        assert all(2 <= n <= 4 for n in per_batch.values()), per_batch
+        assert sync.uplink.in_flight == 2 and sync.backlog() == 100
+        assert len(store.unacked(limit=1000)) == 100
+    finally:
+        sync.stop()
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_oversized_and_garbage_messages_never_stop_the_lane(
+        tmp_path: Path, broker: Broker) -> None:
+    store = make_store(tmp_path, "lane-x")
+    sync = make_sync(store, broker.port)
+    sync.start()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vandal")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        assert wait_until(sync.link.subscribed.is_set, 10)
+        big = b"{" + b" " * (5 * 1024 * 1024) + b"}"
+        c.publish(topics.member(SITE, "M1"), big, qos=1).wait_for_publish(10)
+        for junk in (b"", b"null", b"[]", b'{"v":1,"type":"member"}', b"\xff" * 100):
+            c.publish(topics.member(SITE, "M1"), junk, qos=1).wait_for_publish(5)
+        c.publish(topics.ack(SITE, "lane-x"), b'{"v":1,"type":"ack","upto":-1}',
+                  qos=1).wait_for_publish(5)
+        good = codec.MemberState("M1", 1, 0, "member", None, False, False, True, 42, (), 10, {})
+        c.publish(topics.member(SITE, "M1"), codec.encode_member(good),
+                  qos=1).wait_for_publish(5)
+        assert wait_until(lambda: sync.state.account("M1") is not None, 10)
+        assert sync.link.oversized == 1
+        assert sum(sync.downlink.rejected.values()) == 5 and sync.bad_acks == 1
+        assert sync.spend_limit("M1") == 42
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        sync.stop()
