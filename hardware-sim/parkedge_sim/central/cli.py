@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     bundle: dict[str, Any] | None = None
     if a.rules is not None:
         bundle = tomllib.loads(a.rules.read_text("utf-8"))
+    signing_key = load_signing_key(a.signing_key)
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    pub = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    print(f"rules public key (sync.rules_public_key on every lane): {pub}")
     server = CentralServer(host=host, port=int(port), site=a.site, lane_keys=keys,
-                           db_url=a.db, signing_key=load_signing_key(a.signing_key),
-                           allowance=a.allowance)
+                           db_url=a.db, signing_key=signing_key, allowance=a.allowance)
     server.start()
     web = None
     if a.web_port is not None:
