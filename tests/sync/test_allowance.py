@@ -71,3 +71,34 @@ def test_two_lanes_offline_never_exceed_their_allowances(
         for s in syncs:
             s.stop()
         central.stop()
+
+
+def test_offline_overdraft_is_flagged_centrally_and_blocks_every_lane(
+        tmp_path: Path, own_broker: Broker) -> None:
+    central = make_central(tmp_path, own_broker.port, allowance=100)
+    central.start()
+    lanes = [make_store(tmp_path, "entry-1"), make_store(tmp_path, "exit-1")]
+    syncs = [make_sync(s, own_broker.port) for s in lanes]
+    for s in syncs:
+        s.start()
+    try:
+        assert wait_until(central.connected.is_set, 10)
+        central.add_member("M1", balance=150)
+        assert wait_until(lambda: all(s.spend_limit("M1") == 150 for s in syncs), 10)
+        own_broker.kill()
+        assert wait_until(lambda: not any(s.link.connected.is_set() for s in syncs), 10)
+        for k, (store, sync) in enumerate(zip(lanes, syncs, strict=True)):
+            n = sync.spend_limit("M1", overdraft=10)
+            assert n == 110  # each lane alone stays within the balance ...
+            _deduct(store, f"{store.lane_id}-x", n, k)
+        own_broker.start()
+        # ... together they overdraw it: central takes both, goes negative and flags it
+        assert wait_until(lambda: central.db.balance("M1") == -70, 30)
+        st = central.db.member_state("M1", {}, 0)
+        assert st is not None and st.flagged
+        assert wait_until(lambda: all(s.spend_limit("M1") == 0 for s in syncs)
+                          and all(s.get_member("M1").blocked for s in lanes), 15)  # type: ignore[union-attr]
+    finally:
+        for s in syncs:
+            s.stop()
+        central.stop()
