@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from parkedge_sim.bench_page import BenchPage
 from parkedge_sim.control_api import ControlApi
 from parkedge_sim.lane_sim import LaneSim, SiteSim
 
@@ -44,37 +45,96 @@ def _targets(values: list[str], lanes: list[str]) -> dict[str, str]:
     return targets
 
 
+LanesOpt = Annotated[str, typer.Option(help="Comma-separated lane ids.")]
+BasePortOpt = Annotated[
+    int, typer.Option(help="Modbus port of the first lane (+1 per lane); 0 = any free port.")
+]
+FramingOpt = Annotated[str, typer.Option(help='Modbus framing: "tcp" or "rtu" (socket://).')]
+ControlOpt = Annotated[str, typer.Option(help="host:port of the JSON control API.")]
+TargetOpt = Annotated[
+    list[str] | None, typer.Option(help="LANE=URL the lane's camera posts plates to (repeatable).")
+]
+DisplayOpt = Annotated[bool, typer.Option(help="Simulate the LED board on a pty.")]
+CodecOpt = Annotated[str, typer.Option(help='"a0" or "a5".')]
+RiseOpt = Annotated[float, typer.Option(help="Arm rise time.")]
+FallOpt = Annotated[float, typer.Option(help="Arm fall time.")]
+HoldOpt = Annotated[float, typer.Option(help="Auto-close delay after the loop clears.")]
+SocketOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="LANE=PATH: the lane daemon's control socket, shown on the bench page."),
+]
+LedgerOpt = Annotated[
+    Path | None, typer.Option(help="The lanes' ledger file; the bench page shows its tail.")
+]
+
+
 @app.command()
 def serve(
-    lanes: Annotated[str, typer.Option(help="Comma-separated lane ids.")] = "entry,exit",
-    base_port: Annotated[
-        int, typer.Option(help="Modbus port of the first lane (+1 per lane); 0 = any free port.")
-    ] = 0,
-    framing: Annotated[str, typer.Option(help='Modbus framing: "tcp" or "rtu" (socket://).')] = (
-        "tcp"
-    ),
-    control: Annotated[str, typer.Option(help="host:port of the JSON control API.")] = (
-        "127.0.0.1:0"
-    ),
-    lane_target: Annotated[
-        list[str] | None,
-        typer.Option(help="LANE=URL the lane's camera posts plates to (repeatable)."),
+    lanes: LanesOpt = "entry,exit",
+    base_port: BasePortOpt = 0,
+    framing: FramingOpt = "tcp",
+    control: ControlOpt = "127.0.0.1:0",
+    lane_target: TargetOpt = None,
+    display: DisplayOpt = True,
+    display_codec: CodecOpt = "a0",
+    rise_s: RiseOpt = 1.0,
+    fall_s: FallOpt = 1.0,
+    hold_s: HoldOpt = 1.0,
+    bench_page: Annotated[
+        str | None, typer.Option(help="host:port to serve the bench page on as well.")
     ] = None,
-    display: Annotated[bool, typer.Option(help="Simulate the LED board on a pty.")] = True,
-    display_codec: Annotated[str, typer.Option(help='"a0" or "a5".')] = "a0",
-    rise_s: Annotated[float, typer.Option(help="Arm rise time.")] = 1.0,
-    fall_s: Annotated[float, typer.Option(help="Arm fall time.")] = 1.0,
-    hold_s: Annotated[float, typer.Option(help="Auto-close delay after the loop clears.")] = 1.0,
+    lane_socket: SocketOpt = None,
+    ledger: LedgerOpt = None,
 ) -> None:
     """Serve simulated lanes until SIGTERM."""
+    site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
+                 hold_s)
+    host, port = _split_host_port(control, "--control")
+    page = _page(site, bench_page, lane_socket, ledger) if bench_page else None
+    asyncio.run(_serve(site, ControlApi(site, host, port), page))
+
+
+@app.command()
+def bench(
+    page: Annotated[str, typer.Option(help="host:port of the bench page.")] = "127.0.0.1:8091",
+    lanes: LanesOpt = "entry,exit",
+    base_port: BasePortOpt = 0,
+    framing: FramingOpt = "tcp",
+    control: ControlOpt = "127.0.0.1:0",
+    lane_target: TargetOpt = None,
+    display: DisplayOpt = True,
+    display_codec: CodecOpt = "a0",
+    rise_s: RiseOpt = 1.0,
+    fall_s: FallOpt = 1.0,
+    hold_s: HoldOpt = 1.0,
+    lane_socket: SocketOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Serve simulated lanes AND the bench web page (what `serve --bench-page` does)."""
+    site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
+                 hold_s)
+    host, port = _split_host_port(control, "--control")
+    asyncio.run(_serve(site, ControlApi(site, host, port), _page(site, page, lane_socket, ledger)))
+
+
+def _site(
+    lanes: str,
+    base_port: int,
+    framing: str,
+    lane_target: list[str] | None,
+    display: bool,
+    display_codec: str,
+    rise_s: float,
+    fall_s: float,
+    hold_s: float,
+) -> SiteSim:
     ids = [lane.strip() for lane in lanes.split(",") if lane.strip()]
     if not ids or len(set(ids)) != len(ids):
         raise typer.BadParameter(f"--lanes {lanes!r} must name distinct lanes")
     if framing not in ("tcp", "rtu"):
         raise typer.BadParameter(f"--framing {framing!r} must be tcp or rtu")
-    host, port = _split_host_port(control, "--control")
     targets = _targets(lane_target or [], ids)
-    site = SiteSim(
+    return SiteSim(
         {
             lane_id: LaneSim(
                 lane_id,
@@ -90,10 +150,24 @@ def serve(
             for i, lane_id in enumerate(ids)
         }
     )
-    asyncio.run(_serve(site, ControlApi(site, host, port)))
 
 
-async def _serve(site: SiteSim, api: ControlApi) -> None:
+def _page(
+    site: SiteSim, where: str, lane_socket: list[str] | None, ledger: Path | None
+) -> BenchPage:
+    host, port = _split_host_port(where, "--bench-page")
+    sockets: dict[str, str] = {}
+    for item in lane_socket or []:
+        lane, sep, path = item.partition("=")
+        if not sep or lane not in site.lanes or not path:
+            raise typer.BadParameter(
+                f"--lane-socket {item!r} must be LANE=PATH with LANE in {list(site.lanes)}"
+            )
+        sockets[lane] = path
+    return BenchPage(site, host, port, lane_sockets=sockets, ledger=ledger)
+
+
+async def _serve(site: SiteSim, api: ControlApi, page: BenchPage | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,9 +175,15 @@ async def _serve(site: SiteSim, api: ControlApi) -> None:
     lanes = await site.start()
     try:
         port = await api.start()
-        print(json.dumps({"control": f"http://{api.host}:{port}", "lanes": lanes}), flush=True)
+        line: dict[str, Any] = {"control": f"http://{api.host}:{port}", "lanes": lanes}
+        if page is not None:
+            await page.start()
+            line["bench_page"] = page.url
+        print(json.dumps(line), flush=True)
         await stop.wait()
     finally:
+        if page is not None:
+            await page.stop()
         await api.stop()
         with contextlib.suppress(Exception):
             await site.stop()
@@ -171,13 +251,6 @@ def _daemon_request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     from edge.control import request
 
     return request(Path(path), payload)
-
-
-@app.command()
-def bench() -> None:
-    """Serve the bench web page (not implemented yet)."""
-    typer.echo("parkedge-sim bench: the bench page is not implemented yet", err=True)
-    raise typer.Exit(2)
 
 
 def main() -> None:
