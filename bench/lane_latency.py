@@ -70,6 +70,7 @@ class Marks:
     coil_on_acked: list[float] = field(default_factory=list)
     frame_acked: list[float] = field(default_factory=list)
     screens: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, text
+    decisions: list[tuple[float, float]] = field(default_factory=list)  # decide() start, end
 
 
 def wrap_async(fn: Callable[..., Any], after: Callable[[tuple[Any, ...], float], None]) -> Any:
@@ -184,6 +185,16 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
     def display_quiet() -> bool:
         return showing[0] == 0 and runner._screen.empty()
 
+    real_decide = decider.decide
+
+    def decide(*args: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real_decide(*args, **kw)
+        finally:
+            marks.decisions.append((start, time.perf_counter()))
+
+    decider.decide = decide  # type: ignore[method-assign]
     hub.write_coil = wrap_async(hub.write_coil, on_coil)  # type: ignore[method-assign]
     bus.exchange = wrap_async(bus.exchange, on_frame)  # type: ignore[method-assign]
     display.show = show  # type: ignore[method-assign]
@@ -205,6 +216,9 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
     barrier_lat: list[float] = []
     first_frame: list[float] = []
     full_screen: list[float] = []
+    to_decide: list[float] = []  # t0 -> decide() called (queue + event loop)
+    deciding: list[float] = []  # inside decide(): ledger transaction + pricing
+    decided_to_coil: list[float] = []  # decide() returned -> coil ON acked
     failures: list[str] = []
     try:
         await until(lambda: bool(marks.screens), 2.0)  # the idle screen is up
@@ -220,6 +234,7 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
             # started is the decision's
             await until(display_quiet, 2.0)
             n_coil, n_screens = len(marks.coil_on_acked), len(marks.screens)
+            n_dec = len(marks.decisions)
             t0 = time.perf_counter()
             plates.submit(plate, at, "bench")
             ok = await until(acted(marks, n_coil, n_screens), 3.0)
@@ -227,6 +242,10 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
                 failures.append(f"{plate}: no open/screen (state {runner.lane.state})")
                 break
             barrier_lat.append(marks.coil_on_acked[n_coil] - t0)
+            d_start, d_end = marks.decisions[n_dec]
+            to_decide.append(d_start - t0)
+            deciding.append(d_end - d_start)
+            decided_to_coil.append(marks.coil_on_acked[n_coil] - d_end)
             start, end, text = marks.screens[n_screens]
             if start < t0:
                 failures.append(f"{plate}: a screen was still being written at t0 ({text})")
@@ -275,6 +294,11 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
         "bare_p99_ms": bare_s["p99"],
         "display_first_frame_ms": summary(first_frame),
         "display_screen_ms": summary(full_screen),
+        "breakdown_ms": {
+            "plate_to_decide": summary(to_decide),
+            "decide_ledger_and_pricing": summary(deciding),
+            "decided_to_coil_acked": summary(decided_to_coil),
+        },
         "goal_p99_under_50ms": b["p99"] < 50.0,
         "goal_p99_under_5x_bare": b["p99"] < 5 * bare_s["p99"],
         "relay_latched": len(sim.stats.latched),
@@ -307,6 +331,8 @@ def main() -> int:
         f, s = result["display_first_frame_ms"], result["display_screen_ms"]
         print(f"  plate → first display frame acked: p50 {f['p50']}  p99 {f['p99']} ms")
         print(f"  plate → whole screen acked:        p50 {s['p50']}  p99 {s['p99']} ms")
+        for k, v in result["breakdown_ms"].items():
+            print(f"    {k:<28} p50 {v['p50']}  p99 {v['p99']}  max {v['max']} ms")
         print(f"  bare write_coil round trip: p50 {result['bare_p50_ms']}  "
               f"p99 {result['bare_p99_ms']} ms")
         print(f"  goals: p99<50ms {result['goal_p99_under_50ms']}, "
