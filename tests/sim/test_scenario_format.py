@@ -88,5 +88,4 @@ def test_steps_talking_to_a_daemon_need_its_socket() -> None:
         with_sockets(sc, {})
     assert err.value.path == "step[1].expect_state"
     assert with_sockets(sc, {"exit": "/run/x.sock"}).sockets == {"exit": "/run/x.sock"}
-    with pytest.raises(ScenarioError, match="--lane-socket"):
-        with_sockets(sc, {"side": "/run/y.sock"})
+    assert with_sockets(sc, {"exit": "/a", "side": "/b"}).sockets == {"exit": "/a"}

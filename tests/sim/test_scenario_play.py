@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,44 +28,54 @@ SMOKE = ROOT / "config" / "scenarios" / "entry_smoke.toml"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+def wait_idle(proc: subprocess.Popen[bytes], sock: Path, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if request(sock, {"cmd": "status"}).get("state") == "idle":
+                return
+        except (ConnectionError, OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"the lane daemon did not come up: {log}"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The simulator with an entry and an exit lane, each with its own real daemon."""
     tmp = tmp_path_factory.mktemp("scenario-site")
-    cam = free_port()
+    cams = {"entry": free_port(), "exit": free_port()}
     sim = subprocess.Popen(
-        [sys.executable, "-m", "parkedge_sim.cli", "serve", "--lanes", "entry",
+        [sys.executable, "-m", "parkedge_sim.cli", "serve", "--lanes", "entry,exit",
          "--rise-s", "0.2", "--fall-s", "0.2", "--hold-s", "0.2",
-         "--lane-target", f"entry=http://127.0.0.1:{cam}/ISAPI/Event"],
+         *(f"--lane-target={lane}=http://127.0.0.1:{port}/ISAPI/Event"
+           for lane, port in cams.items())],
         stdout=subprocess.PIPE, stderr=(tmp / "sim.log").open("wb"), text=True, cwd=ROOT,
         env=ENV,
     )
-    daemon: subprocess.Popen[bytes] | None = None
+    daemons: list[subprocess.Popen[bytes]] = []
     try:
         assert sim.stdout is not None
         info = json.loads(sim.stdout.readline())
-        lane = info["lanes"]["entry"]
         seed_members(tmp / "site.db", datetime(2026, 11, 17, tzinfo=TZ))
-        cfg = lane_config(tmp, "E1", "entry", lane["modbus_url"], lane["display_path"],
-                          f"127.0.0.1:{cam}")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-            stdout=(tmp / "E1.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=ENV,
-        )
-        sock = tmp / "E1.sock"
-        deadline = time.monotonic() + 30
-        while True:
-            assert daemon.poll() is None, (tmp / "E1.log").read_text()
-            try:
-                if request(sock, {"cmd": "status"}).get("state") == "idle":
-                    break
-            except (ConnectionError, OSError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "the lane daemon did not come up"
-            time.sleep(0.1)
-        yield {"control": info["control"], "socket": str(sock), "tmp": tmp}
+        for lane_id, direction in (("E1", "entry"), ("X1", "exit")):
+            lane = info["lanes"][direction]
+            cfg = lane_config(tmp, lane_id, direction, lane["modbus_url"], lane["display_path"],
+                              f"127.0.0.1:{cams[direction]}")
+            daemons.append(subprocess.Popen(
+                [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+                stdout=(tmp / f"{lane_id}.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+                env=ENV,
+            ))
+        for proc, lane_id in zip(daemons, ("E1", "X1"), strict=True):
+            wait_idle(proc, tmp / f"{lane_id}.sock", tmp / f"{lane_id}.log")
+        yield {"control": info["control"], "socket": str(tmp / "E1.sock"),
+               "exit_socket": str(tmp / "X1.sock"), "tmp": tmp}
     finally:
-        for proc in (daemon, sim):
-            if proc is not None and proc.poll() is None:
+        procs: list[subprocess.Popen[Any]] = [*daemons, sim]
+        for proc in procs:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=10)
@@ -75,7 +86,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def play(site: dict[str, Any], scenario: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "parkedge_sim.cli", "run", str(scenario),
-         "--control", site["control"], "--lane-socket", f"entry={site['socket']}", *extra],
+         "--control", site["control"], "--lane-socket", f"entry={site['socket']}",
+         "--lane-socket", f"exit={site['exit_socket']}", *extra],
         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120,
     )
 
@@ -99,6 +111,27 @@ def test_smoke_scenario_every_expectation_holds(site: dict[str, Any]) -> None:
         plates = {s.plate for s in store.list_sessions(open_only=True, limit=1000)}
     assert {"沪A12345", "浙B5T6Q8", "鲁Q08F99"} <= plates
     assert "粤B66666" not in plates and "豫RM6396" not in plates
+
+
+def test_site_day_payment_operator_open_camera_and_board_faults(site: dict[str, Any]) -> None:
+    done = play(site, ROOT / "config" / "scenarios" / "site_day.toml", "--json")
+    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, json.dumps(outcomes, ensure_ascii=False, indent=1) + done.stderr
+    assert [o["result"] for o in outcomes] == [
+        "passed", "on", "blocked", "off", "passed", "passed", "on", "off",
+    ]
+    assert outcomes[2]["detail"]["camera_statuses"] == []  # the camera sent nothing
+    assert outcomes[4]["detail"]["paid"] == {"amount": "42.50", "method": "qr", "ok": True,
+                                             "error": None}
+    assert outcomes[5]["detail"]["operator_open"]["ok"] is True
+    assert "display_power_loss" in outcomes[6]["detail"]["active_faults"]
+    from edge.store import Store
+
+    with Store.open(site["tmp"] / "site.db", "TEST-READER") as store:
+        paid = [s for s in store.list_sessions(limit=1000) if s.plate == "浙B5T6Q8"]
+        kinds = [str(e["kind"]) for e in store.export("entries")]
+    assert paid and paid[0].paid is not None and paid[0].paid >= Decimal("42.50")
+    assert "manual_open" in kinds
 
 
 def test_a_wrong_expectation_exits_1_and_says_which(site: dict[str, Any], tmp_path: Path) -> None:
