@@ -177,3 +177,25 @@ def test_bench_refuses_a_non_loopback_page() -> None:
         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=30,
     )
     assert done.returncode == 2 and "loopback" in done.stderr
+
+
+def test_serve_with_bench_page_prints_its_url_and_serves_the_page() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parkedge_sim.cli", "serve", "--lanes", "x1", "--no-display",
+         "--bench-page", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["bench_page"] == f"http://127.0.0.1:{port}/"
+        status, html = _get(info["bench_page"])
+        assert status == 200 and b'src="/app.js"' in html
+        status, body = _get(info["bench_page"] + "api/state")
+        state = json.loads(body)
+        lane = state["lanes"]["x1"]
+        assert lane["direction"] == "exit" and lane["daemon"] is None
+        assert "stuck_arm" in state["faults"] and state["ledger"] is None
+    finally:
+        stop(proc)
