@@ -13,6 +13,7 @@ sysdeps:
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$$missing fonts-noto-cjk"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	/sbin/ldconfig -p | grep -q 'libGL.so.1 ' || missing="$$missing libgl1"; \
 	/sbin/ldconfig -p | grep -q 'libglib-2.0.so.0 ' || missing="$$missing libglib2.0-0"; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -41,6 +42,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/pricing.py
+	$(PY) bench/lane_latency.py
+	$(PY) bench/sync_drain.py
+	$(PY) bench/lpr.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

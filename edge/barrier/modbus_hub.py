@@ -167,10 +167,16 @@ class ModbusHub:
             self._client.close()
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        """Close the connection; waits for a request in flight, but never for ever."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), self.timeout_s * (self.retries + 2))
+        except TimeoutError:
+            log.warning("%s: closing with a request still in flight", self.name)
+        else:
+            self._lock.release()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     # -- the one guarded path -------------------------------------------------------------------
     async def call(self, what: str, request: Callable[[Client], Awaitable[Any]]) -> Any:

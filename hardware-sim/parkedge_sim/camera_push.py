@@ -92,13 +92,14 @@ async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0) -
             "Connection: close\r\n\r\n"
         ).encode()
         writer.write(head + body)
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), timeout)
         status_line = await asyncio.wait_for(reader.readline(), timeout)
         return int(status_line.split()[1])
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        # bounded: a peer that stops reading must not hang the camera
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
 
 
 class CameraPushSim:

@@ -215,7 +215,8 @@ class ModbusLaneSim:
                 await self._physics
             self._physics = None
         if self._server is not None:
-            await self._server.shutdown()
+            with contextlib.suppress(TimeoutError):  # never hang a test or a bench on exit
+                await asyncio.wait_for(self._server.shutdown(), 5.0)
             self._server = None
 
     # -- inputs the world drives ----------------------------------------------------------------

@@ -105,17 +105,6 @@ def test_serve_prints_ports_and_control_api_drives_a_lane(served: dict[str, Any]
     )
 
 
-def test_unimplemented_commands_say_so_and_exit_2() -> None:
-    for args in (["run", "x.toml"], ["bench"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "parkedge_sim.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert done.returncode == 2 and "not implemented" in done.stderr
-
-
 def test_non_loopback_control_is_refused() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "parkedge_sim.cli", "serve", "--control", "0.0.0.0:9000"],

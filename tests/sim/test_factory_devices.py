@@ -43,7 +43,7 @@ def test_devices_built_from_config_drive_the_simulated_lane(framing: str, driver
             assert type(devices.barrier) is expected
             assert isinstance(devices.loops, ModbusLoops)
             assert list(devices.modbus_hubs) == ["io"]  # barrier and loops share one owner
-            assert devices.loops.hub is devices.barrier.hub  # type: ignore[attr-defined]
+            assert devices.loops.hub is devices.barrier.hub
             await devices.start()
             await devices.barrier.pulse_open()
             assert await sim.modbus.wait_for_arm("up", 1.0)
