@@ -11,12 +11,12 @@ failure is counted by the HealthTracker and polling goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from edge.aio import cancel_and_wait
 from edge.barrier.health import HealthTracker
 from edge.barrier.interfaces import DeviceError, Health, LoopInputs
 from edge.barrier.modbus_hub import ModbusHub
@@ -91,9 +91,7 @@ class ModbusLoops:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     # -- Loops protocol ----------------------------------------------------------------------------

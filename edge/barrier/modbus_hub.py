@@ -145,7 +145,8 @@ class ModbusHub:
         else:
             self.reconnects_total += 1
         try:
-            ok = await asyncio.wait_for(client.connect(), self.timeout_s * 2)
+            async with asyncio.timeout(self.timeout_s * 2):  # never swallows a cancel
+                ok = await client.connect()
         except (TimeoutError, OSError, ModbusException) as exc:
             ok = False
             reason = str(exc) or type(exc).__name__
@@ -169,7 +170,8 @@ class ModbusHub:
     async def close(self) -> None:
         """Close the connection; waits for a request in flight, but never for ever."""
         try:
-            await asyncio.wait_for(self._lock.acquire(), self.timeout_s * (self.retries + 2))
+            async with asyncio.timeout(self.timeout_s * (self.retries + 2)):
+                await self._lock.acquire()
         except TimeoutError:
             log.warning("%s: closing with a request still in flight", self.name)
         else:
@@ -188,7 +190,9 @@ class ModbusHub:
                     self.requests_total += 1
                     try:
                         client = await self._ensure_connected()
-                        reply = await asyncio.wait_for(request(client), self.timeout_s * 1.5)
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                        async with asyncio.timeout(self.timeout_s * 1.5):
+                            reply = await request(client)
                     except asyncio.CancelledError:
                         self._drop()  # a reply may still be on its way: never let it pair up
                         raise

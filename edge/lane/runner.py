@@ -21,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from edge.aio import cancel_and_wait
 from edge.barrier.interfaces import (
     ArmState,
     Barrier,
@@ -126,11 +127,7 @@ class LaneRunner:
         self._stopping = True
         for h in self._timers.values():
             h.cancel()
-        for t in [*self._tasks, *self._background]:
-            t.cancel()
-        for t in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([*self._tasks, *self._background])
         self._tasks = []
 
     def alive(self, max_age_s: float = 10.0) -> bool:
@@ -179,7 +176,8 @@ class LaneRunner:
     async def _consume(self) -> None:
         while True:
             try:
-                event = await asyncio.wait_for(self._events.get(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    event = await self._events.get()
             except TimeoutError:
                 self.heartbeat = time.monotonic()
                 continue

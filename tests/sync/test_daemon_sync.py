@@ -1,0 +1,146 @@
+"""The real lane daemon with ``[sync] enabled``: its ledger reaches the bench central server
+through a real Mosquitto, signed and acknowledged, while the lane keeps working."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from parkedge_sim.display_sim import DisplaySim
+from parkedge_sim.lane_sim import LaneSim
+
+from edge.control import request
+from edge.store import Store
+from tests.sync.conftest import Broker, free_port, make_central, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def lane_config(tmp: Path, modbus: str, display: str, camera_port: int, broker: int) -> Path:
+    key = tmp / "hmac.key"
+    key.write_text("k-entry-1", encoding="utf-8")
+    os.chmod(key, 0o600)
+    text = f"""
+[lane]
+id = "entry-1"
+site = "mall"
+direction = "entry"
+timezone = "Asia/Shanghai"
+clock = "event"
+control_socket = "{tmp / "lane.sock"}"
+
+[buses.io]
+url = "{modbus}"
+protocol = "modbus"
+gap_ms = 1
+
+[buses.led]
+url = "{display}"
+protocol = "raw"
+gap_ms = 1
+
+[devices.barrier]
+driver = "modbus-coil"
+bus = "io"
+pulse_ms = 100
+
+[devices.loops]
+driver = "modbus-inputs"
+bus = "io"
+poll_ms = 10
+debounce_ms = 5
+
+[devices.display]
+driver = "a0"
+bus = "led"
+
+[camera]
+source = "push"
+listen = "127.0.0.1:{camera_port}"
+
+[rules]
+path = "{REPO / "config" / "rules.example.toml"}"
+
+[sync]
+enabled = true
+broker_url = "mqtt://127.0.0.1:{broker}"
+hmac_key = {{ file = "{key}" }}
+keepalive_s = 5
+
+[storage]
+path = "{tmp / "lane.db"}"
+
+[logging]
+level = "WARNING"
+"""
+    path = tmp / "lane.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
+    tmp_path: Path, own_broker: Broker
+) -> None:
+    central = make_central(tmp_path, own_broker.port)
+    central.start()
+    camera_port = free_port()
+
+    async def go() -> None:
+        sim = LaneSim("entry", camera_target=f"http://127.0.0.1:{camera_port}/ISAPI",
+                      rise_s=0.05, fall_s=0.05, hold_s=0.1, tz=TZ, display=False)
+        info = await sim.start()
+        board = DisplaySim("a0")
+        display = await board.start()
+        cfg = lane_config(tmp_path, info["modbus_url"], display, camera_port, own_broker.port)
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+                                stdout=(tmp_path / "lane.log").open("wb"),
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if request(tmp_path / "lane.sock", {"cmd": "status"}, 1).get("ok"):
+                        break
+                except (ConnectionError, OSError):
+                    await asyncio.sleep(0.1)
+            for i, plate in enumerate(["沪A10001", "沪A10002"]):
+                out = await sim.vehicle_arrives(plate, datetime(2026, 11, 23, 9, i, tzinfo=TZ),
+                                                dwell_s=0.1)
+                assert out.result == "passed"
+                await sim.modbus.wait_for_arm("down", 5)
+            assert await asyncio.to_thread(
+                wait_until, lambda: central.db.count_entries() >= 2, 20
+            ), (tmp_path / "lane.log").read_text()[-2000:]
+            # the broker dies: the lane goes on, and the backlog drains when it is back
+            own_broker.kill()
+            for i, plate in enumerate(["沪A10003", "沪A10004", "沪A10005"]):
+                out = await sim.vehicle_arrives(plate, datetime(2026, 11, 23, 10, i, tzinfo=TZ),
+                                                dwell_s=0.1)
+                assert out.result == "passed", "the lane stopped working without the network"
+                await sim.modbus.wait_for_arm("down", 5)
+            own_broker.start()
+            with Store.open(tmp_path / "lane.db", "entry-1") as store:
+                local = {e.entry_id for e in store.entries(0, 10_000)}
+            assert await asyncio.to_thread(
+                wait_until, lambda: set(central.db.entry_ids("entry-1")) >= local, 40
+            ), (tmp_path / "lane.log").read_text()[-2000:]
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            await board.stop()
+            await sim.stop()
+            central.stop()
+        ids = central.db.entry_ids("entry-1")
+        assert len(ids) == len(set(ids)), "central holds an entry twice"
+        with Store.open(tmp_path / "lane.db", "entry-1") as store:
+            assert store.verify().ok
+            assert sum(1 for s in store.list_sessions() if s.plate.startswith("沪A1000")) == 5
+
+    asyncio.run(go())
