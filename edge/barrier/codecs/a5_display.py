@@ -29,6 +29,7 @@ from edge.barrier.codecs.display_model import (
     COLOUR_CODES,
     DisplayCommand,
     Effect,
+    FramedCommandDecoder,
     Kind,
     check_byte,
 )
@@ -163,34 +164,9 @@ def from_frame(frame: A5Frame, encoding: str = "gb2312") -> DisplayCommand | Non
     return DisplayCommand(kind, frame.address) if not d else None
 
 
-class CommandDecoder:
-    """Decoder at the command level; well-framed but meaningless frames count as ``malformed``."""
-
-    def __init__(self, encoding: str = "gb2312") -> None:
-        self._dec = Decoder()
-        self._encoding = check_encoding(encoding)
-        self.malformed = 0
-
-    @property
-    def bad_frames(self) -> int:
-        return self._dec.bad_frames
-
-    @property
-    def pending(self) -> int:
-        return self._dec.pending
-
-    def reset(self) -> None:
-        self._dec.reset()
-
-    def feed(self, data: bytes) -> list[DisplayCommand]:
-        out = []
-        for frame in self._dec.feed(data):
-            cmd = from_frame(frame, self._encoding)
-            if cmd is None:
-                self.malformed += 1
-            else:
-                out.append(cmd)
-        return out
+def CommandDecoder(encoding: str = "gb2312") -> FramedCommandDecoder[A5Frame]:
+    """Command-level decoder for this framing (the class name older callers use)."""
+    return FramedCommandDecoder(Decoder(), from_frame, encoding)
 
 
 class A5Codec:
@@ -202,7 +178,7 @@ class A5Codec:
     def encode(self, cmd: DisplayCommand) -> bytes:
         return encode(to_frame(cmd, self.encoding))
 
-    def decoder(self) -> CommandDecoder:
+    def decoder(self) -> FramedCommandDecoder[A5Frame]:
         return CommandDecoder(self.encoding)
 
 

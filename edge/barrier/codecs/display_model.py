@@ -6,10 +6,12 @@ Each board codec (``a0_display``, ``a5_display``) maps these commands onto its o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
+from edge.barrier.codecs.text import check_encoding
 from edge.barrier.interfaces import Colour
 
 # Colour byte on the wire (first byte of a show/idle payload).
@@ -77,6 +79,60 @@ class DisplayCodec(Protocol):
         ...
 
     def decoder(self) -> CommandDecoder: ...
+
+
+F = TypeVar("F")
+
+
+class FrameDecoder(Protocol[F]):
+    """A vendor's incremental frame decoder (checksums verified there)."""
+
+    @property
+    def bad_frames(self) -> int: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    def feed(self, data: bytes) -> list[F]: ...
+
+    def reset(self) -> None: ...
+
+
+class FramedCommandDecoder(Generic[F]):
+    """Frames from a vendor decoder turned into commands; well-framed but meaningless frames
+    count as ``malformed`` (the same for every board framing)."""
+
+    def __init__(
+        self,
+        frames: FrameDecoder[F],
+        from_frame: Callable[[F, str], DisplayCommand | None],
+        encoding: str = "gb2312",
+    ) -> None:
+        self._dec = frames
+        self._from_frame = from_frame
+        self._encoding = check_encoding(encoding)
+        self.malformed = 0
+
+    @property
+    def bad_frames(self) -> int:
+        return self._dec.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._dec.pending
+
+    def reset(self) -> None:
+        self._dec.reset()
+
+    def feed(self, data: bytes) -> list[DisplayCommand]:
+        out = []
+        for frame in self._dec.feed(data):
+            cmd = self._from_frame(frame, self._encoding)
+            if cmd is None:
+                self.malformed += 1
+            else:
+                out.append(cmd)
+        return out
 
 
 def check_byte(name: str, value: int) -> int:
