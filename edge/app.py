@@ -93,6 +93,7 @@ class LaneApp:
         self.clock = EventClock(self.tz, use_events=cfg.lane.clock == "event")
         self.runner: LaneRunner | None = None
         self.store: Store | None = None
+        self.sync: Any = None
         self._stop = asyncio.Event()
         self._reload = False
 
@@ -122,7 +123,15 @@ class LaneApp:
             unknown_plate=cfg.lane.unknown_plate,
             uncertain_read=cfg.lane.uncertain_read,
         )
-        decider = Decider(store, rules.current, policy, build_matcher(cfg))
+        sync = self._sync(store, rules)
+        limit = None
+        if sync is not None:
+            overdraft = cfg.sync.offline_overdraft
+
+            def limit(member_id: str) -> int:
+                return int(sync.spend_limit(member_id, overdraft=overdraft))
+
+        decider = Decider(store, rules.current, policy, build_matcher(cfg), spend_limit=limit)
         self.runner = runner = LaneRunner(
             lane=m.Lane(direction=cfg.lane.direction, timeouts=timeouts),
             decider=decider,
@@ -152,6 +161,8 @@ class LaneApp:
             await control.start()
             scheduler.start()
             watchdog.start()
+            if sync is not None:
+                sync.start()
             notify.ready(f"lane {cfg.lane.id} ({cfg.lane.direction}) running")
             log.info(
                 "lane %s (%s) running, rules %s",
@@ -163,6 +174,9 @@ class LaneApp:
         finally:
             notify.stopping()
             watchdog.stop()
+            if sync is not None:
+                with contextlib.suppress(Exception):
+                    sync.stop()
             with contextlib.suppress(Exception):
                 scheduler.shutdown(wait=False)
             await control.stop()
@@ -176,7 +190,21 @@ class LaneApp:
             store.close()
             log.info("lane %s stopped", cfg.lane.id)
 
+    def _sync(self, store: Store, rules: RulesHolder) -> Any:
+        """Store-and-forward to central (edge.sync), when enabled: the ledger is its outbox,
+        signed rule bundles from central are offered to the rules holder."""
+        if not self.cfg.sync.enabled:
+            return None
+        from edge.sync import LaneSync
+
+        self.sync = LaneSync.from_config(
+            self.cfg.sync, store, site=self.cfg.lane.site, on_rules=rules.offer
+        )
+        return self.sync
+
     def _count(self, decision: m.Decision, read: PlateRead) -> None:
+        if self.sync is not None:
+            self.sync.notify()  # new ledger entries: send them now rather than at the next poll
         metrics.PLATES_READ.inc()
         if decision.outcome == "entry_opened":
             metrics.SESSIONS_OPENED.inc()

@@ -415,6 +415,12 @@ class SyncConfig(Section):
         default="",
         description="Ed25519 public key (64 hex digits or a PEM file path) for rule bundles.",
     )
+    offline_overdraft: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Points a lane may deduct beyond central's offline allowance per account.",
+    )
 
     @field_validator("broker_url")
     @classmethod

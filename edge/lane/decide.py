@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -64,11 +64,15 @@ class Decider:
         rules: Callable[[], RuleBundle],
         policy: LanePolicy,
         match: MatchFn = exact_match,
+        spend_limit: Callable[[str], int] | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.policy = policy
         self.match = match
+        # points this lane may deduct from an account now (the sync's offline allowance);
+        # None = no limit beyond the balance (a lane without sync)
+        self.spend_limit = spend_limit
 
     def decide(self, read: PlateRead, now: datetime) -> Decision:
         if self.policy.direction == "entry":
@@ -246,6 +250,8 @@ class Decider:
     def _snapshot(self, member_id: str, now: datetime) -> MemberSnapshot:
         v: Any = self.store.member_view(member_id, now, self.policy.tz)
         lots = tuple(_lot(x) for x in v.lots)
+        if self.spend_limit is not None:
+            lots = cap_lots(lots, self.spend_limit(member_id))
         coupons = tuple(_coupon(x) for x in v.coupons)
         return MemberSnapshot(
             member_id=member_id,
@@ -258,6 +264,21 @@ class Decider:
             auto_deduct=v.auto_deduct,
             blocked=v.blocked,
         )
+
+
+def cap_lots(lots: tuple[PointsLot, ...], limit: int) -> tuple[PointsLot, ...]:
+    """Only ``limit`` points are spendable: keep the soonest-expiring ones (the order the
+    engine spends them in), so a capped deduction still uses the points closest to expiry."""
+    far = datetime.max.replace(tzinfo=UTC)
+    out: list[PointsLot] = []
+    left = max(0, limit)
+    for lot in sorted(lots, key=lambda x: x.expires_at or far):
+        if left <= 0:
+            break
+        take = min(lot.points, left)
+        out.append(replace(lot, points=take))
+        left -= take
+    return tuple(out)
 
 
 def _lot(x: Any) -> PointsLot:
