@@ -253,6 +253,18 @@ def _daemon_request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     return request(Path(path), payload)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def central(ctx: typer.Context) -> None:
+    """The bench central server (ledger intake, balances, signed rules, marketing page);
+    `parkedge-sim central --help` lists its options."""
+    from parkedge_sim.central.cli import main as central_main
+
+    raise typer.Exit(central_main(list(ctx.args)))
+
+
 def main() -> None:
     """Console-script entry point (``parkedge_sim.cli:main``)."""
     app(prog_name="parkedge-sim")
