@@ -78,7 +78,7 @@ keepalive_s = 5
 path = "{tmp / "lane.db"}"
 
 [logging]
-level = "WARNING"
+level = "INFO"
 """
     path = tmp / "lane.toml"
     path.write_text(text, encoding="utf-8")
@@ -90,6 +90,9 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
 ) -> None:
     central = make_central(tmp_path, own_broker.port)
     central.start()
+    # central must be subscribed first: a batch published before that is dropped by the
+    # broker and only arrives on the lane's resend (5 s, then 10 s, ... back-off)
+    assert wait_until(central.connected.is_set, 15)
     camera_port = free_port()
 
     async def go() -> None:
@@ -116,7 +119,7 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
                 assert out.result == "passed"
                 await sim.modbus.wait_for_arm("down", 5)
             assert await asyncio.to_thread(
-                wait_until, lambda: central.db.count_entries() >= 2, 20
+                wait_until, lambda: central.db.count_entries() >= 2, 40
             ), (tmp_path / "lane.log").read_text()[-2000:]
             # the broker dies: the lane goes on, and the backlog drains when it is back
             own_broker.kill()
@@ -129,7 +132,7 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
             with Store.open(tmp_path / "lane.db", "entry-1") as store:
                 local = {e.entry_id for e in store.entries(0, 10_000)}
             assert await asyncio.to_thread(
-                wait_until, lambda: set(central.db.entry_ids("entry-1")) >= local, 40
+                wait_until, lambda: set(central.db.entry_ids("entry-1")) >= local, 60
             ), (tmp_path / "lane.log").read_text()[-2000:]
         finally:
             proc.terminate()
