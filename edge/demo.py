@@ -343,7 +343,8 @@ def print_results(db: Path) -> None:
             print(f"{plate:<10}{entered:<13}{left:<13}{minutes:>7}{r['fee']:>9}"
                   f"{r['points_deducted']:>8}{r['payable']:>9}"
                   f"{'-' if bal is None else bal:>9}  {notes.get(plate, '')}")
-        opens = [e for e in store.entries(0, 100_000) if str(e.kind) == "manual_open"]
+        with Store.open(db, "X1") as exit_lane:  # entries() lists one lane's own entries
+            opens = [e for e in exit_lane.entries(0, 100_000) if str(e.kind) == "manual_open"]
         for v in VISITS:
             if v.entered is None and v.exited is not None:
                 why = str(opens[-1].payload.get("reason")) if opens else "not released"
