@@ -293,8 +293,8 @@ async def leave(site: Any, lane: LaneProcess, v: Visit, when: datetime) -> None:
         st = await asyncio.to_thread(lane.control, {"cmd": "status"})
         state = str(st.get("state"))
         if state == "wait_payment":
-            sid = (st.get("current") or {}).get("session_id")
-            owed = owed_for(lane, sid)
+            current = st.get("current") or {}
+            sid, owed = current.get("session_id"), current.get("owed", "0")
             await asyncio.to_thread(
                 lane.control,
                 {"cmd": "pay", "amount": str(owed), "method": "qr", "session_id": sid},
@@ -309,18 +309,6 @@ async def leave(site: Any, lane: LaneProcess, v: Visit, when: datetime) -> None:
             break
         await asyncio.sleep(0.05)
     await task
-
-
-def owed_for(lane: LaneProcess, session_id: str | None) -> Decimal:
-    from edge.config import load_config
-    from edge.store import Store
-
-    cfg = load_config(lane.config)
-    with Store.open(cfg.storage.path, "DEMO-READER") as store:
-        s = store.get_session(session_id or "")
-        if s is None:
-            return Decimal(0)
-        return (s.payable or Decimal(0)) - (s.paid or Decimal(0))
 
 
 def print_results(db: Path) -> None:

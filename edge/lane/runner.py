@@ -166,11 +166,23 @@ class LaneRunner:
             "faults": sorted(self.lane.faults),
             "current": None
             if cur is None
-            else {"outcome": cur.outcome, "session_id": cur.session_id, "plate": cur.plate},
+            else {
+                "outcome": cur.outcome,
+                "session_id": cur.session_id,
+                "plate": cur.plate,
+                "owed": str(self._owed(cur.session_id)),
+            },
             "health": {k: str(v) for k, v in self._health.items()},
             "plates": self.stats.plates,
             "decisions": dict(self.stats.decisions),
         }
+
+    def _owed(self, session_id: str | None) -> Decimal:
+        """What the pay station must collect for the car at the lane (0.00 if nothing)."""
+        s = self.store.get_session(session_id) if session_id else None
+        if s is None or s.status != "owed":
+            return Decimal("0.00")
+        return max(Decimal("0.00"), (s.payable or Decimal(0)) - (s.paid or Decimal(0)))
 
     # ------------------------------------------------------------------ event loop
     async def _consume(self) -> None:

@@ -101,6 +101,7 @@ def test_exit_owed_waits_for_payment_then_opens(tmp_path: Path) -> None:
             assert await rig.until(lambda: any("42.50" in x for x in rig.board.screen))
             sid = rig.runner.lane.current.session_id  # type: ignore[union-attr]
             assert sid
+            assert rig.runner.status()["current"]["owed"] == "42.50"  # what the pay station asks
             rig.runner.payment(sid, Decimal("42.50"), "qr", "pay-1")
             assert await rig.drive_through()
             s = rig.store.get_session(sid)
