@@ -19,6 +19,7 @@ from edge.barrier.loops import ModbusLoops
 from edge.barrier.modbus_barrier import ModbusCoilBarrier, ModbusRegisterBarrier
 from edge.barrier.modbus_hub import ModbusHub
 from edge.barrier.serial_bus import SerialBus
+from edge.config import parse_host_port
 from edge.config.models import BusConfig, Config
 from edge.lpr.camera_push import CameraPushSource
 
@@ -174,10 +175,10 @@ def build_plate_source(cfg: Config) -> CameraPushSource | None:
     cam = cfg.camera
     if cam.source != "push":
         return None
-    host, _, port = cam.listen.rpartition(":")
+    host, port = parse_host_port(cam.listen)
     return CameraPushSource(
-        host.strip("[]"),
-        int(port),
+        host,
+        port,
         cfg.lane.id,
         min_confidence=cam.min_confidence,
         tz=cfg.lane.tz,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from edge.barrier.interfaces import Health
+from edge.lpr import grammar
 from edge.lpr.source import PlateRead
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ MAX_HEADER_BYTES = 8 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024  # multipart posts carry a plate and a scene picture
 MAX_XML_BYTES = 64 * 1024
 NO_PLATE = {"", "无车牌", "UNKNOWN", "NOPLATE", "车牌"}
-PLATE_SEPARATORS = str.maketrans("", "", " ·•-_.\t")
 
 
 class BadPost(ValueError):
@@ -201,7 +201,9 @@ def parse_alert(xml: bytes, tz: tzinfo) -> CameraEvent:
 
 
 def normalise_plate(text: str) -> str:
-    plate = text.strip().upper().translate(PLATE_SEPARATORS)
+    """The grammar's canonical form (shared by every plate source), or "" for the camera's
+    own "no plate" markers."""
+    plate = grammar.normalise_plate(text)
     return "" if plate in NO_PLATE else plate
 
 

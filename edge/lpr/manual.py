@@ -14,15 +14,8 @@ import uuid
 from datetime import datetime
 
 from edge.barrier.interfaces import Health
+from edge.lpr.grammar import normalise_plate
 from edge.lpr.source import PlateRead, PlateSource
-
-
-def _normalise(plate: str) -> str:
-    try:
-        from edge.lpr.grammar import normalise_plate
-    except ImportError:  # recognition package not installed: minimal normalisation
-        return "".join(ch for ch in plate.upper() if ch.isalnum())
-    return normalise_plate(plate)
 
 
 class ManualPlateSource:
@@ -46,7 +39,7 @@ class ManualPlateSource:
         return None
 
     def submit(self, plate: str, at: datetime, operator: str = "operator") -> PlateRead:
-        text = _normalise(plate)
+        text = normalise_plate(plate)
         if not text or len(text) > 16:
             raise ValueError(f"plate {plate!r} is not a plate")
         if at.tzinfo is None:
