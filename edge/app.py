@@ -44,18 +44,15 @@ class Built:
 
 
 def build_plate_source(cfg: Config, tz: ZoneInfo) -> PlateSource:
-    if cfg.camera.source == "push":
-        from edge.config import parse_host_port
-        from edge.lpr.camera_push import CameraPushSource
+    from edge.barrier.factory import build_plate_source as push_source
 
-        host, port = parse_host_port(cfg.camera.listen)
-        return CameraPushSource(
-            host, port, cfg.lane.id, min_confidence=cfg.camera.min_confidence, tz=tz
-        )
-    from edge.lpr.grammar import cn_grammar, latin_grammar
+    push = push_source(cfg)
+    if push is not None:
+        return push
+    from edge.lpr.grammar import grammar_by_name
     from edge.lpr.onbox_source import OnBoxPlateSource
 
-    grammar = cn_grammar() if cfg.lpr.grammar == "cn" else latin_grammar()
+    grammar = grammar_by_name(cfg.lpr.grammar)
     return OnBoxPlateSource(
         cfg.camera.url,
         cfg.lane.id,
@@ -72,12 +69,12 @@ def build_plate_source(cfg: Config, tz: ZoneInfo) -> PlateSource:
 def build_matcher(cfg: Config) -> MatchFn:
     """Safe exit matching from the plate grammar; exact matching if LPR is not installed."""
     try:
-        from edge.lpr.grammar import cn_grammar, latin_grammar
+        from edge.lpr.grammar import grammar_by_name
         from edge.lpr.matching import match_exit
     except ImportError:
         log.warning("plate matching module missing: exits match exact plates only")
         return exact_match
-    grammar = cn_grammar() if cfg.lpr.grammar == "cn" else latin_grammar()
+    grammar = grammar_by_name(cfg.lpr.grammar)
 
     def match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
         r = match_exit(read, open_plates, grammar)
@@ -224,9 +221,7 @@ class LaneApp:
                 notify.status(f"{st['state']}; plates {st['plates']}; faults {st['faults']}")
 
         sched.add_job(heartbeat, "interval", seconds=30, id="heartbeat")
-        checkpoint = getattr(store, "checkpoint", None)
-        if callable(checkpoint):
-            sched.add_job(checkpoint, "interval", minutes=10, id="wal-checkpoint")
+        sched.add_job(store.checkpoint, "interval", minutes=10, id="wal-checkpoint")
         if self.cfg.camera.source == "stream" and self.cfg.lpr.keep_crops_days >= 0:
 
             def purge() -> None:

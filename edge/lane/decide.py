@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
 from edge.lane import messages
@@ -28,6 +28,7 @@ from edge.pricing import (
     SessionInput,
     quote_exit,
 )
+from edge.pricing.types import CouponKind
 from edge.store import ExitRecord, ExitResult, Session, Store
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Decider:
         rules = self.rules()
         plate = read.plate
         member = self.store.member_for_plate(plate)
-        if _blacklisted(rules, plate, now):
+        if rules.is_blacklisted(plate):
             self.store.record_lane_event(
                 "blacklisted", now, plate=plate, detail={"direction": "entry"}
             )
@@ -248,11 +249,13 @@ class Decider:
         return prior.session.exited_at if prior.session.exited_at <= session.entered_at else None
 
     def _snapshot(self, member_id: str, now: datetime) -> MemberSnapshot:
-        v: Any = self.store.member_view(member_id, now, self.policy.tz)
-        lots = tuple(_lot(x) for x in v.lots)
+        v = self.store.member_view(member_id, now, self.policy.tz)
+        lots = tuple(PointsLot(x.lot_id, x.points, x.expires_at, x.earned_at) for x in v.lots)
         if self.spend_limit is not None:
             lots = cap_lots(lots, self.spend_limit(member_id))
-        coupons = tuple(_coupon(x) for x in v.coupons)
+        coupons = tuple(
+            Coupon(x.coupon_id, cast(CouponKind, x.kind), x.value, x.valid_until) for x in v.coupons
+        )
         return MemberSnapshot(
             member_id=member_id,
             tier=v.tier,
@@ -281,24 +284,6 @@ def cap_lots(lots: tuple[PointsLot, ...], limit: int) -> tuple[PointsLot, ...]:
     return tuple(out)
 
 
-def _lot(x: Any) -> PointsLot:
-    if isinstance(x, PointsLot):
-        return x
-    if isinstance(x, tuple):
-        lot_id, points, expires_at, *rest = x
-        return PointsLot(lot_id, int(points), expires_at, rest[0] if rest else None)
-    return PointsLot(x.lot_id, int(x.points), x.expires_at, getattr(x, "earned_at", None))
-
-
-def _coupon(x: Any) -> Coupon:
-    if isinstance(x, Coupon):
-        return x
-    if isinstance(x, tuple):
-        coupon_id, kind, value, valid_until = x
-        return Coupon(coupon_id, kind, Decimal(value), valid_until)
-    return Coupon(x.coupon_id, x.kind, Decimal(x.value), x.valid_until)
-
-
 def vehicle_class_for(read: PlateRead, rules: RuleBundle) -> str:
     """The tariff class from the plate: green (8-character) plates are new-energy cars,
     yellow plates large vehicles; anything the bundle has no tariff for is a small car."""
@@ -309,8 +294,3 @@ def vehicle_class_for(read: PlateRead, rules: RuleBundle) -> str:
     if colour == "yellow" and "large" in known:
         return "large"
     return "small" if "small" in known or not known else sorted(known)[0]
-
-
-def _blacklisted(rules: RuleBundle, plate: str, at: datetime) -> bool:
-    check = getattr(rules, "is_blacklisted", None)
-    return bool(check(plate)) if callable(check) else False

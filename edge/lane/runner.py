@@ -327,16 +327,7 @@ class LaneRunner:
         if a.direction == "exit":
             self.store.reverse_exit(a.session_id, now, "vehicle reversed away")
         else:
-            cancel = getattr(self.store, "cancel_entry", None)
-            if callable(cancel):
-                cancel(a.session_id, now, "vehicle reversed away")
-            else:
-                self.store.record_lane_event(
-                    "entry_not_used",
-                    now,
-                    session_id=a.session_id,
-                    detail={"reason": "vehicle reversed away"},
-                )
+            self.store.cancel_entry(a.session_id, now, "vehicle reversed away")
 
     def _start_timer(self, name: str, seconds: float) -> None:
         old = self._timers.pop(name, None)
@@ -402,7 +393,7 @@ class LaneRunner:
             self.post(m.PlateSeen(read))
 
     async def _watch_health(self) -> None:
-        devices = {
+        devices: dict[str, Barrier | Loops | Display | PlateSource] = {
             "barrier": self.barrier,
             "loops": self.loops,
             "display": self.display,
@@ -410,7 +401,7 @@ class LaneRunner:
         }
         while True:
             for name, dev in devices.items():
-                h = getattr(dev, "health", Health.OK)
+                h = dev.health
                 old = self._health.get(name, Health.OK)
                 if h != old:
                     self._health[name] = h
