@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -43,7 +44,8 @@ class Built:
     closers: list[Any]
 
 
-def build_plate_source(cfg: Config, tz: ZoneInfo) -> PlateSource:
+def build_plate_source(cfg: Config, tz: ZoneInfo,
+                       now: Callable[[], datetime] | None = None) -> PlateSource:
     from edge.barrier.factory import build_plate_source as push_source
 
     push = push_source(cfg)
@@ -61,6 +63,7 @@ def build_plate_source(cfg: Config, tz: ZoneInfo) -> PlateSource:
         min_confidence=cfg.camera.min_confidence,
         timeout_s=cfg.lane.plate_timeout_s,
         tz=tz,
+        now=now,
         crops_dir=cfg.lpr.crops_dir if cfg.lpr.keep_crops_days > 0 else None,
         keep_frames=cfg.lpr.keep_frames,
     )
@@ -106,7 +109,8 @@ class LaneApp:
 
         devices = build_devices(cfg)
         self.manual = ManualPlateSource(cfg.lane.id)
-        plates = MergedPlateSource(build_plate_source(cfg, self.tz), self.manual)
+        plates = MergedPlateSource(build_plate_source(cfg, self.tz, self.clock.now),
+                                   self.manual)
         timeouts = m.Timeouts(
             plate_s=cfg.lane.plate_timeout_s,
             arm_s=cfg.lane.arm_confirm_s,
@@ -261,6 +265,15 @@ class LaneApp:
             who = str(req.get("operator") or "operator")
             read = self.manual.submit(str(req.get("plate") or ""), self.clock.now(), who)
             return {"ok": True, "plate": read.plate}
+        if cmd == "clock":
+            # bench/demo only: set the lane's event clock (what a push camera's timestamp does)
+            if not self.clock.use_events:
+                return {"ok": False, "error": "lane.clock is \"system\": the clock is not set"}
+            at = datetime.fromisoformat(str(req.get("at") or ""))
+            if at.tzinfo is None:
+                raise ValueError("at must carry a UTC offset, e.g. 2026-11-17T10:05:00+08:00")
+            self.clock.observe(at)
+            return {"ok": True, "now": self.clock.now().isoformat()}
         if cmd == "pay":
             session_id = str(req.get("session_id") or "")
             if not session_id and runner.lane.current:

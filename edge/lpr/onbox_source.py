@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class OnBoxPlateSource:
         min_confidence: float = 0.8,
         timeout_s: float = 3.0,
         tz: tzinfo,
+        now: Callable[[], datetime] | None = None,
         crops_dir: Path | None = None,
         keep_frames: bool = False,
         recogniser: Recogniser | None = None,
@@ -64,6 +66,8 @@ class OnBoxPlateSource:
         self.min_confidence = min_confidence
         self.timeout_s = timeout_s
         self.tz = tz
+        # the lane's clock (a bench clock in the demo); the wall clock by default
+        self._now: Callable[[], datetime] = now or (lambda: datetime.now(tz))
         self.crops_dir = crops_dir
         self.keep_frames = keep_frames
         self._recogniser = recogniser
@@ -142,7 +146,7 @@ class OnBoxPlateSource:
         assert self._recogniser is not None
         rec = self._recogniser
         deadline = time.monotonic() + self.timeout_s
-        seen_at = datetime.now(self.tz)
+        seen_at = self._now()
         after = 0
         frames: list[FrameRead] = []
         best: tuple[PlateCandidate, np.ndarray] | None = None

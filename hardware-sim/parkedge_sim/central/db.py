@@ -255,16 +255,20 @@ class CentralDB:
 
     # ---------------------------------------------------------------- members
     def upsert_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
-                      balance: int = 0, plates: Iterable[str] = ()) -> None:
+                      balance: int = 0, plates: Iterable[str] = (),
+                      auto_deduct: bool = True) -> None:
+        """Create (with ``balance``) or update a member; a new version goes to the lanes."""
         with self.engine.begin() as c:
             row = c.execute(select(members.c.version).where(
                 members.c.member_id == member_id)).first()
             if row is None:
                 c.execute(insert(members).values(member_id=member_id, tier=tier, name=name,
-                                                 balance=balance, version=1, flagged=False))
+                                                 balance=balance, version=1, flagged=False,
+                                                 auto_deduct=auto_deduct))
             else:
                 c.execute(update(members).where(members.c.member_id == member_id).values(
-                    tier=tier, name=name, version=members.c.version + 1))
+                    tier=tier, name=name, auto_deduct=auto_deduct,
+                    version=members.c.version + 1))
             for p in plates:
                 c.execute(bindings.delete().where(bindings.c.plate == p))
                 c.execute(insert(bindings).values(plate=p, member_id=member_id))

@@ -243,10 +243,11 @@ class CentralServer:
         self.stats["snapshots"] += 1
 
     def add_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
-                   balance: int = 0, plates: tuple[str, ...] = ()) -> None:
+                   balance: int = 0, plates: tuple[str, ...] = (),
+                   auto_deduct: bool = True) -> None:
         with self._lock:
             self.db.upsert_member(member_id, tier=tier, name=name, balance=balance,
-                                  plates=plates)
+                                  plates=plates, auto_deduct=auto_deduct)
             self._publish_member(member_id)
 
     def settle(self, member_id: str, points: int) -> None:
