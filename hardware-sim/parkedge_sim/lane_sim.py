@@ -17,8 +17,10 @@ from typing import Any
 
 from parkedge_sim.camera_push import CameraPushSim
 from parkedge_sim.display_sim import DisplaySim
+from parkedge_sim.mjpeg_stream import MjpegCamera
 from parkedge_sim.modbus_lane import FAULTS as MODBUS_FAULTS
 from parkedge_sim.modbus_lane import ModbusLaneSim
+from parkedge_sim.render import Scene
 
 DISPLAY_FAULTS = (
     "display_no_answer",
@@ -63,6 +65,9 @@ class LaneSim:
         camera_repeats: int = 2,
         tz: tzinfo = UTC,
         direction: str | None = None,
+        video: bool = False,
+        video_fps: float = 10.0,
+        video_scene: Scene | None = None,
     ) -> None:
         self.lane_id = lane_id
         # entry / exit: only labels the bench page's buttons ("drive in" / "drive out")
@@ -79,6 +84,10 @@ class LaneSim:
             else None
         )
         self.camera = CameraPushSim(camera_target) if camera_target else None
+        # a plain IP camera (MJPEG over HTTP) for on-box recognition: the car is in its view
+        # from arrival on the arming loop until it has left
+        self.video = (MjpegCamera(fps=video_fps, scene=video_scene, variants=3) if video
+                      else None)
         self.open_timeout_s = open_timeout_s
         self.camera_repeats = camera_repeats
         self.tz = tz
@@ -89,9 +98,13 @@ class LaneSim:
         await self.modbus.start()
         if self.display is not None:
             await self.display.start()
+        if self.video is not None:
+            self.video.start()
         return self.info()
 
     async def stop(self) -> None:
+        if self.video is not None:
+            await asyncio.to_thread(self.video.stop)
         if self.display is not None:
             await self.display.stop()
         await self.modbus.stop()
@@ -104,6 +117,7 @@ class LaneSim:
             "modbus_framing": self.modbus.framing,
             "display_path": self.display.slave_path if self.display else None,
             "camera_target": self.camera.target_url if self.camera else None,
+            "video_url": self.video.url if self.video else None,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -119,6 +133,10 @@ class LaneSim:
             }
             if self.camera
             else None,
+            "video": {"url": self.video.url, "down": self.video.down,
+                      "plate": self.video.plate, "frames": self.video.frames_sent}
+            if self.video
+            else None,
             "outcomes": [asdict(o) for o in self.outcomes[-20:]],
             "direction": self.direction,
             "current_plate": self.current_plate,
@@ -132,7 +150,8 @@ class LaneSim:
         if self.display is not None:
             on.update(f"display_{k.removesuffix('_s')}"
                       for k, v in self.display.active_faults().items() if v)
-        if self.camera is not None and self.camera.down:
+        if (self.camera is not None and self.camera.down) or (
+                self.video is not None and self.video.down):
             on.add("camera_down")
         return sorted(on)
 
@@ -145,9 +164,12 @@ class LaneSim:
                 lost = name == "power_loss" and on
                 self.display.power_loss() if lost else self.display.power_return()
         elif name in CAMERA_FAULTS:
-            if self.camera is None:
+            if self.camera is None and self.video is None:
                 raise ValueError(f"lane {self.lane_id} has no camera")
-            self.camera.set_fault(name, on)
+            if self.camera is not None:
+                self.camera.set_fault(name, on)
+            if self.video is not None:
+                self.video.set_down(on)
         elif name in DISPLAY_FAULTS:
             if self.display is None:
                 raise ValueError(f"lane {self.lane_id} has no display")
@@ -183,17 +205,21 @@ class LaneSim:
             self.current_plate = plate
             self.last_plate = plate
             try:
+                if self.video is not None:  # the car drives into the camera's view
+                    await asyncio.to_thread(self.video.set_car, plate if read_plate else None)
                 outcome = await self._play(
-                plate,
-                at or datetime.now(self.tz),
-                dwell_s,
-                reverse,
-                tailgate_plate,
-                read_plate,
+                    plate,
+                    at or datetime.now(self.tz),
+                    dwell_s,
+                    reverse,
+                    tailgate_plate,
+                    read_plate,
                     self.open_timeout_s if open_timeout_s is None else open_timeout_s,
                 )
             finally:
                 self.current_plate = None
+                if self.video is not None:  # ... and out of it
+                    await asyncio.to_thread(self.video.set_car, None)
         self.outcomes.append(outcome)
         return outcome
 

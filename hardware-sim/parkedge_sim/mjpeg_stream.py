@@ -36,10 +36,17 @@ class MjpegCamera:
         fps: float = 10.0,
         scene: Scene | None = None,
         jpeg_quality: int = 85,
+        variants: int = 1,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the simulator only listens on loopback, not {host!r}")
+        if variants < 1:
+            raise ValueError(f"variants must be >= 1, got {variants}")
         self.fps = fps
+        # a real sensor never sends the same frame twice: with variants > 1 each car is
+        # rendered that many times (other noise, position) and the stream cycles through them
+        self.variants = variants
+        self._cycle: list[bytes] = []
         self.scene = scene or Scene()
         self._quality = jpeg_quality
         self._lock = threading.Lock()
@@ -47,6 +54,9 @@ class MjpegCamera:
         self._frame_no = 0
         self._generation = 0  # bumped by drop_clients()
         self._plate: str | None = None
+        self.down = False  # camera_down fault: no stream, no snapshot
+        self.frames_sent = 0
+        self._empty: bytes | None = None  # the empty lane, rendered once
         self.set_car(None)
         camera = self
 
@@ -55,7 +65,9 @@ class MjpegCamera:
                 log.debug("mjpeg: " + format, *args)
 
             def do_GET(self) -> None:
-                if self.path.startswith("/stream.mjpg"):
+                if camera.down:
+                    self.send_error(503, "camera down")
+                elif self.path.startswith("/stream.mjpg"):
                     camera._stream(self)
                 elif self.path.startswith("/snapshot.jpg"):
                     body = camera.jpeg()
@@ -100,21 +112,42 @@ class MjpegCamera:
         self.stop()
 
     def set_car(self, plate: str | None, scene: Scene | None = None) -> None:
-        """The vehicle now in view (None: empty lane). Renders once; frames reuse the JPEG."""
+        """The vehicle now in view (None: empty lane). Renders ``variants`` frames once; the
+        stream reuses their JPEGs."""
+        if plate is None and scene is None and self._empty is not None:
+            with self._lock:
+                self._jpeg, self._cycle = self._empty, []
+            self._plate = None
+            return
+        jpegs = []
+        for _ in range(self.variants if plate is not None else 1):
+            with self._lock:
+                self._frame_no += 1
+                seed = self._frame_no
+            jpegs.append(self._encode(render_frame(plate, replace(scene or self.scene,
+                                                                  seed=seed))))
         with self._lock:
-            self._frame_no += 1
-            seed = self._frame_no
-        sc = replace(scene or self.scene, seed=seed)
-        img = render_frame(plate, sc)
-        self.set_image(img)
+            self._jpeg, self._cycle = jpegs[0], jpegs if len(jpegs) > 1 else []
         self._plate = plate
+        if plate is None and scene is None:
+            self._empty = jpegs[0]
+
+    def set_down(self, down: bool) -> None:
+        """The ``camera_down`` fault: cut every stream and refuse new ones until it is back."""
+        self.down = down
+        if down:
+            self.drop_clients()
 
     def set_image(self, bgr: np.ndarray) -> None:
+        jpeg = self._encode(bgr)
+        with self._lock:
+            self._jpeg, self._cycle = jpeg, []
+
+    def _encode(self, bgr: np.ndarray) -> bytes:
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
         if not ok:
             raise ValueError("frame could not be JPEG-encoded")
-        with self._lock:
-            self._jpeg = buf.tobytes()
+        return bytes(buf.tobytes())
 
     def jpeg(self) -> bytes:
         with self._lock:
@@ -132,12 +165,13 @@ class MjpegCamera:
         h.send_header("Cache-Control", "no-cache")
         h.end_headers()
         period = 1.0 / self.fps
+        sent = 0
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
             while True:
                 with self._lock:
                     if self._generation != generation:
                         break
-                    body = self._jpeg
+                    body = self._cycle[sent % len(self._cycle)] if self._cycle else self._jpeg
                 h.wfile.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -145,5 +179,7 @@ class MjpegCamera:
                 h.wfile.write(body)
                 h.wfile.write(b"\r\n")
                 h.wfile.flush()
+                sent += 1
+                self.frames_sent += 1
                 time.sleep(period)
         h.close_connection = True
