@@ -76,6 +76,17 @@ def pay(
     typer.echo(f"payment recorded for {reply.get('session_id')}")
 
 
+@lane.command("clock")
+def clock(
+    config: ConfigOpt,
+    at: Annotated[str, typer.Option(help="ISO time with offset, e.g. 2026-11-17T10:05+08:00")],
+) -> None:
+    """Bench only: set the lane's clock (lane.clock = "event"), to play a day's tariff by hand.
+    A lane on the system clock refuses."""
+    reply = _send(config, {"cmd": "clock", "at": at})
+    typer.echo(f"lane clock now {reply.get('now')}")
+
+
 @lane.command("status")
 def status(config: ConfigOpt) -> None:
     """Show the lane's state, detectors, device health and counters."""

@@ -155,7 +155,10 @@ class BenchPage:
                 raise ApiError(404, f"no lane {parts[2]!r}")
             if parts[3] == "frame.jpg":
                 _need(method, "GET")
-                jpeg = await asyncio.to_thread(frame_jpeg, lane.current_plate)
+                if lane.video is not None and not lane.video.down:  # what the daemon sees
+                    jpeg = lane.video.jpeg()
+                else:
+                    jpeg = await asyncio.to_thread(frame_jpeg, lane.current_plate)
                 return "image/jpeg", jpeg
             _need(method, "POST")
             if not headers.get("content-type", "").startswith("application/json"):

@@ -55,6 +55,8 @@ TargetOpt = Annotated[
     list[str] | None, typer.Option(help="LANE=URL the lane's camera posts plates to (repeatable).")
 ]
 DisplayOpt = Annotated[bool, typer.Option(help="Simulate the LED board on a pty.")]
+VideoOpt = Annotated[bool, typer.Option(
+    help="Give each lane a plain IP camera streaming MJPEG (for on-box recognition).")]
 CodecOpt = Annotated[str, typer.Option(help='"a0" or "a5".')]
 RiseOpt = Annotated[float, typer.Option(help="Arm rise time.")]
 FallOpt = Annotated[float, typer.Option(help="Arm fall time.")]
@@ -76,6 +78,7 @@ def serve(
     control: ControlOpt = "127.0.0.1:0",
     lane_target: TargetOpt = None,
     display: DisplayOpt = True,
+    video: VideoOpt = False,
     display_codec: CodecOpt = "a0",
     rise_s: RiseOpt = 1.0,
     fall_s: FallOpt = 1.0,
@@ -88,7 +91,7 @@ def serve(
 ) -> None:
     """Serve simulated lanes until SIGTERM."""
     site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
-                 hold_s)
+                 hold_s, video)
     host, port = _split_host_port(control, "--control")
     page = _page(site, bench_page, lane_socket, ledger) if bench_page else None
     asyncio.run(_serve(site, ControlApi(site, host, port), page))
@@ -103,6 +106,7 @@ def bench(
     control: ControlOpt = "127.0.0.1:0",
     lane_target: TargetOpt = None,
     display: DisplayOpt = True,
+    video: VideoOpt = False,
     display_codec: CodecOpt = "a0",
     rise_s: RiseOpt = 1.0,
     fall_s: FallOpt = 1.0,
@@ -112,7 +116,7 @@ def bench(
 ) -> None:
     """Serve simulated lanes AND the bench web page (what `serve --bench-page` does)."""
     site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
-                 hold_s)
+                 hold_s, video)
     host, port = _split_host_port(control, "--control")
     asyncio.run(_serve(site, ControlApi(site, host, port), _page(site, page, lane_socket, ledger)))
 
@@ -127,6 +131,7 @@ def _site(
     rise_s: float,
     fall_s: float,
     hold_s: float,
+    video: bool = False,
 ) -> SiteSim:
     ids = [lane.strip() for lane in lanes.split(",") if lane.strip()]
     if not ids or len(set(ids)) != len(ids):
@@ -146,6 +151,7 @@ def _site(
                 rise_s=rise_s,
                 fall_s=fall_s,
                 hold_s=hold_s,
+                video=video,
             )
             for i, lane_id in enumerate(ids)
         }

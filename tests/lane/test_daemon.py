@@ -88,6 +88,10 @@ def test_lane_open_from_the_cli_is_recorded_then_pulsed(tmp_path: Path) -> None:
             assert await sim.wait_for_arm("up", 5.0)
             r = await asyncio.to_thread(parkedge, "lane", "status", "-c", str(cfg))
             assert r.returncode == 0 and '"state"' in r.stdout
+            # a lane on the system clock never lets anyone set its clock
+            r = await asyncio.to_thread(parkedge, "lane", "clock", "-c", str(cfg),
+                                        "--at", "2026-11-17T10:05:00+08:00")
+            assert r.returncode == 1 and "not set" in r.stderr, r.stderr
         finally:
             daemon.stop()
             await board.stop()

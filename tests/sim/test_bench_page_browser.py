@@ -20,9 +20,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from parkedge_sim.broker import free_port
+from parkedge_sim.lane_config import seed_members, write_lane_config
 
 from edge.control import request
-from edge.demo import free_port, lane_config, seed_members
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,13 +48,13 @@ def stop(proc: subprocess.Popen[Any] | None) -> None:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("bench-page")
-    cam, page_port = free_port(), free_port()
+    page_port = free_port()
     sock, db = tmp / "E1.sock", tmp / "site.db"
     seed_members(db, datetime(2026, 11, 17, tzinfo=TZ))
     sim = subprocess.Popen(
         [sys.executable, "-m", "parkedge_sim.cli", "bench", "--page", f"127.0.0.1:{page_port}",
          "--lanes", "entry", "--rise-s", "0.2", "--fall-s", "0.2", "--hold-s", "0.2",
-         "--lane-target", f"entry=http://127.0.0.1:{cam}/ISAPI/Event",
+         "--video",
          "--lane-socket", f"entry={sock}", "--ledger", str(db)],
         stdout=subprocess.PIPE, stderr=(tmp / "sim.log").open("wb"), text=True, cwd=ROOT,
         env=ENV,
@@ -63,8 +64,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert sim.stdout is not None
         info = json.loads(sim.stdout.readline())
         lane = info["lanes"]["entry"]
-        cfg = lane_config(tmp, "E1", "entry", lane["modbus_url"], lane["display_path"],
-                          f"127.0.0.1:{cam}")
+        # the daemon reads plates from the sim's MJPEG camera with its on-box pipeline
+        cfg = write_lane_config(tmp, "E1", "entry", lane, storage=db)
         daemon = subprocess.Popen(
             [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
             stdout=(tmp / "E1.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=ENV,

@@ -18,9 +18,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from parkedge_sim.broker import free_port
+from parkedge_sim.lane_config import seed_members, write_lane_config
 
 from edge.control import request
-from edge.demo import free_port, lane_config, seed_members
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -61,8 +62,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         seed_members(tmp / "site.db", datetime(2026, 11, 17, tzinfo=TZ))
         for lane_id, direction in (("E1", "entry"), ("X1", "exit")):
             lane = info["lanes"][direction]
-            cfg = lane_config(tmp, lane_id, direction, lane["modbus_url"], lane["display_path"],
-                              f"127.0.0.1:{cams[direction]}")
+            cfg = write_lane_config(tmp, lane_id, direction, lane, storage=tmp / "site.db",
+                                    listen=f"127.0.0.1:{cams[direction]}")
             daemons.append(subprocess.Popen(
                 [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
                 stdout=(tmp / f"{lane_id}.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
