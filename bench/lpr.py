@@ -32,7 +32,7 @@ GRAMMAR = {
     "sim_1080p": "cn",
     "us": "latin",
     "eu": "latin",
-    "br": "latin",
+    "br": "latin:LLLDDDD,LLLDLDD",  # a Brazilian site configures its layouts (old + Mercosul)
 }
 GOALS = {"cn_crops": 0.99, "cn_full": 0.95, "sim_1080p": 0.95, "eu": 0.90, "br": 0.90}
 

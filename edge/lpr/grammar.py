@@ -142,8 +142,13 @@ class PlateGrammar:
         return tuple(found)
 
     def correct(self, raw: str) -> str | None:
-        """The one valid reading of ``raw``, or None when there is none or more than one."""
-        readings = self.readings(raw)
+        """``raw`` itself when it is valid as read (a legal character is never changed, even
+        when another layout would read it differently), else the one valid reading of it, else
+        None (none or more than one)."""
+        text = normalise_plate(raw)
+        if self.layout_of(text) is not None:
+            return text
+        readings = self.readings(text)
         return readings[0] if len(readings) == 1 else None
 
     def colours(self, plate: str) -> tuple[str, ...]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +24,7 @@ _MODEL_PACKAGE = "rapidocr_onnxruntime"
 _REC_MODEL = "models/ch_PP-OCRv4_rec_infer.onnx"
 _REC_H = 48
 _MIN_W = 320  # crops narrower than this (after scaling to 48 px high) are zero-padded, as upstream
+_TOP_K = 6  # alternatives kept per character, for grammar-constrained decoding
 
 
 class OcrError(RuntimeError):
@@ -36,6 +37,9 @@ class CharRead:
     prob: float
     runner_up: str  # second most likely allowed character at that step ("" when none)
     runner_up_prob: float
+    # the most likely allowed characters at that step with their probabilities (this one
+    # included): lets the grammar pick the likeliest *legal* character, not a fixed look-alike
+    alts: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,10 @@ class RapidOcrEngine:
             k = int(k)
             if k != 0 and k != prev:
                 row = p[t].copy()
-                row[k] = 0.0
                 row[0] = 0.0
+                top = np.argpartition(row, -_TOP_K)[-_TOP_K:]
+                alts = {self._classes[int(j)]: float(row[j]) for j in top if row[j] > 1e-4}
+                row[k] = 0.0
                 r = int(row.argmax())
                 chars.append(
                     CharRead(
@@ -124,6 +130,7 @@ class RapidOcrEngine:
                         prob=float(p[t, k]),
                         runner_up=self._classes[r] if row[r] > 0 else "",
                         runner_up_prob=float(row[r]),
+                        alts=alts,
                     )
                 )
             prev = k

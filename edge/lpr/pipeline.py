@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 
 from edge.lpr.finder import PlateBox, find_plates
-from edge.lpr.grammar import PlateGrammar, cn_grammar
+from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
+
+_MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class Recogniser:
         text, chars = self._plate_span(r)
         corrected = self.grammar.correct(text)
         if corrected is None:
+            text, chars = self._constrained(text, chars)
+            corrected = self.grammar.correct(text)
+        if corrected is None:
             text, chars = self._runner_up_repair(text, chars)
             corrected = self.grammar.correct(text)
         valid = corrected is not None
@@ -137,6 +142,47 @@ class Recogniser:
             chars=chars if valid else r.chars,
             crop=b.crop,
         )
+
+    def _constrained(
+        self, text: str, chars: tuple[CharRead, ...]
+    ) -> tuple[str, tuple[CharRead, ...]]:
+        """Grammar-constrained decoding of an invalid read: per layout of its length, every
+        illegal character becomes the likeliest legal one among the OCR's alternatives there
+        (or a legal look-alike); the likeliest layout wins if clearly ahead. Picks O over D for
+        a 0 in a letter slot where the text alone is ambiguous. At most two changes."""
+        if len(chars) != len(text) or len(text) not in self.grammar.lengths:
+            return text, chars
+        found: list[tuple[float, str, tuple[CharRead, ...]]] = []
+        for layout in self.grammar.layouts:
+            if len(layout) != len(text):
+                continue
+            score, out, changed = 1.0, [], 0
+            for c, allowed in zip(chars, layout, strict=True):
+                if c.char in allowed:
+                    out.append(c)
+                    score *= max(c.prob, 1e-3)
+                    continue
+                alts = c.alts or {c.runner_up: c.runner_up_prob}
+                options = [(p, ch) for ch, p in alts.items() if ch in allowed and p >= _MIN_ALT]
+                look = sorted(CONFUSABLES.get(c.char, frozenset()) & allowed)
+                options += [(0.0, ch) for ch in look if alts.get(ch, 0.0) < _MIN_ALT]  # no evidence
+                options.sort(reverse=True)
+                if not options or (len(options) > 1 and options[1][0] * 2 >= options[0][0]):
+                    break  # nothing legal, or two legal characters about as likely
+                p, ch = options[0]
+                changed += 1
+                out.append(CharRead(ch, p if p >= _MIN_ALT else c.prob, c.char, c.prob))
+                score *= max(p, 1e-3)
+            else:
+                if changed <= 2:
+                    found.append((score, "".join(x.char for x in out), tuple(out)))
+        if not found:
+            return text, chars
+        found.sort(key=lambda f: f[0], reverse=True)
+        found = [f for i, f in enumerate(found) if all(f[1] != g[1] for g in found[:i])]
+        if len(found) > 1 and found[1][0] * 2 > found[0][0]:
+            return text, chars  # two layouts about as likely: leave it unread
+        return found[0][1], found[0][2]
 
     def _runner_up_repair(
         self, text: str, chars: tuple[CharRead, ...]

@@ -109,7 +109,10 @@ def test_latin_patterns_correct_by_position() -> None:
     assert old.correct("8YO9034") == "BYO9034"
     br = latin_grammar(("LLLDDDD", "LLLDLDD"))  # old + Mercosul
     assert br.is_valid("ABC1D23")
-    assert br.correct("AYO9O34") is None  # both layouts accept a reading: ambiguous
+    assert br.correct("AYO9O34") == "AYO9O34"  # valid Mercosul as read: never changed
+    assert set(br.readings("AYO9O34")) == {"AYO9034", "AYO9O34"}  # exit matching sees both
+    assert br.correct("AY09O34") is None  # 0 in a letter slot: O or D, ambiguous as text
+    assert br.correct("OKL0817") == "OKL0817"  # valid old plate; Mercosul would need B for 8
 
 
 def test_bad_config_is_named() -> None:

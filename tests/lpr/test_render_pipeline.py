@@ -121,3 +121,28 @@ def test_finder_never_crashes_on_odd_frames() -> None:
                 assert b.crop.ndim == 3 and b.crop.shape[0] >= 4 and b.crop.shape[1] >= 8
     with pytest.raises(ValueError, match="too small"):
         find_plates(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_constrained_decoding_picks_the_likelier_legal_character() -> None:
+    from edge.lpr.grammar import latin_grammar
+    from edge.lpr.ocr import CharRead
+
+    br = Recogniser(latin_grammar(("LLLDDDD", "LLLDLDD")))
+    text = "AY09034"  # 0 in a letter slot: as text O and D are both look-alikes
+    chars = tuple(
+        CharRead(c, 0.6, "O", 0.3, {"0": 0.6, "O": 0.3, "D": 0.05})
+        if i == 2
+        else CharRead(c, 0.95, "", 0.0, {c: 0.95})
+        for i, c in enumerate(text)
+    )
+    assert br.grammar.correct(text) is None
+    fixed, new_chars = br._constrained(text, chars)
+    assert fixed == "AYO9034" and abs(new_chars[2].prob - 0.3) < 1e-9
+    # O and D equally likely: left unread rather than guessed
+    even = tuple(
+        CharRead(c.char, c.prob, c.runner_up, c.runner_up_prob, {"0": 0.5, "O": 0.2, "D": 0.2})
+        if i == 2
+        else c
+        for i, c in enumerate(chars)
+    )
+    assert br._constrained(text, even)[0] == text
