@@ -55,6 +55,8 @@ TargetOpt = Annotated[
     list[str] | None, typer.Option(help="LANE=URL the lane's camera posts plates to (repeatable).")
 ]
 DisplayOpt = Annotated[bool, typer.Option(help="Simulate the LED board on a pty.")]
+BarrierOpt = Annotated[str, typer.Option(
+    help='"modbus" (relay module + loop inputs) or "eb" (EB RS-485 controller on a pty).')]
 VideoOpt = Annotated[bool, typer.Option(
     help="Give each lane a plain IP camera streaming MJPEG (for on-box recognition).")]
 CodecOpt = Annotated[str, typer.Option(help='"a0" or "a5".')]
@@ -79,6 +81,7 @@ def serve(
     lane_target: TargetOpt = None,
     display: DisplayOpt = True,
     video: VideoOpt = False,
+    barrier: BarrierOpt = "modbus",
     display_codec: CodecOpt = "a0",
     rise_s: RiseOpt = 1.0,
     fall_s: FallOpt = 1.0,
@@ -91,7 +94,7 @@ def serve(
 ) -> None:
     """Serve simulated lanes until SIGTERM."""
     site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
-                 hold_s, video)
+                 hold_s, video, barrier)
     host, port = _split_host_port(control, "--control")
     page = _page(site, bench_page, lane_socket, ledger) if bench_page else None
     asyncio.run(_serve(site, ControlApi(site, host, port), page))
@@ -107,6 +110,7 @@ def bench(
     lane_target: TargetOpt = None,
     display: DisplayOpt = True,
     video: VideoOpt = False,
+    barrier: BarrierOpt = "modbus",
     display_codec: CodecOpt = "a0",
     rise_s: RiseOpt = 1.0,
     fall_s: FallOpt = 1.0,
@@ -116,7 +120,7 @@ def bench(
 ) -> None:
     """Serve simulated lanes AND the bench web page (what `serve --bench-page` does)."""
     site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
-                 hold_s, video)
+                 hold_s, video, barrier)
     host, port = _split_host_port(control, "--control")
     asyncio.run(_serve(site, ControlApi(site, host, port), _page(site, page, lane_socket, ledger)))
 
@@ -132,10 +136,13 @@ def _site(
     fall_s: float,
     hold_s: float,
     video: bool = False,
+    barrier: str = "modbus",
 ) -> SiteSim:
     ids = [lane.strip() for lane in lanes.split(",") if lane.strip()]
     if not ids or len(set(ids)) != len(ids):
         raise typer.BadParameter(f"--lanes {lanes!r} must name distinct lanes")
+    if barrier not in ("modbus", "eb"):
+        raise typer.BadParameter(f"--barrier {barrier!r} must be modbus or eb")
     if framing not in ("tcp", "rtu"):
         raise typer.BadParameter(f"--framing {framing!r} must be tcp or rtu")
     targets = _targets(lane_target or [], ids)
@@ -152,6 +159,7 @@ def _site(
                 fall_s=fall_s,
                 hold_s=hold_s,
                 video=video,
+                barrier=barrier,
             )
             for i, lane_id in enumerate(ids)
         }

@@ -60,6 +60,18 @@ def write_lane_config(
                   f"min_confidence = {min_confidence}\n\n"
                   f'[lpr]\ngrammar = "cn"\nvote_frames = 3\nkeep_crops_days = 1\n'
                   f'crops_dir = "{tmp / f"{lane_id}-crops"}"\n')
+    if sim.get("barrier_path"):  # an EB RS-485 barrier controller reporting its own loops
+        barrier = (f'[buses.io]\nurl = "{sim["barrier_path"]}"\nprotocol = "raw"\n'
+                   "timeout_s = 0.5\nretries = 2\ngap_ms = 2\n\n"
+                   '[devices.barrier]\ndriver = "eb-serial"\nbus = "io"\nunit = 1\n\n'
+                   '[devices.loops]\ndriver = "barrier-status"\nbus = "io"\n'
+                   "poll_ms = 20\ndebounce_ms = 10\n\n")
+    else:  # a Modbus relay module pulsing the barrier's inputs, loops as discrete inputs
+        barrier = (f'[buses.io]\nurl = "{sim["modbus_url"]}"\nprotocol = "modbus"\n'
+                   "timeout_s = 0.5\nretries = 2\ngap_ms = 2\n\n"
+                   '[devices.barrier]\ndriver = "modbus-coil"\nbus = "io"\npulse_ms = 150\n\n'
+                   '[devices.loops]\ndriver = "modbus-inputs"\nbus = "io"\n'
+                   "poll_ms = 20\ndebounce_ms = 10\n\n")
     sync_text = ""
     if sync is not None:
         sync_text = (f'[sync]\nenabled = true\nbroker_url = "mqtt://127.0.0.1:{sync.broker_port}"\n'
@@ -81,28 +93,10 @@ unknown_plate = "hold"
 idle_lines = {idle}
 control_socket = "{tmp / f"{lane_id}.sock"}"
 
-[buses.io]
-url = "{sim["modbus_url"]}"
-protocol = "modbus"
-timeout_s = 0.5
-retries = 2
-gap_ms = 2
-
-[buses.led]
+{barrier}[buses.led]
 url = "{sim["display_path"]}"
 protocol = "raw"
 gap_ms = 2
-
-[devices.barrier]
-driver = "modbus-coil"
-bus = "io"
-pulse_ms = 150
-
-[devices.loops]
-driver = "modbus-inputs"
-bus = "io"
-poll_ms = 20
-debounce_ms = 10
 
 [devices.display]
 driver = "a0"

@@ -17,6 +17,7 @@ from typing import Any
 
 from parkedge_sim.camera_push import CameraPushSim
 from parkedge_sim.display_sim import DisplaySim
+from parkedge_sim.eb_lane import EbLaneSim
 from parkedge_sim.mjpeg_stream import MjpegCamera
 from parkedge_sim.modbus_lane import FAULTS as MODBUS_FAULTS
 from parkedge_sim.modbus_lane import ModbusLaneSim
@@ -68,6 +69,7 @@ class LaneSim:
         video: bool = False,
         video_fps: float = 10.0,
         video_scene: Scene | None = None,
+        barrier: str = "modbus",
     ) -> None:
         self.lane_id = lane_id
         # entry / exit: only labels the bench page's buttons ("drive in" / "drive out")
@@ -75,9 +77,16 @@ class LaneSim:
                                        "entry")
         self.current_plate: str | None = None  # the car now at the barrier (bench page frame)
         self.last_plate: str | None = None
-        self.modbus = ModbusLaneSim(
-            framing=modbus_framing, port=modbus_port, rise_s=rise_s, fall_s=fall_s, hold_s=hold_s
-        )
+        # the barrier side: a Modbus relay module + loop inputs, or an EB RS-485 controller
+        # (its own loops, its own auto-close) on a pty; the same calls drive either
+        self.modbus: ModbusLaneSim | EbLaneSim
+        if barrier == "modbus":
+            self.modbus = ModbusLaneSim(framing=modbus_framing, port=modbus_port, rise_s=rise_s,
+                                        fall_s=fall_s, hold_s=hold_s)
+        elif barrier == "eb":
+            self.modbus = EbLaneSim(rise_s=rise_s, fall_s=fall_s)
+        else:
+            raise ValueError(f"barrier must be 'modbus' or 'eb', got {barrier!r}")
         self.display: DisplaySim | None = (
             DisplaySim(display_codec, transport=display_transport)  # type: ignore[arg-type]
             if display
@@ -113,8 +122,9 @@ class LaneSim:
         """Where the daemon connects: Modbus URL, display path, camera target."""
         return {
             "lane": self.lane_id,
-            "modbus_url": self.modbus.url,
+            "modbus_url": self.modbus.url if self.modbus.framing != "eb" else None,
             "modbus_framing": self.modbus.framing,
+            "barrier_path": self.modbus.url if self.modbus.framing == "eb" else None,
             "display_path": self.display.slave_path if self.display else None,
             "camera_target": self.camera.target_url if self.camera else None,
             "video_url": self.video.url if self.video else None,
