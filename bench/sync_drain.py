@@ -3,8 +3,9 @@
 Builds a lane ledger with ``--n`` unacked entries, starts Mosquitto on a free loopback port
 and the central server in its own process, then measures how fast ``LaneSync`` gets every
 entry committed *and acknowledged*, and how much this (lane) process's RSS grows meanwhile.
-In the same run it publishes the same bytes (the same batch payloads) with a bare paho
-client at QoS 1 and waits for every PUBACK: the transport's ceiling for comparison.
+In the same run it sends the same bytes (the same signed batch payloads) with bare paho
+clients at QoS 1 through the same broker to a subscriber process that receives every one,
+with the lane's window of messages in flight: the transport's ceiling for comparison.
 
     .venv/bin/python bench/sync_drain.py --n 100000 --json
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -67,14 +70,42 @@ def build_backlog(db: Path, n: int) -> None:
     engine = make_engine(db)
     t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     with engine.begin() as c:
+        last = None
         for i in range(n):
             at = t0 + timedelta(seconds=i)
-            _ledger.append(c, lane_id=LANE, kind=EntryKind.SESSION_OPENED, at=at, recorded=at,
-                           session_id=f"{LANE}-{i:012x}", plate=f"粤B{i % 100000:05d}",
-                           rules_version="seed-basic-1",
-                           payload={"event_id": f"ev-{i}", "vehicle_class": "small",
-                                    "entry_lane": "elsewhere", "detail": {"conf": "0.97"}})
+            last = _ledger.append(
+                c, lane_id=LANE, kind=EntryKind.SESSION_OPENED, at=at, recorded=at,
+                session_id=f"{LANE}-{i:012x}", plate=f"粤B{i % 100000:05d}",
+                rules_version="seed-basic-1", after=last,
+                payload={"event_id": f"ev-{i}", "vehicle_class": "small",
+                         "entry_lane": "elsewhere", "detail": {"conf": "0.97"}})
     engine.dispose()
+
+
+def wait_central(port: int, timeout: float = 60) -> None:
+    """Until central answers a snapshot request, i.e. it is subscribed to the lanes' topics
+    (a batch published before that is lost and waits a whole ack timeout)."""
+    answered = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
+    c.on_message = lambda *_a: answered.set()
+    c.on_connect = lambda cl, *_a: cl.subscribe(topics.snapshot(SITE, "bench-probe"), qos=1)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        end = time.monotonic() + timeout
+        while not answered.wait(0.3):
+            if time.monotonic() > end:
+                raise RuntimeError(f"central did not answer within {timeout} s")
+            c.publish(topics.snapshot_request(SITE),
+                      codec.encode_snapshot_request("bench-probe", [], "bench"), qos=1)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def _last_seq(db: Path) -> int:
+    with sqlite3.connect(db) as c:
+        return int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries").fetchone()[0])
 
 
 def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> dict[str, float]:
@@ -97,8 +128,8 @@ def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> 
     t = time.monotonic()
     sync.start()
     deadline = t + max(120.0, n / 500)
-    while sync.backlog() > 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while sync.uplink.acked_seq < n and time.monotonic() < deadline:
+        time.sleep(0.02)  # a plain attribute: polling must not load the lane's database
     elapsed = time.monotonic() - t
     left = sync.backlog()
     stop.set()
@@ -112,8 +143,8 @@ def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> 
             "resends": resends}
 
 
-def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int) -> dict[str, float]:
-    """The same entries as the same signed batch payloads, bare paho QoS 1, all PUBACKed."""
+def batch_payloads(db: Path, n: int, batch: int, nbytes: int) -> list[bytes]:
+    """The backlog cut into signed batches exactly as the uplink cuts them."""
     store = Store.open(db, LANE)
     payloads: list[bytes] = []
     budget = nbytes - codec.batch_overhead(SITE, LANE)
@@ -134,19 +165,80 @@ def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int) -> dict[st
         payloads.append(codec.encode_batch(SITE, LANE, parts, first, after, KEY.encode(),
                                            datetime.now(UTC)))
     store.close()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-bench")
-    c.max_inflight_messages_set(100)
-    c.max_queued_messages_set(0)
+    return payloads
+
+
+RAW_TOPIC = f"{topics.ROOT}/{SITE}/raw/{LANE}"
+
+
+def raw_subscriber(port: int, count: int) -> int:
+    """Child process: subscribe at QoS 1, say ``ready``, receive ``count`` messages, then
+    print the monotonic time of the last one and the bytes received (one JSON line)."""
+    done = threading.Event()
+    got = [0, 0, 0.0]  # messages, bytes, time of the last one
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got[0] += 1
+        got[1] += len(msg.payload)
+        if got[0] >= count:
+            got[2] = time.monotonic()
+            done.set()
+
+    def on_subscribe(*_a: object) -> None:
+        print("ready", flush=True)
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-sub")
+    c.on_message = on_message
+    c.on_subscribe = on_subscribe
+    c.on_connect = lambda cl, *_a: (_nodelay(cl), cl.subscribe(RAW_TOPIC, qos=1))
     c.connect("127.0.0.1", port)
     c.loop_start()
-    topic = f"{topics.ROOT}/{SITE}/raw/{LANE}"
-    t = time.monotonic()
-    infos = [c.publish(topic, p, qos=1) for p in payloads]
-    for info in infos:
-        info.wait_for_publish(timeout=60)
-    elapsed = time.monotonic() - t
+    ok = done.wait(300)
     c.loop_stop()
-    c.disconnect()
+    print(json.dumps({"messages": got[0], "bytes": got[1], "last_at": got[2], "ok": ok}),
+          flush=True)
+    return 0 if ok else 1
+
+
+def _nodelay(client: mqtt.Client) -> None:
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # as the lane and central do
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int,
+                window: int) -> dict[str, float]:
+    """The transport's ceiling, like for like: the same signed batch payloads, QoS 1, through
+    the same broker to a subscriber (its own process, as central is) that receives every
+    one; at most ``window`` unacknowledged (PUBACK) messages in flight, as the lane keeps at
+    most ``window`` batches awaiting central's ack. Time: first publish to last received."""
+    payloads = batch_payloads(db, n, batch, nbytes)
+    sub = subprocess.Popen([sys.executable, __file__, "--raw-subscriber", str(port),
+                            "--n", str(len(payloads))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "ready":
+            raise RuntimeError("raw subscriber did not subscribe")
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-bench")
+        c.max_inflight_messages_set(window)
+        c.max_queued_messages_set(0)
+        c.on_connect = lambda cl, *_a: _nodelay(cl)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        t = time.monotonic()
+        infos = [c.publish(RAW_TOPIC, p, qos=1) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(timeout=60)
+        got = json.loads(sub.stdout.readline())
+        c.loop_stop()
+        c.disconnect()
+        sub.wait(10)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    if not got["ok"] or got["bytes"] != sum(len(p) for p in payloads):
+        raise RuntimeError(f"raw subscriber received {got}")
+    elapsed = got["last_at"] - t
     return {"raw_per_s": n / elapsed, "raw_s": elapsed, "batches": len(payloads),
             "bytes": sum(len(p) for p in payloads)}
 
@@ -158,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=262_144, help="sync.batch_max_bytes")
     ap.add_argument("--window", type=int, default=8, help="sync.window")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--backlog", type=Path,
+                    help="reuse this prebuilt lane ledger of --n entries (built if missing)")
+    ap.add_argument("--raw-subscriber", type=int, metavar="PORT", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.raw_subscriber is not None:
+        return raw_subscriber(a.raw_subscriber, a.n)
     with tempfile.TemporaryDirectory(prefix="sync-drain-") as tmp:
         d = Path(tmp)
         port = free_port()
@@ -171,16 +268,24 @@ def main(argv: list[str] | None = None) -> int:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_port(port)
             t = time.monotonic()
-            build_backlog(d / "lane.db", a.n)
+            if a.backlog is not None:
+                if not a.backlog.exists() or _last_seq(a.backlog) != a.n:
+                    a.backlog.unlink(missing_ok=True)
+                    build_backlog(a.backlog, a.n)
+                shutil.copyfile(a.backlog, d / "lane.db")
+            else:
+                build_backlog(d / "lane.db", a.n)
             setup_s = time.monotonic() - t
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "parkedge_sim.central", "--broker", f"127.0.0.1:{port}",
                  "--site", SITE, "--db", f"sqlite:///{d / 'central.db'}",
                  "--lane-key", f"{LANE}={KEY}", "--signing-key", str(d / "rules.key")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            time.sleep(1.5)  # central connects and subscribes
+                stdout=subprocess.DEVNULL, stderr=(d / "central.log").open("wb")))
+            wait_central(port)
             res = drain(d / "lane.db", port, a.n, a.batch, a.bytes, a.window)
-            res.update(raw_publish(d / "lane.db", port, a.n, a.batch, a.bytes))
+            if res["resends"]:  # a batch waited a full ack timeout: say why if central knows
+                sys.stderr.write((d / "central.log").read_text(errors="replace")[-4000:])
+            res.update(raw_publish(d / "lane.db", port, a.n, a.batch, a.bytes, a.window))
             res["ratio_to_raw"] = res["entries_per_s"] / res["raw_per_s"]
             res["n"] = a.n
             res["setup_s"] = setup_s
