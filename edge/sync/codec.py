@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.store.codec import ts
 from edge.store.types import LedgerEntry
 
 VERSION = 1
@@ -135,9 +136,10 @@ _ENTRY_OPT = ("session_id", "member_id", "plate", "rules_version")
 
 
 def entry_to_wire(e: LedgerEntry) -> dict[str, Any]:
-    """A ledger row as sent: the fields the lane hashed, payload as an object."""
+    """A ledger row as sent: the fields the lane hashed, times in the store's own text (the
+    hash covers that text), payload as an object."""
     return {"entry_id": e.entry_id, "lane_id": e.lane_id, "seq": e.seq, "kind": str(e.kind),
-            "at": e.at.isoformat(), "recorded": e.recorded.isoformat(),
+            "at": ts(e.at), "recorded": ts(e.recorded),
             "session_id": e.session_id, "member_id": e.member_id, "plate": e.plate,
             "rules_version": e.rules_version, "payload": e.payload,
             "prev_hash": e.prev_hash, "hash": e.hash}
