@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from parkedge_sim.central import CentralServer
+from sqlalchemy import create_engine, text
 
 from edge.store import Store
 from edge.sync.link import LinkSettings
@@ -129,3 +131,22 @@ def write_events(store: Store, n: int, start: int = 0) -> None:
             store.record_entry(plate=f"粤B{i:05d}", entered_at=at, event_id=f"{store.lane_id}-e{i}")
         else:
             store.record_lane_event("loop_check", at, detail={"i": i})
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    pytest.importorskip("psycopg")
+    schema = f"central_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # no server here: nothing to test against
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc.__class__.__name__}")
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

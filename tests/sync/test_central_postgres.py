@@ -5,35 +5,13 @@ Same exactly-once commit as on SQLite: a schema of its own per run, dropped afte
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from parkedge_sim.central.db import CentralDB
-from sqlalchemy import create_engine, text
 
 from edge.sync import codec
 from tests.sync.conftest import KEYS, SITE, make_store, write_events
-
-URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    pytest.importorskip("psycopg")
-    schema = f"central_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(URL, connect_args={"connect_timeout": 3})
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # no server here: nothing to test against
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc.__class__.__name__}")
-    yield f"{URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as c:
-        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def test_exactly_once_and_balances_on_postgresql(tmp_path: Path, pg_url: str) -> None:

@@ -167,6 +167,7 @@ class CentralDB:
         if url.startswith("sqlite"):
             kw["connect_args"] = {"check_same_thread": False, "timeout": 10}
         self.engine: Engine = create_engine(url, **kw)
+        self.replayed_groups = 0  # groups that took the exact (batch by batch) path
         if url.startswith("sqlite"):
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
@@ -204,7 +205,7 @@ class CentralDB:
             with self.engine.begin() as c:
                 return self._commit_fresh(c, bs)
         except _Replayed:
-            pass
+            self.replayed_groups += 1
         with self.engine.begin() as c:
             return [self._commit_in(c, b) for b in bs]
 
