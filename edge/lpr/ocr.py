@@ -40,6 +40,8 @@ class CharRead:
     # the most likely allowed characters at that step with their probabilities (this one
     # included): lets the grammar pick the likeliest *legal* character, not a fixed look-alike
     alts: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
+    # where the character was read: its centre as a fraction of the crop's width (-1 unknown)
+    x: float = field(default=-1.0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,16 @@ class RapidOcrEngine:
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         if not crops:
             return []
-        batch = _prepare(crops)
+        batch, geometry = _prepare(crops)
         with self._lock:
             logits = self._session.run(None, {self._input: batch})[0]
-        return [self._decode(row) for row in logits]
+        step = batch.shape[3] / logits.shape[1]  # input pixels per CTC step
+        return [self._decode(row, step, g) for row, g in zip(logits, geometry, strict=True)]
 
-    def _decode(self, probs: np.ndarray) -> OcrResult:
+    def _decode(
+        self, probs: np.ndarray, step: float, geometry: tuple[float, int, int]
+    ) -> OcrResult:
+        scale, margin, width = geometry
         # The model ends in softmax; masking then renormalising restricts the alphabet.
         p = probs if self._mask is None else probs * self._mask
         p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-9)
@@ -131,6 +137,7 @@ class RapidOcrEngine:
                         runner_up=self._classes[r] if row[r] > 0 else "",
                         runner_up_prob=float(row[r]),
                         alts=alts,
+                        x=min(1.0, max(0.0, ((t + 0.5) * step / scale - margin) / width)),
                     )
                 )
             prev = k
@@ -138,9 +145,13 @@ class RapidOcrEngine:
         return OcrResult("".join(c.char for c in chars), tuple(chars))
 
 
-def _prepare(crops: Sequence[np.ndarray]) -> np.ndarray:
-    """Scale each crop to 48 px high, normalise to [-1, 1], pad to a common width."""
+def _prepare(
+    crops: Sequence[np.ndarray],
+) -> tuple[np.ndarray, list[tuple[float, int, int]]]:
+    """Scale each crop to 48 px high, normalise to [-1, 1], pad to a common width. Also each
+    crop's (scale, left margin, width), to map CTC steps back to crop columns."""
     resized = []
+    geometry = []
     for crop in crops:
         if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] < 4 or crop.shape[1] < 4:
             raise ValueError(f"OCR crop must be a BGR image at least 4x4, got shape {crop.shape}")
@@ -150,9 +161,10 @@ def _prepare(crops: Sequence[np.ndarray]) -> np.ndarray:
         h, w = crop.shape[:2]
         new_w = max(8, round(_REC_H * w / h))
         resized.append(cv2.resize(crop, (new_w, _REC_H), interpolation=cv2.INTER_LINEAR))
+        geometry.append((new_w / w, 2 * m, w - 4 * m))
     width = max(_MIN_W, *(r.shape[1] for r in resized))
     batch = np.zeros((len(resized), 3, _REC_H, width), dtype=np.float32)
     for i, img in enumerate(resized):
         x = img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
         batch[i, :, :, : img.shape[1]] = x
-    return batch
+    return batch, geometry

@@ -16,6 +16,7 @@ import numpy as np
 from edge.lpr.finder import PlateBox, find_plates
 from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
+from edge.lpr.textdet import TextDetector
 
 _MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
 
@@ -56,17 +57,31 @@ class Recogniser:
         max_candidates: int = 4,
         first_batch: int = 1,
         stop_confidence: float = 0.85,
+        detector: TextDetector | bool | None = True,
+        fallback_below: float = 0.5,
     ) -> None:
         self.grammar = grammar or cn_grammar()
         self.engine = engine or RapidOcrEngine(self.grammar.alphabet)
         self.max_candidates = max_candidates
         self.first_batch = max(1, first_batch)
         self.stop_confidence = stop_confidence
+        # the text detector is the fallback finder: True loads the wheel's, None/False: none
+        self.detector = TextDetector() if detector is True else detector or None
+        self.fallback_below = fallback_below
 
     def read_frame(self, bgr: np.ndarray) -> list[PlateCandidate]:
-        """Best-first candidates for one full frame."""
+        """Best-first candidates for one full frame: the cheap finder's crops first; when none
+        reads as a plate with confidence >= ``fallback_below``, the text detector's."""
         boxes = find_plates(bgr, max_candidates=self.max_candidates)
-        return self._read_boxes(boxes, staged=True)
+        out = self._read_boxes(boxes, staged=True)
+        if self.detector is not None and not any(
+            c.valid and c.confidence >= self.fallback_below for c in out
+        ):
+            more = self.detector.find(
+                bgr, max_candidates=self.max_candidates, skip=tuple(c.box for c in out)
+            )
+            out = sorted(out + self._read_boxes(more), key=_rank, reverse=True)
+        return out
 
     def read_crop(self, bgr: np.ndarray) -> PlateCandidate:
         """The frame *is* a plate crop (no finding)."""
