@@ -57,6 +57,9 @@ class Uplink:
         self._page: deque[WireEntry] = deque()
         self._cursor: int | None = None  # highest seq handed to a batch (None = recompute)
         self._announced = 0  # highest seq whose session event was published
+        # How this lane's own openings read in the stored payload (the store's compact
+        # canonical JSON): a cheap filter before parsing a payload to announce it.
+        self._opened_here = '"entry_lane":' + json.dumps(self.lane, ensure_ascii=False)
         self.acked_seq = state.acked_seq(PEER)
         self.batches_sent = 0
         self.resends = 0
@@ -161,6 +164,8 @@ class Uplink:
         self._announced = e.seq
         if e.kind not in (EntryKind.SESSION_OPENED, EntryKind.SESSION_CLOSED):
             return
+        if e.kind == EntryKind.SESSION_OPENED and self._opened_here not in e.payload_text:
+            return  # opened on another lane (most of a backlog): no need to parse it
         try:
             payload = json.loads(e.payload_text)
             at = datetime.fromisoformat(e.at)
