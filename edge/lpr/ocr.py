@@ -93,14 +93,18 @@ class RapidOcrEngine:
         self._classes = ["", *meta["character"].splitlines(), " "]
         self._input = self._session.get_inputs()[0].name
         self._lock = threading.Lock()  # one inference at a time per session
-        self._mask: np.ndarray | None = None
+        # Decoding works on the allowed classes only (blank first): ~70 columns, not ~6600.
+        self._keep: np.ndarray | None = None
+        self._kept = self._classes
         if alphabet is not None:
             allowed = set(alphabet)
             unknown = sorted(allowed - set(self._classes))
             if unknown:
                 raise OcrError(f"OCR model cannot output {unknown!r}")
-            keep = np.array([i == 0 or c in allowed for i, c in enumerate(self._classes)])
-            self._mask = keep
+            self._keep = np.array(
+                [i for i, c in enumerate(self._classes) if i == 0 or c in allowed], np.intp
+            )
+            self._kept = [self._classes[i] for i in self._keep]
 
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         if not crops:
@@ -115,9 +119,11 @@ class RapidOcrEngine:
         self, probs: np.ndarray, step: float, geometry: tuple[float, int, int]
     ) -> OcrResult:
         scale, margin, width = geometry
-        # The model ends in softmax; masking then renormalising restricts the alphabet.
-        p = probs if self._mask is None else probs * self._mask
+        # The model ends in softmax; keeping the allowed columns then renormalising restricts
+        # the alphabet.
+        p = probs if self._keep is None else probs[:, self._keep]
         p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-9)
+        classes = self._kept
         best = p.argmax(axis=1)
         chars: list[CharRead] = []
         prev = 0
@@ -127,14 +133,14 @@ class RapidOcrEngine:
                 row = p[t].copy()
                 row[0] = 0.0
                 top = np.argpartition(row, -_TOP_K)[-_TOP_K:]
-                alts = {self._classes[int(j)]: float(row[j]) for j in top if row[j] > 1e-4}
+                alts = {classes[int(j)]: float(row[j]) for j in top if row[j] > 1e-4}
                 row[k] = 0.0
                 r = int(row.argmax())
                 chars.append(
                     CharRead(
-                        char=self._classes[k],
+                        char=classes[k],
                         prob=float(p[t, k]),
-                        runner_up=self._classes[r] if row[r] > 0 else "",
+                        runner_up=classes[r] if row[r] > 0 else "",
                         runner_up_prob=float(row[r]),
                         alts=alts,
                         x=min(1.0, max(0.0, ((t + 0.5) * step / scale - margin) / width)),

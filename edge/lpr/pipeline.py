@@ -93,23 +93,35 @@ class Recogniser:
         return self.read_frame(load_image(path))
 
     def _read_boxes(self, boxes: list[PlateBox], *, staged: bool = False) -> list[PlateCandidate]:
-        """OCR the boxes best-first; when ``staged``, stop after the first batch that yields a
-        confident valid plate (most frames need one small batch, not all candidates)."""
+        """OCR the boxes best-first; when ``staged``, ``first_batch`` at a time, stopping once
+        the answer is settled (most frames need one crop read, not all candidates)."""
         if not boxes:
             return []
         out: list[PlateCandidate] = []
-        split = self.first_batch if staged else len(boxes)
-        for batch in (boxes[:split], boxes[split:]):
-            if not batch:
-                continue
+        size = self.first_batch if staged else len(boxes)  # a batch costs what its crops do
+        for batch in (boxes[i : i + size] for i in range(0, len(boxes), size)):
             results = self.engine.read([b.crop for b in batch])
             out.extend(self._candidate(b, r) for b, r in zip(batch, results, strict=True))
-            if staged and any(c.valid and c.confidence >= self.stop_confidence for c in out):
+            if staged and self._settled(out, boxes[len(out) :]):
                 break
         if not any(c.valid and c.confidence >= self.stop_confidence for c in out):
             out = self._retry_wide(boxes, out)
         out.sort(key=_rank, reverse=True)
         return out
+
+    def _settled(self, out: list[PlateCandidate], unread: list[PlateBox]) -> bool:
+        """No unread box can change the answer: a read is a valid plate with confidence >=
+        ``stop_confidence``, or a sure one (>= 0.5) that outranks (``_rank``: size x
+        confidence) whatever an unread box could score even read with certainty."""
+        biggest = max((b.w * b.h for b in unread), default=0)
+        return any(
+            c.valid
+            and (
+                c.confidence >= self.stop_confidence
+                or (c.confidence >= 0.5 and c.box[2] * c.box[3] * c.confidence >= biggest)
+            )
+            for c in out
+        )
 
     def _retry_wide(
         self, boxes: list[PlateBox], cands: list[PlateCandidate]
