@@ -34,13 +34,18 @@ class PlateCandidate:
 
 
 def load_image(path: Path | str) -> np.ndarray:
-    """Read an image file (any name, any OpenCV format; non-ASCII paths work)."""
+    """Read an image file (any name, any OpenCV format; non-ASCII paths work; a truncated
+    JPEG gives what it holds)."""
     p = Path(path)
     try:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"cannot read image {p}: {exc.strerror}") from exc
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None and data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+        # a truncated JPEG (a dropped camera packet, an interrupted copy): libjpeg decodes what
+        # is there once the end marker is present, and the rest comes out grey
+        img = cv2.imdecode(np.concatenate([data, np.array([0xFF, 0xD9], np.uint8)]), 1)
     if img is None:
         raise ValueError(f"not a readable image: {p}")
     return img

@@ -146,3 +146,17 @@ def test_constrained_decoding_picks_the_likelier_legal_character() -> None:
         for i, c in enumerate(chars)
     )
     assert br._constrained(text, even)[0] == text
+
+
+def test_truncated_jpeg_still_loads(rec: Recogniser, tmp_path: Path) -> None:
+    import cv2
+
+    frame = render_frame("沪A12345", Scene(width=1280, height=720, plate_width=240, seed=1))
+    ok, jpg = cv2.imencode(".jpg", frame)
+    assert ok
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg.tobytes()[: int(jpg.size * 0.9)])  # the last rows are missing
+    assert cv2.imdecode(np.fromfile(cut, np.uint8), cv2.IMREAD_COLOR) is None  # the premise
+    img = load_image(cut)
+    assert img.shape == frame.shape
+    assert rec.read_frame(img)[0].plate == "沪A12345"
