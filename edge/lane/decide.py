@@ -29,7 +29,8 @@ from edge.pricing import (
     quote_exit,
 )
 from edge.pricing.types import CouponKind
-from edge.store import ExitRecord, ExitResult, Session, Store
+from edge.store import ExitRecord, ExitResult, MemberView, Session, Store
+from edge.store.reader import Reader
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,24 @@ class LanePolicy:
 
 
 MatchFn = Callable[[PlateRead, list[str]], tuple[str | None, str, bool]]
-"""(read, open plates) -> (plate or None, kind exact|fuzzy|ambiguous|none, spend_points_ok)."""
+"""(read, open plates) -> (plate or None, kind exact|fuzzy|ambiguous|none, spend_points_ok).
+
+Must prefer an exact match: when the read's own plate has an open session the decider
+passes only that plate (see ``Decider._look``)."""
+
+
+@dataclass(frozen=True)
+class _ExitLook:
+    """What an exit decision read from the ledger (``Decider._look``)."""
+
+    replay: ExitResult | None = None
+    plate: str | None = None  # the open plate the read matched
+    kind: str = "none"
+    spend_ok: bool = False
+    session: Session | None = None
+    member_id: str | None = None
+    view: MemberView | None = None
+    previous_exit: datetime | None = None
 
 
 def exact_match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
@@ -121,19 +139,12 @@ class Decider:
 
     # ------------------------------------------------------------------ exit
     def exit(self, read: PlateRead, now: datetime) -> Decision:
-        replay = self.store.last_exit(read.plate, now - self.policy.replay_window)
-        if replay is not None and replay.session.status in ("closed", "owed"):
-            return self._replayed(replay, read)
-
-        rules = self.rules()
-        open_plates = self.store.open_plates()
-        plate, kind, spend_ok = self.match(read, open_plates)
-        session: Session | None = None
-        flags: list[str] = []
-        if plate is not None:
-            session = self.store.find_open_session(plate)
-            if kind == "fuzzy":
-                flags.append("fuzzy_match")
+        look = self._look(read, now)
+        if look.replay is not None:
+            return self._replayed(look.replay, read)
+        session, kind = look.session, look.kind
+        spend_ok = look.spend_ok
+        flags: list[str] = ["fuzzy_match"] if look.plate is not None and kind == "fuzzy" else []
         if kind == "ambiguous":
             self.store.record_lane_event(
                 "ambiguous_plate",
@@ -156,12 +167,10 @@ class Decider:
                 lines, speak = messages.exit_unknown(read.plate)
                 return Decision("uncertain_read", lines, speak, plate=read.plate)
 
+        rules = self.rules()
         the_plate = session.plate if session else read.plate
-        member_id = session.member_id if session and session.member_id else None
-        if member_id is None:
-            m = self.store.member_for_plate(the_plate)
-            member_id = m.member_id if m else None
-        snapshot = self._snapshot(member_id, now) if member_id else None
+        member_id = look.member_id
+        snapshot = self._snapshot(look.view) if look.view is not None else None
         quote = quote_exit(
             SessionInput(
                 entered=session.entered_at if session else None,
@@ -169,7 +178,7 @@ class Decider:
                 vehicle_class=session.vehicle_class if session else "small",
                 plate=the_plate,
                 lane_id=self.policy.lane_id,
-                previous_exit=self._previous_exit(the_plate, session),
+                previous_exit=look.previous_exit,
             ),
             snapshot,
             rules,
@@ -198,6 +207,44 @@ class Decider:
         if result.replayed:
             return self._replayed(result, read)
         return self._exit_decision(the_plate, quote, result, uncertain=not spend_ok)
+
+    def _look(self, read: PlateRead, now: datetime) -> _ExitLook:
+        """Everything the exit reads from the ledger, in one read transaction.
+
+        One snapshot instead of six separate store calls: the decision sees one consistent
+        state of the file and pays for one BEGIN/COMMIT. Writes (lane events, the exit)
+        happen after it, outside the snapshot.
+        """
+        p = self.policy
+        with self.store.snapshot() as r:
+            replay = r.last_exit(read.plate, now - p.replay_window)
+            if replay is not None and replay.session.status in ("closed", "owed"):
+                return _ExitLook(replay=replay)
+            # An exact match wins over every look-alike (edge.lpr.matching), so when the
+            # read's own plate has an open session the other open plates cannot change the
+            # match: the matcher is shown only that plate, and the exit does not read every
+            # car inside (O(1), not O(cars parked)).
+            exact = r.find_open_session(read.plate)
+            plate, kind, spend_ok = self.match(
+                read, [exact.plate] if exact is not None else r.open_plates()
+            )
+            session: Session | None = None
+            if plate is not None:
+                session = exact if exact is not None and exact.plate == plate else (
+                    r.find_open_session(plate))
+            look = _ExitLook(plate=plate, kind=kind, spend_ok=spend_ok, session=session)
+            if kind == "ambiguous" or (session is None and p.unknown_plate == "hold"):
+                return look
+            if read.uncertain and p.uncertain_read == "hold":
+                return look
+            the_plate = session.plate if session else read.plate
+            member_id = session.member_id if session and session.member_id else None
+            if member_id is None:
+                m = r.member_for_plate(the_plate)
+                member_id = m.member_id if m else None
+            view = r.member_view(member_id, now, p.tz) if member_id else None
+            previous = self._previous_exit(r, the_plate, session)
+        return replace(look, member_id=member_id, view=view, previous_exit=previous)
 
     def _exit_decision(
         self, plate: str, quote: Quote, result: ExitResult, *, uncertain: bool
@@ -240,16 +287,18 @@ class Decider:
             plate=s.plate,
         )
 
-    def _previous_exit(self, plate: str, session: Session | None) -> datetime | None:
+    def _previous_exit(
+        self, r: Reader, plate: str, session: Session | None
+    ) -> datetime | None:
         if session is None:
             return None
-        prior = self.store.last_exit(plate, session.entered_at - self.policy.reentry_lookback)
+        prior = r.last_exit(plate, session.entered_at - self.policy.reentry_lookback)
         if prior is None or prior.session.exited_at is None:
             return None
         return prior.session.exited_at if prior.session.exited_at <= session.entered_at else None
 
-    def _snapshot(self, member_id: str, now: datetime) -> MemberSnapshot:
-        v = self.store.member_view(member_id, now, self.policy.tz)
+    def _snapshot(self, v: MemberView) -> MemberSnapshot:
+        member_id = v.member_id
         lots = tuple(PointsLot(x.lot_id, x.points, x.expires_at, x.earned_at) for x in v.lots)
         if self.spend_limit is not None:
             lots = cap_lots(lots, self.spend_limit(member_id))

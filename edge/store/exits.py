@@ -14,11 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
-
 from edge.store import checks, ledger, members, sessions
 from edge.store.codec import ts, ts_opt
-from edge.store.engine import q
+from edge.store.engine import Db
+from edge.store.ledger import Draft
 from edge.store.tx import Tx
 from edge.store.types import (
     EntryKind,
@@ -57,8 +56,8 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
     points_value(rec.quote)
     key = f"exit:{rec.exit_event_id}"
     c = tx.conn
-    done = c.execute(q("SELECT session_id, entry_ids FROM idempotency WHERE key = :k"),
-                     {"k": key}).first()
+    done = c.execute("SELECT session_id, entry_ids FROM idempotency WHERE key = :k",
+                     {"k": key}).fetchone()
     if done is not None:
         return replay(c, done[0], json.loads(done[1]))
     if rec.session_id is not None:
@@ -69,9 +68,9 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
     else:
         sid = f"{tx.lane_id}-{uuid.uuid4().hex[:12]}"
         c.execute(
-            q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
-              "vehicle_class, member_id, status, rules_version) VALUES "
-              "(:s, :p, :e, NULL, :v, :m, 'closed', :r)"),
+            "INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
+            "vehicle_class, member_id, status, rules_version) VALUES "
+            "(:s, :p, :e, NULL, :v, :m, 'closed', :r)",
             {"s": sid, "p": rec.plate, "e": at_s,
              "v": str(rec.quote.get("vehicle_class", "small")), "m": rec.member_id,
              "r": rec.rules_version},
@@ -80,28 +79,28 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
     member: Member | None = None
     before: int | None = None
     if mid:
-        member = members.get_member(c, mid)
-        if member is None and (deducted or earned or rec.coupons_used):
+        found = members.member_and_balance(c, mid, rec.exited_at)
+        if found is None and (deducted or earned or rec.coupons_used):
             raise StoreError(f"member_id: unknown member {mid!r}")
-        if member is not None:
-            before = members.balance(c, mid, rec.exited_at)
+        if found is not None:
+            member, before = found
     entries = _exit_entries(tx, rec, sid, fee, payable, lots, earned)
-    after = members.balance(c, member.member_id, rec.exited_at) if member else None
+    after = members.spendable(c, member.member_id, rec.exited_at) if member else None
     status = "owed" if payable > 0 else "closed"
     c.execute(
-        q("UPDATE sessions SET status = :st, exited_at = :x, exit_lane = :l, "
-          "fee = :f, payable = :pay, points_deducted = :d, points_earned = :e, "
-          "rules_version = :r, exit_event_id = :ev, member_id = COALESCE(:m, "
-          "member_id), points_before = :b, balance_after = :a, tier = :t, "
-          "exit_detail = :det WHERE session_id = :s"),
+        "UPDATE sessions SET status = :st, exited_at = :x, exit_lane = :l, "
+        "fee = :f, payable = :pay, points_deducted = :d, points_earned = :e, "
+        "rules_version = :r, exit_event_id = :ev, member_id = COALESCE(:m, "
+        "member_id), points_before = :b, balance_after = :a, tier = :t, "
+        "exit_detail = :det WHERE session_id = :s",
         {"st": status, "x": at_s, "l": tx.lane_id, "f": str(fee), "pay": str(payable),
          "d": deducted, "e": earned, "r": rec.rules_version, "ev": rec.exit_event_id,
          "m": mid, "b": before, "a": after, "t": member.tier if member else None,
          "s": sid, "det": json.dumps(_detail(rec, lots, earned))},
     )
     ids = [e.entry_id for e in entries]
-    c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
-                "(:k, 'exit', :s, :i)"), {"k": key, "s": sid, "i": json.dumps(ids)})
+    c.execute("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
+              "(:k, 'exit', :s, :i)", {"k": key, "s": sid, "i": json.dumps(ids)})
     return ExitResult(tx.session(sid), tuple(entries), False, after)
 
 
@@ -125,55 +124,58 @@ def _detail(rec: ExitRecord, lots: dict[str, int], earned: int) -> dict[str, Any
 
 def _exit_entries(tx: Tx, rec: ExitRecord, sid: str, fee: Decimal,
                   payable: Decimal, lots: dict[str, int], earned: int) -> list[LedgerEntry]:
+    """Move the points and coupons, then append the exit's entries in one batch."""
     c = tx.conn
-    at, mid, plate, rv = rec.exited_at, rec.member_id, rec.plate, rec.rules_version
-    common: dict[str, Any] = {"session_id": sid, "member_id": mid, "plate": plate,
-                              "rules_version": rv}
-    out = [tx.append(EntryKind.SESSION_CLOSED, at, **common, payload={
-        "exit_event_id": rec.exit_event_id, "exit_lane": tx.lane_id,
-        "flags": list(rec.flags), "status": "owed" if payable > 0 else "closed"})]
-    out.append(tx.append(EntryKind.FEE_CHARGED, at, **common, payload={
-        "fee": fee, "payable": payable, "quote": rec.quote}))
+    at, mid = rec.exited_at, rec.member_id
+    common: dict[str, Any] = {"session_id": sid, "member_id": mid, "plate": rec.plate,
+                              "rules_version": rec.rules_version}
+    drafts = [
+        Draft(EntryKind.SESSION_CLOSED, at, **common, payload={
+            "exit_event_id": rec.exit_event_id, "exit_lane": tx.lane_id,
+            "flags": list(rec.flags), "status": "owed" if payable > 0 else "closed"}),
+        Draft(EntryKind.FEE_CHARGED, at, **common, payload={
+            "fee": fee, "payable": payable, "quote": rec.quote}),
+    ]
     if rec.coupons_used:
         assert mid is not None
         for cp in members.use_coupons(c, mid, rec.coupons_used, at, sid):
-            out.append(tx.append(EntryKind.COUPON_USED, at, **common, payload=cp))
+            drafts.append(Draft(EntryKind.COUPON_USED, at, **common, payload=cp))
     if lots:
         assert mid is not None
         members.spend_lots(c, mid, tuple(lots.items()), at)
-        out.append(tx.append(EntryKind.POINTS_DEDUCTED, at, **common, payload={
+        drafts.append(Draft(EntryKind.POINTS_DEDUCTED, at, **common, payload={
             "points": rec.points_deducted, "lots": [[k, v] for k, v in lots.items()],
             "value": points_value(rec.quote)}))
     if earned:
         assert mid is not None
         lot_id = f"earn:{rec.exit_event_id}"
-        c.execute(q("INSERT INTO points_lots (member_id, lot_id, points, remaining, "
-                    "expires_at, earned_at) VALUES (:m, :l, :p, :p, :e, :a)"),
+        c.execute("INSERT INTO points_lots (member_id, lot_id, points, remaining, "
+                  "expires_at, earned_at) VALUES (:m, :l, :p, :p, :e, :a)",
                   {"m": mid, "l": lot_id, "p": earned, "e": ts_opt(rec.earned_expires_at),
                    "a": ts(at)})
-        out.append(tx.append(EntryKind.POINTS_EARNED, at, **common, payload={
+        drafts.append(Draft(EntryKind.POINTS_EARNED, at, **common, payload={
             "points": earned, "lot_id": lot_id, "expires_at": rec.earned_expires_at}))
     if mid and (lots or earned):
         members.refresh_balance(c, mid)
-    return out
+    return tx.append_all(drafts)
 
 
-def replay(c: Connection, session_id: str, ids: list[str] | None) -> ExitResult:
+def replay(c: Db, session_id: str, ids: list[str] | None) -> ExitResult:
     """The stored result of an exit, as ``record_exit`` first returned it."""
     s = sessions.get(c, session_id)
     if ids is None and s.exit_event_id:
-        row = c.execute(q("SELECT entry_ids FROM idempotency WHERE key = :k"),
-                        {"k": f"exit:{s.exit_event_id}"}).first()
+        row = c.execute("SELECT entry_ids FROM idempotency WHERE key = :k",
+                        {"k": f"exit:{s.exit_event_id}"}).fetchone()
         ids = json.loads(row[0]) if row else []
     return ExitResult(s, tuple(ledger.by_ids(c, ids or [])), True, s.balance_after)
 
 
-def last_exit(c: Connection, plate: str, since: datetime) -> ExitResult | None:
+def last_exit(c: Db, plate: str, since: datetime) -> ExitResult | None:
     """The most recent exit of ``plate`` at or after ``since`` (for replays and re-entry)."""
-    r = c.execute(q("SELECT session_id FROM sessions WHERE plate = :p AND "
-                    "status IN ('closed', 'owed') AND exited_at >= :t "
-                    "ORDER BY exited_at DESC LIMIT 1"),
-                  {"p": plate, "t": ts(since, "since")}).first()
+    r = c.execute("SELECT session_id FROM sessions WHERE plate = :p AND "
+                  "status IN ('closed', 'owed') AND exited_at >= :t "
+                  "ORDER BY exited_at DESC LIMIT 1",
+                  {"p": plate, "t": ts(since, "since")}).fetchone()
     return None if r is None else replay(c, r[0], None)
 
 
@@ -187,8 +189,8 @@ def record_payment(tx: Tx, session_id: str, amount: Decimal, method: str, at: da
     checks.nonempty(idem_key, "idem_key")
     key = f"pay:{idem_key}"
     c = tx.conn
-    done = c.execute(q("SELECT entry_ids FROM idempotency WHERE key = :k"),
-                     {"k": key}).first()
+    done = c.execute("SELECT entry_ids FROM idempotency WHERE key = :k",
+                     {"k": key}).fetchone()
     if done is not None:
         return ledger.by_ids(c, json.loads(done[0]))[0]
     s = tx.session(session_id)
@@ -201,14 +203,14 @@ def record_payment(tx: Tx, session_id: str, amount: Decimal, method: str, at: da
     paid = s.paid + amt
     outstanding = s.payable - paid
     status = "closed" if outstanding <= 0 else "owed"
-    c.execute(q("UPDATE sessions SET paid = :p, status = :st WHERE session_id = :s"),
+    c.execute("UPDATE sessions SET paid = :p, status = :st WHERE session_id = :s",
               {"p": str(paid), "st": status, "s": session_id})
     e = tx.append(EntryKind.PAYMENT_RECEIVED, at, session_id=session_id,
                      member_id=s.member_id, plate=s.plate, payload={
                          "amount": amt, "method": method, "idem_key": idem_key,
                          "paid_total": paid, "outstanding": outstanding})
-    c.execute(q("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
-                "(:k, 'payment', :s, :i)"),
+    c.execute("INSERT INTO idempotency (key, scope, session_id, entry_ids) VALUES "
+              "(:k, 'payment', :s, :i)",
               {"k": key, "s": session_id, "i": json.dumps([e.entry_id])})
     return e
 
@@ -219,8 +221,8 @@ def reverse_exit(tx: Tx, session_id: str, at: datetime, reason: str) -> list[Led
     s = tx.session(session_id)
     if s.status == "open" or s.exited_at is None:
         return []
-    row = c.execute(q("SELECT exit_detail FROM sessions WHERE session_id = :s"),
-                    {"s": session_id}).scalar_one()
+    row = c.execute("SELECT exit_detail FROM sessions WHERE session_id = :s",
+                    {"s": session_id}).fetchone()[0]
     det: dict[str, Any] = json.loads(row) if row else {}
     mid = s.member_id
     common: dict[str, Any] = {"session_id": session_id, "member_id": mid,
@@ -229,39 +231,40 @@ def reverse_exit(tx: Tx, session_id: str, at: datetime, reason: str) -> list[Led
     lots = [(str(k), int(v)) for k, v in det.get("lots_used", [])]
     if lots and mid:
         for lot_id, pts in lots:
-            c.execute(q(
+            c.execute(
                 "INSERT INTO points_lots (member_id, lot_id, points, remaining) VALUES "
                 "(:m, :l, :p, :p) ON CONFLICT (member_id, lot_id) DO UPDATE SET "
-                "points = MAX(points, remaining + :p), remaining = remaining + :p"),
+                "points = MAX(points, remaining + :p), remaining = remaining + :p",
                 {"m": mid, "l": lot_id, "p": pts})
         out.append(tx.append(EntryKind.CORRECTION, at, **common, payload={
             "action": "points_returned", "points": s.points_deducted,
             "lots": [[k, v] for k, v in lots], "value": det.get("points_value", "0"),
             "reason": reason}))
     for cid in det.get("coupons_used", []):
-        c.execute(q("UPDATE coupons SET used_at = NULL, used_session = NULL "
-                    "WHERE coupon_id = :c AND used_session = :s"),
+        c.execute("UPDATE coupons SET used_at = NULL, used_session = NULL "
+                  "WHERE coupon_id = :c AND used_session = :s",
                   {"c": cid, "s": session_id})
         out.append(tx.append(EntryKind.CORRECTION, at, **common, payload={
             "action": "coupon_returned", "coupon_id": cid, "reason": reason}))
     earned_lot = det.get("earned_lot_id")
     if earned_lot and mid and s.points_earned:
-        rem = c.execute(q("SELECT remaining FROM points_lots WHERE member_id = :m "
-                          "AND lot_id = :l"), {"m": mid, "l": earned_lot}).scalar()
+        found = c.execute("SELECT remaining FROM points_lots WHERE member_id = :m "
+                          "AND lot_id = :l", {"m": mid, "l": earned_lot}).fetchone()
+        rem = found[0] if found else None
         take = min(int(rem or 0), s.points_earned)
-        c.execute(q("UPDATE points_lots SET remaining = remaining - :t "
-                    "WHERE member_id = :m AND lot_id = :l"),
+        c.execute("UPDATE points_lots SET remaining = remaining - :t "
+                  "WHERE member_id = :m AND lot_id = :l",
                   {"t": take, "m": mid, "l": earned_lot})
         out.append(tx.append(EntryKind.CORRECTION, at, **common, payload={
             "action": "earned_revoked", "points": take, "lot_id": earned_lot,
             "unrecovered": s.points_earned - take, "reason": reason}))
     if mid and members.get_member(c, mid) is not None:
         members.refresh_balance(c, mid)
-    c.execute(q(
+    c.execute(
         "UPDATE sessions SET status = 'open', exited_at = NULL, exit_lane = NULL, "
         "fee = NULL, payable = NULL, paid = '0', points_deducted = 0, points_earned = 0, "
         "exit_event_id = NULL, exit_detail = NULL, points_before = NULL, "
-        "balance_after = NULL WHERE session_id = :s"), {"s": session_id})
+        "balance_after = NULL WHERE session_id = :s", {"s": session_id})
     out.append(tx.append(EntryKind.CORRECTION, at, **common, payload={
         "action": "session_reopened", "reason": reason, "fee": s.fee,
         "payable": s.payable, "paid": s.paid, "exit_event_id": s.exit_event_id}))

@@ -12,10 +12,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
-
 from edge.store.codec import money, parse_ts, parse_ts_opt, ts, ts_opt
-from edge.store.engine import q
+from edge.store.engine import Db
 from edge.store.types import (
     CouponView,
     EntryKind,
@@ -25,54 +23,65 @@ from edge.store.types import (
     StoreError,
 )
 
+_MEMBER = "member_id, tier, name, version, auto_deduct, blocked, balance"
+# points spendable at :at: remaining in lots not expired (expiry is exclusive)
+_SPENDABLE = ("SELECT COALESCE(SUM(remaining), 0) FROM points_lots WHERE member_id = :m "
+              "AND (expires_at IS NULL OR expires_at > :at)")
 
-def get_member(conn: Connection, member_id: str) -> Member | None:
-    r = conn.execute(
-        q("SELECT member_id, tier, name, version, auto_deduct, blocked, balance "
-          "FROM members WHERE member_id = :m"),
-        {"m": member_id},
-    ).first()
-    if r is None:
-        return None
+
+def _member(r: Any) -> Member:
     return Member(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), int(r[6]))
 
 
-def require_member(conn: Connection, member_id: str) -> Member:
-    m = get_member(conn, member_id)
+def get_member(c: Db, member_id: str) -> Member | None:
+    r = c.execute(f"SELECT {_MEMBER} FROM members WHERE member_id = :m",
+                  {"m": member_id}).fetchone()
+    return None if r is None else _member(r)
+
+
+def require_member(c: Db, member_id: str) -> Member:
+    m = get_member(c, member_id)
     if m is None:
         raise StoreError(f"member_id: unknown member {member_id!r}")
     return m
 
 
-def refresh_balance(conn: Connection, member_id: str) -> None:
-    conn.execute(
-        q("UPDATE members SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM points_lots "
-          "WHERE member_id = :m) WHERE member_id = :m"),
+def member_and_balance(c: Db, member_id: str, at: datetime) -> tuple[Member, int] | None:
+    """The member and its points spendable at ``at``, in one statement (the exit's look-up)."""
+    r = c.execute(f"SELECT {_MEMBER}, ({_SPENDABLE}) FROM members WHERE member_id = :m",
+                  {"m": member_id, "at": ts(at, "at")}).fetchone()
+    return None if r is None else (_member(r), int(r[7]))
+
+
+def refresh_balance(c: Db, member_id: str) -> None:
+    c.execute(
+        "UPDATE members SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM points_lots "
+        "WHERE member_id = :m) WHERE member_id = :m",
         {"m": member_id},
     )
 
 
-def upsert_member(conn: Connection, member_id: str, *, tier: str, name: str | None, version: int,
+def upsert_member(c: Db, member_id: str, *, tier: str, name: str | None, version: int,
                   auto_deduct: bool, blocked: bool) -> None:
     """Insert or update; an update older than the cached version is ignored (stale downlink)."""
     if not member_id:
         raise StoreError("member_id: must be non-empty")
     if not tier:
         raise StoreError("tier: must be non-empty")
-    conn.execute(
-        q("INSERT INTO members (member_id, tier, name, version, auto_deduct, blocked) "
-          "VALUES (:m, :t, :n, :v, :a, :b) ON CONFLICT (member_id) DO UPDATE SET "
-          "tier = :t, name = :n, version = :v, auto_deduct = :a, blocked = :b "
-          "WHERE excluded.version >= members.version"),
+    c.execute(
+        "INSERT INTO members (member_id, tier, name, version, auto_deduct, blocked) "
+        "VALUES (:m, :t, :n, :v, :a, :b) ON CONFLICT (member_id) DO UPDATE SET "
+        "tier = :t, name = :n, version = :v, auto_deduct = :a, blocked = :b "
+        "WHERE excluded.version >= members.version",
         {"m": member_id, "t": tier, "n": name, "v": int(version), "a": int(bool(auto_deduct)),
          "b": int(bool(blocked))},
     )
 
 
-def set_lots(conn: Connection, member_id: str,
+def set_lots(c: Db, member_id: str,
              lots: list[tuple[str, int, datetime | None, datetime | None]]) -> None:
     """Replace the member's lots with central's snapshot."""
-    require_member(conn, member_id)
+    require_member(c, member_id)
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
     for i, lot in enumerate(lots):
@@ -89,43 +98,46 @@ def set_lots(conn: Connection, member_id: str,
         rows.append({"m": member_id, "l": lot_id, "p": points,
                      "e": ts_opt(expires_at, f"lots[{i}].expires_at"),
                      "ea": ts_opt(earned_at, f"lots[{i}].earned_at")})
-    conn.execute(q("DELETE FROM points_lots WHERE member_id = :m"), {"m": member_id})
+    c.execute("DELETE FROM points_lots WHERE member_id = :m", {"m": member_id})
     if rows:
-        conn.execute(
-            q("INSERT INTO points_lots (member_id, lot_id, points, remaining, expires_at, "
-              "earned_at) VALUES (:m, :l, :p, :p, :e, :ea)"),
+        c.executemany(
+            "INSERT INTO points_lots (member_id, lot_id, points, remaining, expires_at, "
+            "earned_at) VALUES (:m, :l, :p, :p, :e, :ea)",
             rows,
         )
-    refresh_balance(conn, member_id)
+    refresh_balance(c, member_id)
 
 
-def add_coupon(conn: Connection, member_id: str, coupon_id: str, kind: str, value: Decimal,
+def add_coupon(c: Db, member_id: str, coupon_id: str, kind: str, value: Decimal,
                valid_until: datetime | None) -> None:
-    require_member(conn, member_id)
+    require_member(c, member_id)
     if not coupon_id or not kind:
         raise StoreError("coupon_id and kind must be non-empty")
-    used = conn.execute(
-        q("SELECT used_at FROM coupons WHERE coupon_id = :c"), {"c": coupon_id}
-    ).first()
+    used = c.execute(
+        "SELECT used_at FROM coupons WHERE coupon_id = :c", {"c": coupon_id}
+    ).fetchone()
     if used is not None and used[0] is not None:
         raise StoreError(f"coupon_id: {coupon_id!r} was already used; not replaced")
-    conn.execute(
-        q("INSERT INTO coupons (coupon_id, member_id, kind, value, valid_until) "
-          "VALUES (:c, :m, :k, :v, :u) ON CONFLICT (coupon_id) DO UPDATE SET "
-          "member_id = :m, kind = :k, value = :v, valid_until = :u"),
+    c.execute(
+        "INSERT INTO coupons (coupon_id, member_id, kind, value, valid_until) "
+        "VALUES (:c, :m, :k, :v, :u) ON CONFLICT (coupon_id) DO UPDATE SET "
+        "member_id = :m, kind = :k, value = :v, valid_until = :u",
         {"c": coupon_id, "m": member_id, "k": kind, "v": money(value, "value"),
          "u": ts_opt(valid_until, "valid_until")},
     )
 
 
-def balance(conn: Connection, member_id: str, at: datetime) -> int:
+def spendable(c: Db, member_id: str, at: datetime) -> int:
+    """Points spendable at ``at`` (0 for an unknown member)."""
+    return int(c.execute(_SPENDABLE, {"m": member_id, "at": ts(at, "at")}).fetchone()[0])
+
+
+def balance(c: Db, member_id: str, at: datetime) -> int:
     """Points spendable at ``at``: remaining in lots not expired (expiry is exclusive)."""
-    require_member(conn, member_id)
-    return int(conn.execute(
-        q("SELECT COALESCE(SUM(remaining), 0) FROM points_lots WHERE member_id = :m "
-          "AND (expires_at IS NULL OR expires_at > :at)"),
-        {"m": member_id, "at": ts(at, "at")},
-    ).scalar_one())
+    found = member_and_balance(c, member_id, at)
+    if found is None:
+        raise StoreError(f"member_id: unknown member {member_id!r}")
+    return found[1]
 
 
 def _period_start(at: datetime, tz: ZoneInfo, *, month: bool) -> tuple[str, str]:
@@ -141,7 +153,7 @@ def _period_start(at: datetime, tz: ZoneInfo, *, month: bool) -> tuple[str, str]
     return ts(start), ts(end)
 
 
-def _period_sums(conn: Connection, member_id: str, at: datetime,
+def _period_sums(c: Db, member_id: str, at: datetime,
                  tz: ZoneInfo) -> tuple[Decimal, int, int]:
     """(money value redeemed this month, points redeemed today, points earned today) in ``tz``.
 
@@ -150,11 +162,11 @@ def _period_sums(conn: Connection, member_id: str, at: datetime,
     """
     mlo, mhi = _period_start(at, tz, month=True)
     dlo, dhi = _period_start(at, tz, month=False)
-    rows = conn.execute(
-        q("SELECT kind, at, json_extract(payload, '$.action'), json_extract(payload, '$.points'), "
-          "json_extract(payload, '$.value') FROM ledger_entries WHERE member_id = :m "
-          "AND kind IN ('points_deducted', 'points_earned', 'correction') "
-          "AND at >= :lo AND at < :hi"),
+    rows = c.execute(
+        "SELECT kind, at, json_extract(payload, '$.action'), json_extract(payload, '$.points'), "
+        "json_extract(payload, '$.value') FROM ledger_entries WHERE member_id = :m "
+        "AND kind IN ('points_deducted', 'points_earned', 'correction') "
+        "AND at >= :lo AND at < :hi",
         {"m": member_id, "lo": mlo, "hi": mhi},
     )
     month_value, today_points, earned_today = Decimal(0), 0, 0
@@ -176,28 +188,28 @@ def _period_sums(conn: Connection, member_id: str, at: datetime,
     return month_value, today_points, earned_today
 
 
-def member_view(conn: Connection, member_id: str, at: datetime, tz: ZoneInfo) -> MemberView:
-    m = require_member(conn, member_id)
+def member_view(c: Db, member_id: str, at: datetime, tz: ZoneInfo) -> MemberView:
+    m = require_member(c, member_id)
     at_s = ts(at, "at")
     lots = tuple(
         LotView(r[0], int(r[1]), parse_ts_opt(r[2]), parse_ts_opt(r[3]))
-        for r in conn.execute(
-            q("SELECT lot_id, remaining, expires_at, earned_at FROM points_lots "
-              "WHERE member_id = :m AND remaining > 0 AND (expires_at IS NULL OR "
-              "expires_at > :at) ORDER BY expires_at IS NULL, expires_at, lot_id"),
+        for r in c.execute(
+            "SELECT lot_id, remaining, expires_at, earned_at FROM points_lots "
+            "WHERE member_id = :m AND remaining > 0 AND (expires_at IS NULL OR "
+            "expires_at > :at) ORDER BY expires_at IS NULL, expires_at, lot_id",
             {"m": member_id, "at": at_s},
         )
     )
     coupons = tuple(
         CouponView(r[0], r[1], Decimal(r[2]), parse_ts_opt(r[3]))
-        for r in conn.execute(
-            q("SELECT coupon_id, kind, value, valid_until FROM coupons WHERE member_id = :m "
-              "AND used_at IS NULL AND (valid_until IS NULL OR valid_until > :at) "
-              "ORDER BY valid_until IS NULL, valid_until, coupon_id"),
+        for r in c.execute(
+            "SELECT coupon_id, kind, value, valid_until FROM coupons WHERE member_id = :m "
+            "AND used_at IS NULL AND (valid_until IS NULL OR valid_until > :at) "
+            "ORDER BY valid_until IS NULL, valid_until, coupon_id",
             {"m": member_id, "at": at_s},
         )
     )
-    month_value, today_points, earned_today = _period_sums(conn, member_id, at, tz)
+    month_value, today_points, earned_today = _period_sums(c, member_id, at, tz)
     return MemberView(
         member_id=member_id,
         tier=m.tier,
@@ -212,16 +224,16 @@ def member_view(conn: Connection, member_id: str, at: datetime, tz: ZoneInfo) ->
     )
 
 
-def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int], ...],
+def spend_lots(c: Db, member_id: str, lots_used: tuple[tuple[str, int], ...],
                at: datetime) -> None:
     """Decrement each lot; refuse an unknown, expired or overspent lot (never go negative)."""
     at_s = ts(at, "exited_at")
     for lot_id, pts in lots_used:
-        r = conn.execute(
-            q("SELECT remaining, expires_at FROM points_lots WHERE member_id = :m "
-              "AND lot_id = :l"),
+        r = c.execute(
+            "SELECT remaining, expires_at FROM points_lots WHERE member_id = :m "
+            "AND lot_id = :l",
             {"m": member_id, "l": lot_id},
-        ).first()
+        ).fetchone()
         if r is None:
             raise StoreError(f"lots_used: member {member_id!r} has no lot {lot_id!r}")
         if r[1] is not None and r[1] <= at_s:
@@ -229,31 +241,31 @@ def spend_lots(conn: Connection, member_id: str, lots_used: tuple[tuple[str, int
         if pts > int(r[0]):
             raise StoreError(
                 f"lots_used: lot {lot_id!r} has {r[0]} points left, {pts} requested")
-        conn.execute(
-            q("UPDATE points_lots SET remaining = remaining - :p WHERE member_id = :m "
-              "AND lot_id = :l"),
+        c.execute(
+            "UPDATE points_lots SET remaining = remaining - :p WHERE member_id = :m "
+            "AND lot_id = :l",
             {"p": pts, "m": member_id, "l": lot_id},
         )
 
 
-def use_coupons(conn: Connection, member_id: str, coupons: tuple[str, ...], at: datetime,
+def use_coupons(c: Db, member_id: str, coupons: tuple[str, ...], at: datetime,
                 session_id: str) -> list[dict[str, Any]]:
     """Mark coupons used; refuse unknown, someone else's, used or expired ones."""
     at_s = ts(at, "exited_at")
     out = []
     for cid in coupons:
-        r = conn.execute(
-            q("SELECT member_id, kind, value, valid_until, used_at FROM coupons "
-              "WHERE coupon_id = :c"), {"c": cid},
-        ).first()
+        r = c.execute(
+            "SELECT member_id, kind, value, valid_until, used_at FROM coupons "
+            "WHERE coupon_id = :c", {"c": cid},
+        ).fetchone()
         if r is None or r[0] != member_id:
             raise StoreError(f"coupons_used: member {member_id!r} has no coupon {cid!r}")
         if r[4] is not None:
             raise StoreError(f"coupons_used: coupon {cid!r} was already used at {r[4]}")
         if r[3] is not None and r[3] <= at_s:
             raise StoreError(f"coupons_used: coupon {cid!r} expired at {r[3]}")
-        conn.execute(
-            q("UPDATE coupons SET used_at = :at, used_session = :s WHERE coupon_id = :c"),
+        c.execute(
+            "UPDATE coupons SET used_at = :at, used_session = :s WHERE coupon_id = :c",
             {"at": at_s, "s": session_id, "c": cid},
         )
         out.append({"coupon_id": cid, "kind": r[1], "value": r[2]})

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Connection
-
 from edge.store import ledger
-from edge.store.engine import q
+from edge.store.engine import Db
 from edge.store.types import LedgerEntry, StoreError
 
 
-def _state(c: Connection, peer: str) -> tuple[int, list[list[int]]]:
-    st = c.execute(q("SELECT acked_seq, acked_ranges FROM outbox_state WHERE peer = :p"),
-                   {"p": peer}).first()
+def _state(c: Db, peer: str) -> tuple[int, list[list[int]]]:
+    st = c.execute("SELECT acked_seq, acked_ranges FROM outbox_state WHERE peer = :p",
+                   {"p": peer}).fetchone()
     return (0, []) if st is None else (int(st[0]), json.loads(st[1]))
 
 
-def unacked(c: Connection, lane_id: str, limit: int, peer: str) -> list[LedgerEntry]:
+def unacked(c: Db, lane_id: str, limit: int, peer: str) -> list[LedgerEntry]:
     acked, ranges = _state(c, peer)
     out: list[LedgerEntry] = []
-    rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
-                       "lane_id = :l AND seq > :a ORDER BY seq"), {"l": lane_id, "a": acked})
+    rows = c.execute(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
+                     "lane_id = :l AND seq > :a ORDER BY seq", {"l": lane_id, "a": acked})
+    seq_at = ledger.COLUMN_NAMES.index("seq")
     for r in rows:
-        seq = int(r._mapping["seq"])
+        seq = int(r[seq_at])
         if any(lo <= seq <= hi for lo, hi in ranges):
             continue
         out.append(ledger.to_entry(r))
@@ -37,7 +36,7 @@ def unacked(c: Connection, lane_id: str, limit: int, peer: str) -> list[LedgerEn
     return out
 
 
-def mark_acked(c: Connection, peer: str, upto: int,
+def mark_acked(c: Db, peer: str, upto: int,
                ranges: list[tuple[int, int]] | None) -> None:
     acked, old = _state(c, peer)
     acked = max(acked, int(upto))
@@ -56,6 +55,6 @@ def mark_acked(c: Connection, peer: str, upto: int,
             acked = max(acked, hi)
         else:
             keep.append([lo, hi])
-    c.execute(q("INSERT INTO outbox_state (peer, acked_seq, acked_ranges) VALUES (:p, :a, :r) "
-                "ON CONFLICT (peer) DO UPDATE SET acked_seq = :a, acked_ranges = :r"),
+    c.execute("INSERT INTO outbox_state (peer, acked_seq, acked_ranges) VALUES (:p, :a, :r) "
+              "ON CONFLICT (peer) DO UPDATE SET acked_seq = :a, acked_ranges = :r",
               {"p": peer, "a": acked, "r": json.dumps(keep)})

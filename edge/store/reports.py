@@ -9,34 +9,36 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
-
 from edge.store.codec import parse_ts, ts
-from edge.store.engine import q
+from edge.store.engine import Db
 from edge.store.ledger import COLUMNS
 from edge.store.types import EntryKind, StoreError
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
-def export_entries(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(q(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos"))
+def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+def export_entries(c: Db) -> list[dict[str, Any]]:
     out = []
-    for r in rows:
-        d = dict(r._mapping)
+    for d in _dicts(c.execute(f"SELECT {COLUMNS} FROM ledger_entries ORDER BY pos")):
         d["payload"] = json.loads(d["payload"])
         out.append(d)
     return out
 
 
-def export_sessions(conn: Connection) -> list[dict[str, Any]]:
+def export_sessions(c: Db) -> list[dict[str, Any]]:
     """One dict per exited session, in the shape ``rules simulate`` reads."""
-    rows = conn.execute(q(
+    rows = _dicts(c.execute(
         "SELECT s.session_id, s.plate, s.member_id, COALESCE(s.tier, m.tier) AS tier, "
         "s.vehicle_class, s.entered_at, s.entry_lane, s.exited_at, s.points_before, s.fee, "
         "s.payable, s.points_deducted, s.points_earned, s.rules_version, s.status "
@@ -44,8 +46,7 @@ def export_sessions(conn: Connection) -> list[dict[str, Any]]:
         "WHERE s.exited_at IS NOT NULL AND s.status IN ('closed', 'owed') "
         "ORDER BY s.exited_at, s.session_id"))
     out = []
-    for r in rows:
-        m = r._mapping
+    for m in rows:
         out.append({
             "session_id": m["session_id"],
             "plate": m["plate"],
@@ -75,13 +76,13 @@ def month_bounds(month: str, tz: ZoneInfo) -> tuple[str, str]:
     return ts(datetime(y, m, 1, tzinfo=tz)), ts(datetime(ny, nm, 1, tzinfo=tz))
 
 
-def report(conn: Connection, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
+def report(c: Db, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
     """Points issued/redeemed, redemption rate, average per member, fees, sessions."""
     lo, hi = month_bounds(month, tz) if month else ("", "\uffff")
-    rows = conn.execute(
-        q("SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
-          "AND kind IN ('points_earned', 'points_deducted', 'fee_charged', "
-          "'session_closed', 'payment_received', 'correction')"),
+    rows = c.execute(
+        "SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
+        "AND kind IN ('points_earned', 'points_deducted', 'fee_charged', "
+        "'session_closed', 'payment_received', 'correction')",
         {"lo": lo, "hi": hi},
     )
     issued = redeemed = sessions = 0

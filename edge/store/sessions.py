@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
-
 from edge.store.codec import parse_ts, parse_ts_opt
-from edge.store.engine import q
+from edge.store.engine import Db
 from edge.store.types import Session, StoreError
 
 COLS = (
@@ -18,51 +17,54 @@ COLS = (
 )
 
 
-def to_session(r: Any) -> Session:
-    m = r._mapping
+def to_session(r: Sequence[Any]) -> Session:
+    """A row selected as ``COLS``, in that order."""
+    (sid, plate, entered_at, entry_lane, vehicle_class, member_id, status, exited_at,
+     exit_lane, fee, payable, paid, deducted, earned, rules_version, exit_event_id,
+     entry_event_id, points_before, balance_after) = r
     return Session(
-        session_id=m["session_id"],
-        plate=m["plate"],
-        entered_at=parse_ts(m["entered_at"]),
-        entry_lane=m["entry_lane"],
-        vehicle_class=m["vehicle_class"],
-        member_id=m["member_id"],
-        status=m["status"],
-        exited_at=parse_ts_opt(m["exited_at"]),
-        exit_lane=m["exit_lane"],
-        fee=None if m["fee"] is None else Decimal(m["fee"]),
-        payable=None if m["payable"] is None else Decimal(m["payable"]),
-        paid=Decimal(m["paid"]),
-        points_deducted=int(m["points_deducted"]),
-        points_earned=int(m["points_earned"]),
-        rules_version=m["rules_version"],
-        exit_event_id=m["exit_event_id"],
-        entry_event_id=m["entry_event_id"],
-        points_before=m["points_before"],
-        balance_after=m["balance_after"],
+        session_id=sid,
+        plate=plate,
+        entered_at=parse_ts(entered_at),
+        entry_lane=entry_lane,
+        vehicle_class=vehicle_class,
+        member_id=member_id,
+        status=status,
+        exited_at=parse_ts_opt(exited_at),
+        exit_lane=exit_lane,
+        fee=None if fee is None else Decimal(fee),
+        payable=None if payable is None else Decimal(payable),
+        paid=Decimal(paid),
+        points_deducted=int(deducted),
+        points_earned=int(earned),
+        rules_version=rules_version,
+        exit_event_id=exit_event_id,
+        entry_event_id=entry_event_id,
+        points_before=points_before,
+        balance_after=balance_after,
     )
 
 
-def find(c: Connection, session_id: str) -> Session | None:
-    r = c.execute(q(f"SELECT {COLS} FROM sessions WHERE session_id = :s"),
-                  {"s": session_id}).first()
+def find(c: Db, session_id: str) -> Session | None:
+    r = c.execute(f"SELECT {COLS} FROM sessions WHERE session_id = :s",
+                  {"s": session_id}).fetchone()
     return None if r is None else to_session(r)
 
 
-def get(c: Connection, session_id: str) -> Session:
+def get(c: Db, session_id: str) -> Session:
     s = find(c, session_id)
     if s is None:
         raise StoreError(f"session_id: unknown session {session_id!r}")
     return s
 
 
-def open_for_plate(c: Connection, plate: str) -> Session | None:
-    r = c.execute(q(f"SELECT {COLS} FROM sessions WHERE plate = :p AND status = 'open'"),
-                  {"p": plate}).first()
+def open_for_plate(c: Db, plate: str) -> Session | None:
+    r = c.execute(f"SELECT {COLS} FROM sessions WHERE plate = :p AND status = 'open'",
+                  {"p": plate}).fetchone()
     return None if r is None else to_session(r)
 
 
-def by_entry_event(c: Connection, event_id: str) -> Session | None:
-    r = c.execute(q(f"SELECT {COLS} FROM sessions WHERE entry_event_id = :e"),
-                  {"e": event_id}).first()
+def by_entry_event(c: Db, event_id: str) -> Session | None:
+    r = c.execute(f"SELECT {COLS} FROM sessions WHERE entry_event_id = :e",
+                  {"e": event_id}).fetchone()
     return None if r is None else to_session(r)

@@ -8,6 +8,7 @@ idempotent on its event id and on the session, so a replay never deducts twice.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,13 +20,14 @@ from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, exc
+from sqlalchemy import Engine, exc
 
 from edge.store import exits, ledger, members, outbox, sessions
 from edge.store import reports as _reports
 from edge.store.checks import nonempty
 from edge.store.codec import ts
-from edge.store.engine import make_engine, q
+from edge.store.engine import Db, make_engine, raw
+from edge.store.reader import Reader
 from edge.store.schema import LATEST, migrate, user_version
 from edge.store.tx import Tx
 from edge.store.types import (
@@ -82,6 +84,9 @@ class Store:
         except exc.DBAPIError as e:
             engine.dispose()
             raise StoreError(f"storage.path: cannot open {p}: {e.orig}") from e
+        except sqlite3.Error as e:
+            engine.dispose()
+            raise StoreError(f"storage.path: cannot open {p}: {e}") from e
         except StoreError:
             engine.dispose()
             raise
@@ -114,20 +119,39 @@ class Store:
         return int(row[0]), int(row[1]), int(row[2])
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> Iterator[Db]:
+        """One ``BEGIN IMMEDIATE`` transaction (SQLAlchemy's), statements on its DBAPI
+        connection; committed (synchronous=FULL) when the block ends, rolled back on error."""
         with self._lock:
             try:
                 with self._engine.begin() as conn:
-                    yield conn
+                    yield raw(conn)
             except exc.IntegrityError as e:
                 raise StoreError(f"refused by the database: {e.orig}") from e
             except exc.OperationalError as e:
                 raise StoreError(f"database error: {e.orig}") from e
+            except sqlite3.IntegrityError as e:
+                raise StoreError(f"refused by the database: {e}") from e
+            except sqlite3.OperationalError as e:
+                raise StoreError(f"database error: {e}") from e
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self) -> Iterator[Db]:
         with self._lock, self._ro.begin() as conn:
-            yield conn
+            yield raw(conn)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Reader]:
+        """Several look-ups in one read transaction: one consistent view, one BEGIN/COMMIT.
+
+        Holds the store's lock: call no other ``Store`` method inside the block.
+        """
+        with self._read() as c:
+            r = Reader(c)
+            try:
+                yield r
+            finally:
+                r.close()
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -153,7 +177,7 @@ class Store:
                 return old, False
             prev = sessions.open_for_plate(c, plate)
             if prev is not None:
-                c.execute(q("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
+                c.execute("UPDATE sessions SET status = 'closed' WHERE session_id = :s",
                           {"s": prev.session_id})
                 tx.append(EntryKind.CORRECTION, entered_at, session_id=prev.session_id,
                           member_id=prev.member_id, plate=plate, payload={
@@ -161,9 +185,9 @@ class Store:
                               "reason": "new entry while a session was open (missed exit)"})
             sid = f"{lane}-{uuid.uuid4().hex[:12]}"
             c.execute(
-                q("INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
-                  "vehicle_class, member_id, status, rules_version, entry_event_id) VALUES "
-                  "(:s, :p, :e, :l, :v, :m, 'open', :r, :ev)"),
+                "INSERT INTO sessions (session_id, plate, entered_at, entry_lane, "
+                "vehicle_class, member_id, status, rules_version, entry_event_id) VALUES "
+                "(:s, :p, :e, :l, :v, :m, 'open', :r, :ev)",
                 {"s": sid, "p": plate, "e": at_s, "l": lane, "v": vehicle_class, "m": member_id,
                  "r": rules_version, "ev": event_id},
             )
@@ -179,30 +203,29 @@ class Store:
             s = tx.session(session_id)
             if s.status != "open":
                 return None
-            tx.conn.execute(q("UPDATE sessions SET status = 'closed' WHERE session_id = :s"),
+            tx.conn.execute("UPDATE sessions SET status = 'closed' WHERE session_id = :s",
                             {"s": session_id})
             return tx.append(EntryKind.CORRECTION, at, session_id=session_id,
                              member_id=s.member_id, plate=s.plate,
                              payload={"action": "entry_cancelled", "reason": reason})
 
     def find_open_session(self, plate: str) -> Session | None:
-        with self._read() as c:
-            return sessions.open_for_plate(c, plate)
+        with self.snapshot() as r:
+            return r.find_open_session(plate)
 
     def open_plates(self) -> list[str]:
-        with self._read() as c:
-            return list(c.execute(q("SELECT plate FROM sessions WHERE status = 'open' "
-                                    "ORDER BY plate")).scalars())
+        with self.snapshot() as r:
+            return r.open_plates()
 
     def get_session(self, session_id: str) -> Session | None:
-        with self._read() as c:
-            return sessions.find(c, session_id)
+        with self.snapshot() as r:
+            return r.get_session(session_id)
 
     def list_sessions(self, *, open_only: bool = False, limit: int = 100) -> list[Session]:
         where = "WHERE status = 'open'" if open_only else ""
         with self._read() as c:
-            rows = c.execute(q(f"SELECT {sessions.COLS} FROM sessions {where} "
-                               "ORDER BY entered_at DESC LIMIT :n"), {"n": int(limit)})
+            rows = c.execute(f"SELECT {sessions.COLS} FROM sessions {where} "
+                             "ORDER BY entered_at DESC LIMIT :n", {"n": int(limit)})
             return [sessions.to_session(r) for r in rows]
 
     # ------------------------------------------------------------------ exit
@@ -213,8 +236,8 @@ class Store:
 
     def last_exit(self, plate: str, since: datetime) -> ExitResult | None:
         """The most recent exit of ``plate`` at or after ``since`` (for replays and re-entry)."""
-        with self._read() as c:
-            return exits.last_exit(c, plate, since)
+        with self.snapshot() as r:
+            return r.last_exit(plate, since)
 
     def record_payment(self, session_id: str, amount: Decimal, method: str, at: datetime,
                        idem_key: str) -> LedgerEntry:
@@ -279,39 +302,37 @@ class Store:
         nonempty(plate, "plate")
         with self._write() as c:
             members.require_member(c, member_id)
-            c.execute(q("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
-                        "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
-                        "version = :v WHERE excluded.version >= plate_bindings.version"),
+            c.execute("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
+                      "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
+                      "version = :v WHERE excluded.version >= plate_bindings.version",
                       {"p": plate, "m": member_id, "v": int(version)})
 
     def unbind_plate(self, plate: str) -> None:
         with self._write() as c:
-            c.execute(q("DELETE FROM plate_bindings WHERE plate = :p"), {"p": plate})
+            c.execute("DELETE FROM plate_bindings WHERE plate = :p", {"p": plate})
 
     def member_for_plate(self, plate: str) -> Member | None:
-        with self._read() as c:
-            mid = c.execute(q("SELECT member_id FROM plate_bindings WHERE plate = :p"),
-                            {"p": plate}).scalar()
-            return None if mid is None else members.get_member(c, mid)
+        with self.snapshot() as r:
+            return r.member_for_plate(plate)
 
     def get_member(self, member_id: str) -> Member | None:
-        with self._read() as c:
-            return members.get_member(c, member_id)
+        with self.snapshot() as r:
+            return r.get_member(member_id)
 
     def member_view(self, member_id: str, at: datetime, tz: ZoneInfo) -> MemberView:
-        with self._read() as c:
-            return members.member_view(c, member_id, at, tz)
+        with self.snapshot() as r:
+            return r.member_view(member_id, at, tz)
 
     def balance(self, member_id: str, at: datetime) -> int:
-        with self._read() as c:
-            return members.balance(c, member_id, at)
+        with self.snapshot() as r:
+            return r.balance(member_id, at)
 
     # ------------------------------------------------------------------ reading
     def entries(self, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         """This lane's entries with seq > ``after_seq``, in sequence order."""
         with self._read() as c:
-            rows = c.execute(q(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
-                               "lane_id = :l AND seq > :a ORDER BY seq LIMIT :n"),
+            rows = c.execute(f"SELECT {ledger.COLUMNS} FROM ledger_entries WHERE "
+                             "lane_id = :l AND seq > :a ORDER BY seq LIMIT :n",
                              {"l": self.lane_id, "a": int(after_seq), "n": int(limit)})
             return [ledger.to_entry(r) for r in rows]
 
