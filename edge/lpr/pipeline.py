@@ -188,7 +188,7 @@ class Recogniser:
         for layout in self.grammar.layouts:
             if len(layout) != len(text):
                 continue
-            score, out, changed = 1.0, [], 0
+            score, out, changed, tie = 1.0, [], 0, ""
             for c, allowed in zip(chars, layout, strict=True):
                 if c.char in allowed:
                     out.append(c)
@@ -199,15 +199,20 @@ class Recogniser:
                 look = sorted(CONFUSABLES.get(c.char, frozenset()) & allowed)
                 options += [(0.0, ch) for ch in look if alts.get(ch, 0.0) < _MIN_ALT]  # no evidence
                 options.sort(reverse=True)
-                if not options or (len(options) > 1 and options[1][0] * 2 >= options[0][0]):
-                    break  # nothing legal, or two legal characters about as likely
+                if not options:
+                    break
                 p, ch = options[0]
+                if len(options) > 1 and options[1][0] * 2 >= p:
+                    # two legal characters about as likely: this layout reads both ways
+                    tie = "".join(x.char for x in out) + options[1][1]
                 changed += 1
                 out.append(CharRead(ch, p if p >= _MIN_ALT else c.prob, c.char, c.prob))
                 score *= max(p, 1e-3)
             else:
                 if changed <= 2:
                     found.append((score, "".join(x.char for x in out), tuple(out)))
+                    if tie:  # a rival reading as likely as this one: never ahead of it
+                        found.append((score, tie + text[len(tie) :], ()))
         if not found:
             return text, chars
         found.sort(key=lambda f: f[0], reverse=True)
