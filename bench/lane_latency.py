@@ -16,6 +16,15 @@ queue a camera read lands in). Measured per vehicle:
   * display screen: t0 → every line of the decision screen acknowledged.
 ``bare`` is the same ``write_coil`` (an unused relay channel, written OFF) as a raw pymodbus
 client round trip to the same server, 1,000 calls in the same run, with the lane idle.
+
+The issue's goal is p99 < 50 ms and p99 < 5x the bare ``write_coil`` p99; both are checked
+literally. But the ledger must be committed durably (synchronous=FULL, one fsync) before the
+barrier is commanded, so the decision can never be faster than one durable commit plus one
+coil write. A second reference is therefore measured in the same run: ``bare_commit``, a
+durable commit of one ledger-sized row (BEGIN IMMEDIATE, INSERT, COMMIT on the raw
+connection of an engine with the store's pragmas, a file in the same directory, 1,000
+commits with the lane idle). The ratio of the lane's p99 to (bare write_coil p99 + bare
+commit p99) is reported next to the literal ratio; it is information, not the goal.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from edge.lpr.manual import ManualPlateSource  # noqa: E402
 from edge.pricing import load_bundle  # noqa: E402
 from edge.rules_holder import RulesHolder  # noqa: E402
 from edge.store import Store  # noqa: E402
+from edge.store.engine import make_engine, raw  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
 T_IN = datetime(2026, 11, 17, 8, 0, tzinfo=TZ)
@@ -71,6 +81,7 @@ class Marks:
     frame_acked: list[float] = field(default_factory=list)
     screens: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, text
     decisions: list[tuple[float, float]] = field(default_factory=list)  # decide() start, end
+    exits: list[tuple[float, float]] = field(default_factory=list)  # record_exit() start, end
 
 
 def wrap_async(fn: Callable[..., Any], after: Callable[[tuple[Any, ...], float], None]) -> Any:
@@ -115,6 +126,49 @@ async def bare_round_trips(url: str, n: int) -> list[float]:
                 raise RuntimeError(f"bare write_coil refused: {reply}")
     finally:
         client.close()
+    return out
+
+
+def ledger_row_bytes(db: Path) -> int:
+    """Mean stored size of the lane's exit entries (what one ledger row weighs)."""
+    engine = make_engine(db)
+    try:
+        with engine.connect() as conn:
+            n = raw(conn).execute(
+                "SELECT AVG(LENGTH(CAST(entry_id AS BLOB)) + LENGTH(CAST(lane_id AS BLOB)) + "
+                "LENGTH(CAST(kind AS BLOB)) + LENGTH(at) + LENGTH(recorded) + "
+                "COALESCE(LENGTH(CAST(session_id AS BLOB)), 0) + "
+                "COALESCE(LENGTH(CAST(member_id AS BLOB)), 0) + "
+                "COALESCE(LENGTH(CAST(plate AS BLOB)), 0) + "
+                "COALESCE(LENGTH(CAST(rules_version AS BLOB)), 0) + "
+                "LENGTH(CAST(payload AS BLOB)) + LENGTH(prev_hash) + LENGTH(hash) + 16) "
+                "FROM ledger_entries WHERE kind != 'session_opened'").fetchone()[0]
+    finally:
+        engine.dispose()
+    return int(n or 512)
+
+
+def bare_commits(db_dir: Path, row_bytes: int, n: int) -> list[float]:
+    """``n`` durable commits of one ``row_bytes`` row: BEGIN IMMEDIATE, INSERT, COMMIT.
+
+    The store's engine (same pragmas: WAL, synchronous=FULL) on a file in the same directory,
+    statements on its raw connection: the floor under any ledger-first decision.
+    """
+    engine = make_engine(db_dir / "bare-commit.db")
+    body = "x" * row_bytes
+    out = []
+    try:
+        with engine.connect() as conn:
+            c = raw(conn)
+            c.execute("CREATE TABLE IF NOT EXISTS bare (id INTEGER PRIMARY KEY, body TEXT)")
+            for _ in range(n):
+                t = time.perf_counter()
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT INTO bare (body) VALUES (?)", (body,))
+                c.commit()
+                out.append(time.perf_counter() - t)
+    finally:
+        engine.dispose()
     return out
 
 
@@ -194,7 +248,17 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
         finally:
             marks.decisions.append((start, time.perf_counter()))
 
+    real_record_exit = store.record_exit
+
+    def record_exit(*args: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real_record_exit(*args, **kw)
+        finally:
+            marks.exits.append((start, time.perf_counter()))
+
     decider.decide = decide  # type: ignore[method-assign]
+    store.record_exit = record_exit  # type: ignore[method-assign]
     hub.write_coil = wrap_async(hub.write_coil, on_coil)  # type: ignore[method-assign]
     bus.exchange = wrap_async(bus.exchange, on_frame)  # type: ignore[method-assign]
     display.show = show  # type: ignore[method-assign]
@@ -218,6 +282,7 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
     full_screen: list[float] = []
     to_decide: list[float] = []  # t0 -> decide() called (queue + event loop)
     deciding: list[float] = []  # inside decide(): ledger transaction + pricing
+    recording: list[float] = []  # inside decide(): record_exit (write transaction + fsync)
     decided_to_coil: list[float] = []  # decide() returned -> coil ON acked
     failures: list[str] = []
     try:
@@ -234,7 +299,7 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
             # started is the decision's
             await until(display_quiet, 2.0)
             n_coil, n_screens = len(marks.coil_on_acked), len(marks.screens)
-            n_dec = len(marks.decisions)
+            n_dec, n_exits = len(marks.decisions), len(marks.exits)
             t0 = time.perf_counter()
             plates.submit(plate, at, "bench")
             ok = await until(acted(marks, n_coil, n_screens), 3.0)
@@ -245,6 +310,8 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
             d_start, d_end = marks.decisions[n_dec]
             to_decide.append(d_start - t0)
             deciding.append(d_end - d_start)
+            if len(marks.exits) > n_exits:
+                recording.append(marks.exits[n_exits][1] - marks.exits[n_exits][0])
             decided_to_coil.append(marks.coil_on_acked[n_coil] - d_end)
             start, end, text = marks.screens[n_screens]
             if start < t0:
@@ -277,11 +344,15 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
         await sim.stop()
         closed = sum(1 for s in store.list_sessions(limit=n + 10) if s.status == "closed")
         store.close()
+    # the second reference, with the lane stopped (as the bare write_coil ran with it idle)
+    row_bytes = ledger_row_bytes(db_dir / "lane.db")
+    commits = bare_commits(db_dir, row_bytes, 1000)
 
     if not barrier_lat:
         raise SystemExit(f"no vehicle measured: {failures}")
     b = summary(barrier_lat)
     bare_s = summary(bare)
+    commit_s = summary(commits)
     return {
         "vehicles": len(barrier_lat),
         "sessions_closed": closed,
@@ -292,11 +363,18 @@ async def run(n: int, db_dir: Path) -> dict[str, Any]:
         "max_ms": b["max"],
         "bare_p50_ms": bare_s["p50"],
         "bare_p99_ms": bare_s["p99"],
+        "bare_commit_p50_ms": commit_s["p50"],
+        "bare_commit_p99_ms": commit_s["p99"],
+        "bare_commit_row_bytes": row_bytes,
+        # p99 over the literal reference (the goal: < 5) and over coil + durable commit
+        "ratio_p99_to_bare": round(b["p99"] / bare_s["p99"], 2),
+        "ratio_p99_to_bare_plus_commit": round(b["p99"] / (bare_s["p99"] + commit_s["p99"]), 2),
         "display_first_frame_ms": summary(first_frame),
         "display_screen_ms": summary(full_screen),
         "breakdown_ms": {
             "plate_to_decide": summary(to_decide),
             "decide_ledger_and_pricing": summary(deciding),
+            "decide_record_exit": summary(recording) if recording else {},
             "decided_to_coil_acked": summary(decided_to_coil),
         },
         "goal_p99_under_50ms": b["p99"] < 50.0,
@@ -332,9 +410,15 @@ def main() -> int:
         print(f"  plate → first display frame acked: p50 {f['p50']}  p99 {f['p99']} ms")
         print(f"  plate → whole screen acked:        p50 {s['p50']}  p99 {s['p99']} ms")
         for k, v in result["breakdown_ms"].items():
-            print(f"    {k:<28} p50 {v['p50']}  p99 {v['p99']}  max {v['max']} ms")
+            if v:
+                print(f"    {k:<28} p50 {v['p50']}  p99 {v['p99']}  max {v['max']} ms")
         print(f"  bare write_coil round trip: p50 {result['bare_p50_ms']}  "
               f"p99 {result['bare_p99_ms']} ms")
+        print(f"  bare durable commit ({result['bare_commit_row_bytes']} B row): "
+              f"p50 {result['bare_commit_p50_ms']}  p99 {result['bare_commit_p99_ms']} ms")
+        print(f"  p99 / bare write_coil p99 = {result['ratio_p99_to_bare']}  (goal < 5);  "
+              f"p99 / (bare write_coil p99 + bare commit p99) = "
+              f"{result['ratio_p99_to_bare_plus_commit']}")
         print(f"  goals: p99<50ms {result['goal_p99_under_50ms']}, "
               f"p99<5x bare {result['goal_p99_under_5x_bare']}; failures {result['failures']}")
     return 0 if not result["failures"] else 1

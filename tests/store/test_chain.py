@@ -199,3 +199,55 @@ def test_non_string_ids_are_refused_not_coerced(store: Store) -> None:
         store.record_manual_open("drill", "wang", T0, session_id=7)  # type: ignore[arg-type]
     store.record_lane_event("x", T0, plate="沪A1")
     assert store.verify().ok
+
+
+def test_a_batch_of_entries_chains_exactly_like_single_appends(db: Path, tmp_path: Path) -> None:
+    """``append_all`` (one insert for an exit's entries) writes the rows ``append`` would."""
+    from edge.store.engine import make_engine, raw
+    from edge.store.ledger import Draft, append, append_all
+    from edge.store.types import EntryKind
+
+    drafts = [Draft(EntryKind.LANE_EVENT, T0 + timedelta(seconds=i), plate=f"沪A0000{i}",
+                    payload={"event": "tick", "detail": {"n": i, "v": "1.50"}})
+              for i in range(4)]
+    files = {"batch": db, "single": tmp_path / "single.db"}
+    for how, path in files.items():
+        Store.open(path, "X1").close()
+        engine = make_engine(path)
+        with engine.begin() as conn:
+            append(conn, lane_id="X1", kind=EntryKind.MANUAL_OPEN, at=T0, recorded=T0,
+                   payload={"reason": "first", "operator": "op"})
+            if how == "batch":
+                append_all(raw(conn), lane_id="X1", drafts=drafts, recorded=T0)
+            else:
+                for d in drafts:
+                    append(conn, lane_id="X1", kind=d.kind, at=d.at, recorded=T0,
+                           plate=d.plate, payload=d.payload)
+        engine.dispose()
+    rows = {}
+    for how, path in files.items():
+        with sqlite3.connect(path) as c:
+            rows[how] = c.execute(f"SELECT {COLS} FROM ledger_entries ORDER BY pos").fetchall()
+            rows[how + " head"] = c.execute("SELECT * FROM ledger_head").fetchall()
+        with Store.open(path, "X1") as s:
+            assert s.verify().ok
+    assert len(rows["batch"]) == 5
+    assert rows["batch"] == rows["single"]
+    assert rows["batch head"] == rows["single head"] == [(1, 5, rows["batch"][-1][-1])]
+
+
+def test_a_batch_with_one_bad_entry_writes_nothing(filled: Path) -> None:
+    from edge.store.engine import make_engine
+    from edge.store.ledger import Draft, append_all
+    from edge.store.types import EntryKind
+
+    before = sqlite3.connect(filled).execute("SELECT COUNT(*) FROM ledger_entries").fetchone()
+    engine = make_engine(filled)
+    with pytest.raises(StoreError, match="plate: 123"), engine.begin() as conn:
+        append_all(conn, lane_id="X1", recorded=T0, drafts=[
+            Draft(EntryKind.LANE_EVENT, T0, payload={"event": "ok"}),
+            Draft(EntryKind.LANE_EVENT, T0, plate=123, payload={"event": "bad"}),  # type: ignore[arg-type]
+        ])
+    engine.dispose()
+    after = sqlite3.connect(filled).execute("SELECT COUNT(*) FROM ledger_entries").fetchone()
+    assert after == before
