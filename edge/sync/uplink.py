@@ -38,6 +38,7 @@ class Uplink:
     def __init__(self, store: Store, state: SyncState, link: MqttLink, *, site: str, key: bytes,
                  batch_max_entries: int = 200, batch_max_bytes: int = 65536, window: int = 4,
                  ack_timeout_s: float = 5.0, max_backoff_s: float = 60.0,
+                 ack_save_s: float = 0.1,
                  monotonic: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         if not key:
@@ -50,6 +51,9 @@ class Uplink:
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
+        self.ack_save_s = ack_save_s
+        self._unsaved: list[codec.Ack] = []  # received, not yet recorded in the store
+        self._saved_at = monotonic()
         self._mono = monotonic
         self._wall = wallclock
         self._topic = topics.ledger(site, self.lane)
@@ -72,24 +76,45 @@ class Uplink:
         self._cursor = None
 
     def on_acks(self, acks: list[codec.Ack]) -> None:
-        """Apply several acks with one durable write (they only ever grow)."""
+        """Apply acks: the window frees at once; the durable write is grouped (see
+        ``flush_acks``)."""
         mine = [a for a in acks if a.lane == self.lane]
         if not mine:
             return
-        upto = max(a.upto for a in mine)
+        self._unsaved.extend(mine)
+        for a in mine:
+            self._release(a)
+        self.flush_acks(force=not self._inflight)
+
+    def flush_acks(self, *, force: bool = False) -> None:
+        """Record the acks received so far in the store, at most every ``ack_save_s`` while
+        batches are in flight (and at once when none is). A crash loses at most that much
+        acknowledgement, which costs only a resend that central drops as a duplicate; it
+        saves a durable write per ack, which competes with the lane's own writes."""
+        if not self._unsaved or (not force and self._mono() - self._saved_at < self.ack_save_s):
+            return
+        acks, self._unsaved = self._unsaved, []
+        upto = max(a.upto for a in acks)
         merged: list[tuple[int, int]] = []
-        for lo, hi in sorted(r for a in mine for r in a.ranges if r[1] > upto):
+        for lo, hi in sorted(r for a in acks for r in a.ranges if r[1] > upto):
             if merged and lo <= merged[-1][1] + 1:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
             else:
                 merged.append((lo, hi))
-        self.on_ack(codec.Ack(self.lane, upto, tuple(merged), None))
+        self.store.mark_acked(PEER, upto, merged)
+        self.acked_seq = max(self.acked_seq, upto)
+        self._saved_at = self._mono()
 
     def on_ack(self, ack: codec.Ack) -> None:
+        """Apply one ack and record it in the store now."""
         if ack.lane != self.lane:
             return
-        self.store.mark_acked(PEER, ack.upto, [r for r in ack.ranges if r[1] > ack.upto])
-        self.acked_seq = max(self.acked_seq, ack.upto)
+        self._unsaved.append(ack)
+        self._release(ack)
+        self.flush_acks(force=True)
+
+    def _release(self, ack: codec.Ack) -> None:
+        """Free the window of what ``ack`` covers (``acked_seq`` moves when it is saved)."""
 
         def done(b: _InFlight) -> bool:
             if b.last <= ack.upto:
@@ -102,6 +127,7 @@ class Uplink:
     # ---------------------------------------------------------------- work
     def step(self) -> bool:
         """Fill the window and resend overdue batches; True if something was published."""
+        self.flush_acks()
         if not self.link.connected.is_set():
             return False
         did = False
@@ -133,6 +159,7 @@ class Uplink:
 
     def _next_batch(self) -> _InFlight | None:
         if self._cursor is None:
+            self.flush_acks(force=True)  # resend from what is really acknowledged
             self._cursor = self._first_unacked()
         if not self._page:
             self._page.extend(self.state.wire_page(self._cursor, self.batch_max_entries))

@@ -296,6 +296,35 @@ def test_window_bounds_in_flight_and_unacked_batches_are_resent_with_backoff(
         c.disconnect()
 
 
+def test_acks_free_the_window_at_once_and_are_saved_in_groups(
+        tmp_path: Path, broker: Broker) -> None:
+    """Driven step by step from this thread (no worker, no central): an ack frees the window
+    immediately, but reaches the store only ``ack_save_s`` later while batches are in
+    flight, and at once when none is left."""
+    store = make_store(tmp_path, "lane-x")
+    write_events(store, 60)
+    sync = make_sync(store, broker.port, batch_max_entries=10, window=3)
+    up = sync.uplink
+    up.ack_save_s = 0.5
+    sync.link.start()
+    try:
+        assert wait_until(sync.link.connected.is_set)
+        assert up.step() and up.in_flight == 3  # seqs 1-30
+        up.on_acks([codec.Ack("lane-x", 10, (), None), codec.Ack("lane-x", 10, ((21, 30),), None)])
+        assert up.in_flight == 1 and up.step() and up.in_flight == 3  # 31-50 went out
+        assert up.acked_seq == 0 and len(store.unacked(limit=100)) == 60  # not saved yet
+        time.sleep(0.6)
+        up.step()  # the pending acks are saved now: 1-10 and 21-30
+        assert up.acked_seq == 10 and [e.seq for e in store.unacked(limit=100)][:10] == [
+            *range(11, 21)] and len(store.unacked(limit=100)) == 40
+        up.on_acks([codec.Ack("lane-x", 50, (), None)])
+        assert up.in_flight == 0 and up.acked_seq == 50  # nothing in flight: saved at once
+        assert [e.seq for e in store.unacked(limit=100)] == [*range(51, 61)]
+    finally:
+        sync.link.stop()
+        sync.state.close()
+
+
 def test_oversized_and_garbage_messages_never_stop_the_lane(
         tmp_path: Path, broker: Broker) -> None:
     store = make_store(tmp_path, "lane-x")
