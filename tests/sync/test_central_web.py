@@ -47,9 +47,11 @@ def _get(port: int, path: str) -> Any:
         return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 
 
-def _post(port: int, path: str, body: bytes) -> tuple[int, Any]:
+def _post(port: int, path: str, body: bytes,
+          ctype: str = "application/json", host: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": ctype} | ({"Host": host} if host else {})
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -89,7 +91,7 @@ def test_figures_members_history_and_campaign_publishing(
         assert f == figures(central.db)
         assert f["points_issued_per_month"] == {"2026-11": 150}
         assert (f["points_issued"], f["points_redeemed"]) == (150, 30)
-        assert f["redemption_rate_pct"] == "20.0"
+        assert f["redemption_rate_pct"] == "20.0" and f["points_outstanding"] == 120
         assert f["average_points_per_member"] == "120.00"
         assert f["value_redeemed"] == "150.00" and f["cost_of_points_issued"] == "7.50"
         assert f["popular_reward_types"] == [["parking_time", 1]]
@@ -99,8 +101,11 @@ def test_figures_members_history_and_campaign_publishing(
         assert m["balance"] == 120 and m["plates"] == ["粤B12345"]
         moves = [(h["kind"], h["points"]) for h in m["history"] if h["points"]]
         assert moves == [("points_deducted", 30), ("purchase", 150)], m["history"]
-        page = _get(web.port, "/")
-        assert "M1" in page and "redemption_rate_pct" in page
+        page = _get(web.port, "/")  # rendered by its script: see test_marketing_browser
+        assert "<h2>Figures</h2>" in page and 'api("/api/figures")' in page
+        assert _get(web.port, "/api/members") == [{"member_id": "M1", "name": None,
+                                                   "tier": "member", "balance": 120,
+                                                   "flagged": False}]
         with pytest.raises(urllib.error.HTTPError):
             _get(web.port, "/api/members/nobody")
 
@@ -177,6 +182,69 @@ def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
         assert dict((k, v) for k, v in f["popular_reward_types"]) == {
             "parking_hours": 1, "merchandise": 1, "coupon:hours": 1}
         assert f["points_redeemed_catalogue"] == 140
+        assert f["redemption_rate_pct"] == "93.3"  # 140 spent of the 150 the member had
     finally:
         sync.stop()
+        central.stop()
+
+
+def test_rewards_redeemed_and_campaigns_through_the_api_and_a_true_redemption_rate(
+        tmp_path: Path, own_broker: Broker) -> None:
+    """Catalogue and redemptions over HTTP; posts must be JSON from a loopback Host. With an
+    opening balance of 500 and only 50 points issued since, spending 500 is a 90.9 % rate
+    (500 of the 550 points the member had), not 1000 % of the points issued."""
+    key = Ed25519PrivateKey.generate()
+    central = make_central(tmp_path, own_broker.port, signing_key=key,
+                           rules_bundle=_bundle("v1"))
+    central.start()
+    web = MarketingWeb(central)
+    web.start()
+    try:
+        assert wait_until(central.connected.is_set)
+        central.add_member("M1", balance=500, name="Li")
+        central.purchase("pos-1", "M1", Decimal("50"), "retail", T0)
+        for rw in ({"reward_id": "2h", "kind": "parking_hours", "name": "2 hours",
+                    "points": 100, "value": "2"},
+                   {"reward_id": "spa", "kind": "experience", "name": "Spa", "points": 200,
+                    "value": 80}):
+            assert _post(web.port, "/api/rewards", json.dumps(rw).encode())[0] == 200
+        assert [r["reward_id"] for r in _get(web.port, "/api/rewards")] == ["2h", "spa"]
+        status, body = _post(web.port, "/api/rewards", json.dumps(
+            {"reward_id": "x", "kind": "car", "name": "A car", "points": 1, "value": 1}).encode())
+        assert status == 400 and "kind" in body["error"]
+
+        status, body = _post(web.port, "/api/redeem",
+                             json.dumps({"member_id": "M1", "reward_id": "2h"}).encode())
+        assert status == 200 and body["coupon_id"].startswith("cp-") and body["balance"] == 450
+        status, body = _post(web.port, "/api/redeem",
+                             json.dumps({"member_id": "M1", "reward_id": "spa"}).encode())
+        assert status == 200 and body["coupon_id"] is None and body["balance"] == 250
+        spa = json.dumps({"member_id": "M1", "reward_id": "spa"}).encode()
+        assert _post(web.port, "/api/redeem", spa)[1]["balance"] == 50
+        status, body = _post(web.port, "/api/redeem", spa)
+        assert status == 400 and "not enough" in body["error"]
+        m = _get(web.port, "/api/members/M1")
+        assert [c["kind"] for c in m["coupons"]] == ["hours"] and m["balance"] == 50
+
+        # a form post (cross-site) and a foreign Host (DNS rebinding) are refused
+        form = b"member_id=M1&reward_id=2h"
+        assert _post(web.port, "/api/redeem", form, "application/x-www-form-urlencoded")[0] == 400
+        status, body = _post(web.port, "/api/redeem", json.dumps(
+            {"member_id": "M1", "reward_id": "2h"}).encode(), host="evil.example")
+        assert status == 400 and "loopback" in body["error"]
+        assert central.db.balance("M1") == 50
+
+        serial = _get(web.port, "/api/rules")["serial"]
+        status, body = _post(web.port, "/api/rules", json.dumps(_bundle("v2")).encode())
+        assert status == 200 and body["serial"] == serial + 1
+        assert _get(web.port, "/api/rules")["bundle"]["version"] == "v2"
+
+        f = figures(central.db)
+        assert (f["points_issued"], f["points_redeemed_catalogue"]) == (50, 500)
+        assert f["redemption_rate_pct"] == "90.9"  # 500 of 550; not 1000 % of the 50 issued
+        assert (f["value_redeemed_catalogue"], f["parking_hours_redeemed"]) == ("160.00", "2")
+        assert dict(map(tuple, f["popular_reward_types"])) == {"parking_hours": 1,
+                                                               "experience": 2}
+    finally:
+        web.stop()
         central.stop()

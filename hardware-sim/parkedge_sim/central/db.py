@@ -400,6 +400,24 @@ class CentralDB:
                 valid_until=(at + timedelta(days=valid_days)).isoformat()))
             return cid
 
+    def rewards(self) -> list[dict[str, Any]]:
+        """The reward catalogue, cheapest first."""
+        with self.engine.connect() as c:
+            return [{"reward_id": r.reward_id, "kind": r.kind, "name": r.name,
+                     "points": int(r.points), "value": r.value}
+                    for r in c.execute(select(rewards).order_by(rewards.c.points,
+                                                                 rewards.c.reward_id))]
+
+    def members_overview(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Every member's headline (id, name, tier, balance, flagged), by id."""
+        with self.engine.connect() as c:
+            return [{"member_id": r.member_id, "name": r.name, "tier": r.tier,
+                     "balance": int(r.balance), "flagged": bool(r.flagged)}
+                    for r in c.execute(select(members.c.member_id, members.c.name,
+                                              members.c.tier, members.c.balance,
+                                              members.c.flagged)
+                                       .order_by(members.c.member_id).limit(limit))]
+
     def member_ids(self) -> list[str]:
         with self.engine.connect() as c:
             return list(c.execute(select(members.c.member_id).order_by(

@@ -284,6 +284,11 @@ class CentralServer:
                 self._publish_member(member_id)
         return earned.points
 
+    def current_rules(self) -> tuple[int, dict[str, Any] | None]:
+        """The last published serial and the bundle in force at central (for editing)."""
+        with self._lock:
+            return self._rules_serial, self._bundle
+
     def publish_rules(self, bundle: dict[str, Any], serial: int | None = None) -> int:
         """Validate, sign and publish (retained) ``bundle``; returns its serial."""
         if self.signing_key is None:
