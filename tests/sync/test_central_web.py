@@ -100,7 +100,7 @@ def test_figures_members_history_and_campaign_publishing(
         m = _get(web.port, "/api/members/M1")
         assert m["balance"] == 120 and m["plates"] == ["粤B12345"]
         moves = [(h["kind"], h["points"]) for h in m["history"] if h["points"]]
-        assert moves == [("points_deducted", 30), ("purchase", 150)], m["history"]
+        assert moves == [("points_deducted", -30), ("purchase", 150)], m["history"]
         page = _get(web.port, "/")  # rendered by its script: see test_marketing_browser
         assert "<h2>Figures</h2>" in page and 'api("/api/figures")' in page
         assert _get(web.port, "/api/members") == [{"member_id": "M1", "name": None,
@@ -225,6 +225,9 @@ def test_rewards_redeemed_and_campaigns_through_the_api_and_a_true_redemption_ra
         assert status == 400 and "not enough" in body["error"]
         m = _get(web.port, "/api/members/M1")
         assert [c["kind"] for c in m["coupons"]] == ["hours"] and m["balance"] == 50
+        assert sorted((h["kind"], h["points"]) for h in m["history"]) == [
+            ("purchase", 50), ("redeemed experience", -200), ("redeemed experience", -200),
+            ("redeemed parking_hours", -100)]
 
         # a form post (cross-site) and a foreign Host (DNS rebinding) are refused
         form = b"member_id=M1&reward_id=2h"

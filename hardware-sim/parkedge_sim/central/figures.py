@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -114,19 +115,30 @@ def _pct(part: int, whole: int) -> str:
 
 
 def history(db: CentralDB, member_id: str, limit: int = 200) -> list[dict[str, Any]]:
-    """A member's committed transactions, newest first (ledger entries and POS purchases)."""
+    """A member's committed transactions, newest first: ledger entries from the lanes, POS
+    purchases and catalogue redemptions; ``points`` is the signed effect on the balance
+    (None for entries that move no points)."""
     out: list[dict[str, Any]] = []
     with db.engine.connect() as c:
         for eid, kind, at, payload in c.execute(
                 select(entries.c.entry_id, entries.c.kind, entries.c.at, entries.c.payload)
-                .where(entries.c.member_id == member_id).order_by(entries.c.at.desc())
+                .where(entries.c.member_id == member_id).order_by(entries.c.id.desc())
                 .limit(limit)):
             p = json.loads(payload)
-            out.append({"id": eid, "kind": kind, "at": at, "points": p.get("points")})
+            out.append({"id": eid, "kind": kind, "at": at,
+                        "points": points_delta(kind, p) or None})
         for pid, at, amount, pts in c.execute(
                 select(purchases.c.purchase_id, purchases.c.at, purchases.c.amount,
-                       purchases.c.points).where(purchases.c.member_id == member_id)):
+                       purchases.c.points).where(purchases.c.member_id == member_id)
+                .order_by(purchases.c.at.desc()).limit(limit)):
             out.append({"id": pid, "kind": "purchase", "at": at, "points": int(pts),
                         "amount": amount})
-    out.sort(key=lambda r: str(r["at"]), reverse=True)
+        for rid, at, kind, pts, value in c.execute(
+                select(redemptions.c.redemption_id, redemptions.c.at, redemptions.c.kind,
+                       redemptions.c.points, redemptions.c.value)
+                .where(redemptions.c.member_id == member_id)
+                .order_by(redemptions.c.at.desc()).limit(limit)):
+            out.append({"id": rid, "kind": f"redeemed {kind}", "at": at, "points": -int(pts),
+                        "value": value})
+    out.sort(key=lambda r: datetime.fromisoformat(str(r["at"])), reverse=True)
     return out[:limit]
