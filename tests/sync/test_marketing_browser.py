@@ -140,7 +140,9 @@ def test_marketing_page_member_redeem_campaign_and_figures(
     elapsed = time.monotonic() - t
     assert elapsed < 5.0, elapsed
     assert wait_until(lambda: sync.spend_limit("M1") == 580, 5)  # 680 - 100 on the lane too
-    assert _text(page, "#m-balance") == "580" and coupon in _text(page, "#m-coupons")
+    page.wait_for_function("document.querySelector('#m-balance').innerText === '580'",
+                           timeout=5000)  # the page refreshes every second
+    assert coupon in _text(page, "#m-coupons")
     # a desk reward: points only, no coupon for the lanes
     page.select_option("#redeem-reward", "mug")
     page.get_by_role("button", name="redeem").click()
@@ -174,7 +176,9 @@ def test_marketing_page_member_redeem_campaign_and_figures(
     page.wait_for_function(
         "document.querySelector('#publish-result').className === 'err'", timeout=5000)
     assert "rate" in _text(page, "#publish-result")
-    assert _text(page, "#serial") == "2" and sync.state.rules_serial()[0] == 2
+    page.wait_for_function("document.querySelector('#serial').innerText === '2'",
+                           timeout=5000)
+    assert sync.state.rules_serial()[0] == 2
 
     # the figures, as central computes them (and prints with --json)
     page.wait_for_function(
