@@ -5,7 +5,9 @@ and the central server in its own process, then measures how fast ``LaneSync`` g
 entry committed *and acknowledged*, and how much this (lane) process's RSS grows meanwhile.
 In the same run it sends the same bytes (the same signed batch payloads) with bare paho
 clients at QoS 1 through the same broker to a subscriber process that receives every one,
-with the lane's window of messages in flight: the transport's ceiling for comparison.
+with the lane's window of messages in flight: the transport's ceiling for comparison. It
+also reports the CPU each process (lane, central, broker; raw publisher, subscriber, broker)
+spent per entry, to say where the time goes.
 
     .venv/bin/python bench/sync_drain.py --n 100000 --json
 """
@@ -45,6 +47,17 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_us_per_entry(pids: dict[str, int], before: dict[str, float], n: int) -> dict[str, float]:
+    return {f"{name}_cpu_us": (cpu_s(pid) - before[name]) / n * 1e6
+            for name, pid in pids.items()}
 
 
 def free_port() -> int:
@@ -108,7 +121,10 @@ def _last_seq(db: Path) -> int:
         return int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_entries").fetchone()[0])
 
 
-def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> dict[str, float]:
+def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int,
+          pids: dict[str, int]) -> dict[str, float]:
+    """Time to get all ``n`` entries committed and acked, RSS growth of this (the lane's)
+    process, and the CPU each process spent per entry meanwhile (``pids``: name -> pid)."""
     store = Store.open(db, LANE)
     sync = LaneSync(store, site=SITE,
                     settings=LinkSettings(host="127.0.0.1", port=port, client_id=LANE),
@@ -125,12 +141,15 @@ def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    pids = {"lane": os.getpid(), **pids}
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
     t = time.monotonic()
     sync.start()
     deadline = t + max(120.0, n / 500)
     while sync.uplink.acked_seq < n and time.monotonic() < deadline:
         time.sleep(0.02)  # a plain attribute: polling must not load the lane's database
     elapsed = time.monotonic() - t
+    cpu = cpu_us_per_entry(pids, before, n)
     left = sync.backlog()
     stop.set()
     sampler.join()
@@ -140,7 +159,7 @@ def drain(db: Path, port: int, n: int, batch: int, nbytes: int, window: int) -> 
     if left:
         raise RuntimeError(f"{left} entries still unacked after {elapsed:.1f} s")
     return {"entries_per_s": n / elapsed, "drain_s": elapsed, "rss_growth_mb": peak[0] - base,
-            "resends": resends}
+            "resends": resends, **cpu}
 
 
 def batch_payloads(db: Path, n: int, batch: int, nbytes: int) -> list[bytes]:
@@ -206,8 +225,8 @@ def _nodelay(client: mqtt.Client) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int,
-                window: int) -> dict[str, float]:
+def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int, window: int,
+                broker_pid: int) -> dict[str, float]:
     """The transport's ceiling, like for like: the same signed batch payloads, QoS 1, through
     the same broker to a subscriber (its own process, as central is) that receives every
     one; at most ``window`` unacknowledged (PUBACK) messages in flight, as the lane keeps at
@@ -225,11 +244,14 @@ def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int,
         c.on_connect = lambda cl, *_a: _nodelay(cl)
         c.connect("127.0.0.1", port)
         c.loop_start()
+        pids = {"raw_pub": os.getpid(), "raw_sub": sub.pid, "raw_broker": broker_pid}
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
         t = time.monotonic()
         infos = [c.publish(RAW_TOPIC, p, qos=1) for p in payloads]
         for info in infos:
             info.wait_for_publish(timeout=60)
         got = json.loads(sub.stdout.readline())
+        cpu = cpu_us_per_entry(pids, before, n)
         c.loop_stop()
         c.disconnect()
         sub.wait(10)
@@ -240,7 +262,7 @@ def raw_publish(db: Path, port: int, n: int, batch: int, nbytes: int,
         raise RuntimeError(f"raw subscriber received {got}")
     elapsed = got["last_at"] - t
     return {"raw_per_s": n / elapsed, "raw_s": elapsed, "batches": len(payloads),
-            "bytes": sum(len(p) for p in payloads)}
+            "bytes": sum(len(p) for p in payloads), **cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
                  "--lane-key", f"{LANE}={KEY}", "--signing-key", str(d / "rules.key")],
                 stdout=subprocess.DEVNULL, stderr=(d / "central.log").open("wb")))
             wait_central(port)
-            res = drain(d / "lane.db", port, a.n, a.batch, a.bytes, a.window)
+            res = drain(d / "lane.db", port, a.n, a.batch, a.bytes, a.window,
+                        {"central": procs[1].pid, "broker": procs[0].pid})
             if res["resends"]:  # a batch waited a full ack timeout: say why if central knows
                 sys.stderr.write((d / "central.log").read_text(errors="replace")[-4000:])
-            res.update(raw_publish(d / "lane.db", port, a.n, a.batch, a.bytes, a.window))
+            res.update(raw_publish(d / "lane.db", port, a.n, a.batch, a.bytes, a.window,
+                                   procs[0].pid))
             res["ratio_to_raw"] = res["entries_per_s"] / res["raw_per_s"]
             res["n"] = a.n
             res["setup_s"] = setup_s
