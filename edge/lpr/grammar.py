@@ -110,6 +110,23 @@ class PlateGrammar:
                 return i
         return None
 
+    def allowed_at(self, plate: str) -> tuple[frozenset[str], ...]:
+        """Per position of a (normalised) plate, the characters that keep it valid with every
+        other position as read: the set its confidence is conditioned on. Empty where no
+        layout of that length fits the rest."""
+        out = []
+        for i in range(len(plate)):
+            sets = [
+                layout[i]
+                for layout in self.layouts
+                if len(layout) == len(plate)
+                and all(
+                    c in s for j, (c, s) in enumerate(zip(plate, layout, strict=True)) if j != i
+                )
+            ]
+            out.append(frozenset().union(*sets))
+        return tuple(out)
+
     def is_valid(self, plate: str) -> bool:
         return self.layout_of(normalise_plate(plate)) is not None
 

@@ -1,7 +1,7 @@
 """Offline OCR of plate crops behind a small interface.
 
 The engine is PP-OCRv4's text recogniser as shipped *inside* the ``rapidocr-onnxruntime`` wheel
-(no download, no network; checked by ``tests/lpr/test_ocr_offline.py``), run directly with
+(no download, no network; checked by ``tests/lpr/test_ocr.py``), run directly with
 onnxruntime on crops only: the wheel's detector on whole frames costs ~0.5 s and ~1 GB, which a
 lane cannot afford, so the plate finder supplies the crops. We decode the CTC output ourselves
 so that (a) the alphabet is restricted to the grammar's characters (a plate never holds 的 or
@@ -10,25 +10,26 @@ so that (a) the alphabet is restricted to the grammar's characters (a plate neve
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-_MODEL_PACKAGE = "rapidocr_onnxruntime"
+from edge.lpr.models import OcrError, session
+
+__all__ = ["CharRead", "OcrEngine", "OcrError", "OcrResult", "RapidOcrEngine"]
+
 _REC_MODEL = "models/ch_PP-OCRv4_rec_infer.onnx"
 _REC_H = 48
 _MIN_W = 320  # crops narrower than this (after scaling to 48 px high) are zero-padded, as upstream
-_TOP_K = 6  # alternatives kept per character, for grammar-constrained decoding
-
-
-class OcrError(RuntimeError):
-    """The OCR engine could not be loaded or run (message says what to fix)."""
+# Alternatives kept per character: every allowed character at least this likely (at most
+# _MAX_ALTS of them), for constrained decoding and for conditioning the confidence on the
+# grammar (the legal characters' sum must be nearly whole: 70 classes x 1e-5 is < 0.1 %).
+_ALT_MIN = 1e-5
+_MAX_ALTS = 24
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,15 @@ class CharRead:
     prob: float
     runner_up: str  # second most likely allowed character at that step ("" when none)
     runner_up_prob: float
-    # the most likely allowed characters at that step with their probabilities (this one
-    # included): lets the grammar pick the likeliest *legal* character, not a fixed look-alike
+    # the OCR's raw distribution at that step over the allowed characters (this one included,
+    # those below 1e-5 left out; blank excluded): lets the grammar pick the likeliest *legal*
+    # character, and condition the confidence on the legal ones (``confidence.conditioned``)
     alts: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
     # where the character was read: its centre as a fraction of the crop's width (-1 unknown)
     x: float = field(default=-1.0, compare=False, repr=False)
+    # the CTC blank's probability at that step: "no character here" (a rival reading only
+    # where the plate without this character is valid too)
+    blank: float = field(default=0.0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -61,31 +66,11 @@ class OcrEngine(Protocol):
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]: ...
 
 
-def _model_path() -> Path:
-    # find_spec locates the wheel without importing it: its __init__ pulls in the detector
-    # pipeline (shapely, pyclipper, ...) that we never use.
-    spec = importlib.util.find_spec(_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise OcrError("OCR engine missing: install the pinned 'rapidocr-onnxruntime' (make setup)")
-    path = Path(next(iter(spec.submodule_search_locations))) / _REC_MODEL
-    if not path.is_file():
-        raise OcrError(f"OCR model not found at {path}: reinstall rapidocr-onnxruntime")
-    return path
-
-
 class RapidOcrEngine:
     """PP-OCRv4 recogniser via onnxruntime, single-threaded (one core per lane)."""
 
     def __init__(self, alphabet: Iterable[str] | None = None, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(_model_path()), opts, providers=["CPUExecutionProvider"]
-        )
+        self._session = session(_REC_MODEL, "OCR model", threads=threads)
         meta = self._session.get_modelmeta().custom_metadata_map
         if "character" not in meta:
             raise OcrError("OCR model has no character table in its metadata")
@@ -115,6 +100,27 @@ class RapidOcrEngine:
         step = batch.shape[3] / logits.shape[1]  # input pixels per CTC step
         return [self._decode(row, step, g) for row, g in zip(logits, geometry, strict=True)]
 
+    def _char(self, dist: np.ndarray, k: int, x: float) -> CharRead:
+        """Character ``k`` read from one step's distribution ``dist`` (blank first)."""
+        classes = self._kept
+        row = dist.copy()
+        row[0] = 0.0
+        top = np.flatnonzero(row >= _ALT_MIN)
+        if len(top) > _MAX_ALTS:
+            top = top[np.argpartition(row[top], -_MAX_ALTS)[-_MAX_ALTS:]]
+        alts = {classes[int(j)]: float(row[j]) for j in top}
+        row[k] = 0.0
+        r = int(row.argmax())
+        return CharRead(
+            char=classes[k],
+            prob=float(dist[k]),
+            runner_up=classes[r] if row[r] > 0 else "",
+            runner_up_prob=float(row[r]),
+            alts=alts,
+            x=min(1.0, max(0.0, x)),
+            blank=float(dist[0]),
+        )
+
     def _decode(
         self, probs: np.ndarray, step: float, geometry: tuple[float, int, int]
     ) -> OcrResult:
@@ -123,30 +129,20 @@ class RapidOcrEngine:
         # the alphabet.
         p = probs if self._keep is None else probs[:, self._keep]
         p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-9)
-        classes = self._kept
         best = p.argmax(axis=1)
         chars: list[CharRead] = []
-        prev = 0
-        for t, k in enumerate(best):
-            k = int(k)
-            if k != 0 and k != prev:
-                row = p[t].copy()
-                row[0] = 0.0
-                top = np.argpartition(row, -_TOP_K)[-_TOP_K:]
-                alts = {classes[int(j)]: float(row[j]) for j in top if row[j] > 1e-4}
-                row[k] = 0.0
-                r = int(row.argmax())
-                chars.append(
-                    CharRead(
-                        char=classes[k],
-                        prob=float(p[t, k]),
-                        runner_up=classes[r] if row[r] > 0 else "",
-                        runner_up_prob=float(row[r]),
-                        alts=alts,
-                        x=min(1.0, max(0.0, ((t + 0.5) * step / scale - margin) / width)),
-                    )
-                )
-            prev = k
+        t, n = 0, len(best)
+        while t < n:
+            k = int(best[t])
+            end = t + 1
+            while end < n and best[end] == k:
+                end += 1
+            if k != 0:
+                # a character spans a run of steps: read it at the run's surest step (its first
+                # is often half blank, which says "where", not "what")
+                at = t + int(p[t:end, k].argmax())
+                chars.append(self._char(p[at], k, ((t + end) / 2 * step / scale - margin) / width))
+            t = end
         chars = [c for c in chars if c.char.strip()]
         return OcrResult("".join(c.char for c in chars), tuple(chars))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.lpr.confidence import conditioned
 from edge.lpr.finder import PlateBox, find_plates
 from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
@@ -25,7 +26,9 @@ _MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
 class PlateCandidate:
     plate: str  # grammar-corrected when the correction is forced, else the raw read
     raw: str  # what the OCR read
-    confidence: float  # 0..1, weakest character's probability (0.5x when not a valid plate)
+    # 0..1: the weakest character's probability among the characters the grammar allows there
+    # (``confidence.conditioned``); an invalid read: half its weakest raw probability
+    confidence: float
     valid: bool  # a plate of the configured grammar
     colour: str | None
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
@@ -163,6 +166,8 @@ class Recogniser:
             text, chars = self._runner_up_repair(text, chars)
             corrected = self.grammar.correct(text)
         valid = corrected is not None
+        if corrected is not None:
+            chars = conditioned(corrected, chars, self.grammar)
         conf = min((c.prob for c in chars), default=0.0)
         return PlateCandidate(
             plate=corrected or r.text,
@@ -206,7 +211,11 @@ class Recogniser:
                     # two legal characters about as likely: this layout reads both ways
                     tie = "".join(x.char for x in out) + options[1][1]
                 changed += 1
-                out.append(CharRead(ch, p if p >= _MIN_ALT else c.prob, c.char, c.prob))
+                out.append(
+                    CharRead(
+                        ch, p if p >= _MIN_ALT else c.prob, c.char, c.prob, c.alts, c.x, c.blank
+                    )
+                )
                 score *= max(p, 1e-3)
             else:
                 if changed <= 2:
@@ -235,7 +244,9 @@ class Recogniser:
                 continue
             alt = text[:i] + c.runner_up + text[i + 1 :]
             if self.grammar.correct(alt) is not None:
-                swapped = CharRead(c.runner_up, c.runner_up_prob, c.char, c.prob)
+                swapped = CharRead(
+                    c.runner_up, c.runner_up_prob, c.char, c.prob, c.alts, c.x, c.blank
+                )
                 return alt, (*chars[:i], swapped, *chars[i + 1 :])
         return text, chars
 

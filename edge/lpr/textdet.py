@@ -9,15 +9,13 @@ grammar picks among them. Pure apart from loading the model file.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.lpr.finder import PlateBox, _iou, _plate_angle, _warp
-from edge.lpr.ocr import OcrError
+from edge.lpr.models import session
 
 _DET_MODEL = "models/ch_PP-OCRv4_det_infer.onnx"
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
@@ -27,29 +25,11 @@ _BOX_THRESH = 0.5  # mean probability inside a text region to keep it, as upstre
 _UNCLIP = 1.6  # DB regions are shrunk text: grow them back, as upstream
 
 
-def _model_path() -> Path:
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        raise OcrError("OCR engine missing: install the pinned 'rapidocr-onnxruntime' (make setup)")
-    path = Path(next(iter(spec.submodule_search_locations))) / _DET_MODEL
-    if not path.is_file():
-        raise OcrError(f"text detector not found at {path}: reinstall rapidocr-onnxruntime")
-    return path
-
-
 class TextDetector:
     """Plate-shaped text regions of a frame, searched at ``area`` pixels (one thread)."""
 
     def __init__(self, *, area: int = 480 * 288, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(_model_path()), opts, providers=["CPUExecutionProvider"]
-        )
+        self._session = session(_DET_MODEL, "text detector", threads=threads)
         self._input = self._session.get_inputs()[0].name
         self._lock = threading.Lock()
         self.area = area
@@ -113,4 +93,3 @@ class TextDetector:
                 )
             )
         return out
-

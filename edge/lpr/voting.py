@@ -1,9 +1,11 @@
 """Per-character voting across the frames of one vehicle.
 
 One frame can misread one character (glare, a bolt on the plate); the next usually does not.
-Each frame contributes, per position, its character's probability (and its runner-up's); the
-position's winner is the character with the largest sum, and its confidence is that sum over
-the number of frames. The plate's confidence is its weakest position's. Pure: no I/O, no clock.
+Each frame contributes, per position, its character's probability (and its runner-up's), both
+conditioned on the characters the grammar allows there (``confidence.conditioned``, the figure
+``PlateCandidate.confidence`` uses); the position's winner is the character with the largest
+sum, and its confidence is that sum over the number of frames. The plate's confidence is its
+weakest position's. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edge.lpr.confidence import conditioned
 from edge.lpr.grammar import PlateGrammar
 from edge.lpr.ocr import CharRead
 
@@ -49,12 +52,14 @@ def vote(reads: Sequence[FrameRead], grammar: PlateGrammar) -> Vote | None:
     winners: list[str] = []
     confs: list[float] = []
     seconds: list[tuple[str, float]] = []
+    # the same per-character figure as a frame's confidence (applying it twice changes nothing)
+    aligned = [conditioned(r.plate, r.chars, grammar) if r.valid else r.chars for r in voters]
     for i in range(length):
         score: dict[str, float] = defaultdict(float)
-        for r in voters:
+        for r, chars in zip(voters, aligned, strict=True):
             ch = r.plate[i]
-            if len(r.chars) == length:
-                cr = r.chars[i]
+            if len(chars) == length:
+                cr = chars[i]
                 score[ch] += cr.prob
                 if cr.runner_up and cr.runner_up != ch:
                     score[cr.runner_up] += cr.runner_up_prob
