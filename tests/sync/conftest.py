@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from parkedge_sim.broker import MosquittoBroker as Broker  # killable, on a free port
+from parkedge_sim.broker import free_port
 from parkedge_sim.central import CentralServer
 from sqlalchemy import create_engine, text
 
@@ -22,16 +20,9 @@ from edge.store import Store
 from edge.sync.link import LinkSettings
 from edge.sync.service import LaneSync
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 SITE = "mall"
 KEYS = {"entry-1": b"k-entry-1", "exit-1": b"k-exit-1", "lane-x": b"k-lane-x"}
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
@@ -41,39 +32,6 @@ def wait_until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.
             return True
         time.sleep(step)
     return pred()
-
-
-class Broker:
-    """A Mosquitto process that can be SIGKILLed and restarted on the same port."""
-
-    def __init__(self, workdir: Path, extra: str = "") -> None:
-        self.port = free_port()
-        self.conf = workdir / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\nmax_queued_messages 100000\n"
-                             f"set_tcp_nodelay true\n{extra}")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-        if not wait_until(up, 10):
-            raise RuntimeError("mosquitto did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def stop(self) -> None:
-        self.kill()
 
 
 @pytest.fixture(scope="session")
