@@ -70,6 +70,31 @@ def run_eval(folder: Path, grammar: str, one_core: bool) -> dict[str, float]:
     return result
 
 
+CALIBRATED = ("cn_crops", "cn_full", "sim_1080p", "eu_sk_cz")
+THRESHOLDS = (0.5, 0.8, 0.9)
+
+
+def run_calibration(folder: Path, grammar: str, one_core: bool) -> dict[str, Any]:
+    """Right and wrong reads at or above each confidence threshold (its own pinned process)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--calibrate", str(folder), grammar]
+    if one_core and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"calibration of {folder} failed: {out.stderr[-1000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _calibrate_one(folder: Path, grammar: str) -> None:
+    from edge.lpr.evaluate import calibration, evaluate_dir
+    from edge.lpr.grammar import grammar_by_name
+    from edge.lpr.pipeline import Recogniser
+
+    report = evaluate_dir(folder, Recogniser(grammar_by_name(grammar)))
+    print(json.dumps(calibration(report.reads, THRESHOLDS)))
+
+
 def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
     """The bare OCR engine on the labelled boxes (or the whole image for crop sets)."""
     from edge.lpr.evaluate import read_labels
@@ -310,7 +335,12 @@ def main() -> None:
     ap.add_argument("--daemon", type=int, default=6, help="cars through a whole daemon (0: skip)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin evals to one core")
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--no-calibration", action="store_true", help="skip the confidence tables")
+    ap.add_argument("--calibrate", nargs=2, metavar=("DIR", "GRAMMAR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.calibrate:
+        _calibrate_one(Path(args.calibrate[0]), args.calibrate[1])
+        return
 
     folders = [d for d in sorted(args.data.iterdir()) if (d / "labels.csv").is_file()]
     results: dict[str, dict[str, object]] = {}
@@ -324,6 +354,7 @@ def main() -> None:
         print("daemon ...", file=sys.stderr, flush=True)
         dm = daemon_bench(args.daemon)
         results["daemon"] = {"pipeline": dm, "ocr_on_truth_crops": None}
+    calib: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="lpr-sim-") as tmp:
         if args.sim:
             folders.append(render_sim(Path(tmp) / "sim_1080p", args.sim))
@@ -333,6 +364,8 @@ def main() -> None:
             pipe = run_eval(folder, grammar, one_core=not args.no_pin)
             ceiling = ocr_ceiling(folder, grammar) if folder.name != "sim_1080p" else None
             results[folder.name] = {"pipeline": pipe, "ocr_on_truth_crops": ceiling}
+            if folder.name in CALIBRATED and not args.no_calibration:
+                calib[folder.name] = run_calibration(folder, grammar, not args.no_pin)
         for name, (src, grammar) in EXTRA.items():
             folder = args.data / src
             if not (folder / "labels.csv").is_file():
@@ -340,6 +373,8 @@ def main() -> None:
             print(f"eval {name} ({grammar}) ...", file=sys.stderr, flush=True)
             pipe = run_eval(folder, grammar, one_core=not args.no_pin)
             results[name] = {"pipeline": pipe, "ocr_on_truth_crops": ocr_ceiling(folder, grammar)}
+            if name in CALIBRATED and not args.no_calibration:
+                calib[name] = run_calibration(folder, grammar, not args.no_pin)
 
     print(
         "| set | n | exact | goal | exact O/0 I/1 folded | char acc | p50 ms | p95 ms "
@@ -347,7 +382,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        if name in ("stream", "daemon"):
+        if name in ("stream", "daemon", "calibration"):
             continue
         p = r["pipeline"]
         c = r["ocr_on_truth_crops"]
@@ -359,6 +394,16 @@ def main() -> None:
             f"{p.get('exact_folded', 0):.1%} | "
             f"{p['char_acc']:.1%} | {p['p50_ms']} | {p['p95_ms']} | {p['rss_mb']} | {ceil} |"
         )
+    if calib:
+        print("\n| set | right | wrong | " + " | ".join(f"≥ {t}: right, wrong" for t in THRESHOLDS))
+        print("|---|---|---|" + "---|" * len(THRESHOLDS))
+        for name, cal in calib.items():
+            cells = [
+                f"{a['right_share']:.1%}, {a['wrong']}/{cal['wrong']}"
+                for a in (cal["at"][str(t)] for t in THRESHOLDS)
+            ]
+            print(f"| {name} | {cal['right']} | {cal['wrong']} | " + " | ".join(cells) + " |")
+        results["calibration"] = {"pipeline": calib, "ocr_on_truth_crops": None}
     if st is not None:
         print(
             f"\nMJPEG simulator → OnBoxPlateSource (3-frame vote): {st['n']} cars, "

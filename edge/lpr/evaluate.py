@@ -38,6 +38,8 @@ class EvalReport:
     # the letter where the plate shows the digit, so the strict figure understates the reader
     exact_folded: float = 0.0
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # file, truth, read
+    # every image's (right?, confidence of the read; 0 when nothing was read): calibration
+    reads: list[tuple[bool, float]] = field(default_factory=list)
 
     def as_json(self, *, folded: bool = False) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -131,8 +133,9 @@ def evaluate_dir(
     times: list[float] = []
     exact = folded = chars_ok = chars_total = 0
     errors: list[tuple[str, str, str]] = []
+    reads: list[tuple[bool, float]] = []
     for i, label in enumerate(labels):
-        got = ""
+        got, conf = "", 0.0
         try:
             img = load_image(folder / label.file)
         except ValueError as exc:
@@ -141,12 +144,11 @@ def evaluate_dir(
         if img is not None:
             crop = mode == "crop" or (mode == "auto" and is_crop(img.shape, label))
             t0 = time.perf_counter()
-            if crop:
-                got = recogniser.read_crop(img).plate
-            else:
-                cands = recogniser.read_frame(img)
-                got = cands[0].plate if cands else ""
+            cands = [recogniser.read_crop(img)] if crop else recogniser.read_frame(img)
+            if cands:
+                got, conf = cands[0].plate, cands[0].confidence
             times.append(time.perf_counter() - t0)
+        reads.append((got == label.plate, conf))
         folded += fold_confusables(got) == fold_confusables(label.plate)
         if got == label.plate:
             exact += 1
@@ -168,4 +170,26 @@ def evaluate_dir(
         rss_mb=peak_rss_mb(),
         exact_folded=folded / n,
         errors=errors,
+        reads=reads,
     )
+
+
+def calibration(
+    reads: list[tuple[bool, float]], thresholds: tuple[float, ...]
+) -> dict[str, object]:
+    """Per threshold, the share of right reads and the count of wrong (non-empty) reads with
+    confidence at or above it: what a lane's ``min_confidence`` lets through."""
+    right = [c for ok, c in reads if ok]
+    wrong = [c for ok, c in reads if not ok and c > 0.0]
+    return {
+        "right": len(right),
+        "wrong": len(wrong),
+        "at": {
+            str(t): {
+                "right": sum(c >= t for c in right),
+                "right_share": round(sum(c >= t for c in right) / max(1, len(right)), 4),
+                "wrong": sum(c >= t for c in wrong),
+            }
+            for t in thresholds
+        },
+    }

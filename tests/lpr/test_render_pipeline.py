@@ -38,6 +38,19 @@ def test_reads_rendered_lanes(rec: Recogniser) -> None:
     assert exact >= len(CASES) - 1, list(zip(got, [p for p, _ in CASES], strict=True))
 
 
+def test_right_reads_clear_the_lanes_default_min_confidence(rec: Recogniser) -> None:
+    # conditioned on the grammar, a read no legal character disputes is sure: the lane's
+    # default min_confidence (0.8) spends points on it (the raw softmax gave 沪 0.65 here)
+    for plate, scene in CASES:
+        cands = rec.read_frame(render_frame(plate, scene))
+        assert cands, plate
+        best = cands[0]
+        if best.plate == plate:
+            assert best.confidence >= 0.8, (plate, best.confidence, best.chars)
+        else:
+            assert best.confidence < 0.8, (plate, best.plate, best.confidence)
+
+
 def test_best_candidate_is_valid_and_boxed_in_frame(rec: Recogniser) -> None:
     plate, scene = CASES[0]
     frame = render_frame(plate, scene)
