@@ -395,7 +395,11 @@ def main() -> None:
             f"{p['char_acc']:.1%} | {p['p50_ms']} | {p['p95_ms']} | {p['rss_mb']} | {ceil} |"
         )
     if calib:
-        print("\n| set | right | wrong | " + " | ".join(f"≥ {t}: right, wrong" for t in THRESHOLDS))
+        print(
+            "\n| set | right | wrong | "
+            + " | ".join(f"≥ {t}: right, wrong" for t in THRESHOLDS)
+            + " |"
+        )
         print("|---|---|---|" + "---|" * len(THRESHOLDS))
         for name, cal in calib.items():
             cells = [
