@@ -40,15 +40,14 @@ def write_lane_config(
     rules: Path = MALL_RULES,
     sync: SyncSettings | None = None,
     site: str = "demo-mall",
-    min_confidence: float = 0.5,
+    min_confidence: float = 0.8,
     log_level: str = "WARNING",
 ) -> Path:
     """Write ``tmp/<lane_id>.toml`` for the lane ``sim`` (``LaneSim.info()``) and return it.
 
     Plates come from the smart-camera push listener at ``listen`` (the sim's camera posts
-    there) or, without ``listen``, from the sim's MJPEG stream read on the box. ``min_confidence``
-    defaults to 0.5: the renderer's CJK font leaves the OCR right but unsure (0.5-0.7) of the
-    province glyph.
+    there) or, without ``listen``, from the sim's MJPEG stream read on the box, with the lane's
+    default ``min_confidence`` (0.8; below it a read is uncertain and never spends points).
     """
     if listen is None and not sim.get("video_url"):
         raise ValueError(f"lane {lane_id}: no push listener and the sim has no video camera")
