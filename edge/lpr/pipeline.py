@@ -20,6 +20,12 @@ from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
 from edge.lpr.textdet import TextDetector
 
 _MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
+# A box within CUT_MARGIN of the frame's edge (as a share of its width/height) is "cut": it
+# weighs CUT_WEIGHT of its area (cn_full, br: the far-left parked car's plate read first and sure)
+CUT_MARGIN = 0.005
+CUT_WEIGHT = 0.25
+# a sure read stops the search early only if no unread box weighs SURE_RATIO times as much
+SURE_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class PlateCandidate:
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
     chars: tuple[CharRead, ...]
     crop: np.ndarray
+    # the box touches the frame's edge: a passing or parked car's plate, maybe cut off, never
+    # the car at the barrier (which the camera is aimed at)
+    cut: bool = False
 
 
 def load_image(path: Path | str) -> np.ndarray:
@@ -66,7 +75,7 @@ class Recogniser:
         first_batch: int = 1,
         stop_confidence: float = 0.85,
         detector: TextDetector | bool | None = True,
-        fallback_below: float = 0.5,
+        fallback_below: float = 0.6,
     ) -> None:
         self.grammar = grammar or cn_grammar()
         self.engine = engine or RapidOcrEngine(self.grammar.alphabet)
@@ -81,14 +90,15 @@ class Recogniser:
         """Best-first candidates for one full frame: the cheap finder's crops first; when none
         reads as a plate with confidence >= ``fallback_below``, the text detector's."""
         boxes = find_plates(bgr, max_candidates=self.max_candidates)
-        out = self._read_boxes(boxes, staged=True)
+        shape = (bgr.shape[0], bgr.shape[1])
+        out = self._read_boxes(boxes, shape, staged=True)
         if self.detector is not None and not any(
             c.valid and c.confidence >= self.fallback_below for c in out
         ):
             more = self.detector.find(
                 bgr, max_candidates=self.max_candidates, skip=tuple(c.box for c in out)
             )
-            out = sorted(out + self._read_boxes(more), key=_rank, reverse=True)
+            out = sorted(out + self._read_boxes(more, shape), key=_rank, reverse=True)
         return out
 
     def read_crop(self, bgr: np.ndarray) -> PlateCandidate:
@@ -100,7 +110,13 @@ class Recogniser:
     def read_image(self, path: Path | str) -> list[PlateCandidate]:
         return self.read_frame(load_image(path))
 
-    def _read_boxes(self, boxes: list[PlateBox], *, staged: bool = False) -> list[PlateCandidate]:
+    def _read_boxes(
+        self,
+        boxes: list[PlateBox],
+        shape: tuple[int, int] | None = None,
+        *,
+        staged: bool = False,
+    ) -> list[PlateCandidate]:
         """OCR the boxes best-first; when ``staged``, ``first_batch`` at a time, stopping once
         the answer is settled (most frames need one crop read, not all candidates)."""
         if not boxes:
@@ -109,38 +125,64 @@ class Recogniser:
         size = self.first_batch if staged else len(boxes)  # a batch costs what its crops do
         for batch in (boxes[i : i + size] for i in range(0, len(boxes), size)):
             results = self.engine.read([b.crop for b in batch])
-            out.extend(self._candidate(b, r) for b, r in zip(batch, results, strict=True))
-            if staged and self._settled(out, boxes[len(out) :]):
+            out.extend(
+                self._candidate(b, r, _is_cut(b, shape))
+                for b, r in zip(batch, results, strict=True)
+            )
+            if staged and self._settled(out, boxes, shape):
                 break
-        if not any(c.valid and c.confidence >= self.stop_confidence for c in out):
-            out = self._retry_wide(boxes, out)
+        out = self._retry_wide(boxes, out, shape)
         out.sort(key=_rank, reverse=True)
         return out
 
-    def _settled(self, out: list[PlateCandidate], unread: list[PlateBox]) -> bool:
-        """No unread box can change the answer: a read is a valid plate with confidence >=
-        ``stop_confidence``, or a sure one (>= 0.5) that outranks (``_rank``: size x
-        confidence) whatever an unread box could score even read with certainty."""
-        biggest = max((b.w * b.h for b in unread), default=0)
+    def _settled(
+        self, out: list[PlateCandidate], boxes: list[PlateBox], shape: tuple[int, int] | None
+    ) -> bool:
+        """No unread box can change the answer. The answer is the read with the highest
+        ``_score`` (weight x confidence); an unread box, or a fragment still to be re-read
+        wide, could score its weight at most. A sure read (>= ``stop_confidence``) of a whole
+        plate may stop early unless a box ``SURE_RATIO`` times its weight is unread: a sure read
+        of a small plate up the frame must not end the search before the near car's."""
+        pending = [(_weight(b, _is_cut(b, shape)), b) for b in boxes[len(out) :]]
+        read = zip(boxes[: len(out)], out, strict=True)
+        pending += [(_weight(b, c.cut), b) for b, c in read if self._fragment(b, c)]
+        biggest = max((w for w, _ in pending), default=0.0)
+
+        def below(c: PlateCandidate) -> float:  # the heaviest pending box lower in the frame
+            mid = c.box[1] + c.box[3] / 2
+            return max((w for w, b in pending if b.y + b.h / 2 > mid), default=0.0)
+
         return any(
             c.valid
+            and c.confidence >= 0.5
             and (
-                c.confidence >= self.stop_confidence
-                or (c.confidence >= 0.5 and c.box[2] * c.box[3] * c.confidence >= biggest)
+                _score(c) >= biggest
+                or (
+                    c.confidence >= self.stop_confidence
+                    and not c.cut
+                    and _weight_of(c) * SURE_RATIO >= below(c)
+                )
             )
             for c in out
         )
 
+    def _fragment(self, b: PlateBox, c: PlateCandidate) -> bool:
+        """The read is a fragment of a plate that a wider crop may complete."""
+        short = min(self.grammar.lengths)
+        return not c.valid and 3 <= len(c.raw) < short + 1 and b.wide is not None
+
     def _retry_wide(
-        self, boxes: list[PlateBox], cands: list[PlateCandidate]
+        self, boxes: list[PlateBox], cands: list[PlateCandidate], shape: tuple[int, int] | None
     ) -> list[PlateCandidate]:
         """Boxes that read as a fragment of a plate (a colour blob split by the characters,
-        a province character outside the mask) get one more read on a wider crop."""
-        short = min(self.grammar.lengths)
+        a province character outside the mask) get one more read on a wider crop: all of them
+        when no read is sure, else those that could outrank the best read."""
+        sure = any(c.valid and c.confidence >= self.stop_confidence for c in cands)
+        best = max((_score(c) for c in cands if c.valid and c.confidence >= 0.5), default=0.0)
         redo = [
             i
             for i, (b, c) in enumerate(zip(boxes[: len(cands)], cands, strict=True))
-            if not c.valid and 3 <= len(c.raw) < short + 1 and b.wide is not None
+            if self._fragment(b, c) and (not sure or _weight_of(c) > best)
         ]
         if not redo:
             return cands
@@ -150,13 +192,15 @@ class Recogniser:
         for i, b, r in zip(redo, wides, results, strict=True):
             assert b.wide is not None
             again = self._candidate(
-                PlateBox(b.x, b.y, b.w, b.h, b.angle, b.colour, b.score, b.wide), r
+                PlateBox(b.x, b.y, b.w, b.h, b.angle, b.colour, b.score, b.wide),
+                r,
+                cands[i].cut,
             )
             if again.valid:
                 out[i] = again
         return out
 
-    def _candidate(self, b: PlateBox, r: OcrResult) -> PlateCandidate:
+    def _candidate(self, b: PlateBox, r: OcrResult, cut: bool = False) -> PlateCandidate:
         text, chars = self._plate_span(r)
         corrected = self.grammar.correct(text)
         if corrected is None:
@@ -178,6 +222,7 @@ class Recogniser:
             box=(b.x, b.y, b.w, b.h),
             chars=chars if valid else r.chars,
             crop=b.crop,
+            cut=cut,
         )
 
     def _constrained(
@@ -270,8 +315,32 @@ class Recogniser:
         return text[i : i + n], r.chars[i : i + n]
 
 
+def _is_cut(b: PlateBox, shape: tuple[int, int] | None) -> bool:
+    """The box touches the frame's edge (within ``CUT_MARGIN`` of its size)."""
+    if shape is None:
+        return False
+    h, w = shape
+    mx, my = CUT_MARGIN * w, CUT_MARGIN * h
+    return b.x <= mx or b.y <= my or b.x + b.w >= w - mx or b.y + b.h >= h - my
+
+
+def _weight(b: PlateBox, cut: bool) -> float:
+    """How much a box counts as the plate of the car at the barrier: its area (the nearest car's
+    plate is the largest), cut by ``CUT_WEIGHT`` when it touches the frame's edge."""
+    return float(b.w * b.h) * (CUT_WEIGHT if cut else 1.0)
+
+
+def _weight_of(c: PlateCandidate) -> float:
+    return float(c.box[2] * c.box[3]) * (CUT_WEIGHT if c.cut else 1.0)
+
+
+def _score(c: PlateCandidate) -> float:
+    return _weight_of(c) * c.confidence
+
+
 def _rank(c: PlateCandidate) -> tuple[bool, bool, float]:
-    """Valid plates first; among confident ones the largest (a lane camera's own vehicle is the
-    nearest one: a plate further back or on a passing car is smaller); else by confidence."""
+    """Valid plates first; among confident ones the heaviest (``_weight``: a lane camera's own
+    vehicle is the nearest one, in view: a plate further back, on a passing car or cut by the
+    frame's edge is smaller or weighs less); else by confidence."""
     sure = c.confidence >= 0.5
-    return (c.valid, sure, float(c.box[2] * c.box[3]) * c.confidence if sure else c.confidence)
+    return (c.valid, sure, _score(c) if sure else c.confidence)
