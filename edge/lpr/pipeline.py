@@ -8,6 +8,7 @@ voting and logs can see them, but always after the valid ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,8 @@ CUT_MARGIN = 0.005
 CUT_WEIGHT = 0.25
 # a sure read stops the search early only if no unread box weighs SURE_RATIO times as much
 SURE_RATIO = 4.0
+# characters dropped from a read to find a valid plate in it (ends or marks inside)
+MAX_DROPS = 2
 
 
 @dataclass(frozen=True)
@@ -296,23 +299,45 @@ class Recogniser:
         return text, chars
 
     def _plate_span(self, r: OcrResult) -> tuple[str, tuple[CharRead, ...]]:
-        """The best grammar-valid run of characters in the read: a loose crop often adds a
-        character of the neighbouring text (\"皖湘A0PQ76\"). Longest first, then most
-        confident; the whole text when no run is valid."""
+        """The best grammar-valid plate left after dropping at most ``MAX_DROPS`` characters of
+        the read: a loose crop adds a character of the neighbouring text at an end
+        (\"皖湘A0PQ76\"), a Czech registration sticker or the Slovak coat of arms reads as an
+        "8" or "0" inside the plate (\"1B285790\" for 1B2·5790). Longest first; then the
+        dropped characters that look least like characters (the OCR's probability less its
+        blank: a mark is read unsure and half blank, a real character sure); then the most
+        confident. The whole text when nothing valid is left."""
         text = r.text
         if self.grammar.correct(text) is not None:
             return text, r.chars
-        best: tuple[int, float, int] | None = None
+        chars = r.chars if len(r.chars) == len(text) else None
+        best: tuple[int, float, float, tuple[int, ...]] | None = None
         for n in sorted(self.grammar.lengths, reverse=True):
-            for i in range(0, len(text) - n + 1):
-                if self.grammar.correct(text[i : i + n]) is not None:
-                    conf = min(c.prob for c in r.chars[i : i + n])
-                    if best is None or (n, conf) > (best[0], best[1]):
-                        best = (n, conf, i)
+            if len(text) <= n:
+                continue
+            # a run of the read; with per-character reads also any MAX_DROPS characters
+            drops = {(*range(i), *range(i + n, len(text))) for i in range(len(text) - n + 1)}
+            if chars is not None and len(text) - n <= MAX_DROPS:
+                drops.update(combinations(range(len(text)), len(text) - n))
+            for drop in sorted(drops):
+                kept = "".join(ch for k, ch in enumerate(text) if k not in drop)
+                if self.grammar.correct(kept) is None:
+                    continue
+                cost = sum(_charness(r.chars[k]) for k in drop) if chars else 0.0
+                conf = min((c.prob for k, c in enumerate(r.chars) if k not in drop), default=0.0)
+                if best is None or (n, -cost, conf) > (best[0], -best[1], best[2]):
+                    best = (n, cost, conf, drop)
+            if best is not None:
+                break
         if best is None:
             return text, r.chars
-        n, _, i = best
-        return text[i : i + n], r.chars[i : i + n]
+        drop = best[3]
+        kept_chars = tuple(c for k, c in enumerate(r.chars) if k not in drop)
+        return "".join(ch for k, ch in enumerate(text) if k not in drop), kept_chars
+
+
+def _charness(c: CharRead) -> float:
+    """How surely the OCR saw a character here (its probability less the blank's share)."""
+    return c.prob * (1.0 - c.blank)
 
 
 def _is_cut(b: PlateBox, shape: tuple[int, int] | None) -> bool:
