@@ -17,6 +17,7 @@ import numpy as np
 from edge.lpr.confidence import conditioned
 from edge.lpr.finder import PlateBox, find_plates
 from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
+from edge.lpr.marks import mark_index
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
 from edge.lpr.textdet import TextDetector
 
@@ -205,6 +206,7 @@ class Recogniser:
 
     def _candidate(self, b: PlateBox, r: OcrResult, cut: bool = False) -> PlateCandidate:
         text, chars = self._plate_span(r)
+        text, chars = self._drop_mark(text, chars, b.crop)
         corrected = self.grammar.correct(text)
         if corrected is None:
             text, chars = self._constrained(text, chars)
@@ -227,6 +229,18 @@ class Recogniser:
             crop=b.crop,
             cut=cut,
         )
+
+    def _drop_mark(
+        self, text: str, chars: tuple[CharRead, ...], crop: np.ndarray
+    ) -> tuple[str, tuple[CharRead, ...]]:
+        """A valid read with a mark read in (``marks.mark_index``: a sticker's dots as "8"
+        under the generic Latin layout) loses the mark when what is left is valid too."""
+        if len(chars) != len(text) or self.grammar.correct(text) is None:
+            return text, chars
+        i = mark_index(crop, chars)
+        if i is None or self.grammar.correct(text[:i] + text[i + 1 :]) is None:
+            return text, chars
+        return text[:i] + text[i + 1 :], chars[:i] + chars[i + 1 :]
 
     def _constrained(
         self, text: str, chars: tuple[CharRead, ...]

@@ -64,3 +64,19 @@ def test_the_least_character_like_character_is_dropped(rec: Recogniser) -> None:
     # a sure character inside and an unsure one at the end: the end goes (a neighbour's text)
     loose = read("1B257909", [1, 1, 1, 1, 1, 1, 1, 0.6], [0, 0, 0, 0, 0, 0, 0, 0.2])
     assert rec._plate_span(loose)[0] == "1B25790"
+
+
+@pytest.mark.parametrize(("gap", "size"), [("  ", 6), ("  ", 5), ("   ", 6), ("   ", 5)])
+def test_generic_latin_drops_a_sticker_by_its_short_ink(gap: str, size: float) -> None:
+    """Under the generic layout "1B285790" is a valid plate: the picture decides."""
+    rec = Recogniser(grammar_by_name("latin"), detector=False)
+    crop = _czech_plate_with_sticker(gap, size)
+    assert rec.engine.read([crop])[0].text == "1B285790"
+    assert rec.read_crop(crop).plate == "1B25790"
+
+
+def test_generic_latin_keeps_real_characters() -> None:
+    rec = Recogniser(grammar_by_name("latin"), detector=False)
+    for text in ("1B2 5790", "WOB VW 84", "KC4AZ3X"):
+        crop = render_plate(text, colour="white", height=70)
+        assert rec.read_crop(crop).plate == text.replace(" ", "")
