@@ -39,10 +39,7 @@ from tests.sync.conftest import (
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 TZ = ZoneInfo("Asia/Shanghai")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
-playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="apt-get install chromium")
 
 
@@ -89,16 +86,6 @@ def site(tmp_path: Path, own_broker: Broker) -> Iterator[dict[str, Any]]:
         web.stop()
         sync.stop()
         central.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _text(page: Any, selector: str) -> str:
