@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,12 +18,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from parkedge_sim.broker import MosquittoBroker as Broker  # killable, on a free port
 from parkedge_sim.broker import free_port
 from parkedge_sim.central import CentralServer
+from parkedge_sim.central.web import MarketingWeb
 from sqlalchemy import create_engine, text
 
+from edge.pricing import parse_bundle
+from edge.rules_holder import RulesHolder
 from edge.store import Store
 from edge.sync.link import LinkSettings
 from edge.sync.service import LaneSync
 
+REPO = Path(__file__).resolve().parents[2]
 SITE = "mall"
 KEYS = {"entry-1": b"k-entry-1", "exit-1": b"k-exit-1", "lane-x": b"k-lane-x"}
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -108,3 +116,42 @@ def pg_url() -> Iterator[str]:
     with admin.begin() as c:
         c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+def example_bundle(version: str) -> dict[str, Any]:
+    """``config/rules.example.toml`` under another version name (a campaign edit)."""
+    d = tomllib.loads((REPO / "config/rules.example.toml").read_text("utf-8"))
+    d["version"] = version
+    return d
+
+
+@dataclass
+class WebSite:
+    """Central with its signing key and marketing page, and one lane (exit-1) syncing with it,
+    its rule bundle held as the daemon holds it."""
+
+    central: CentralServer
+    web: MarketingWeb
+    lane: Store
+    sync: LaneSync
+    holder: RulesHolder
+
+
+@contextmanager
+def web_site(tmp_path: Path, port: int, version: str) -> Iterator[WebSite]:
+    key = Ed25519PrivateKey.generate()
+    central = make_central(tmp_path, port, signing_key=key, rules_bundle=example_bundle(version))
+    central.start()
+    holder = RulesHolder(parse_bundle(example_bundle(version)), clock=lambda: datetime.now(UTC))
+    lane = make_store(tmp_path, "exit-1")
+    sync = make_sync(lane, port, public_key_hex=public_hex(key), on_rules=holder.offer)
+    sync.start()
+    web = MarketingWeb(central)
+    web.start()
+    try:
+        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
+        yield WebSite(central, web, lane, sync, holder)
+    finally:
+        web.stop()
+        sync.stop()
+        central.stop()

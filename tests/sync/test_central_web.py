@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -19,26 +18,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parkedge_sim.central.figures import figures
 from parkedge_sim.central.web import MarketingWeb
 
-from edge.pricing import parse_bundle
-from edge.rules_holder import RulesHolder
 from edge.store import ExitRecord
 from tests.sync.conftest import (
     T0,
     Broker,
+    example_bundle,
     make_central,
     make_store,
     make_sync,
-    public_hex,
     wait_until,
+    web_site,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bundle(version: str) -> dict[str, Any]:
-    d = tomllib.loads((ROOT / "config/rules.example.toml").read_text("utf-8"))
-    d["version"] = version
-    return d
 
 
 def _get(port: int, path: str) -> Any:
@@ -61,19 +53,8 @@ def _post(port: int, path: str, body: bytes,
 
 def test_figures_members_history_and_campaign_publishing(
         tmp_path: Path, own_broker: Broker) -> None:
-    key = Ed25519PrivateKey.generate()
-    central = make_central(tmp_path, own_broker.port, signing_key=key,
-                           rules_bundle=_bundle("v1"))
-    central.start()
-    holder = RulesHolder(parse_bundle(_bundle("v1")), clock=lambda: datetime.now(UTC))
-    lane = make_store(tmp_path, "exit-1")
-    sync = make_sync(lane, own_broker.port, public_key_hex=public_hex(key),
-                     on_rules=holder.offer)
-    sync.start()
-    web = MarketingWeb(central)
-    web.start()
-    try:
-        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
+    with web_site(tmp_path, own_broker.port, "v1") as s:
+        central, web, lane, sync, holder = s.central, s.web, s.lane, s.sync, s.holder
         central.add_member("M1", balance=0, plates=("粤B12345",))
         central.purchase("pos-1", "M1", Decimal("150.8"), "retail",
                          datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
@@ -110,20 +91,16 @@ def test_figures_members_history_and_campaign_publishing(
             _get(web.port, "/api/members/nobody")
 
         # a campaign edited on the page reaches the lane as a new signed bundle
-        status, body = _post(web.port, "/api/rules", json.dumps(_bundle("v2")).encode())
+        status, body = _post(web.port, "/api/rules", json.dumps(example_bundle("v2")).encode())
         assert status == 200 and body["serial"] >= 1
         assert wait_until(lambda: holder.current().version == "v2", 10)
-        bad = _bundle("v3")
+        bad = example_bundle("v3")
         bad["tariffs"]["small"]["rate"] = "-1"
         status, body = _post(web.port, "/api/rules", json.dumps(bad).encode())
         assert status == 400 and "rate" in body["error"]
         status, _ = _post(web.port, "/api/rules", b"[1, 2]")
         assert status == 400
         assert holder.current().version == "v2"
-    finally:
-        web.stop()
-        sync.stop()
-        central.stop()
     out = subprocess.run([sys.executable, "-m", "parkedge_sim.central", "--site", "mall",
                           "--db", f"sqlite:///{tmp_path / 'central.db'}", "--json"],
                          capture_output=True, text=True, timeout=60, check=True)
@@ -141,7 +118,7 @@ def test_marketing_page_refuses_a_non_loopback_address(tmp_path: Path) -> None:
 
 def test_reward_catalogue_coupon_reaches_the_lane_and_comes_back_used(
         tmp_path: Path, own_broker: Broker) -> None:
-    central = make_central(tmp_path, own_broker.port, rules_bundle=_bundle("v1"))
+    central = make_central(tmp_path, own_broker.port, rules_bundle=example_bundle("v1"))
     central.start()
     lane = make_store(tmp_path, "exit-1")
     sync = make_sync(lane, own_broker.port)
@@ -195,7 +172,7 @@ def test_rewards_redeemed_and_campaigns_through_the_api_and_a_true_redemption_ra
     (500 of the 550 points the member had), not 1000 % of the points issued."""
     key = Ed25519PrivateKey.generate()
     central = make_central(tmp_path, own_broker.port, signing_key=key,
-                           rules_bundle=_bundle("v1"))
+                           rules_bundle=example_bundle("v1"))
     central.start()
     web = MarketingWeb(central)
     web.start()
@@ -238,7 +215,7 @@ def test_rewards_redeemed_and_campaigns_through_the_api_and_a_true_redemption_ra
         assert central.db.balance("M1") == 50
 
         serial = _get(web.port, "/api/rules")["serial"]
-        status, body = _post(web.port, "/api/rules", json.dumps(_bundle("v2")).encode())
+        status, body = _post(web.port, "/api/rules", json.dumps(example_bundle("v2")).encode())
         assert status == 200 and body["serial"] == serial + 1
         assert _get(web.port, "/api/rules")["bundle"]["version"] == "v2"
 

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import time
-import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,21 +18,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parkedge_sim.central.figures import figures
-from parkedge_sim.central.web import MarketingWeb
 
-from edge.pricing import parse_bundle
-from edge.rules_holder import RulesHolder
 from edge.store import ExitRecord
 from tests.sync.conftest import (
     T0,
     Broker,
-    make_central,
-    make_store,
-    make_sync,
-    public_hex,
+    example_bundle,
     wait_until,
+    web_site,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,28 +36,11 @@ TZ = ZoneInfo("Asia/Shanghai")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="apt-get install chromium")
 
 
-def _bundle(version: str) -> dict[str, Any]:
-    d = tomllib.loads((ROOT / "config/rules.example.toml").read_text("utf-8"))
-    d["version"] = version
-    return d
-
-
 @pytest.fixture
 def site(tmp_path: Path, own_broker: Broker) -> Iterator[dict[str, Any]]:
-    key = Ed25519PrivateKey.generate()
-    central = make_central(tmp_path, own_broker.port, signing_key=key,
-                           rules_bundle=_bundle("seed-1"))
-    central.start()
-    holder = RulesHolder(parse_bundle(_bundle("seed-1")), clock=lambda: datetime.now(UTC))
-    lane = make_store(tmp_path, "exit-1")
-    sync = make_sync(lane, own_broker.port, public_key_hex=public_hex(key),
-                     on_rules=holder.offer)
-    sync.start()
-    web = MarketingWeb(central)
-    web.start()
-    try:
-        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
-        assert central.publish_rules(_bundle("seed-1")) == 1
+    with web_site(tmp_path, own_broker.port, "seed-1") as s:
+        central, web, lane, sync, holder = s.central, s.web, s.lane, s.sync, s.holder
+        assert central.publish_rules(example_bundle("seed-1")) == 1
         assert wait_until(lambda: sync.state.rules_serial() == (1, "seed-1"), 10)
         central.add_member("M1", name="Li", balance=500, plates=("粤B12345",))
         central.add_member("M2", name="Wang", balance=80)
@@ -82,10 +58,6 @@ def site(tmp_path: Path, own_broker: Broker) -> Iterator[dict[str, Any]]:
         assert wait_until(lambda: central.db.balance("M1") == 620 and sync.backlog() == 0, 10)
         yield {"url": f"http://127.0.0.1:{web.port}/", "central": central, "lane": lane,
                "sync": sync, "holder": holder, "tmp": tmp_path}
-    finally:
-        web.stop()
-        sync.stop()
-        central.stop()
 
 
 def _text(page: Any, selector: str) -> str:
