@@ -432,14 +432,6 @@ def _minutes(a: Any, b: Any) -> str:
     return f"{total // 60}h{total % 60:02d}"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_demo(keep: bool = False) -> int:
     import logging
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from parkedge_sim.display_sim import DisplaySim
+from parkedge_sim.lane_config import SyncSettings, write_lane_config
 from parkedge_sim.lane_sim import LaneSim
 
 from edge.control import request
@@ -21,68 +22,6 @@ from tests.sync.conftest import Broker, free_port, make_central, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
-
-
-def lane_config(tmp: Path, modbus: str, display: str, camera_port: int, broker: int) -> Path:
-    key = tmp / "hmac.key"
-    key.write_text("k-entry-1", encoding="utf-8")
-    os.chmod(key, 0o600)
-    text = f"""
-[lane]
-id = "entry-1"
-site = "mall"
-direction = "entry"
-timezone = "Asia/Shanghai"
-clock = "event"
-control_socket = "{tmp / "lane.sock"}"
-
-[buses.io]
-url = "{modbus}"
-protocol = "modbus"
-gap_ms = 1
-
-[buses.led]
-url = "{display}"
-protocol = "raw"
-gap_ms = 1
-
-[devices.barrier]
-driver = "modbus-coil"
-bus = "io"
-pulse_ms = 100
-
-[devices.loops]
-driver = "modbus-inputs"
-bus = "io"
-poll_ms = 10
-debounce_ms = 5
-
-[devices.display]
-driver = "a0"
-bus = "led"
-
-[camera]
-source = "push"
-listen = "127.0.0.1:{camera_port}"
-
-[rules]
-path = "{REPO / "config" / "rules.example.toml"}"
-
-[sync]
-enabled = true
-broker_url = "mqtt://127.0.0.1:{broker}"
-hmac_key = {{ file = "{key}" }}
-keepalive_s = 5
-
-[storage]
-path = "{tmp / "lane.db"}"
-
-[logging]
-level = "INFO"
-"""
-    path = tmp / "lane.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
@@ -101,7 +40,14 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
         info = await sim.start()
         board = DisplaySim("a0")
         display = await board.start()
-        cfg = lane_config(tmp_path, info["modbus_url"], display, camera_port, own_broker.port)
+        key = tmp_path / "hmac.key"
+        key.write_text("k-entry-1", encoding="utf-8")
+        os.chmod(key, 0o600)
+        cfg = write_lane_config(
+            tmp_path, "entry-1", "entry", {**info, "display_path": display},
+            listen=f"127.0.0.1:{camera_port}", storage=tmp_path / "lane.db", site="mall",
+            rules=REPO / "config" / "rules.example.toml", log_level="INFO",
+            sync=SyncSettings(own_broker.port, key, keepalive_s=5))
         proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
                                 stdout=(tmp_path / "lane.log").open("wb"),
                                 stderr=subprocess.STDOUT)
@@ -109,7 +55,7 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 try:
-                    if request(tmp_path / "lane.sock", {"cmd": "status"}, 1).get("ok"):
+                    if request(tmp_path / "entry-1.sock", {"cmd": "status"}, 1).get("ok"):
                         break
                 except (ConnectionError, OSError):
                     await asyncio.sleep(0.1)
