@@ -23,14 +23,10 @@ days of traffic play in about a minute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -43,8 +39,7 @@ from zoneinfo import ZoneInfo
 
 from parkedge_sim.lane_config import BENCH_MEMBERS as MEMBERS
 from parkedge_sim.lane_config import MALL_RULES as RULES
-
-from edge.control import request
+from parkedge_sim.lane_daemon import LaneProcess
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "demo-mall"
@@ -111,56 +106,6 @@ def seed_central(central: Any) -> None:
 
 
 # ---------------------------------------------------------------- processes
-class LaneProcess:
-    def __init__(self, lane_id: str, config: Path, log: Path) -> None:
-        self.lane_id = lane_id
-        self.config = config
-        self.log = log
-        self.db = config.parent / f"{lane_id}.db"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )
-
-    def control(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from edge.config import load_config
-
-        cfg = load_config(self.config)
-        return request(Path(cfg.lane.control_socket), payload)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"lane {self.lane_id} exited: see {self.log}")
-            with contextlib.suppress(ConnectionError, OSError, ValueError):
-                if self.control({"cmd": "status"}).get("ok"):
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"lane {self.lane_id} did not come up: see {self.log}")
-
-    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read the lane's ledger file (read-only; the daemon is the only writer)."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:  # not created yet
-            return []
-        finally:
-            con.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 async def until(pred: Any, timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -119,10 +119,8 @@ def bench(
     ledger: LedgerOpt = None,
 ) -> None:
     """Serve simulated lanes AND the bench web page (what `serve --bench-page` does)."""
-    site = _site(lanes, base_port, framing, lane_target, display, display_codec, rise_s, fall_s,
-                 hold_s, video, barrier)
-    host, port = _split_host_port(control, "--control")
-    asyncio.run(_serve(site, ControlApi(site, host, port), _page(site, page, lane_socket, ledger)))
+    serve(lanes, base_port, framing, control, lane_target, display, video, barrier,
+          display_codec, rise_s, fall_s, hold_s, page, lane_socket, ledger)
 
 
 def _site(

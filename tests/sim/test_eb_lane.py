@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from parkedge_sim.broker import free_port
 from parkedge_sim.lane_config import seed_members, write_lane_config
+from parkedge_sim.lane_daemon import LaneProcess
 from parkedge_sim.lane_sim import LaneSim
 
-from edge.control import request
 from edge.store import Store
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -31,21 +28,11 @@ def test_a_member_enters_through_an_eb_barrier(tmp_path: Path) -> None:
         assert info["barrier_path"] and info["modbus_url"] is None
         seed_members(tmp_path / "E1.db", datetime(2026, 11, 17, tzinfo=TZ))
         cfg = write_lane_config(tmp_path, "E1", "entry", info, listen=f"127.0.0.1:{cam}")
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-                                stdout=(tmp_path / "E1.log").open("wb"),
-                                stderr=subprocess.STDOUT)
+        lane = LaneProcess("E1", cfg, tmp_path / "E1.log")
+        lane.start()
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, (tmp_path / "E1.log").read_text()
-                try:
-                    st = request(tmp_path / "E1.sock", {"cmd": "status"})
-                    if st.get("state") == "idle" and st["health"].get("barrier") == "ok":
-                        break
-                except (ConnectionError, OSError, ValueError):
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "E1.log").read_text()[-2000:]
-                await asyncio.sleep(0.1)
+            await asyncio.to_thread(lane.wait_ready, 30, lambda st: st.get("state") == "idle"
+                                    and st["health"].get("barrier") == "ok")
             out = await sim.vehicle_arrives("沪A12345", datetime(2026, 11, 17, 10, 5, tzinfo=TZ),
                                             dwell_s=0.2, open_timeout_s=5.0)
             assert out.result == "passed", (tmp_path / "E1.log").read_text()[-2000:]
@@ -56,8 +43,7 @@ def test_a_member_enters_through_an_eb_barrier(tmp_path: Path) -> None:
             assert snap["protocol"] == "eb" and snap["stats"]["frames_ok"] > 0
             assert snap["stats"]["frames_bad"] == 0
         finally:
-            proc.terminate()
-            proc.wait(15)
+            lane.stop()
             await sim.stop()
         with Store.open(tmp_path / "E1.db", "E1") as store:
             sessions = [s for s in store.list_sessions() if s.plate == "沪A12345"]
