@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,8 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from parkedge_sim.broker import free_port
 from parkedge_sim.lane_config import seed_members, write_lane_config
-
-from edge.control import request
+from parkedge_sim.lane_daemon import LaneProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,23 +61,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         lane = info["lanes"]["entry"]
         # the daemon reads plates from the sim's MJPEG camera with its on-box pipeline
         cfg = write_lane_config(tmp, "E1", "entry", lane, storage=db)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-            stdout=(tmp / "E1.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=ENV,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            assert daemon.poll() is None, (tmp / "E1.log").read_text()
-            try:
-                if request(sock, {"cmd": "status"}).get("state") == "idle":
-                    break
-            except (ConnectionError, OSError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "the lane daemon did not come up"
-            time.sleep(0.1)
+        daemon = LaneProcess("E1", cfg, tmp / "E1.log")
+        daemon.start()
+        daemon.wait_ready(30, until=lambda st: st.get("state") == "idle")
         yield {"url": info["bench_page"], "tmp": tmp, "port": page_port}
     finally:
-        stop(daemon)
+        if daemon is not None:
+            daemon.stop()
         stop(sim)
 
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -20,26 +19,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from parkedge_sim.broker import free_port
 from parkedge_sim.lane_config import seed_members, write_lane_config
-
-from edge.control import request
+from parkedge_sim.lane_daemon import LaneProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
 SMOKE = ROOT / "config" / "scenarios" / "entry_smoke.toml"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def wait_idle(proc: subprocess.Popen[bytes], sock: Path, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if request(sock, {"cmd": "status"}).get("state") == "idle":
-                return
-        except (ConnectionError, OSError, ValueError):
-            pass
-        assert time.monotonic() < deadline, f"the lane daemon did not come up: {log}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stdout=subprocess.PIPE, stderr=(tmp / "sim.log").open("wb"), text=True, cwd=ROOT,
         env=ENV,
     )
-    daemons: list[subprocess.Popen[bytes]] = []
+    daemons: list[LaneProcess] = []
     try:
         assert sim.stdout is not None
         info = json.loads(sim.stdout.readline())
@@ -64,24 +49,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             lane = info["lanes"][direction]
             cfg = write_lane_config(tmp, lane_id, direction, lane, storage=tmp / "site.db",
                                     listen=f"127.0.0.1:{cams[direction]}")
-            daemons.append(subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-                stdout=(tmp / f"{lane_id}.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                env=ENV,
-            ))
-        for proc, lane_id in zip(daemons, ("E1", "X1"), strict=True):
-            wait_idle(proc, tmp / f"{lane_id}.sock", tmp / f"{lane_id}.log")
+            daemons.append(LaneProcess(lane_id, cfg, tmp / f"{lane_id}.log"))
+            daemons[-1].start()
+        for lane in daemons:
+            lane.wait_ready(30, until=lambda st: st.get("state") == "idle")
         yield {"control": info["control"], "socket": str(tmp / "E1.sock"),
                "exit_socket": str(tmp / "X1.sock"), "tmp": tmp}
     finally:
-        procs: list[subprocess.Popen[Any]] = [*daemons, sim]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for lane in daemons:
+            lane.stop()
+        if sim.poll() is None:
+            sim.send_signal(signal.SIGTERM)
+            try:
+                sim.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
 
 
 def play(site: dict[str, Any], scenario: Path, *extra: str) -> subprocess.CompletedProcess[str]:

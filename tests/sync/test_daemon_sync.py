@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from parkedge_sim.display_sim import DisplaySim
 from parkedge_sim.lane_config import SyncSettings, write_lane_config
+from parkedge_sim.lane_daemon import LaneProcess
 from parkedge_sim.lane_sim import LaneSim
 
-from edge.control import request
 from edge.store import Store
 from tests.sync.conftest import Broker, free_port, make_central, wait_until
 
@@ -48,17 +45,10 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
             listen=f"127.0.0.1:{camera_port}", storage=tmp_path / "lane.db", site="mall",
             rules=REPO / "config" / "rules.example.toml", log_level="INFO",
             sync=SyncSettings(own_broker.port, key, keepalive_s=5))
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-                                stdout=(tmp_path / "lane.log").open("wb"),
-                                stderr=subprocess.STDOUT)
+        lane = LaneProcess("entry-1", cfg, tmp_path / "lane.log")
+        lane.start()
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if request(tmp_path / "entry-1.sock", {"cmd": "status"}, 1).get("ok"):
-                        break
-                except (ConnectionError, OSError):
-                    await asyncio.sleep(0.1)
+            await asyncio.to_thread(lane.wait_ready, 30)
             for i, plate in enumerate(["沪A10001", "沪A10002"]):
                 out = await sim.vehicle_arrives(plate, datetime(2026, 11, 23, 9, i, tzinfo=TZ),
                                                 dwell_s=0.1)
@@ -81,8 +71,7 @@ def test_daemon_ledger_reaches_central_and_survives_a_broker_outage(
                 wait_until, lambda: set(central.db.entry_ids("entry-1")) >= local, 60
             ), (tmp_path / "lane.log").read_text()[-2000:]
         finally:
-            proc.terminate()
-            proc.wait(15)
+            lane.stop()
             await board.stop()
             await sim.stop()
             central.stop()
