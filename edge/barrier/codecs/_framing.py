@@ -9,6 +9,9 @@ plus the chunk being fed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
+
+F = TypeVar("F")
 
 
 class FrameScanner:
@@ -81,3 +84,26 @@ class FrameScanner:
                 self.bad_frames += 1
                 del buf[:1]
         return frames
+
+
+class FrameDecoder(Generic[F]):
+    """Incremental decoder of one codec: ``feed(bytes) -> [frame]``. Why a base: every codec's
+    decoder is the same scanner plus "raw verified bytes -> the codec's frame type"."""
+
+    def __init__(self, scanner: FrameScanner, parse: Callable[[bytes], F]) -> None:
+        self._scan = scanner
+        self._parse = parse
+
+    @property
+    def bad_frames(self) -> int:
+        return self._scan.bad_frames
+
+    @property
+    def pending(self) -> int:
+        return self._scan.pending
+
+    def reset(self) -> None:
+        self._scan.reset()
+
+    def feed(self, data: bytes) -> list[F]:
+        return [self._parse(f) for f in self._scan.feed(data)]

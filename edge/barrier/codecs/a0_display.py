@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.barrier.codecs._framing import FrameScanner
+from edge.barrier.codecs._framing import FrameDecoder, FrameScanner
 from edge.barrier.codecs._xor import xor8
 from edge.barrier.codecs.display_model import (
     CODE_COLOURS,
@@ -81,34 +81,18 @@ def _verify(frame: bytes) -> bool:
     return xor8(frame[:-1]) == frame[-1]
 
 
-class Decoder:
+class Decoder(FrameDecoder[A0Frame]):
     """Incremental A0 decoder: ``feed(bytes) -> [A0Frame]``; bad checksums are counted."""
 
     def __init__(self) -> None:
-        self._scan = FrameScanner(
+        super().__init__(FrameScanner(
             header=bytes([HEADER]),
             prefix_len=6,
             body_len=lambda p: (p[4] << 8) | p[5],
             trailer_len=1,
             verify=_verify,
             max_body=MAX_DATA,
-        )
-
-    @property
-    def bad_frames(self) -> int:
-        return self._scan.bad_frames
-
-    @property
-    def pending(self) -> int:
-        return self._scan.pending
-
-    def reset(self) -> None:
-        self._scan.reset()
-
-    def feed(self, data: bytes) -> list[A0Frame]:
-        return [
-            A0Frame(address=f[1], line=f[2], cmd=f[3], data=f[6:-1]) for f in self._scan.feed(data)
-        ]
+        ), lambda f: A0Frame(address=f[1], line=f[2], cmd=f[3], data=f[6:-1]))
 
 
 def _styled(cmd: DisplayCommand, encoding: str) -> bytes:

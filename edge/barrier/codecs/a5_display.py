@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.barrier.codecs._framing import FrameScanner
+from edge.barrier.codecs._framing import FrameDecoder, FrameScanner
 from edge.barrier.codecs._xor import crc16_modbus
 from edge.barrier.codecs.display_model import (
     CODE_COLOURS,
@@ -79,32 +79,18 @@ def _verify(frame: bytes) -> bool:
     return frame[-2] == crc & 0xFF and frame[-1] == crc >> 8
 
 
-class Decoder:
+class Decoder(FrameDecoder[A5Frame]):
     """Incremental A5 decoder: ``feed(bytes) -> [A5Frame]``; bad CRCs are counted."""
 
     def __init__(self) -> None:
-        self._scan = FrameScanner(
+        super().__init__(FrameScanner(
             header=HEADER,
             prefix_len=6,
             body_len=lambda p: (p[4] << 8) | p[5],
             trailer_len=2,
             verify=_verify,
             max_body=MAX_DATA,
-        )
-
-    @property
-    def bad_frames(self) -> int:
-        return self._scan.bad_frames
-
-    @property
-    def pending(self) -> int:
-        return self._scan.pending
-
-    def reset(self) -> None:
-        self._scan.reset()
-
-    def feed(self, data: bytes) -> list[A5Frame]:
-        return [A5Frame(address=f[2], cmd=f[3], data=f[6:-2]) for f in self._scan.feed(data)]
+        ), lambda f: A5Frame(address=f[2], cmd=f[3], data=f[6:-2]))
 
 
 def _styled(cmd: DisplayCommand, encoding: str) -> bytes:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from edge.barrier.codecs._framing import FrameScanner
+from edge.barrier.codecs._framing import FrameDecoder, FrameScanner
 from edge.barrier.interfaces import ArmState, LoopInputs
 
 HEADER = 0xEB
@@ -130,29 +130,15 @@ def _verify(frame: bytes) -> bool:
     return frame[1] ^ frame[2] ^ frame[3] == frame[4]
 
 
-class Decoder:
+class Decoder(FrameDecoder[EbFrame]):
     """Incremental EB decoder: ``feed(bytes) -> [EbFrame]``; bad checksums are counted."""
 
     def __init__(self) -> None:
-        self._scan = FrameScanner(
+        super().__init__(FrameScanner(
             header=bytes([HEADER]),
             prefix_len=4,
             body_len=lambda p: 0,
             trailer_len=1,
             verify=_verify,
             max_body=0,
-        )
-
-    @property
-    def bad_frames(self) -> int:
-        return self._scan.bad_frames
-
-    @property
-    def pending(self) -> int:
-        return self._scan.pending
-
-    def reset(self) -> None:
-        self._scan.reset()
-
-    def feed(self, data: bytes) -> list[EbFrame]:
-        return [EbFrame(f[1], f[2], f[3]) for f in self._scan.feed(data)]
+        ), lambda f: EbFrame(f[1], f[2], f[3]))
