@@ -128,6 +128,16 @@ def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
     return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 1)}
 
 
+def _prefix(rnd: random.Random, provinces: list[str]) -> str:
+    """A random province and one of the city letters it issues (A..K where it has them): the
+    same draws as before the city-letter table, so only impossible plates (宁K) change."""
+    from edge.lpr.grammar import CN_CITY_LETTERS
+
+    prov, k = rnd.choice(provinces), rnd.randrange(10)
+    legal = [c for c in "ABCDEFGHJK" if c in CN_CITY_LETTERS[prov]]
+    return prov + ("ABCDEFGHJK"[k] if "ABCDEFGHJK"[k] in legal else legal[k % len(legal)])
+
+
 def render_sim(dest: Path, count: int, seed: int = 7) -> Path:
     """1080p simulator frames of random valid plates under varied conditions."""
     import cv2
@@ -139,7 +149,7 @@ def render_sim(dest: Path, count: int, seed: int = 7) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
-        p = rnd.choice(sorted(CN_PROVINCES)) + rnd.choice("ABCDEFGHJK")
+        p = _prefix(rnd, sorted(CN_PROVINCES))
         if rnd.random() < 0.15:
             p += rnd.choice("DF") + rnd.choice(sorted(CN_ALNUM)) + f"{rnd.randrange(10000):04d}"
         else:
@@ -189,8 +199,7 @@ def stream_bench(count: int, seed: int = 11) -> dict[str, float]:
 
     rnd = random.Random(seed)
     plates = [
-        rnd.choice(sorted(CN_PROVINCES))
-        + rnd.choice("ABCDEFGHJK")
+        _prefix(rnd, sorted(CN_PROVINCES))
         + "".join(rnd.choice(sorted(CN_ALNUM)) for _ in range(5))
         for _ in range(count)
     ]

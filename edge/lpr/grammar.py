@@ -22,6 +22,48 @@ CN_ALNUM = CN_LETTERS | DIGITS
 # The city letter may be O (public-security plates such as 粤O...), never I.
 CN_CITY = LETTERS - {"I"}
 CN_PROVINCES = frozenset("京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼")
+
+
+def _letters_to(last: str, extra: str = "") -> frozenset[str]:
+    """City letters A..``last`` (never I), plus ``extra``."""
+    return frozenset(c for c in "ABCDEFGHJKLMNPQRSTUVWXYZ" if c <= last) | frozenset(extra)
+
+
+# The city letters (发牌机关代号) each province issues, from the public GA 36 code lists
+# (zh.wikipedia.org "中国大陆车辆号牌地区代码" / "中华人民共和国民用机动车号牌", as of 2024), so a
+# read outside them is impossible (浙 issues A..L: 浙Q is a misread 皖Q or 新Q). Permissive by
+# design, because a wrong table loses real plates: every letter up to the province's highest (a
+# gap such as 晋G, a former prefecture, stays legal), letters of abolished prefectures kept
+# (皖Q 巢湖 until 2011), O everywhere (public-security organs' series, 粤O), and every letter
+# for the municipalities, Hebei (former prefectures' series), Shandong, Guangdong and Sichuan,
+# whose lists run to Y/Z or which we cannot vouch for.
+CN_CITY_LETTERS: dict[str, frozenset[str]] = {
+    **{p: CN_CITY for p in "京津沪渝冀鲁粤川"},
+    "晋": _letters_to("M"),
+    "蒙": _letters_to("M"),
+    "辽": _letters_to("P"),
+    "吉": _letters_to("K"),
+    "黑": _letters_to("R"),
+    "苏": _letters_to("N", "U"),
+    "浙": _letters_to("L"),
+    "皖": _letters_to("S"),
+    "闽": _letters_to("K"),
+    "赣": _letters_to("M"),
+    "豫": _letters_to("U"),
+    "鄂": _letters_to("W"),
+    "湘": _letters_to("U"),
+    "桂": _letters_to("R"),
+    "琼": _letters_to("F"),
+    "贵": _letters_to("J"),
+    "云": _letters_to("S"),
+    "藏": _letters_to("J"),
+    "陕": _letters_to("V"),
+    "甘": _letters_to("P"),
+    "青": _letters_to("H"),
+    "宁": _letters_to("E"),
+    "新": _letters_to("R"),
+}
+CN_CITY_LETTERS = {p: s | {"O"} for p, s in CN_CITY_LETTERS.items()}
 CN_SUFFIXES = frozenset("学警挂港澳")
 NEV_MARKS = frozenset("DF")  # new-energy: D pure electric, F hybrid
 
@@ -185,20 +227,31 @@ class PlateGrammar:
 
 def cn_grammar() -> PlateGrammar:
     """Mainland China (GA 36): province + city letter + 5 serials; new-energy 6 serials;
-    a 学/警/挂/港/澳 suffix in place of the last serial."""
-    p, c, a, d = CN_PROVINCES, CN_CITY, CN_ALNUM, DIGITS
-    f, s = NEV_MARKS, CN_SUFFIXES
-    layouts = (
-        (p, c, a, a, a, a, a),  # ordinary: blue (small) or yellow (large)
-        (p, c, a, a, a, a, s),  # coach 学 / police 警 / trailer 挂 / HK 港 / Macau 澳
-        (p, c, f, a, d, d, d, d),  # small new-energy: D/F, alnum, 4 digits
-        (p, c, d, d, d, d, d, f),  # large new-energy: 5 digits, D/F
+    a 学/警/挂/港/澳 suffix in place of the last serial. The city letter depends on the
+    province (``CN_CITY_LETTERS``): each layout is repeated per group of provinces that issue
+    the same letters, so positions stay independent sets."""
+    a, d, f, s = CN_ALNUM, DIGITS, NEV_MARKS, CN_SUFFIXES
+    groups: dict[frozenset[str], set[str]] = {}
+    for prov, letters in CN_CITY_LETTERS.items():
+        groups.setdefault(letters, set()).add(prov)
+    kinds = (
+        ("ordinary", ("blue", "yellow"), (a, a, a, a, a)),
+        # coach 学 / police 警 / trailer 挂 / HK 港 / Macau 澳
+        ("suffixed", ("yellow", "white", "black"), (a, a, a, a, s)),
+        ("new-energy-small", ("green",), (f, a, d, d, d, d)),  # D/F, alnum, 4 digits
+        ("new-energy-large", ("green",), (d, d, d, d, d, f)),  # 5 digits, D/F
     )
+    layouts, names, colours = [], [], []
+    for name, colour, rest in kinds:
+        for letters, provs in sorted(groups.items(), key=lambda g: sorted(g[1])):
+            layouts.append((frozenset(provs), letters, *(frozenset(x) for x in rest)))
+            names.append(name)
+            colours.append(colour)
     return PlateGrammar(
         name="cn",
-        layouts=tuple(tuple(frozenset(x) for x in layout) for layout in layouts),
-        layout_names=("ordinary", "suffixed", "new-energy-small", "new-energy-large"),
-        layout_colours=(("blue", "yellow"), ("yellow", "white", "black"), ("green",), ("green",)),
+        layouts=tuple(layouts),
+        layout_names=tuple(names),
+        layout_colours=tuple(colours),
     )
 
 

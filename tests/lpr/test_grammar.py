@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from edge.lpr.grammar import (
     CN_ALNUM,
+    CN_CITY_LETTERS,
     CN_PROVINCES,
     cn_grammar,
     grammar_by_name,
@@ -85,6 +86,35 @@ def test_cn_forced_correction(raw: str, want: str | None) -> None:
     assert CN.correct(raw) == want
 
 
+@pytest.mark.parametrize(
+    ("plate", "valid"),
+    [
+        ("浙L12345", True),  # 丽水, Zhejiang's last letter
+        ("浙Q12345", False),  # Zhejiang issues A..L
+        ("皖Q12345", True),  # 巢湖: prefecture abolished in 2011, its plates are still on cars
+        ("闽R12345", False),  # Fujian issues A..K
+        ("宁E12345", True),
+        ("宁F12345", False),  # Ningxia issues A..E
+        ("宁OA1234", True),  # O: public-security organs, allowed in every province
+        ("粤Z1234港", True),  # Guangdong issues every letter
+        ("京Y12345", True),
+        ("浙QD12345", False),  # the table holds for new-energy plates too
+        ("浙LD12345", True),
+    ],
+)
+def test_city_letter_must_be_one_the_province_issues(plate: str, valid: bool) -> None:
+    assert CN.is_valid(plate) is valid
+
+
+def test_city_letter_table_decides_the_province() -> None:
+    # 浙 never issues Q, so a look-alike correction may not keep it; the grammar still never
+    # changes a province by itself (no confusables), so it is left unread
+    assert CN.correct("浙Q06417") is None
+    assert CN.correct("皖Q06417") == "皖Q06417"
+    assert CN.allowed_at("皖Q06417")[0] >= {"皖", "新", "豫"}
+    assert "浙" not in CN.allowed_at("皖Q06417")[0]
+
+
 def test_ambiguous_city_letter_lists_both_readings() -> None:
     assert set(CN.readings("沪0A1234")) == {"沪OA1234", "沪DA1234"}
 
@@ -137,9 +167,15 @@ def test_normalise_idempotent(text: str) -> None:
 serial = st.text(alphabet=sorted(CN_ALNUM), min_size=5, max_size=5)
 
 
-@given(st.sampled_from(sorted(CN_PROVINCES)), st.sampled_from("ABCDEFGH"), serial)
-def test_valid_plates_are_their_own_unique_reading(p: str, c: str, s: str) -> None:
-    plate = p + c + s
+# a province and one of the city letters it issues
+prefix = st.sampled_from(sorted(CN_PROVINCES)).flatmap(
+    lambda p: st.sampled_from(sorted(CN_CITY_LETTERS[p])).map(lambda c: p + c)
+)
+
+
+@given(prefix, serial)
+def test_valid_plates_are_their_own_unique_reading(pc: str, s: str) -> None:
+    plate = pc + s
     assert CN.is_valid(plate)
     assert CN.readings(plate) == (plate,)
 
