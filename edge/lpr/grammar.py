@@ -217,6 +217,19 @@ class PlateGrammar:
             return ()
         return self.layout_colours[i]
 
+    def in_colour(self, colour: str) -> PlateGrammar:
+        """This grammar with only the layouts printed in ``colour`` (a measured blue plate is
+        never a new-energy one); itself when no layout is known to be."""
+        keep = [i for i, c in enumerate(self.layout_colours) if colour in c]
+        if not keep:
+            return self
+        return PlateGrammar(
+            name=f"{self.name}:{colour}",
+            layouts=tuple(self.layouts[i] for i in keep),
+            layout_names=tuple(self.layout_names[i] for i in keep if i < len(self.layout_names)),
+            layout_colours=tuple(self.layout_colours[i] for i in keep),
+        )
+
     def kind(self, plate: str) -> str | None:
         """Name of the layout (e.g. "new-energy-small"), or None when invalid."""
         i = self.layout_of(normalise_plate(plate))

@@ -7,7 +7,7 @@ voting and logs can see them, but always after the valid ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from edge.lpr.confidence import conditioned
-from edge.lpr.finder import PlateBox, find_plates
+from edge.lpr.finder import PlateBox, find_plates, is_blue_plate
 from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
 from edge.lpr.marks import mark_index
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
@@ -30,6 +30,13 @@ CUT_WEIGHT = 0.25
 SURE_RATIO = 4.0
 # characters dropped from a read to find a valid plate in it (ends or marks inside)
 MAX_DROPS = 2
+# A crop at least this tall for its width may be a two-row plate (GA 36 large-vehicle and
+# trailer plates: 440 x 220 mm, province and city letter over the 5 serials; a one-row plate is
+# 440 x 140); its rows are split at TWO_ROW_SPLIT of the height, each row crop reaching
+# TWO_ROW_OVERLAP past it.
+TWO_ROW_MIN = 0.4
+TWO_ROW_SPLIT = 0.375
+TWO_ROW_OVERLAP = 0.045
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class Recogniser:
     ) -> None:
         self.grammar = grammar or cn_grammar()
         self.engine = engine or RapidOcrEngine(self.grammar.alphabet)
+        self._blue = self.grammar.in_colour("blue")
         self.max_candidates = max_candidates
         self.first_batch = max(1, first_batch)
         self.stop_confidence = stop_confidence
@@ -129,10 +137,11 @@ class Recogniser:
         size = self.first_batch if staged else len(boxes)  # a batch costs what its crops do
         for batch in (boxes[i : i + size] for i in range(0, len(boxes), size)):
             results = self.engine.read([b.crop for b in batch])
-            out.extend(
+            read = [
                 self._candidate(b, r, _is_cut(b, shape))
                 for b, r in zip(batch, results, strict=True)
-            )
+            ]
+            out.extend(self._two_rows(batch, read))
             if staged and self._settled(out, boxes, shape):
                 break
         out = self._retry_wide(boxes, out, shape)
@@ -170,6 +179,31 @@ class Recogniser:
             for c in out
         )
 
+    def _two_rows(
+        self, boxes: list[PlateBox], cands: list[PlateCandidate]
+    ) -> list[PlateCandidate]:
+        """A squat box whose read is no plate may be a two-row plate read as one line (the
+        serials alone, "B2893"): read its top and bottom rows (one OCR call for all such
+        boxes) and join them; the joined read replaces the first when it is a valid plate."""
+        redo = [
+            i
+            for i, (b, c) in enumerate(zip(boxes, cands, strict=True))
+            if not c.valid and b.crop.shape[0] >= TWO_ROW_MIN * b.crop.shape[1]
+        ]
+        if not redo:
+            return cands
+        rows = [row for i in redo for row in _split_rows(boxes[i].crop)]
+        results = self.engine.read(rows)
+        out = list(cands)
+        for k, i in enumerate(redo):
+            top, bottom = results[2 * k], results[2 * k + 1]
+            # the joined characters have no position on one line: none is a mark
+            chars = tuple(replace(c, x=-1.0) for c in (*top.chars, *bottom.chars))
+            again = self._candidate(boxes[i], OcrResult(top.text + bottom.text, chars), out[i].cut)
+            if again.valid:
+                out[i] = again
+        return out
+
     def _fragment(self, b: PlateBox, c: PlateCandidate) -> bool:
         """The read is a fragment of a plate that a wider crop may complete."""
         short = min(self.grammar.lengths)
@@ -205,18 +239,21 @@ class Recogniser:
         return out
 
     def _candidate(self, b: PlateBox, r: OcrResult, cut: bool = False) -> PlateCandidate:
-        text, chars = self._plate_span(r)
-        text, chars = self._drop_mark(text, chars, b.crop)
-        corrected = self.grammar.correct(text)
+        # a blue plate is never a new-energy (green) or suffixed (yellow, white, black) one:
+        # its read is decoded with the layouts printed in blue only
+        g = self._blue if is_blue_plate(b.crop) else self.grammar
+        text, chars = self._plate_span(r, g)
+        text, chars = self._drop_mark(text, chars, b.crop, g)
+        corrected = g.correct(text)
         if corrected is None:
-            text, chars = self._constrained(text, chars)
-            corrected = self.grammar.correct(text)
+            text, chars = self._constrained(text, chars, g)
+            corrected = g.correct(text)
         if corrected is None:
-            text, chars = self._runner_up_repair(text, chars)
-            corrected = self.grammar.correct(text)
+            text, chars = self._runner_up_repair(text, chars, g)
+            corrected = g.correct(text)
         valid = corrected is not None
         if corrected is not None:
-            chars = conditioned(corrected, chars, self.grammar)
+            chars = conditioned(corrected, chars, g)
         conf = min((c.prob for c in chars), default=0.0)
         return PlateCandidate(
             plate=corrected or r.text,
@@ -231,28 +268,34 @@ class Recogniser:
         )
 
     def _drop_mark(
-        self, text: str, chars: tuple[CharRead, ...], crop: np.ndarray
+        self,
+        text: str,
+        chars: tuple[CharRead, ...],
+        crop: np.ndarray,
+        g: PlateGrammar | None = None,
     ) -> tuple[str, tuple[CharRead, ...]]:
         """A valid read with a mark read in (``marks.mark_index``: a sticker's dots as "8"
         under the generic Latin layout) loses the mark when what is left is valid too."""
-        if len(chars) != len(text) or self.grammar.correct(text) is None:
+        g = g or self.grammar
+        if len(chars) != len(text) or g.correct(text) is None:
             return text, chars
         i = mark_index(crop, chars)
-        if i is None or self.grammar.correct(text[:i] + text[i + 1 :]) is None:
+        if i is None or g.correct(text[:i] + text[i + 1 :]) is None:
             return text, chars
         return text[:i] + text[i + 1 :], chars[:i] + chars[i + 1 :]
 
     def _constrained(
-        self, text: str, chars: tuple[CharRead, ...]
+        self, text: str, chars: tuple[CharRead, ...], g: PlateGrammar | None = None
     ) -> tuple[str, tuple[CharRead, ...]]:
         """Grammar-constrained decoding of an invalid read: per layout of its length, every
         illegal character becomes the likeliest legal one among the OCR's alternatives there
         (or a legal look-alike); the likeliest layout wins if clearly ahead. Picks O over D for
         a 0 in a letter slot where the text alone is ambiguous. At most two changes."""
-        if len(chars) != len(text) or len(text) not in self.grammar.lengths:
+        g = g or self.grammar
+        if len(chars) != len(text) or len(text) not in g.lengths:
             return text, chars
         found: list[tuple[float, str, tuple[CharRead, ...]]] = []
-        for layout in self.grammar.layouts:
+        for layout in g.layouts:
             if len(layout) != len(text):
                 continue
             score, out, changed, tie = 1.0, [], 0, ""
@@ -287,32 +330,35 @@ class Recogniser:
         if not found:
             return text, chars
         found.sort(key=lambda f: f[0], reverse=True)
-        found = [f for i, f in enumerate(found) if all(f[1] != g[1] for g in found[:i])]
+        found = [f for i, f in enumerate(found) if all(f[1] != e[1] for e in found[:i])]
         if len(found) > 1 and found[1][0] * 2 > found[0][0]:
             return text, chars  # two layouts about as likely: leave it unread
         return found[0][1], found[0][2]
 
     def _runner_up_repair(
-        self, text: str, chars: tuple[CharRead, ...]
+        self, text: str, chars: tuple[CharRead, ...], g: PlateGrammar | None = None
     ) -> tuple[str, tuple[CharRead, ...]]:
         """An invalid read whose least sure character's runner-up makes it valid: take the
         runner-up (at the runner-up's lower probability). The OCR's own second choice is better
         evidence than a fixed look-alike table (it turns "皖429C52" into "皖A29C52")."""
-        if len(chars) != len(text) or len(text) not in self.grammar.lengths:
+        g = g or self.grammar
+        if len(chars) != len(text) or len(text) not in g.lengths:
             return text, chars
         for i in sorted(range(len(chars)), key=lambda k: chars[k].prob)[:2]:
             c = chars[i]
             if not c.runner_up or c.runner_up_prob < 0.05:
                 continue
             alt = text[:i] + c.runner_up + text[i + 1 :]
-            if self.grammar.correct(alt) is not None:
+            if g.correct(alt) is not None:
                 swapped = CharRead(
                     c.runner_up, c.runner_up_prob, c.char, c.prob, c.alts, c.x, c.blank
                 )
                 return alt, (*chars[:i], swapped, *chars[i + 1 :])
         return text, chars
 
-    def _plate_span(self, r: OcrResult) -> tuple[str, tuple[CharRead, ...]]:
+    def _plate_span(
+        self, r: OcrResult, g: PlateGrammar | None = None
+    ) -> tuple[str, tuple[CharRead, ...]]:
         """The best grammar-valid plate left after dropping at most ``MAX_DROPS`` characters of
         the read: a loose crop adds a character of the neighbouring text at an end
         (\"皖湘A0PQ76\"), a Czech registration sticker or the Slovak coat of arms reads as an
@@ -320,12 +366,13 @@ class Recogniser:
         dropped characters that look least like characters (the OCR's probability less its
         blank: a mark is read unsure and half blank, a real character sure); then the most
         confident. The whole text when nothing valid is left."""
+        g = g or self.grammar
         text = r.text
-        if self.grammar.correct(text) is not None:
+        if g.correct(text) is not None:
             return text, r.chars
         chars = r.chars if len(r.chars) == len(text) else None
         best: tuple[int, float, float, tuple[int, ...]] | None = None
-        for n in sorted(self.grammar.lengths, reverse=True):
+        for n in sorted(g.lengths, reverse=True):
             if len(text) <= n:
                 continue
             # a run of the read; with per-character reads also any MAX_DROPS characters
@@ -334,7 +381,7 @@ class Recogniser:
                 drops.update(combinations(range(len(text)), len(text) - n))
             for drop in sorted(drops):
                 kept = "".join(ch for k, ch in enumerate(text) if k not in drop)
-                if self.grammar.correct(kept) is None:
+                if g.correct(kept) is None:
                     continue
                 cost = sum(_charness(r.chars[k]) for k in drop) if chars else 0.0
                 conf = min((c.prob for k, c in enumerate(r.chars) if k not in drop), default=0.0)
@@ -347,6 +394,15 @@ class Recogniser:
         drop = best[3]
         kept_chars = tuple(c for k, c in enumerate(r.chars) if k not in drop)
         return "".join(ch for k, ch in enumerate(text) if k not in drop), kept_chars
+
+
+def _split_rows(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top and bottom rows of a two-row plate crop (``TWO_ROW_SPLIT``, overlapping by
+    ``TWO_ROW_OVERLAP`` so a row's glyphs are not cut where the split misses a little)."""
+    h = crop.shape[0]
+    top = crop[: max(4, round(h * (TWO_ROW_SPLIT + TWO_ROW_OVERLAP)))]
+    bottom = crop[min(h - 4, round(h * (TWO_ROW_SPLIT - TWO_ROW_OVERLAP))) :]
+    return top, bottom
 
 
 def _charness(c: CharRead) -> float:
