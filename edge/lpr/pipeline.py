@@ -30,11 +30,14 @@ CUT_WEIGHT = 0.25
 SURE_RATIO = 4.0
 # characters dropped from a read to find a valid plate in it (ends or marks inside)
 MAX_DROPS = 2
-# A crop at least this tall for its width may be a two-row plate (GA 36 large-vehicle and
-# trailer plates: 440 x 220 mm, province and city letter over the 5 serials; a one-row plate is
-# 440 x 140); its rows are split at TWO_ROW_SPLIT of the height, each row crop reaching
-# TWO_ROW_OVERLAP past it.
+# A crop TWO_ROW_MIN..TWO_ROW_MAX as tall as it is wide may be a two-row plate (GA 36 large-
+# vehicle and trailer plates: 440 x 220 mm, province and city letter over the 5 serials; a
+# one-row plate is 440 x 140), if its one-line read holds at least TWO_ROW_CHARS characters (the
+# bottom row's, "B2893"; a grille or a badge reads as fewer); its rows are split at
+# TWO_ROW_SPLIT of the height, each row crop reaching TWO_ROW_OVERLAP past it.
 TWO_ROW_MIN = 0.4
+TWO_ROW_MAX = 0.75
+TWO_ROW_CHARS = 4
 TWO_ROW_SPLIT = 0.375
 TWO_ROW_OVERLAP = 0.045
 
@@ -182,13 +185,16 @@ class Recogniser:
     def _two_rows(
         self, boxes: list[PlateBox], cands: list[PlateCandidate]
     ) -> list[PlateCandidate]:
-        """A squat box whose read is no plate may be a two-row plate read as one line (the
-        serials alone, "B2893"): read its top and bottom rows (one OCR call for all such
-        boxes) and join them; the joined read replaces the first when it is a valid plate."""
+        """A squat box whose read is no plate but most of one may be a two-row plate read
+        as one line (the serials alone, "B2893"): read its top and bottom rows (one OCR call for
+        all such boxes) and join them; the joined read replaces the first when it is a valid
+        plate."""
         redo = [
             i
             for i, (b, c) in enumerate(zip(boxes, cands, strict=True))
-            if not c.valid and b.crop.shape[0] >= TWO_ROW_MIN * b.crop.shape[1]
+            if not c.valid
+            and len(c.raw) >= TWO_ROW_CHARS
+            and TWO_ROW_MIN <= b.crop.shape[0] / b.crop.shape[1] <= TWO_ROW_MAX
         ]
         if not redo:
             return cands
