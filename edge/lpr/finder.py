@@ -17,6 +17,11 @@ import cv2
 import numpy as np
 
 WORK_WIDTH = 960  # frames wider than this are searched at this width
+# A plate-coloured blob may be tilted up to 45 degrees (a plate screwed on askew, a camera
+# rolled: cn_full 川A019W2 at 40-45); a texture blob at most 25 (the horizontal closing that
+# makes it joins characters along a row, and steeper ones are grilles and rails). Blobs within
+# 25 degrees of level or upright are taken as before (``_plate_angle``).
+COLOUR_MAX_ANGLE = 45.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
         mask = cv2.morphologyEx(
             mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
         )
-        for rr in _plate_rects(mask, small.shape[:2]):
+        for rr in _plate_rects(mask, small.shape[:2], max_angle=COLOUR_MAX_ANGLE):
             rects.append((rr, name, _texture(edges, rr) + 0.5))
     texture_rects = []
     # Two closing widths: wide bridges the gaps of big plates, narrow keeps a small plate from
@@ -100,7 +105,16 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
     for (x, y, w, h), rr, colour, score in kept:
         (cx, cy), (rw, rh), ang = rr
         full = ((cx * inv, cy * inv), (rw * inv, rh * inv), ang)
-        crop = _warp(bgr, full, 0.03 if colour else 0.0)  # colour masks end at the plate edge
+        tilt = _plate_angle(rr) if abs(_plate_angle(rr)) <= 25 else _tilt(rr)
+        margin = 0.03 if colour else 0.0  # colour masks end at the plate's edge
+        crop = _warp(bgr, full, margin, tilt=tilt)
+        slant = _slant(crop)
+        if slant:  # a leaning plate's corners stick out of the box: warp wider, shear, trim
+            lean = abs(slant) * crop.shape[0] / 2
+            (fx, fy), (fw, fh), fa = full
+            wide = ((fx, fy), (fw + 2 * lean, fh) if fw >= fh else (fw, fh + 2 * lean), fa)
+            crop = _shear(_warp(bgr, wide, margin, tilt=tilt), slant)
+            crop = crop[:, round(lean) : crop.shape[1] - round(lean)]
         if colour is None:
             crop = trim_side_band(crop)
         out.append(
@@ -109,11 +123,11 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
                 round(y * inv),
                 round(w * inv),
                 round(h * inv),
-                float(_plate_angle(rr)),
+                float(tilt),
                 colour,
                 float(score),
                 crop,
-                _warp(bgr, full, 0.12, min_ratio=8.0),
+                _warp(bgr, full, 0.12, min_ratio=8.0, tilt=tilt),
             )
         )
     return out
@@ -157,6 +171,45 @@ def is_blue_plate(crop: np.ndarray) -> bool:
     return bool(blue >= BLUE_MIN and other <= OTHER_MAX)
 
 
+# Slants tried when straightening a crop (x shift per row, as a share of the height's
+# distance from the middle) and the least one applied: a frontal plate's measures 0 or one step,
+# and is left as it is.
+SHEARS = np.linspace(-0.6, 0.6, 13)
+MIN_SHEAR = 0.2
+
+
+def _slant(crop: np.ndarray) -> float:
+    """How far a level crop's characters lean (x shift per row): a plate seen from the side
+    is a parallelogram, which the tilt's warp levels but leaves leaning (cn_full 川A019W2). The
+    slant is the shear whose column profile of vertical edges is sharpest (upright strokes add
+    up in one column); 0.0 under ``MIN_SHEAR``."""
+    h, w = crop.shape[:2]
+    if h < 8 or w < 16:
+        return 0.0
+    k = min(1.0, 32.0 / h)
+    small = cv2.resize(crop, (max(16, round(w * k)), max(8, round(h * k))))
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    edge = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3))
+    sh, sw = edge.shape
+    best, best_s = -1.0, 0.0
+    for s in SHEARS:
+        m = np.array([[1.0, s, -s * sh / 2], [0.0, 1.0, 0.0]], np.float32)
+        cols = cv2.warpAffine(edge, m, (sw, sh)).sum(axis=0)
+        score = float(np.dot(cols, cols))
+        if score > best:
+            best, best_s = score, float(s)
+    return best_s if abs(best_s) >= MIN_SHEAR else 0.0
+
+
+def _shear(crop: np.ndarray, s: float) -> np.ndarray:
+    """The crop with each row shifted by ``s`` x its distance from the middle row."""
+    h, w = crop.shape[:2]
+    m = np.array([[1.0, s, -s * h / 2], [0.0, 1.0, 0.0]], np.float32)
+    return cv2.warpAffine(
+        crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
 def _edge_map(gray: np.ndarray) -> np.ndarray:
     blur = cv2.GaussianBlur(gray, (3, 3), 0)
     sob = cv2.Sobel(blur, cv2.CV_16S, 1, 0, ksize=3)
@@ -165,8 +218,9 @@ def _edge_map(gray: np.ndarray) -> np.ndarray:
     return th
 
 
-def _plate_rects(mask: np.ndarray, shape: tuple[int, int]) -> list:
-    """Rotated rectangles of blobs with a plate's aspect ratio and a plausible size."""
+def _plate_rects(mask: np.ndarray, shape: tuple[int, int], *, max_angle: float = 25.0) -> list:
+    """Rotated rectangles of blobs with a plate's aspect ratio and a plausible size, tilted
+    at most ``max_angle`` degrees."""
     H, W = shape
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     found = []
@@ -181,7 +235,7 @@ def _plate_rects(mask: np.ndarray, shape: tuple[int, int]) -> list:
         ratio = long_ / short
         if not 1.6 <= ratio <= 6.5:
             continue
-        if abs(_plate_angle(rr)) > 25:
+        if abs(_plate_angle(rr)) > 25 and abs(_tilt(rr)) > max_angle:
             continue
         fill = cv2.contourArea(c) / max(a * b, 1.0)
         if fill < 0.45:
@@ -214,7 +268,8 @@ def _merge_split(rects: list) -> list:
 
 
 def _plate_angle(rr: tuple) -> float:
-    """Tilt of the rectangle's long side from horizontal, in degrees (-45..45)."""
+    """Tilt of the rectangle's long side from horizontal, in degrees (-45..45). An upright
+    blob comes out level (0): its crop is the level band through it."""
     _, (a, b), ang = rr
     if a < b:
         ang -= 90
@@ -223,6 +278,19 @@ def _plate_angle(rr: tuple) -> float:
     while ang > 45:
         ang -= 90
     return ang
+
+
+def _tilt(rr: tuple) -> float:
+    """Tilt of the rectangle's long side from horizontal, in degrees (-90..90]: unlike
+    ``_plate_angle`` a long side at 45 or 50 degrees is itself, not the short side's tilt."""
+    _, (a, b), ang = rr
+    if a < b:
+        ang -= 90
+    while ang <= -90:
+        ang += 180
+    while ang > 90:
+        ang -= 180
+    return float(ang)
 
 
 def _texture(edges: np.ndarray, rr: tuple) -> float:
@@ -257,12 +325,19 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
 
 
 def _warp(
-    bgr: np.ndarray, rr: tuple, margin: float = 0.03, *, min_ratio: float = 0.0
+    bgr: np.ndarray,
+    rr: tuple,
+    margin: float = 0.03,
+    *,
+    min_ratio: float = 0.0,
+    tilt: float | None = None,
 ) -> np.ndarray:
     """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin;
-    at least ``min_ratio`` times as wide as high (to recover a plate the box only half-covers)."""
+    at least ``min_ratio`` times as wide as high (to recover a plate the box only half-covers).
+    Rotated by ``tilt`` when given, else by ``_plate_angle`` (never more than 45°)."""
     (cx, cy), (a, b), _ = rr
-    a, b, ang = max(a, b), min(a, b), _plate_angle(rr)  # never rotate by more than 45°
+    a, b = max(a, b), min(a, b)
+    ang = _plate_angle(rr) if tilt is None else tilt
     w = max(8, round(max(a * (1 + 2 * margin), b * min_ratio)))
     h = max(4, round(b * (1 + 2 * margin)))
     m = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
