@@ -22,7 +22,10 @@ lpr = typer.Typer(
 app.add_typer(lpr, name="lpr")
 
 GrammarOpt = Annotated[
-    str, typer.Option("--grammar", "-g", help="Plate grammar: cn (mainland China) or latin.")
+    str,
+    typer.Option(
+        "--grammar", "-g", help="Plate grammar: cn, latin, latin:LAYOUTS, sk, cz or eu:sk,cz."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 _err = Console(stderr=True)

@@ -356,8 +356,11 @@ class CameraConfig(Section):
 class LprConfig(Section):
     """Plate recognition and what evidence is kept."""
 
-    grammar: Literal["cn", "latin"] = Field(
-        default="cn", description="Plate grammar used to validate and normalise reads."
+    grammar: str = Field(
+        default="cn",
+        description="Plate grammar: cn (mainland China), latin (any 2-8 alphanumerics), "
+        "latin:LAYOUTS (L letter, D digit, A either, comma-separated), or a European site's "
+        "countries: sk, cz, eu:sk,cz.",
     )
     vote_frames: int = Field(default=5, ge=1, le=50, description="Frames voted per vehicle.")
     keep_crops_days: int = Field(
@@ -367,6 +370,15 @@ class LprConfig(Section):
     crops_dir: ConfigPath = Field(
         default=Path("/var/lib/parkedge/crops"), description="Where plate crops are written."
     )
+
+    @field_validator("grammar")
+    @classmethod
+    def _known_grammar(cls, v: str) -> str:
+        """Build it once here, so a bad name or layout fails at load with its key path."""
+        from edge.lpr.grammar import grammar_by_name  # pure, no I/O
+
+        grammar_by_name(v)
+        return v
 
 
 class RulesConfig(Section):

@@ -74,6 +74,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("camera.listen", "[::zz]:8081", "camera.listen"),
     ("camera.min_confidence", 1.5, "camera.min_confidence"),
     ("lpr.grammar", "us", "lpr.grammar"),
+    ("lpr.grammar", "latin:LLX", "lpr.grammar"),
     ("sync.broker_url", "http://central:80", "sync.broker_url"),
     ("sync.keepalive_s", 120, "sync.keepalive_s"),
     ("sync.password", {"env": "A", "file": "/b"}, "sync.password"),
@@ -124,6 +125,11 @@ def test_eb_serial_barrier_needs_raw_bus() -> None:
     assert '"raw"' in info.value.errors[0][1]
     ok = mutate(data, "devices.barrier.bus", "display")
     assert parse_config(ok).devices.barrier.driver == "eb-serial"
+
+
+@pytest.mark.parametrize("grammar", ["cn", "latin", "latin:LLDDDLL,DLDDDDD"])
+def test_plate_grammars_a_site_can_choose(grammar: str) -> None:
+    assert parse_config(mutate(base(), "lpr.grammar", grammar)).lpr.grammar == grammar
 
 
 def test_barrier_status_loops_need_no_bus() -> None:
