@@ -103,15 +103,22 @@ class Recogniser:
 
     def read_frame(self, bgr: np.ndarray) -> list[PlateCandidate]:
         """Best-first candidates for one full frame: the cheap finder's crops first; when none
-        reads as a plate with confidence >= ``fallback_below``, the text detector's."""
+        reads as a plate with confidence >= ``fallback_below``, the text detector's; when none
+        reads as a plate at all, the detector's on a larger, contrast-evened copy
+        (``TextDetector.find(closer=)``: dim plates at night)."""
         boxes = find_plates(bgr, max_candidates=self.max_candidates)
         shape = (bgr.shape[0], bgr.shape[1])
         out = self._read_boxes(boxes, shape, staged=True)
-        if self.detector is not None and not any(
-            c.valid and c.confidence >= self.fallback_below for c in out
-        ):
+        for closer in (False, True):  # a second, closer look when the first finds no plate
+            if self.detector is None or any(
+                c.valid and c.confidence >= (0.0 if closer else self.fallback_below) for c in out
+            ):
+                break
             more = self.detector.find(
-                bgr, max_candidates=self.max_candidates, skip=tuple(c.box for c in out)
+                bgr,
+                max_candidates=self.max_candidates,
+                skip=tuple(c.box for c in out),
+                closer=closer,
             )
             out = sorted(out + self._read_boxes(more, shape), key=_rank, reverse=True)
         return out
