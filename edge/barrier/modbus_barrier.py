@@ -55,6 +55,9 @@ class _ModbusRelayBarrier:
         self.tracker = HealthTracker(name, log, down_after=down_after)
         self._last_command: str | None = None  # "open" | "close"
         self._pulse_lock = asyncio.Lock()
+        # set when the latest pulse's ON has been answered (or has failed): the lane writes
+        # its screen after that, so the board's traffic never delays the coil (LaneRunner)
+        self.energised = asyncio.Event()
         self._releasing: set[asyncio.Task[None]] = set()
         self.release_failures = 0
         self.pulses_total = 0
@@ -87,7 +90,10 @@ class _ModbusRelayBarrier:
             self._last_command = command
             energised = False
             try:
-                await self._guarded(channel, True)
+                try:
+                    await self._guarded(channel, True)
+                finally:
+                    self.energised.set()
                 energised = True
                 await asyncio.sleep(self.pulse_s)
             finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rig import TZ, Rig, make_rig
 
+from edge.barrier.interfaces import DisplayLine
 from edge.lane import machine as m
 from edge.store import EntryKind
 
@@ -82,6 +83,42 @@ def test_exit_seed_example_points_cover_the_fee(tmp_path: Path) -> None:
             assert rig.store.balance("M1", T_IN + timedelta(hours=6)) == 470
             assert rig.sim.stats.opens == 1
             assert rig.sim.stats.latched == []
+        finally:
+            await rig.close()
+
+    run(go)
+
+
+def test_exit_open_coil_is_answered_before_the_screen_is_written(tmp_path: Path) -> None:
+    """The coil first, the board after: the decision screen starts only once the open coil
+    has been acknowledged (the display's serial thread would otherwise delay the coil)."""
+
+    async def go() -> None:
+        rig = await make_rig(tmp_path, "exit")
+        order: list[str] = []
+        write_coil, show = rig.hub.write_coil, rig.runner.display.show
+
+        async def coil(unit: int, addr: int, value: bool) -> None:
+            await write_coil(unit, addr, value)
+            if value:
+                order.append("coil on acked")
+
+        async def screen_start(lines: list[DisplayLine]) -> None:
+            order.append("screen " + " ".join(x.text for x in lines))
+            await show(lines)
+
+        rig.hub.write_coil = coil  # type: ignore[method-assign]
+        rig.runner.display.show = screen_start  # type: ignore[method-assign]
+        try:
+            seed_member(rig, "沪A12345", 500)
+            rig.store.record_entry(plate="沪A12345", entered_at=T_IN, event_id="in-1",
+                                   member_id="M1", lane_id="E1")
+            await rig.arrive("沪A12345", T_IN + timedelta(minutes=300))
+            assert await rig.until(lambda: "coil on acked" in order), order
+            assert await rig.until(lambda: any("应付" in x for x in order)), order
+            decision = next(i for i, x in enumerate(order) if "应付" in x)
+            assert order.index("coil on acked") < decision, order
+            assert await rig.drive_through(), f"state {rig.state}, screen {screen(rig)}"
         finally:
             await rig.close()
 
