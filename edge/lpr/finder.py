@@ -22,6 +22,10 @@ WORK_WIDTH = 960  # frames wider than this are searched at this width
 # makes it joins characters along a row, and steeper ones are grilles and rails). Blobs within
 # 25 degrees of level or upright are taken as before (``_plate_angle``).
 COLOUR_MAX_ANGLE = 45.0
+# A crop under THIN x the thinnest plate's height/width is the characters' row alone (a
+# texture blob is the band of vertical edges; cn_full 皖Q19917 as a 70x13 crop of a 70x20
+# plate read its Q as D): it is cropped as tall as that plate, around the same middle.
+THIN = 0.86
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,12 @@ _COLOURS: tuple[tuple[str, tuple[int, int, int], tuple[int, int, int]], ...] = (
 )
 
 
-def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
-    """Best-first plate candidates in ``bgr`` (H x W x 3 uint8)."""
+def find_plates(
+    bgr: np.ndarray, *, max_candidates: int = 4, min_aspect: float | None = None
+) -> list[PlateBox]:
+    """Best-first plate candidates in ``bgr`` (H x W x 3 uint8). ``min_aspect``: the
+    thinnest plate's height / width (``PlateGrammar.min_aspect``): a crop much thinner caught
+    only the row of characters, cut at their tops and bottoms, and is cropped taller."""
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f"frame must be an HxWx3 uint8 BGR image, got {bgr.shape} {bgr.dtype}")
     h0, w0 = bgr.shape[:2]
@@ -108,6 +116,9 @@ def find_plates(bgr: np.ndarray, *, max_candidates: int = 4) -> list[PlateBox]:
         tilt = _plate_angle(rr) if abs(_plate_angle(rr)) <= 25 else _tilt(rr)
         margin = 0.03 if colour else 0.0  # colour masks end at the plate's edge
         crop = _warp(bgr, full, margin, tilt=tilt)
+        if min_aspect and crop.shape[0] < THIN * min_aspect * crop.shape[1]:
+            grow = (min_aspect * max(rw, rh) / max(min(rw, rh), 1.0) - 1) / 2
+            crop = _warp(bgr, full, margin, tilt=tilt, margin_y=grow)
         slant = _slant(crop)
         if slant:  # a leaning plate's corners stick out of the box: warp wider, shear, trim
             lean = abs(slant) * crop.shape[0] / 2
@@ -331,15 +342,17 @@ def _warp(
     *,
     min_ratio: float = 0.0,
     tilt: float | None = None,
+    margin_y: float | None = None,
 ) -> np.ndarray:
     """Deskewed crop of a rotated rectangle (long side horizontal), with a small margin;
     at least ``min_ratio`` times as wide as high (to recover a plate the box only half-covers).
-    Rotated by ``tilt`` when given, else by ``_plate_angle`` (never more than 45°)."""
+    Rotated by ``tilt`` when given, else by ``_plate_angle`` (never more than 45°);
+    ``margin_y``: the margin above and below, when not ``margin``."""
     (cx, cy), (a, b), _ = rr
     a, b = max(a, b), min(a, b)
     ang = _plate_angle(rr) if tilt is None else tilt
     w = max(8, round(max(a * (1 + 2 * margin), b * min_ratio)))
-    h = max(4, round(b * (1 + 2 * margin)))
+    h = max(4, round(b * (1 + 2 * (margin if margin_y is None else margin_y))))
     m = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
     m[0, 2] += w / 2 - cx
     m[1, 2] += h / 2 - cy

@@ -127,6 +127,9 @@ class PlateGrammar:
     layouts: tuple[tuple[frozenset[str], ...], ...]
     layout_names: tuple[str, ...] = ()
     layout_colours: tuple[tuple[str, ...], ...] = ()
+    # the thinnest plate's height / width as issued (GA 36: a new-energy plate, 140 x 480 mm);
+    # None where plates of many shapes are read (Latin: EU 110 x 520, US 6 x 12 in)
+    min_aspect: float | None = None
 
     def __post_init__(self) -> None:
         if not self.layouts:
@@ -228,6 +231,7 @@ class PlateGrammar:
             layouts=tuple(self.layouts[i] for i in keep),
             layout_names=tuple(self.layout_names[i] for i in keep if i < len(self.layout_names)),
             layout_colours=tuple(self.layout_colours[i] for i in keep),
+            min_aspect=self.min_aspect,
         )
 
     def kind(self, plate: str) -> str | None:
@@ -265,6 +269,7 @@ def cn_grammar() -> PlateGrammar:
         layouts=tuple(layouts),
         layout_names=tuple(names),
         layout_colours=tuple(colours),
+        min_aspect=140 / 480,
     )
 
 

@@ -106,7 +106,9 @@ class Recogniser:
         reads as a plate with confidence >= ``fallback_below``, the text detector's; when none
         reads as a plate at all, the detector's on a larger, contrast-evened copy
         (``TextDetector.find(closer=)``: dim plates at night)."""
-        boxes = find_plates(bgr, max_candidates=self.max_candidates)
+        boxes = find_plates(
+            bgr, max_candidates=self.max_candidates, min_aspect=self.grammar.min_aspect
+        )
         shape = (bgr.shape[0], bgr.shape[1])
         out = self._read_boxes(boxes, shape, staged=True)
         for closer in (False, True):  # a second, closer look when the first finds no plate

@@ -7,10 +7,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from parkedge_sim.render import render_plate
+from parkedge_sim.render import PLATE_COLOURS, render_plate
 
 from edge.lpr.finder import _plate_angle, _slant, _tilt, find_plates
-from edge.lpr.grammar import cn_grammar
+from edge.lpr.grammar import cn_grammar, latin_grammar
 from edge.lpr.pipeline import Recogniser
 
 PLATE = "川A019W2"
@@ -70,3 +70,35 @@ def test_a_leaning_plate_is_straightened(rec: Recogniser, lean: float) -> None:
 
 def test_a_level_plate_is_left_as_it_is() -> None:
     assert _slant(render_plate(PLATE, height=40)) == 0.0
+
+
+def _borderless_white_plate(plate: str) -> np.ndarray:
+    """A white plate on a white car, its border painted over: the only edges are the
+    characters', so the texture blob is their row alone (64 % of the plate's height)."""
+    bg = PLATE_COLOURS["white"][0]
+    frame = np.full((480, 640, 3), bg, np.uint8)
+    frame[:100] = (60, 60, 60)  # something else in view: a dark band above the car
+    img = render_plate(plate, colour="white", height=40)
+    b = 4
+    img[:b], img[-b:], img[:, :b], img[:, -b:] = bg, bg, bg, bg
+    frame[220 : 220 + img.shape[0], 250 : 250 + img.shape[1]] = img
+    return frame
+
+
+def test_a_crop_of_the_characters_row_alone_is_cropped_plate_tall() -> None:
+    frame = _borderless_white_plate("沪AQ1234")
+    thin = find_plates(frame)[0].crop
+    assert thin.shape[0] < 0.25 * thin.shape[1]  # the premise: the row of characters
+    full = find_plates(frame, min_aspect=140 / 480)[0].crop
+    assert full.shape[1] == thin.shape[1]
+    assert full.shape[0] >= 0.28 * full.shape[1]
+
+
+def test_the_grammar_says_how_thin_a_plate_can_be(rec: Recogniser) -> None:
+    frame = _borderless_white_plate("沪AQ1234")
+    best = rec.read_frame(frame)[0]  # cn: plates are at least 140 / 480 as tall as wide
+    assert best.plate == "沪AQ1234"
+    assert best.crop.shape[0] >= 0.28 * best.crop.shape[1]
+    latin = Recogniser(latin_grammar(), engine=rec.engine, detector=False)
+    crop = latin.read_frame(frame)[0].crop  # EU plates are 110 x 520: no such rule
+    assert crop.shape[0] < 0.25 * crop.shape[1]
