@@ -23,7 +23,7 @@ _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 _THRESH = 0.3  # DB probability map binarisation, as upstream
 _BOX_THRESH = 0.5  # mean probability inside a text region to keep it, as upstream
 _UNCLIP = 1.6  # DB regions are shrunk text: grow them back, as upstream
-CLOSER_AREA = 16 / 9  # the second look's pixels, x the first's (480x288 -> 640x384)
+CLOSER_AREA = 1.36  # the second look's pixels, x the first's (480x288 -> 560x336)
 
 
 class TextDetector:
