@@ -89,7 +89,7 @@ class Looks(TextDetector):
 
 
 def test_a_closer_look_reads_a_dim_plate_the_first_misses(rec: Recogniser) -> None:
-    frame = decoy_frame("blue", height=24, gain=0.2, offset=60)  # a night-time blue plate
+    frame = decoy_frame("blue", height=20, gain=0.3, offset=60)  # a night-time blue plate
     without = Recogniser(cn_grammar(), engine=rec.engine, detector=Looks(closer_off=True))
     assert not any(c.valid for c in without.read_frame(frame))  # the premise
     det = Looks()
