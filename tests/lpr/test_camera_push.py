@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,7 +26,7 @@ AT = datetime(2026, 11, 23, 20, 15, 3, tzinfo=TZ)
 Body = Callable[[CameraPushSource, CameraPushSim], Awaitable[None]]
 
 
-def run(body: Body, **kw: float) -> None:
+def run(body: Body, **kw: Any) -> None:
     async def main() -> None:
         source = CameraPushSource("127.0.0.1", 0, "E1", min_confidence=0.8, tz=TZ, **kw)
         await source.start()

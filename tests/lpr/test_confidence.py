@@ -13,7 +13,9 @@ from edge.lpr.voting import FrameRead, vote
 CN = cn_grammar()
 
 
-def read(plate: str, dists: dict[int, dict[str, float]], blanks: dict[int, float] | None = None):
+def read(
+    plate: str, dists: dict[int, dict[str, float]], blanks: dict[int, float] | None = None
+) -> tuple[CharRead, ...]:
     """CharReads of ``plate``: position i has distribution ``dists[i]`` (else sure)."""
     out = []
     for i, ch in enumerate(plate):

@@ -8,6 +8,8 @@ the far plate is always read first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ class CountingEngine(RapidOcrEngine):
 
     crops = 0
 
-    def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
+    def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         self.crops += len(crops)
         return super().read(crops)
 

@@ -54,7 +54,7 @@ def test_snapshot_and_404() -> None:
     with MjpegCamera(scene=SMALL) as cam:
         body = urllib.request.urlopen(f"http://127.0.0.1:{cam.port}/snapshot.jpg", timeout=5).read()
         img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-        assert img.shape == (360, 640, 3)
+        assert img is not None and img.shape == (360, 640, 3)
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{cam.port}/nope", timeout=5)
 
