@@ -83,17 +83,17 @@ def colour_excess(crop: np.ndarray, xs: Sequence[float]) -> list[float]:
 def coloured_marks(crop: np.ndarray, chars: Sequence[CharRead]) -> list[int]:
     """Indices of characters that stand on a coloured mark: their band ``MARK_COLOUR`` times as
     colourful as the others' median, and the OCR half saw a gap there (blank at least
-    ``COLOUR_BLANK`` inside the read, ``END_BLANK`` at its ends)."""
+    ``COLOUR_BLANK`` inside the read, ``END_BLANK`` at its ends); most colourful first."""
     if len(chars) < 3 or any(c.x < 0 for c in chars):
         return []
     excess = colour_excess(crop, [c.x for c in chars])
-    out = []
+    found = []
     for i, c in enumerate(chars):
         others = float(np.median([e for j, e in enumerate(excess) if j != i]))
         need = END_BLANK if i in (0, len(chars) - 1) else COLOUR_BLANK
         if excess[i] >= MARK_COLOUR * max(others, MIN_CHROMA) and c.blank >= need:
-            out.append(i)
-    return out
+            found.append((excess[i], i))
+    return [i for _, i in sorted(found, reverse=True)]
 
 
 def mark_index(crop: np.ndarray, chars: Sequence[CharRead]) -> int | None:
@@ -111,7 +111,4 @@ def mark_index(crop: np.ndarray, chars: Sequence[CharRead]) -> int | None:
     if inner:
         return min(inner)[1]
     coloured = coloured_marks(crop, chars)
-    if not coloured:
-        return None
-    excess = colour_excess(crop, [c.x for c in chars])
-    return max(coloured, key=lambda i: excess[i])
+    return coloured[0] if coloured else None
