@@ -22,7 +22,9 @@ from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
 from edge.lpr.textdet import TextDetector
 
 _MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
-_WEAK_ALT = 1e-3  # ...but it still ranks a look-alike above a rival this much less likely
+# ...but from this on it ranks a look-alike above a rival less likely (below: the softmax's
+# tail, no evidence at all)
+_WEAK_ALT = 1e-3
 # A box within CUT_MARGIN of the frame's edge (as a share of its width/height) is "cut": it
 # weighs CUT_WEIGHT of its area (cn_full, br: the far-left parked car's plate read first and sure)
 CUT_MARGIN = 0.005
@@ -267,9 +269,8 @@ class Recogniser:
                 look = sorted(CONFUSABLES.get(c.char, frozenset()) & allowed)
                 # a look-alike with no evidence; one with some (>= _WEAK_ALT) ranks above one
                 # with less: a 0 in a letter slot the OCR put at O 0.8 %, D 0.03 % is an O
-                options += [
-                    (_weak(alts.get(ch, 0.0)), ch) for ch in look if alts.get(ch, 0.0) < _MIN_ALT
-                ]
+                weak = {ch: alts.get(ch, 0.0) for ch in look if alts.get(ch, 0.0) < _MIN_ALT}
+                options += [(q if q >= _WEAK_ALT else 0.0, ch) for ch, q in weak.items()]
                 options.sort(reverse=True)
                 if not options:
                     break
@@ -352,12 +353,6 @@ class Recogniser:
         drop = best[3]
         kept_chars = tuple(c for k, c in enumerate(r.chars) if k not in drop)
         return "".join(ch for k, ch in enumerate(text) if k not in drop), kept_chars
-
-
-def _weak(p: float) -> float:
-    """A look-alike's weak evidence (below ``_MIN_ALT``): its probability, or 0 when under
-    ``_WEAK_ALT`` (the softmax's tail says nothing)."""
-    return p if p >= _WEAK_ALT else 0.0
 
 
 def _charness(c: CharRead) -> float:
