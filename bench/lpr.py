@@ -35,9 +35,10 @@ GRAMMAR = {
     "eu": "latin",
     "br": "latin:LLLDDDD,LLLDLDD",  # a Brazilian site configures its layouts (old + Mercosul)
 }
-# The same folder read as a site of one country reads it: the EU set is nearly all Slovak
-# (LLDDDLL) and Czech (DLDDDDD, DLLDDDD) plates, whose layouts settle O/0 and I/1 by position.
-EXTRA = {"eu_sk_cz": ("eu", "latin:LLDDDLL,DLDDDDD,DLLDDDD")}
+# The same folder read as a site configured for its countries reads it: the EU set is nearly
+# all Slovak and Czech plates, whose layouts and issued letters (edge/lpr/eu_plates.py) settle
+# O/0 and I/1 by position.
+EXTRA = {"eu_sk_cz": ("eu", "eu:sk,cz")}
 GOALS = {
     "cn_crops": 0.99,
     "cn_full": 0.95,

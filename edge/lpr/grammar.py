@@ -301,12 +301,20 @@ def latin_grammar(
 
 
 def grammar_by_name(name: str, patterns: Sequence[str] | None = None) -> PlateGrammar:
-    """Config hook: "cn", "latin", or "latin:LLLDDDD,LLLDLDD" (country patterns inline)."""
+    """Config hook: "cn", "latin", "latin:LLLDDDD,LLLDLDD" (country patterns inline), or a
+    European site's countries: "sk", "cz", "eu:sk,cz" (``eu_plates``)."""
     key, _, inline = name.strip().partition(":")
     key = key.lower()
     if key == "cn" and not inline:
         return cn_grammar()
+    if key == "eu" or (key in ("sk", "cz") and not inline):
+        from edge.lpr.eu_plates import eu_grammar  # imports this module: load it late
+
+        return eu_grammar(inline.split(",") if key == "eu" else [key])
     if key == "latin":
         pats = [p.strip() for p in inline.split(",") if p.strip()] if inline else patterns
         return latin_grammar(pats)
-    raise ValueError(f"unknown plate grammar {name!r}: expected 'cn', 'latin' or 'latin:PATTERNS'")
+    raise ValueError(
+        f"unknown plate grammar {name!r}: expected 'cn', 'latin', 'latin:PATTERNS', 'sk', 'cz'"
+        " or 'eu:sk,cz'"
+    )

@@ -22,6 +22,9 @@ from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
 from edge.lpr.textdet import TextDetector
 
 _MIN_ALT = 0.02  # an OCR alternative less likely than this is no evidence
+# ...but from this on it ranks a look-alike above a rival less likely (below: the softmax's
+# tail, no evidence at all)
+_WEAK_ALT = 1e-3
 # A box within CUT_MARGIN of the frame's edge (as a share of its width/height) is "cut": it
 # weighs CUT_WEIGHT of its area (cn_full, br: the far-left parked car's plate read first and sure)
 CUT_MARGIN = 0.005
@@ -322,7 +325,10 @@ class Recogniser:
                 alts = c.alts or {c.runner_up: c.runner_up_prob}
                 options = [(p, ch) for ch, p in alts.items() if ch in allowed and p >= _MIN_ALT]
                 look = sorted(CONFUSABLES.get(c.char, frozenset()) & allowed)
-                options += [(0.0, ch) for ch in look if alts.get(ch, 0.0) < _MIN_ALT]  # no evidence
+                # a look-alike with no evidence; one with some (>= _WEAK_ALT) ranks above one
+                # with less: a 0 in a letter slot the OCR put at O 0.8 %, D 0.03 % is an O
+                weak = {ch: alts.get(ch, 0.0) for ch in look if alts.get(ch, 0.0) < _MIN_ALT}
+                options += [(q if q >= _WEAK_ALT else 0.0, ch) for ch, q in weak.items()]
                 options.sort(reverse=True)
                 if not options:
                     break
