@@ -110,11 +110,24 @@ def eval_(
     folded: Annotated[
         bool, typer.Option("--folded", help="Also report exact with O/0 and I/1 folded.")
     ] = False,
+    fixes: Annotated[
+        Path | None,
+        typer.Option(
+            "--corrections",
+            help="CSV folder,file,labelled,seen,why of wrong labels; figures are then against "
+            "the corrected labels, with exact_as_labelled beside them.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Exact-plate and character accuracy, p50/p95 latency per image, peak RSS."""
-    from edge.lpr.evaluate import evaluate_dir
+    from edge.lpr.evaluate import evaluate_dir, read_corrections
 
+    try:
+        corrections = read_corrections(fixes, folder.name) if fixes else None
+    except (OSError, ValueError) as exc:
+        typer.echo(f"lpr eval: {exc}", err=True)
+        raise typer.Exit(2) from None
     rec = _recogniser(grammar)
     with Progress(
         "[progress.description]{task.description}",
@@ -132,6 +145,7 @@ def eval_(
                 mode=mode,
                 limit=limit,
                 progress=lambda i, n: bar.update(task, completed=i, total=n),
+                corrections=corrections,
             )
         except ValueError as exc:
             typer.echo(f"lpr eval: {exc}", err=True)
@@ -147,4 +161,10 @@ def eval_(
         f"{folder}: n={j['n']} exact={j['exact']:.1%} char_acc={j['char_acc']:.1%} "
         f"p50={j['p50_ms']} ms p95={j['p95_ms']} ms peak RSS={j['rss_mb']} MB"
         + (f" exact(O/0,I/1 folded)={j['exact_folded']:.1%}" if folded else "")
+        + (
+            f" ({j['labels_corrected']} labels corrected; as labelled "
+            f"{j['exact_as_labelled']:.1%})"
+            if "labels_corrected" in j
+            else ""
+        )
     )

@@ -84,3 +84,45 @@ def test_eval_folded_adds_one_key_and_fold_is_o0_i1(folder: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["exact_folded"] >= data["exact"]
+
+
+def _crops_with_a_wrong_label(d: Path) -> Path:
+    """Two rendered crops; the second one's label is wrong (the plate shows 粤B12345)."""
+    for name, plate in (("a.png", "沪A12345"), ("b.png", "粤B12345")):
+        cv2.imwrite(str(d / name), render_plate(plate, height=32))
+    (d / "labels.csv").write_text("file,plate\na.png,沪A12345\nb.png,粤B1234S\n", "utf-8")
+    return d
+
+
+def test_eval_corrections_score_against_the_plate_and_keep_the_labelled_figure(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "set"
+    d.mkdir()
+    _crops_with_a_wrong_label(d)
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text(
+        "folder,file,labelled,seen,why\n"
+        "# comment rows are skipped\n"
+        "set,b.png,粤B1234S,粤B12345,the last group is digits\n"
+        "other,b.png,X,Y,another folder's row is ignored\n",
+        "utf-8",
+    )
+    plain = CliRunner().invoke(app, ["lpr", "eval", str(d), "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["exact"] == 0.5
+    res = CliRunner().invoke(app, ["lpr", "eval", str(d), "--json", "--corrections", str(fixes)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert (data["exact"], data["exact_as_labelled"], data["labels_corrected"]) == (1.0, 0.5, 1)
+
+
+def test_eval_stale_correction_is_an_error(tmp_path: Path) -> None:
+    d = tmp_path / "set"
+    d.mkdir()
+    _crops_with_a_wrong_label(d)
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("folder,file,labelled,seen,why\nset,b.png,粤B99999,粤B12345,x\n", "utf-8")
+    res = CliRunner().invoke(app, ["lpr", "eval", str(d), "--corrections", str(fixes)])
+    assert res.exit_code == 2
+    assert "b.png" in res.output and "粤B1234S" in res.output
