@@ -20,6 +20,10 @@ from edge.lpr.ocr import CharRead
 # mass on legal characters at all: below this share the figure is p / LEGAL_FLOOR, not p / mass
 # (a province picked out of 0.5 % residual mass is no evidence of a province).
 LEGAL_FLOOR = 0.5
+# A vote of several reads (``fused``) changes the first read's character only when the winner
+# holds at least OVERTURN times its share (as ``Recogniser._constrained`` leaves two legal
+# characters within 2x of each other unread).
+OVERTURN = 2.0
 
 
 def conditioned(
@@ -61,3 +65,47 @@ def _legal_mass(alts: Mapping[str, float], allowed: frozenset[str]) -> dict[str,
         for sub in subs:
             out[sub] = out.get(sub, 0.0) + q / len(subs)
     return out
+
+
+def fused(
+    plate: str, reads: Sequence[Sequence[CharRead]], grammar: PlateGrammar
+) -> tuple[str, tuple[CharRead, ...]] | None:
+    """Per-character vote of several reads of one plate (the same crop seen a little
+    differently): at each position every read's distribution over the characters the grammar
+    allows there (``plate``'s layout) counts once, as a share that sums to one, and the
+    likeliest character wins. Reads not aligned with ``plate`` do not vote. The winner's
+    ``prob`` is its mean share, so reads that disagree stay unsure. None when the vote is no
+    valid plate. ``plate`` (the first read) keeps a character the vote does not clearly
+    overturn (``OVERTURN``)."""
+    if not grammar.is_valid(plate):
+        return None
+    voters = [r for r in reads if len(r) == len(plate)]
+    if not voters:
+        return None
+    out = []
+    for i, allowed in enumerate(grammar.allowed_at(plate)):
+        share: dict[str, float] = {}
+        for r in voters:
+            c = r[i]
+            dist = _legal_mass(c.alts, allowed) if c.alts else {c.char: c.prob}
+            total = sum(dist.values())
+            if total <= 0.0:
+                continue
+            for k, q in dist.items():
+                share[k] = share.get(k, 0.0) + q / total
+        if not share:
+            return None
+        ranked = sorted(share.items(), key=lambda kv: kv[1], reverse=True)
+        if ranked[0][0] != plate[i] and ranked[0][1] < OVERTURN * share.get(plate[i], 0.0):
+            # not clearly ahead of the first read's character: a coin flip stays as read
+            ranked.sort(key=lambda kv: kv[0] != plate[i])
+        ch, p = ranked[0]
+        k2, q2 = ranked[1] if len(ranked) > 1 else ("", 0.0)
+        first = voters[0][i]
+        n = len(voters)
+        out.append(CharRead(ch, p / n, k2, q2 / n, first.alts, first.x, first.blank))
+    text = "".join(c.char for c in out)
+    corrected = grammar.correct(text)
+    if corrected is None or len(corrected) != len(out):
+        return None
+    return corrected, tuple(out)
