@@ -130,7 +130,9 @@ class Recogniser:
             more = self.detector.find(
                 bgr,
                 max_candidates=self.max_candidates,
-                skip=tuple(c.box for c in out),
+                # a box read as no plate may hold a fragment of the one the detector's box
+                # holds whole (a blue plate on a blue car): only plates read are skipped
+                skip=tuple(c.box for c in out if c.valid),
                 closer=closer,
             )
             out = sorted(out + self._read_boxes(more, shape), key=_rank, reverse=True)
