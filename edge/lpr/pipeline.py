@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from edge.lpr.confidence import conditioned, fused
-from edge.lpr.finder import PlateBox, find_plates, is_blue_plate
+from edge.lpr.finder import PlateBox, _warp, find_plates, is_blue_plate
 from edge.lpr.grammar import CONFUSABLES, PlateGrammar, cn_grammar
 from edge.lpr.marks import mark_index
 from edge.lpr.ocr import CharRead, OcrEngine, OcrResult, RapidOcrEngine
@@ -51,6 +51,10 @@ TWO_ROW_OVERLAP = 0.045
 SECOND_LOOK_BELOW = 0.9
 TRIM = 1 / 12
 WIDEN = 1.2
+# A fragment whose wide crop reads as a longer fragment still (the wide crop is centred on the
+# box, and the box held one end of the plate: br "OEL" of OEL-1145, wide "OEL114") is read once
+# more from a crop WIDER times as wide around the same middle.
+WIDER = 1.5
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class Recogniser:
             bgr, max_candidates=self.max_candidates, min_aspect=self.grammar.min_aspect
         )
         shape = (bgr.shape[0], bgr.shape[1])
-        out = self._read_boxes(boxes, shape, staged=True)
+        out = self._read_boxes(boxes, shape, staged=True, frame=bgr)
         for closer in (False, True):  # a second, closer look when the first finds no plate
             if self.detector is None or any(
                 c.valid and c.confidence >= (0.0 if closer else self.fallback_below) for c in out
@@ -135,7 +139,9 @@ class Recogniser:
                 skip=tuple(c.box for c in out if c.valid),
                 closer=closer,
             )
-            out = sorted(out + self._read_boxes(more, shape), key=_rank, reverse=True)
+            out = sorted(
+                out + self._read_boxes(more, shape, frame=bgr), key=_rank, reverse=True
+            )
         if out:
             out[0] = self._second_look(out[0])
             out.sort(key=_rank, reverse=True)
@@ -178,6 +184,7 @@ class Recogniser:
         shape: tuple[int, int] | None = None,
         *,
         staged: bool = False,
+        frame: np.ndarray | None = None,
     ) -> list[PlateCandidate]:
         """OCR the boxes best-first; when ``staged``, ``first_batch`` at a time, stopping once
         the answer is settled (most frames need one crop read, not all candidates)."""
@@ -194,7 +201,7 @@ class Recogniser:
             out.extend(self._two_rows(batch, read))
             if staged and self._settled(out, boxes, shape):
                 break
-        out = self._retry_wide(boxes, out, shape)
+        out = self._retry_wide(boxes, out, shape, frame)
         out.sort(key=_rank, reverse=True)
         return out
 
@@ -263,7 +270,11 @@ class Recogniser:
         return not c.valid and 3 <= len(c.raw) < short + 1 and b.wide is not None
 
     def _retry_wide(
-        self, boxes: list[PlateBox], cands: list[PlateCandidate], shape: tuple[int, int] | None
+        self,
+        boxes: list[PlateBox],
+        cands: list[PlateCandidate],
+        shape: tuple[int, int] | None,
+        frame: np.ndarray | None = None,
     ) -> list[PlateCandidate]:
         """Boxes that read as a fragment of a plate (a colour blob split by the characters,
         a province character outside the mask) get one more read on a wider crop: all of them
@@ -286,6 +297,22 @@ class Recogniser:
                 PlateBox(b.x, b.y, b.w, b.h, b.angle, b.colour, b.score, b.wide),
                 r,
                 cands[i].cut,
+            )
+            if again.valid:
+                out[i] = again
+        # still a fragment, but longer: the box held one end of the plate; once more, wider
+        short = min(self.grammar.lengths)
+        longer = [
+            (i, b)
+            for i, b, r in zip(redo, wides, results, strict=True)
+            if not out[i].valid and len(cands[i].raw) < len(r.text) < short
+        ]
+        if frame is None or not longer:
+            return out
+        crops = [_wider(frame, b) for _, b in longer]
+        for (i, b), crop, r in zip(longer, crops, self.engine.read(crops), strict=True):
+            again = self._candidate(
+                PlateBox(b.x, b.y, b.w, b.h, b.angle, b.colour, b.score, crop), r, cands[i].cut
             )
             if again.valid:
                 out[i] = again
@@ -450,6 +477,13 @@ class Recogniser:
         drop = best[3]
         kept_chars = tuple(c for k, c in enumerate(r.chars) if k not in drop)
         return "".join(ch for k, ch in enumerate(text) if k not in drop), kept_chars
+
+
+def _wider(frame: np.ndarray, b: PlateBox) -> np.ndarray:
+    """``WIDER`` times ``b``'s wide crop, around the same middle, at the same tilt."""
+    assert b.wide is not None
+    h, w = b.wide.shape[:2]
+    return _warp(frame, ((b.x + b.w / 2, b.y + b.h / 2), (w * WIDER, h), 0.0), 0.0, tilt=b.angle)
 
 
 def _split_rows(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
