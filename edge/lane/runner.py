@@ -124,6 +124,7 @@ class LaneRunner:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        self.store.defer_checkpoints()
         self._tasks = [
             asyncio.create_task(self._consume(), name="lane-events"),
             asyncio.create_task(self._watch_loops(), name="lane-loops"),
@@ -307,6 +308,17 @@ class LaneRunner:
         except Exception as exc:
             self.stats.device_errors += 1
             self.post(m.ArmConfirmed(False, f"open pulse failed: {exc}"))
+        await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        """The WAL checkpoint the store deferred (``Store.defer_checkpoints``), once the
+        barrier has its command: in a worker thread, while the vehicle drives through."""
+        if not self.store.checkpoint_due:
+            return
+        try:
+            await asyncio.to_thread(self.store.checkpoint_if_due)
+        except Exception as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

@@ -125,6 +125,29 @@ def test_exit_open_coil_is_answered_before_the_screen_is_written(tmp_path: Path)
     run(go)
 
 
+def test_lane_checkpoints_the_wal_after_the_pulse_not_in_the_exit(tmp_path: Path) -> None:
+    """The runner defers SQLite's checkpoint and runs it once the barrier has its command."""
+
+    async def go() -> None:
+        rig = await make_rig(tmp_path, "exit")
+        try:
+            auto = rig.store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            assert auto == 0  # no checkpoint inside an exit's commit
+            seed_member(rig, "沪A12345", 500)
+            rig.store.record_entry(plate="沪A12345", entered_at=T_IN, event_id="in-1",
+                                   member_id="M1", lane_id="E1")
+            rig.store.defer_checkpoints(every=1)  # due after the exit's one write
+            rig.store.checkpoint()  # (the seeding's writes would trip the safety net)
+            await rig.arrive("沪A12345", T_IN + timedelta(minutes=300))
+            assert await rig.until(lambda: rig.sim.stats.opens == 1)
+            assert await rig.until(lambda: not rig.store.checkpoint_due, 1.0)
+            assert await rig.drive_through(), f"state {rig.state}, screen {screen(rig)}"
+        finally:
+            await rig.close()
+
+    run(go)
+
+
 def test_exit_owed_waits_for_payment_then_opens(tmp_path: Path) -> None:
     async def go() -> None:
         rig = await make_rig(tmp_path, "exit")
