@@ -186,9 +186,9 @@ async def drive_site(tmp: Path) -> int:
                 await entry(site, lanes["entry"], visit, when)
             else:
                 await leave(site, lanes["exit"], visit, when)
-        synced = await until(lambda: all(
-            set(central.db.entry_ids(ln.lane_id)) >= set(_own_entry_ids(ln))
-            for ln in lanes.values()), 30)
+        for way, lane in lanes.items():  # the last car's story ends (a reversal is recorded)
+            await clear_lane(site.lanes[way], lane)
+        synced = await settled(lanes, central, 30)
         for lane in lanes.values():
             lane.stop()
         print_results(lanes["exit"], central)
@@ -205,6 +205,40 @@ async def drive_site(tmp: Path) -> int:
 def _count(lane: LaneProcess, sql: str, *args: Any) -> int:
     rows = lane.query(sql, *args)
     return int(rows[0][0]) if rows else 0
+
+
+async def settled(lanes: dict[str, LaneProcess], central: Any, timeout: float) -> bool:
+    """The site is at rest: no lane wrote an entry for a second, E1 knows every exit X1 made
+    (it learns of them over MQTT and records each as an entry of its own, which must reach
+    central too), and central holds every entry of both ledgers. Why the second of quiet: a
+    lane may still record the tail of the last car (a late read, a reversal) after central
+    caught up, and that entry would be missing at central when the lanes are stopped."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, frozenset[str]] = {}
+    since = time.monotonic()
+
+    def caught_up(own: dict[str, frozenset[str]]) -> bool:
+        return _exits_known_at_entry(lanes) and all(
+            set(central.db.entry_ids(lane_id)) >= ids for lane_id, ids in own.items())
+
+    while time.monotonic() < deadline:
+        own = await asyncio.to_thread(
+            lambda: {ln.lane_id: frozenset(_own_entry_ids(ln)) for ln in lanes.values()})
+        if own != last:
+            last, since = own, time.monotonic()
+        elif time.monotonic() - since >= 1.0 and await asyncio.to_thread(caught_up, own):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _exits_known_at_entry(lanes: dict[str, LaneProcess]) -> bool:
+    """Every stay X1 closed is closed in E1's ledger too (matched by the entry event id)."""
+    closed_at_exit = {r[0] for r in lanes["exit"].query(
+        "SELECT entry_event_id FROM sessions WHERE status != 'open'")}
+    open_at_entry = {r[0] for r in lanes["entry"].query(
+        "SELECT entry_event_id FROM sessions WHERE status = 'open'")}
+    return not closed_at_exit & open_at_entry
 
 
 def _own_entry_ids(lane: LaneProcess) -> list[str]:
