@@ -203,7 +203,7 @@ def report(
     db: DbOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Points issued and redeemed, redemption rate, points per member, fees, sessions."""
+    """Points issued and redeemed (and their ratio), points per member, fees, sessions."""
     zone = _tz(tz, config)
     with _open(db, config) as store:
         try:
@@ -214,14 +214,14 @@ def report(
     if as_json:
         typer.echo(json.dumps(rep, default=_jsonable, ensure_ascii=False, sort_keys=True))
         return
-    rate = rep["redemption_rate"]
+    rate = rep["redeemed_per_issued"]
     avg = rep["avg_points_per_member"]
     typer.echo(f"Report {month or 'all time'} ({zone.key})")
     typer.echo(f"  sessions             {rep['sessions']}")
     typer.echo(f"  members              {rep['members']}")
     typer.echo(f"  points issued        {rep['points_issued']}")
     typer.echo(f"  points redeemed      {rep['points_redeemed']}")
-    typer.echo(f"  redemption rate      {'-' if rate is None else f'{rate * 100:.2f}%'}")
+    typer.echo(f"  redeemed / issued    {'-' if rate is None else f'{rate:.4f}'}")
     typer.echo(f"  avg points / member  {'-' if avg is None else avg}")
     typer.echo(f"  fees charged         {rep['fees_charged']} yuan")
     typer.echo(f"  payable (after pts)  {rep['payable_total']} yuan")

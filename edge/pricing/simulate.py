@@ -70,7 +70,7 @@ class Totals:
             "fees_collected": str(self.fees_collected),
             "points_issued": issued,
             "points_redeemed": self.points_redeemed,
-            "redemption_rate": round(self.points_redeemed / issued, 4) if issued else None,
+            "redeemed_per_issued": round(self.points_redeemed / issued, 4) if issued else None,
             "avg_points_per_member": round(issued / self.members, 2) if self.members else None,
             "cost_of_points_redeemed": str(self.redeemed_value) if values else None,
             "cost_of_coupons": str(self.coupon_value) if values else None,
@@ -255,7 +255,7 @@ def format_report(r: dict[str, Any]) -> str:
         cols.append(("baseline", r["baseline"]))
     cols.append(("recorded", r["recorded"]))
     keys = ["sessions", "member_sessions", "members", "fee_total", "fees_collected",
-            "points_issued", "points_redeemed", "redemption_rate", "avg_points_per_member",
+            "points_issued", "points_redeemed", "redeemed_per_issued", "avg_points_per_member",
             "cost_of_points_redeemed", "cost_of_coupons", "cost_vs_fees"]
     head = f"{'':26}" + "".join(f"{name + ' ' + str(c.get('version', '')):>24}"
                                  for name, c in cols)

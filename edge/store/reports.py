@@ -77,7 +77,7 @@ def month_bounds(month: str, tz: ZoneInfo) -> tuple[str, str]:
 
 
 def report(c: Db, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
-    """Points issued/redeemed, redemption rate, average per member, fees, sessions."""
+    """Points issued/redeemed and their ratio, average per member, fees, sessions."""
     lo, hi = month_bounds(month, tz) if month else ("", "\uffff")
     rows = c.execute(
         "SELECT kind, member_id, payload FROM ledger_entries WHERE at >= :lo AND at < :hi "
@@ -120,7 +120,10 @@ def report(c: Db, month: str | None, tz: ZoneInfo) -> dict[str, Any]:
         "month": month,
         "points_issued": issued,
         "points_redeemed": redeemed,
-        "redemption_rate": (Decimal(redeemed) / Decimal(issued)).quantize(q4, ROUND_HALF_UP)
+        # a flow ratio, not central's redemption rate: this lane's ledger sees the points
+        # members spend here, not every point they hold, so it can exceed 1
+        "redeemed_per_issued": (Decimal(redeemed) / Decimal(issued)).quantize(
+            q4, ROUND_HALF_UP)
         if issued else None,
         "avg_points_per_member": (Decimal(issued) / Decimal(len(members))).quantize(
             q2, ROUND_HALF_UP) if members else None,

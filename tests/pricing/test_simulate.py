@@ -51,7 +51,7 @@ def test_replaying_with_the_same_bundle_matches_recorded(tmp_path: Path) -> None
     assert one["baseline"]["points_issued"] == 0  # the basic scheme earns no parking points
     assert one["baseline"]["fee_total"] != c["fee_total"]
     assert "first_visit_bonus" in c["campaigns"]
-    assert c["redemption_rate"] > 0
+    assert c["redeemed_per_issued"] > 0
 
 
 def test_cli_simulate_json_and_table(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_cli_simulate_json_and_table(tmp_path: Path) -> None:
     assert out["candidate"]["sessions"] == 500
     r = CliRunner().invoke(app, ["rules", "simulate", "--sessions", str(path), "--rules",
                                  str(MALL), "--workers", "1"])
-    assert r.exit_code == 0 and "redemption_rate" in r.stdout
+    assert r.exit_code == 0 and "redeemed_per_issued" in r.stdout
 
 
 def test_cli_simulate_bad_line_exit_2(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_report_november(store: Store, month: Path) -> None:
     r = store.report("2026-11", TZ)
     assert r["points_issued"] == 16 + 0 + 5 - 5
     assert r["points_redeemed"] == 400 + 500 + 100 - 100
-    assert r["redemption_rate"] == Decimal("56.2500")  # 900 / 16
+    assert r["redeemed_per_issued"] == Decimal("56.2500")  # 900 / 16
     assert r["members"] == 2
     assert r["avg_points_per_member"] == Decimal("8.00")  # 16 issued / 2 members
     assert r["fees_charged"] == Decimal("38.00")  # 20 + 10 + 8 + 6 - 6
@@ -79,14 +79,14 @@ def test_report_december_and_all(store: Store, month: Path) -> None:
     dec = store.report("2026-12", TZ)
     assert (dec["points_issued"], dec["points_redeemed"], dec["sessions"], dec["members"]) == (
         10, 200, 1, 1)
-    assert dec["fees_charged"] == Decimal("12.00") and dec["redemption_rate"] == Decimal("20")
+    assert dec["fees_charged"] == Decimal("12.00") and dec["redeemed_per_issued"] == Decimal("20")
     every = store.report(None, TZ)
     assert every["points_issued"] == 26 and every["points_redeemed"] == 1100
-    assert every["redemption_rate"] == Decimal("42.3077")  # 1100 / 26
+    assert every["redeemed_per_issued"] == Decimal("42.3077")  # 1100 / 26
     assert every["avg_points_per_member"] == Decimal("13.00")
     assert every["fees_charged"] == Decimal("50.00") and every["sessions"] == 4
     empty = store.report("2026-10", TZ)
-    assert empty["sessions"] == 0 and empty["redemption_rate"] is None
+    assert empty["sessions"] == 0 and empty["redeemed_per_issued"] is None
     assert empty["avg_points_per_member"] is None
     with pytest.raises(StoreError, match="YYYY-MM"):
         store.report("11/2026", TZ)
@@ -132,7 +132,7 @@ def test_cli_export_and_report(month: Path, tmp_path: Path) -> None:
     rep: dict[str, Any] = json.loads(res.stdout)
     assert rep["points_issued"] == 16 and rep["fees_charged"] == "38.00"
     res = runner.invoke(app, ["report", "--month", "2026-11", "--config", str(cfg)])
-    assert "redemption rate      5625.00%" in res.stdout
+    assert "redeemed / issued    56.2500" in res.stdout
 
     res = runner.invoke(app, ["sessions", "list", "--open"], env={"PARKEDGE_DB": str(month)})
     assert res.exit_code == 0 and "沪A00004" in res.stdout  # reopened by the reversal
