@@ -278,30 +278,28 @@ def _merge_split(rects: list) -> list:
     return merged
 
 
-def _plate_angle(rr: tuple) -> float:
-    """Tilt of the rectangle's long side from horizontal, in degrees (-45..45). An upright
-    blob comes out level (0): its crop is the level band through it."""
+def _long_side_angle(rr: tuple, half: float) -> float:
+    """Angle of the rotated rectangle's long side from horizontal, wrapped into (-half, half]."""
     _, (a, b), ang = rr
     if a < b:
         ang -= 90
-    while ang <= -45:
-        ang += 90
-    while ang > 45:
-        ang -= 90
-    return ang
+    while ang <= -half:
+        ang += 2 * half
+    while ang > half:
+        ang -= 2 * half
+    return float(ang)
+
+
+def _plate_angle(rr: tuple) -> float:
+    """Tilt of the rectangle's long side from horizontal, in degrees (-45..45). An upright
+    blob comes out level (0): its crop is the level band through it."""
+    return _long_side_angle(rr, 45)
 
 
 def _tilt(rr: tuple) -> float:
     """Tilt of the rectangle's long side from horizontal, in degrees (-90..90]: unlike
     ``_plate_angle`` a long side at 45 or 50 degrees is itself, not the short side's tilt."""
-    _, (a, b), ang = rr
-    if a < b:
-        ang -= 90
-    while ang <= -90:
-        ang += 180
-    while ang > 90:
-        ang -= 180
-    return float(ang)
+    return _long_side_angle(rr, 90)
 
 
 def _texture(edges: np.ndarray, rr: tuple) -> float:
