@@ -198,6 +198,10 @@ def test_lane_process_killed_mid_publish_and_restarted(tmp_path: Path, broker: B
     try:
         p = run(500)
         assert wait_until(lambda: central.db.count_entries() >= 80, 20)
+        # central goes away, so what the lane writes from now on stays unacknowledged (the sync
+        # keeps up with 2 ms writes: without this, half the kills found nothing in flight)
+        central.stop()
+        time.sleep(0.3)
         p.send_signal(signal.SIGKILL)  # mid-publish: batches in flight, acks unprocessed
         p.wait(10)
         assert p.returncode == -signal.SIGKILL
@@ -205,6 +209,9 @@ def test_lane_process_killed_mid_publish_and_restarted(tmp_path: Path, broker: B
         written = len(store.entries(0, 1_000_000))
         assert 80 <= written < 500  # really killed in the middle
         assert len(store.unacked(limit=1_000_000)) > 0
+        central = make_central(tmp_path, broker.port)
+        central.start()
+        assert wait_until(central.connected.is_set, 10)
         p2 = run(0)  # restart: sends the rest from disk, nothing new written
         out, _ = p2.communicate(timeout=60)
         assert p2.returncode == 0, out
