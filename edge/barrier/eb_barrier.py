@@ -10,6 +10,7 @@ whose detectors are wired into the barrier controller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from edge.barrier.codecs import eb_barrier as eb
 from edge.barrier.codecs.eb_barrier import EbCommand, EbFrame, EbStatus
@@ -53,9 +54,13 @@ class EbBarrier:
         self.health = new
 
     # -- Barrier ----------------------------------------------------------------------------
-    async def pulse_open(self) -> None:
+    async def pulse_open(self, on_answered: Callable[[], None] | None = None) -> None:
         """Open for one vehicle; the controller auto-closes after it crossed the closing loop."""
-        status = await self.command(EbCommand.OPEN)
+        try:
+            status = await self.command(EbCommand.OPEN)
+        finally:
+            if on_answered is not None:
+                on_answered()
         if status.forbidden:
             raise BarrierRefused(f"{self.name} is in forbid mode and did not open")
 

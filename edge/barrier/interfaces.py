@@ -10,6 +10,7 @@ Safety contract for every Barrier implementation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -66,8 +67,12 @@ class Barrier(Protocol):
     @property
     def health(self) -> Health: ...
 
-    async def pulse_open(self) -> None:
-        """Pulse the OPEN input; raises DeviceError if the device did not take it."""
+    async def pulse_open(self, on_answered: Callable[[], None] | None = None) -> None:
+        """Pulse the OPEN input; raises DeviceError if the device did not take it.
+
+        ``on_answered`` is called once the device answered the open command (or it failed),
+        before any relay hold: the lane writes its screen only then, so the board's serial
+        traffic never delays the barrier."""
 
     async def pulse_close(self) -> None:
         """Pulse the CLOSE input (the barrier's own anti-crush still decides)."""

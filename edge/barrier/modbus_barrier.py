@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from edge.barrier.health import HealthTracker
 from edge.barrier.interfaces import ArmState, DeviceError, Health
@@ -55,9 +56,6 @@ class _ModbusRelayBarrier:
         self.tracker = HealthTracker(name, log, down_after=down_after)
         self._last_command: str | None = None  # "open" | "close"
         self._pulse_lock = asyncio.Lock()
-        # set when the latest pulse's ON has been answered (or has failed): the lane writes
-        # its screen after that, so the board's traffic never delays the coil (LaneRunner)
-        self.energised = asyncio.Event()
         self._releasing: set[asyncio.Task[None]] = set()
         self.release_failures = 0
         self.pulses_total = 0
@@ -78,13 +76,15 @@ class _ModbusRelayBarrier:
         self.tracker.success()
 
     # -- pulses ----------------------------------------------------------------
-    async def pulse_open(self) -> None:
-        await self._pulse(self.open_channel, "open")
+    async def pulse_open(self, on_answered: Callable[[], None] | None = None) -> None:
+        await self._pulse(self.open_channel, "open", on_answered)
 
     async def pulse_close(self) -> None:
         await self._pulse(self.close_channel, "close")
 
-    async def _pulse(self, channel: int, command: str) -> None:
+    async def _pulse(
+        self, channel: int, command: str, on_answered: Callable[[], None] | None = None
+    ) -> None:
         async with self._pulse_lock:
             self.pulses_total += 1
             self._last_command = command
@@ -93,7 +93,8 @@ class _ModbusRelayBarrier:
                 try:
                     await self._guarded(channel, True)
                 finally:
-                    self.energised.set()
+                    if on_answered is not None:
+                        on_answered()  # the ON is answered (or failed); the hold follows
                 energised = True
                 await asyncio.sleep(self.pulse_s)
             finally:

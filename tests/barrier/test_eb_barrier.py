@@ -68,6 +68,20 @@ def test_open_rises_then_auto_closes_after_the_closing_loop_clears() -> None:
     run(main())
 
 
+def test_on_answered_follows_the_open_echo_and_a_failed_open() -> None:
+    async def main() -> None:
+        async with lane_barrier() as (sim, barrier):
+            calls: list[int] = []
+            await barrier.pulse_open(on_answered=lambda: calls.append(len(sim.commands)))
+            assert calls == [sim.commands.count(EbCommand.OPEN)] == [1]  # after the echo
+            sim.set_fault("no_answer", True)
+            with pytest.raises(DeviceError):
+                await barrier.pulse_open(on_answered=lambda: calls.append(-1))
+            assert calls[-1] == -1  # a screen waiting on it is not kept blank
+
+    run(main())
+
+
 def test_anti_crush_rises_again_when_the_photocell_is_broken() -> None:
     async def main() -> None:
         async with lane_barrier() as (sim, barrier):

@@ -77,12 +77,12 @@ def test_state_between_limits_follows_last_command(framing: str) -> None:
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-def test_energised_is_set_when_the_on_is_answered_not_after_the_pulse(framing: str) -> None:
+def test_on_answered_is_called_when_the_on_is_answered_not_after_the_pulse(framing: str) -> None:
     async def body(sim: ModbusLaneSim, barrier: ModbusCoilBarrier) -> None:
         barrier.pulse_s = 1.0
-        barrier.energised.clear()
-        task = asyncio.create_task(barrier.pulse_open())
-        await asyncio.wait_for(barrier.energised.wait(), 0.5)
+        answered = asyncio.Event()
+        task = asyncio.create_task(barrier.pulse_open(on_answered=answered.set))
+        await asyncio.wait_for(answered.wait(), 0.5)
         assert sim.relays[1] is True and not task.done()  # answered, still holding
         await task
         assert sim.relays[1] is False
@@ -91,13 +91,13 @@ def test_energised_is_set_when_the_on_is_answered_not_after_the_pulse(framing: s
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-def test_energised_is_set_when_the_on_fails(framing: str) -> None:
+def test_on_answered_is_called_when_the_on_fails(framing: str) -> None:
     async def body(sim: ModbusLaneSim, barrier: ModbusCoilBarrier) -> None:
         sim.set_fault("no_answer", True)
-        barrier.energised.clear()
+        answered = asyncio.Event()
         with pytest.raises(DeviceError):
-            await barrier.pulse_open()
-        assert barrier.energised.is_set()  # a screen waiting on it is not kept blank
+            await barrier.pulse_open(on_answered=answered.set)
+        assert answered.is_set()  # a screen waiting on it is not kept blank
 
     run_lane(framing, body)
 
