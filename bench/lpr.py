@@ -72,13 +72,19 @@ def run_eval(folder: Path, grammar: str, one_core: bool) -> dict[str, float]:
         "--corrections",
         str(LABEL_FIXES),
     ]
+    result: dict[str, float] = _run_pinned(cmd, f"eval of {folder}", one_core)
+    return result
+
+
+def _run_pinned(cmd: list[str], what: str, one_core: bool) -> Any:
+    """Run ``cmd`` in its own process (on core 0 when asked and ``taskset`` exists) and parse
+    the JSON object on its last line of output."""
     if one_core and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
     if out.returncode != 0:
-        raise RuntimeError(f"eval of {folder} failed: {out.stderr[-1000:]}")
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+        raise RuntimeError(f"{what} failed: {out.stderr[-1000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 CALIBRATED = ("cn_crops", "cn_full", "sim_1080p", "eu_sk_cz")
@@ -88,12 +94,7 @@ THRESHOLDS = (0.5, 0.8, 0.9)
 def run_calibration(folder: Path, grammar: str, one_core: bool) -> dict[str, Any]:
     """Right and wrong reads at or above each confidence threshold (its own pinned process)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--calibrate", str(folder), grammar]
-    if one_core and shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
-    if out.returncode != 0:
-        raise RuntimeError(f"calibration of {folder} failed: {out.stderr[-1000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = _run_pinned(cmd, f"calibration of {folder}", one_core)
     return result
 
 
