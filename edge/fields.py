@@ -24,7 +24,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 #: A plate is upper-case Latin letters, digits and CJK ideographs (province abbreviations and
 #: the suffixes 警 学 挂 港 澳 使 领 ...). No spaces, separators, punctuation or controls.
 _PLATE_CHAR = r"[A-Z0-9\u4e00-\u9fff]"
-_PLATE_RE = re.compile(_PLATE_CHAR + "{1,%d}" % PLATE_MAX_CHARS)
+_PLATE_RE = re.compile(f"{_PLATE_CHAR}{{1,{PLATE_MAX_CHARS}}}")
 
 
 class FieldError(ValueError):
