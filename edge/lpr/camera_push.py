@@ -534,7 +534,8 @@ class CameraPushSource:
         metrics.CAMERA_PUSH_REFUSED.labels(reason=reason).inc()
         if reason in ("malformed", "bad_plate", "too_large"):
             self.malformed_total += 1
-            metrics.BAD_INPUT.labels(source="camera_push").inc()
+            if reason != "bad_plate":  # accept_plate counted that one already
+                metrics.BAD_INPUT.labels(source="camera_push").inc()
         self.refused_sources[host] = self.refused_sources.pop(host, 0) + 1
         while len(self.refused_sources) > 256:
             self.refused_sources.popitem(last=False)

@@ -242,7 +242,7 @@ class CameraPushSim:
         try:
             status = await post(self.target_url, body, ctype, credentials=self.credentials,
                                 source_address=self.source_address)
-        except (OSError, TimeoutError, ValueError, IndexError):
+        except (OSError, EOFError, TimeoutError, ValueError, IndexError):  # EOF: dropped
             self.failed += 1
             return 0
         self.sent += 1
