@@ -142,7 +142,9 @@ class PushAuth:
 
     # -- digest -------------------------------------------------------------------------------
     def _nonce(self) -> str:
-        stamp = str(int(self._clock() * 1000))
+        """``<ms>-<random>.<mac>``: unique per challenge, so two cameras (or two connections)
+        never share a nonce and its ``nc`` sequence."""
+        stamp = f"{int(self._clock() * 1000)}-{os.urandom(6).hex()}"
         mac = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{stamp}.{mac}"
 
@@ -150,9 +152,10 @@ class PushAuth:
         """Seconds since this listener issued ``nonce``; None if it did not issue it."""
         stamp, _, mac = nonce.partition(".")
         want = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        if not stamp.isdigit() or not hmac.compare_digest(mac, want):
+        millis = stamp.split("-", 1)[0]
+        if not millis.isdigit() or not hmac.compare_digest(mac, want):
             return None
-        return self._clock() - int(stamp) / 1000
+        return self._clock() - int(millis) / 1000
 
     def _digest(self, method: str, uri: str, rest: str) -> AuthResult:
         try:

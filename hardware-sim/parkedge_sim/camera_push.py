@@ -94,7 +94,7 @@ class CameraCredentials:
     scheme: str = "digest"  # "basic" | "digest"
 
 
-def _digest_header(creds: CameraCredentials, method: str, uri: str, challenge: str,
+def digest_authorization(creds: CameraCredentials, method: str, uri: str, challenge: str,
                    nc: int = 1) -> str:
     """The Authorization value a camera computes for a Digest challenge (RFC 7616, qop=auth)."""
     params = parse_keqv_list(parse_http_list(challenge.split(" ", 1)[1]))
@@ -163,7 +163,7 @@ async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0, *
     if status == 401 and credentials is not None and credentials.scheme == "digest":
         challenges = [c for c in headers.get("www-authenticate", []) if c.startswith("Digest")]
         if challenges:
-            auth = _digest_header(credentials, "POST", path, challenges[0])
+            auth = digest_authorization(credentials, "POST", path, challenges[0])
             status, _ = await _exchange(host, port, head(auth), body, timeout, source_address)
     return status
 

@@ -157,7 +157,7 @@ def test_simulated_camera_authenticates_like_a_camera(scheme: str) -> None:
     run(body, auth=PushAuth(scheme, USER, PASSWORD))  # type: ignore[arg-type]
 
 
-def test_a_sniffed_digest_header_cannot_be_replayed() -> None:
+def test_a_sniffeddigest_authorization_cannot_be_replayed() -> None:
     async def body(source: CameraPushSource) -> None:
         target = url(source)
         path = "/ISAPI/Event/notification/alertStream"
@@ -177,9 +177,9 @@ def test_a_sniffed_digest_header_cannot_be_replayed() -> None:
         assert status == 401
         challenge = next(line.split(": ", 1)[1] for line in head.split("\r\n")
                          if line.lower().startswith("www-authenticate: digest"))
-        from parkedge_sim.camera_push import _digest_header
+        from parkedge_sim.camera_push import digest_authorization
 
-        header = _digest_header(CameraCredentials(USER, PASSWORD), "POST", path, challenge)
+        header = digest_authorization(CameraCredentials(USER, PASSWORD), "POST", path, challenge)
         assert (await send(header, xml))[0] == 200
         forged = anpr_xml("京Z99999", AT)
         assert (await send(header, forged))[0] == 401  # same nonce count again: a replay
@@ -194,10 +194,10 @@ def test_a_sniffed_digest_header_cannot_be_replayed() -> None:
 def test_expired_nonce_is_stale_and_foreign_nonce_refused() -> None:
     now = [1000.0]
     auth = PushAuth("digest", USER, PASSWORD, nonce_ttl_s=60, clock=lambda: now[0])
-    from parkedge_sim.camera_push import _digest_header
+    from parkedge_sim.camera_push import digest_authorization
 
     challenge = auth.challenge()[1]  # the MD5 one
-    header = _digest_header(CameraCredentials(USER, PASSWORD), "POST", "/a", challenge)
+    header = digest_authorization(CameraCredentials(USER, PASSWORD), "POST", "/a", challenge)
     now[0] += 61
     result = auth.check("POST", "/a", header)
     assert not result.ok and result.stale

@@ -66,11 +66,11 @@ def test_allow_from_overrides_the_address_and_an_empty_list_refuses_all(tmp_path
 
 
 def test_camera_config_refuses_names_and_auth_without_password(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="camera.address"):
+    with pytest.raises(Exception, match=r"camera\.address"):
         config(tmp_path, address="camera.local")
-    with pytest.raises(Exception, match="camera.allow_from"):
+    with pytest.raises(Exception, match=r"camera\.allow_from"):
         config(tmp_path, allow_from=["camera.local"])
-    with pytest.raises(Exception, match=r"camera.password: required"):
+    with pytest.raises(Exception, match=r"camera\.password: required"):
         config(tmp_path, password=None)
     with pytest.raises(Exception, match="0644"):
         config(tmp_path, password={"file": str(password_file(tmp_path, 0o644))})
@@ -84,7 +84,8 @@ def test_the_drivers_factory_does_not_import_lpr() -> None:
 
 # -- typed plates (parkedge lane plate → control socket → ManualPlateSource) -----------------
 @pytest.mark.parametrize(
-    "plate", ["沪A" + "1" * 298, "沪A1\x012345", "沪A1\n2345", "沪A1\t2345", "", "沪A-"+"·" * 3 + "!"]
+    "plate",
+    ["沪A" + "1" * 298, "沪A1\x012345", "沪A1\n2345", "沪A1\t2345", "", "沪A-" + "·" * 3 + "!"],
 )
 def test_a_typed_plate_that_is_not_a_plate_is_refused_and_counted(plate: str) -> None:
     async def main() -> None:
