@@ -83,7 +83,8 @@ def start_metrics_server(listen: str) -> WSGIServer | None:
 CAMERA_PUSH_REFUSED = Counter(
     "parkedge_camera_push_refused",
     "Camera push connections or posts refused, by reason: source (address not allowed), "
-    "auth, busy (connection cap), too_large, timeout, malformed, bad_plate.",
+    "auth, busy (connection cap), evicted (idle connection closed to make room), too_large, "
+    "timeout, malformed, bad_plate.",
     ["reason"],
     registry=REGISTRY,
 )

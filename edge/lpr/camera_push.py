@@ -434,20 +434,27 @@ class CameraPushSource:
             if conn.idle:
                 del self._conns[key]
                 conn.writer.transport.abort()
+                peer = conn.writer.get_extra_info("peername")
+                self._refuse("evicted", str(peer[0]) if peer else "?",
+                             f"idle connection closed to make room ({self.max_connections} open)",
+                             level=logging.INFO)
                 return True
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      conn: _Conn, host: str) -> None:
+        served = 0
         while True:
             conn.idle, conn.since = True, time.monotonic()
             try:
                 async with asyncio.timeout(self.header_timeout_s):
                     head = await read_http_head(reader)
             except TimeoutError:
-                self._refuse("timeout", host, f"no request head within {self.header_timeout_s:g} s",
-                             level=logging.INFO)
-                return
+                if served == 0:  # a connection that never sent a request: not a camera
+                    self._refuse("timeout", host,
+                                 f"no request head within {self.header_timeout_s:g} s",
+                                 level=logging.INFO)
+                return  # (a kept-alive camera connection that went quiet just closes)
             except BadPost as exc:
                 self._answer_bad(writer, exc, host)
                 return
@@ -458,6 +465,7 @@ class CameraPushSource:
             writer.write(http_response(status, REASONS.get(status, "OK"), text.encode(),
                                        headers=headers, close=close))
             await writer.drain()
+            served += 1
             if close or not head.keep_alive:
                 return
 
@@ -473,8 +481,9 @@ class CameraPushSource:
             if not quiet:
                 self._refuse("auth", host, result.reason)
             challenge = tuple(("WWW-Authenticate", c) for c in self.auth.challenge(result.stale))
-            # a small body is read and dropped so the camera can retry on this connection
-            close = expects or head.content_length > MAX_XML_BYTES
+            # the body is read (streamed, bounded) and dropped, so the camera sees the 401
+            # rather than a reset, and can retry on this connection
+            close = expects or head.content_length > self.max_body_bytes
             if not close:
                 await self._drain(reader, head.content_length)
             return 401, "authentication required", challenge, close
