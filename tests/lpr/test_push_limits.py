@@ -87,7 +87,7 @@ def test_a_full_house_of_posts_in_progress_answers_503() -> None:
     async def body(source: CameraPushSource) -> None:
         busy = []
         for _ in range(2):  # two posts mid-body: not idle, not evicted
-            r, w = await asyncio.open_connection("127.0.0.1", source.port)
+            _r, w = await asyncio.open_connection("127.0.0.1", source.port)
             w.write(b"POST / HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                     b"Content-Length: 100000\r\n\r\n--b\r\n")
             await w.drain()
