@@ -375,6 +375,10 @@ class CameraPushSource:
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._last_heard = time.monotonic()
+        if self.listen_host in ("0.0.0.0", "::", ""):
+            log.warning("camera push (%s) listens on every interface (%s): bind camera.listen "
+                        "to this box's address on the camera network", self.lane_id,
+                        self.listen_host or "*")
         if not self.allow.networks:
             log.warning("camera push (%s): no camera.address or camera.allow_from: every push "
                         "is refused", self.lane_id)
