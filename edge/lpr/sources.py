@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
-from edge.config import Config, parse_host_port
+from edge.config import Config, SecretError, parse_host_port
 from edge.config.models import CameraConfig
 from edge.lpr.camera_push import CameraPushSource
 from edge.lpr.push_trust import Allowlist, PushAuth, parse_allow
@@ -30,7 +30,10 @@ def push_auth(cam: CameraConfig) -> PushAuth:
     if cam.auth == "none":
         return PushAuth("none")
     assert cam.password is not None  # the config model requires it with auth
-    password = cam.password.get()
+    try:
+        password = cam.password.get()
+    except SecretError as exc:  # the start stops here, naming the key (never the value)
+        raise SecretError(f"camera.password: {exc}") from None
     from edge.logs import add_sensitive
 
     add_sensitive(password)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge import metrics
+from edge.config import SecretError
 from edge.config.loader import parse_config
 from edge.fields import FieldError
 from edge.logs import LogLimiter
@@ -74,6 +75,12 @@ def test_camera_config_refuses_names_and_auth_without_password(tmp_path: Path) -
         config(tmp_path, password=None)
     with pytest.raises(Exception, match="0644"):
         config(tmp_path, password={"file": str(password_file(tmp_path, 0o644))})
+
+
+def test_a_missing_password_file_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    cfg = config(tmp_path, password={"file": str(tmp_path / "absent.pass")})
+    with pytest.raises(SecretError, match=r"camera\.password: secret file .* does not exist"):
+        build_plate_source(cfg, TZ)
 
 
 def test_the_drivers_factory_does_not_import_lpr() -> None:
