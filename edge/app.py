@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -28,6 +27,7 @@ from edge.lane.decide import Decider, LanePolicy, MatchFn, exact_match
 from edge.lane.runner import EventClock, LaneRunner
 from edge.lpr.manual import ManualPlateSource, MergedPlateSource
 from edge.lpr.source import PlateRead, PlateSource
+from edge.lpr.sources import build_plate_source
 from edge.pricing import load_bundle
 from edge.rules_holder import RulesHolder
 from edge.store import Store
@@ -42,32 +42,6 @@ class Built:
     display: Display
     plates: PlateSource
     closers: list[Any]
-
-
-def build_plate_source(cfg: Config, tz: ZoneInfo,
-                       now: Callable[[], datetime] | None = None) -> PlateSource:
-    from edge.barrier.factory import build_plate_source as push_source
-
-    push = push_source(cfg)
-    if push is not None:
-        return push
-    from edge.lpr.grammar import grammar_by_name
-    from edge.lpr.onbox_source import OnBoxPlateSource
-
-    grammar = grammar_by_name(cfg.lpr.grammar)
-    return OnBoxPlateSource(
-        cfg.camera.url,
-        cfg.lane.id,
-        grammar=grammar,
-        vote_frames=cfg.lpr.vote_frames,
-        min_confidence=cfg.camera.min_confidence,
-        # an uncertain read must reach the lane before its own plate timer gives up
-        timeout_s=0.8 * cfg.lane.plate_timeout_s,
-        tz=tz,
-        now=now,
-        crops_dir=cfg.lpr.crops_dir if cfg.lpr.keep_crops_days > 0 else None,
-        keep_frames=cfg.lpr.keep_frames,
-    )
 
 
 def build_matcher(cfg: Config) -> MatchFn:

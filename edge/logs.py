@@ -11,7 +11,9 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -154,3 +156,60 @@ def setup_logging(cfg: LoggingConfig, stream: IO[str] | None = None) -> logging.
     root.setLevel(cfg.level)
     logging.captureWarnings(True)
     return handler
+
+
+class LogLimiter:
+    """Logs the first event of each key, then at most one line per key and ``interval_s``.
+
+    Why: a flood of bad input (thousands of refused camera connections, a burst of malformed
+    posts) once wrote 29 MB of ERROR lines in 90 s. The first line for a source says what
+    happened; later ones are counted and folded into the next line ("... 812 more since").
+    Keys are bounded (``max_keys``; the oldest is forgotten) so a caller may key by a peer
+    address without the limiter growing with the flood.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = 60.0, max_keys: int = 256,
+        burst: int = 20, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.burst = burst  # lines per interval over all keys (a flood from many addresses)
+        self._clock = clock
+        self._keys: dict[str, tuple[float, int]] = {}  # key -> (last logged at, suppressed)
+        self._lines: deque[float] = deque()  # when the last ``burst`` lines were logged
+        self._lock = threading.Lock()
+
+    def log(self, key: str, level: int, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` unless ``key`` was logged within ``interval_s`` (or the limiter
+        logged ``burst`` lines in that time); True if logged."""
+        now = self._clock()
+        with self._lock:
+            last = self._keys.get(key)
+            while self._lines and now - self._lines[0] >= self.interval_s:
+                self._lines.popleft()
+            recent = last is not None and now - last[0] < self.interval_s
+            if recent or len(self._lines) >= self.burst:
+                self._keys[key] = (last[0] if last else now, (last[1] if last else 0) + 1)
+                self._trim()
+                return False
+            suppressed = last[1] if last is not None else 0
+            self._keys.pop(key, None)
+            self._keys[key] = (now, 0)  # re-inserted: the dict's order is oldest first
+            self._lines.append(now)
+            self._trim()
+        if suppressed:
+            msg = f"{msg} ({suppressed} more like this since the last line)"
+        self.logger.log(level, msg, *args)
+        return True
+
+    def _trim(self) -> None:
+        while len(self._keys) > self.max_keys:
+            del self._keys[next(iter(self._keys))]
+
+    def suppressed(self, key: str) -> int:
+        """Events of ``key`` not logged since its last line (tests, status)."""
+        with self._lock:
+            entry = self._keys.get(key)
+        return entry[1] if entry else 0

@@ -78,3 +78,18 @@ def start_metrics_server(listen: str) -> WSGIServer | None:
     host, port = parse_host_port(listen)
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return server
+
+# -- camera push listener (#12 items 1 and 6) ----------------------------------------------
+CAMERA_PUSH_REFUSED = Counter(
+    "parkedge_camera_push_refused",
+    "Camera push connections or posts refused, by reason: source (address not allowed), "
+    "auth, busy (connection cap), evicted (idle connection closed to make room), too_large, "
+    "timeout, malformed, bad_plate.",
+    ["reason"],
+    registry=REGISTRY,
+)
+CAMERA_PUSH_CONNECTIONS = Gauge(
+    "parkedge_camera_push_connections",
+    "Connections currently open to the camera push listener.",
+    registry=REGISTRY,
+)

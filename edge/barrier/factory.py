@@ -19,9 +19,7 @@ from edge.barrier.loops import ModbusLoops
 from edge.barrier.modbus_barrier import ModbusCoilBarrier, ModbusRegisterBarrier
 from edge.barrier.modbus_hub import ModbusHub
 from edge.barrier.serial_bus import SerialBus
-from edge.config import parse_host_port
 from edge.config.models import BusConfig, Config
-from edge.lpr.camera_push import CameraPushSource
 
 
 @dataclass
@@ -169,17 +167,3 @@ def build_devices(cfg: Config) -> LaneDevices:
     )
     return LaneDevices(barrier, loops, display, buses.hubs, buses.serial)
 
-
-def build_plate_source(cfg: Config) -> CameraPushSource | None:
-    """The push listener when ``[camera] source = "push"``; None for on-box recognition."""
-    cam = cfg.camera
-    if cam.source != "push":
-        return None
-    host, port = parse_host_port(cam.listen)
-    return CameraPushSource(
-        host,
-        port,
-        cfg.lane.id,
-        min_confidence=cam.min_confidence,
-        tz=cfg.lane.tz,
-    )

@@ -12,6 +12,7 @@ accepted on an entry lane and simply unused there.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -334,7 +335,9 @@ class CameraConfig(Section):
         description='"push" (smart camera HTTP push) or "stream" (on-box LPR from a video URL).',
     )
     listen: ListenAddress = Field(
-        default="127.0.0.1:8081", description="host:port of the push listener."
+        default="127.0.0.1:8081",
+        description="host:port of the push listener: the box's address on the camera's "
+        "network (never 0.0.0.0 on a site LAN).",
     )
     url: str = Field(
         default="",
@@ -343,6 +346,63 @@ class CameraConfig(Section):
     min_confidence: float = Field(
         default=0.80, ge=0, le=1, description="Reads below this count as uncertain."
     )
+    address: str = Field(
+        default="",
+        description="push: the camera's IP address; only it may push plates unless "
+        "allow_from says otherwise. Empty and no allow_from = every push is refused.",
+    )
+    allow_from: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="push: IP addresses or networks (CIDR) allowed to push plates; "
+        "unset = [address]; [] = nobody.",
+    )
+    auth: Literal["none", "basic", "digest"] = Field(
+        default="none",
+        description='push: HTTP authentication the camera must send ("digest" preferred: '
+        '"basic" carries the password in clear on the camera network).',
+    )
+    username: str = Field(
+        default="", max_length=64, description="push: user name the camera authenticates with."
+    )
+    password: Secret | None = Field(
+        default=None,
+        description='push: its password, {file = "/etc/parkedge/camera.pass"} (0600) or '
+        '{env = "NAME"}; required with auth.',
+    )
+    max_connections: int = Field(
+        default=16, ge=1, le=1024,
+        description="push: open connections at most; at the cap the oldest idle one is closed.",
+    )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024,
+        description="push: largest post (XML plus pictures) accepted; bodies are streamed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300,
+        description="push: a request head (or the next one on a kept-alive connection) "
+        "must arrive within this.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="push: a request body must arrive within this."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_ip(cls, value: str) -> str:
+        if value:
+            ipaddress.ip_address(value)  # ValueError names it; no DNS names in an allowlist
+        return value
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        return value
 
     @model_validator(mode="after")
     def _stream_needs_url(self) -> CameraConfig:
@@ -350,6 +410,14 @@ class CameraConfig(Section):
             raise CrossFieldErrors([("url", 'required when source = "stream"')])
         if self.source == "push" and not self.listen:
             raise CrossFieldErrors([("listen", 'required when source = "push"')])
+        if self.auth != "none":
+            errors = []
+            if not self.username:
+                errors.append(("username", f'required when auth = "{self.auth}"'))
+            if self.password is None:
+                errors.append(("password", f'required when auth = "{self.auth}"'))
+            if errors:
+                raise CrossFieldErrors(errors)
         return self
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from datetime import datetime
 
 from edge.barrier.interfaces import Health
-from edge.lpr.grammar import normalise_plate
+from edge.logs import LogLimiter
+from edge.lpr.plate_input import FieldError, accept_plate
 from edge.lpr.source import PlateRead, PlateSource
+
+log = logging.getLogger(__name__)
+_logs = LogLimiter(log)
 
 
 class ManualPlateSource:
@@ -39,9 +44,8 @@ class ManualPlateSource:
         return None
 
     def submit(self, plate: str, at: datetime, operator: str = "operator") -> PlateRead:
-        text = normalise_plate(plate)
-        if not text or len(text) > 16:
-            raise ValueError(f"plate {plate!r} is not a plate")
+        """Queue a typed plate; FieldError (a ValueError, counted) if it is not a plate."""
+        text = accept_plate(plate, "manual")
         if at.tzinfo is None:
             raise ValueError("the time of a manual read must be timezone-aware")
         read = PlateRead(
@@ -100,6 +104,12 @@ class MergedPlateSource:
                 raise
             except Exception:
                 await asyncio.sleep(0.5)
+                continue
+            try:  # a backstop: every source checks its plates, a new one might forget
+                accept_plate(read.plate, "plate_source")
+            except FieldError as exc:
+                _logs.log(read.source, logging.WARNING, "plate from %s refused: %s",
+                          read.source, exc)
                 continue
             if self._queue.full():  # the lane is not keeping up: keep the newest reads
                 self._queue.get_nowait()

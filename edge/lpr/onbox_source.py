@@ -23,10 +23,12 @@ import cv2
 import numpy as np
 
 from edge.barrier.interfaces import Health
+from edge.logs import LogLimiter
 from edge.lpr.capture import FrameGrabber
 from edge.lpr.grammar import PlateGrammar, cn_grammar
 from edge.lpr.motion import MotionGate
 from edge.lpr.pipeline import PlateCandidate, Recogniser
+from edge.lpr.plate_input import FieldError, accept_plate
 from edge.lpr.source import PlateRead
 from edge.lpr.voting import FrameRead, Vote, vote
 
@@ -84,6 +86,7 @@ class OnBoxPlateSource:
         self._repeat_suppress_s = repeat_suppress_s
         self._watch: asyncio.Task[None] | None = None
         self._last_published: tuple[str, float] | None = None
+        self._logs = LogLimiter(log)
 
     @property
     def health(self) -> Health:
@@ -181,6 +184,12 @@ class OnBoxPlateSource:
             and result.confidence >= self.min_confidence
             and self.grammar.is_valid(result.plate)
         )
+        try:  # the grammar's vote should only give plates, but it is checked where it enters
+            accept_plate(result.plate, "lpr")
+        except FieldError as exc:
+            self._logs.log("bad-plate", logging.WARNING, "lane %s: read refused: %s",
+                           self.lane_id, exc)
+            return
         now = time.monotonic()
         if self._gate is not None and self._last_published is not None:
             last_plate, last_at = self._last_published

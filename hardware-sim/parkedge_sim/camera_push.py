@@ -8,10 +8,15 @@ heartbeats; and the lane must see what happens when the camera goes quiet (``cam
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import secrets
 import uuid as uuidlib
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
+from urllib.request import parse_http_list, parse_keqv_list
 from xml.sax.saxutils import escape
 
 ISAPI_NS = "http://www.hikvision.com/ver20/XMLSchema"
@@ -80,21 +85,52 @@ def multipart(xml: bytes, picture: bytes = FAKE_JPEG) -> tuple[str, bytes]:
     return f"multipart/form-data; boundary={boundary}", body
 
 
-async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0) -> int:
-    """POST one body with Content-Length; returns the HTTP status."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+@dataclass(frozen=True)
+class CameraCredentials:
+    """What the camera's "HTTP host" page holds: user, password and Basic or Digest."""
+
+    username: str
+    password: str
+    scheme: str = "digest"  # "basic" | "digest"
+
+
+def digest_authorization(creds: CameraCredentials, method: str, uri: str, challenge: str,
+                   nc: int = 1) -> str:
+    """The Authorization value a camera computes for a Digest challenge (RFC 7616, qop=auth)."""
+    params = parse_keqv_list(parse_http_list(challenge.split(" ", 1)[1]))
+    algorithm = params.get("algorithm", "MD5").upper()
+
+    def h(text: str) -> str:
+        data = text.encode()
+        return hashlib.sha256(data).hexdigest() if algorithm == "SHA-256" else \
+            hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    cnonce, ncs = secrets.token_hex(8), f"{nc:08x}"
+    ha1 = h(f"{creds.username}:{params['realm']}:{creds.password}")
+    ha2 = h(f"{method}:{uri}")
+    response = h(f"{ha1}:{params['nonce']}:{ncs}:{cnonce}:auth:{ha2}")
+    return (f'Digest username="{creds.username}", realm="{params["realm"]}", '
+            f'nonce="{params["nonce"]}", uri="{uri}", algorithm={algorithm}, qop=auth, '
+            f'nc={ncs}, cnonce="{cnonce}", response="{response}"')
+
+
+async def _exchange(host: str, port: int, head: bytes, body: bytes, timeout: float,
+                    source_address: str | None) -> tuple[int, dict[str, list[str]]]:
+    """One request on a fresh connection: the status and the response headers."""
+    local = (source_address, 0) if source_address else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, local_addr=local), timeout)
     try:
-        head = (
-            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
         writer.write(head + body)
         await asyncio.wait_for(writer.drain(), timeout)
-        status_line = await asyncio.wait_for(reader.readline(), timeout)
-        return int(status_line.split()[1])
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = raw.decode("latin-1").split("\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return int(lines[0].split()[1]), headers
     finally:
         writer.close()
         # bounded: a peer that stops reading must not hang the camera
@@ -102,14 +138,52 @@ async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0) -
             await asyncio.wait_for(writer.wait_closed(), timeout)
 
 
+async def post(url: str, body: bytes, content_type: str, timeout: float = 2.0, *,
+               credentials: CameraCredentials | None = None,
+               source_address: str | None = None) -> int:
+    """POST one body with Content-Length (and the camera's credentials); the HTTP status.
+
+    Digest as a camera does it: the first request carries no credentials and gets the
+    challenge (the body is sent anyway: cameras do not use Expect: 100-continue)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = parts.path or "/"
+
+    def head(auth: str | None) -> bytes:
+        line = f"Authorization: {auth}\r\n" if auth else ""
+        return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{line}"
+                "Connection: close\r\n\r\n").encode()
+
+    auth = None
+    if credentials is not None and credentials.scheme == "basic":
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode())
+        auth = f"Basic {token.decode()}"
+    status, headers = await _exchange(host, port, head(auth), body, timeout, source_address)
+    if status == 401 and credentials is not None and credentials.scheme == "digest":
+        challenges = [c for c in headers.get("www-authenticate", []) if c.startswith("Digest")]
+        if challenges:
+            auth = digest_authorization(credentials, "POST", path, challenges[0])
+            status, _ = await _exchange(host, port, head(auth), body, timeout, source_address)
+    return status
+
+
 class CameraPushSim:
     """One camera aimed at one lane, posting to ``target_url``."""
 
-    def __init__(self, target_url: str, *, channel: int = 1, repeat_gap_s: float = 0.02) -> None:
+    def __init__(self, target_url: str, *, channel: int = 1, repeat_gap_s: float = 0.02,
+                 credentials: CameraCredentials | None = None,
+                 source_address: str | None = None) -> None:
         parts = urlsplit(target_url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"camera target {target_url!r} must be http:// on loopback")
+        if source_address is not None and not source_address.startswith("127."):
+            raise ValueError(f"camera source address {source_address!r} must be loopback")
         self.target_url = target_url
+        # what the camera's HTTP-host page holds, and the address it posts from (127.0.0.x:
+        # every 127/8 address is loopback on Linux, so tests can play a second host)
+        self.credentials = credentials
+        self.source_address = source_address
         self.channel = channel
         self.repeat_gap_s = repeat_gap_s
         self.down = False  # camera_down fault
@@ -166,8 +240,9 @@ class CameraPushSim:
 
     async def _post(self, body: bytes, ctype: str) -> int:
         try:
-            status = await post(self.target_url, body, ctype)
-        except (OSError, TimeoutError, ValueError, IndexError):
+            status = await post(self.target_url, body, ctype, credentials=self.credentials,
+                                source_address=self.source_address)
+        except (OSError, EOFError, TimeoutError, ValueError, IndexError):  # EOF: dropped
             self.failed += 1
             return 0
         self.sent += 1

@@ -42,18 +42,27 @@ def write_lane_config(
     site: str = "demo-mall",
     min_confidence: float = 0.8,
     log_level: str = "WARNING",
+    camera_address: str = "127.0.0.1",
+    camera_auth: tuple[str, str, Path] | None = None,
 ) -> Path:
     """Write ``tmp/<lane_id>.toml`` for the lane ``sim`` (``LaneSim.info()``) and return it.
 
     Plates come from the smart-camera push listener at ``listen`` (the sim's camera posts
     there) or, without ``listen``, from the sim's MJPEG stream read on the box, with the lane's
     default ``min_confidence`` (0.8; below it a read is uncertain and never spends points).
+    Only ``camera_address`` (the sim's camera posts from 127.0.0.1) may push; ``camera_auth``
+    = (scheme, username, password file) makes the listener demand the camera's credentials.
     """
     if listen is None and not sim.get("video_url"):
         raise ValueError(f"lane {lane_id}: no push listener and the sim has no video camera")
     idle = '["欢迎光临", "Welcome"]' if direction == "entry" else '["一路顺风", "Goodbye"]'
     if listen is not None:
-        camera = f'[camera]\nsource = "push"\nlisten = "{listen}"\n'
+        camera = (f'[camera]\nsource = "push"\nlisten = "{listen}"\n'
+                  f'address = "{camera_address}"\n')
+        if camera_auth is not None:
+            scheme, user, password_file = camera_auth
+            camera += (f'auth = "{scheme}"\nusername = "{user}"\n'
+                       f'password = {{ file = "{password_file}" }}\n')
     else:
         camera = (f'[camera]\nsource = "stream"\nurl = "{sim["video_url"]}"\n'
                   f"min_confidence = {min_confidence}\n\n"

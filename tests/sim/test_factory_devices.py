@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from parkedge_sim.lane_sim import LaneSim
 
-from edge.barrier.factory import LaneDevices, build_devices, build_plate_source
+from edge.barrier.factory import LaneDevices, build_devices
 from edge.barrier.interfaces import ArmState, DisplayLine, LoopInputs
 from edge.barrier.loops import ModbusLoops
 from edge.barrier.modbus_barrier import ModbusCoilBarrier, ModbusRegisterBarrier
@@ -74,10 +74,3 @@ def test_bus_references_are_checked_with_the_key_named() -> None:
         )
         build_devices(patched)
 
-
-def test_plate_source_from_camera_section() -> None:
-    info = {"modbus_url": "tcp://127.0.0.1:1502", "display_path": "socket://127.0.0.1:1503"}
-    source = build_plate_source(config_for(info))
-    assert source is not None
-    assert (source.listen_host, source.port, source.lane_id) == ("127.0.0.1", 18081, "E1")
-    assert source.min_confidence == pytest.approx(0.8)

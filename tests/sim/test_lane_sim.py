@@ -16,6 +16,7 @@ from edge.barrier.loops import ModbusLoops
 from edge.barrier.modbus_barrier import ModbusCoilBarrier
 from edge.barrier.modbus_hub import ModbusHub
 from edge.lpr.camera_push import CameraPushSource
+from edge.lpr.push_trust import Allowlist, parse_allow
 
 TZ = ZoneInfo("Asia/Shanghai")
 Body = Callable[[LaneSim, CameraPushSource, ModbusCoilBarrier, ModbusLoops], Awaitable[None]]
@@ -25,7 +26,8 @@ def run(body: Body, *, opener: bool = True) -> None:
     """A lane sim, plus a minimal controller: every plate pushed opens the barrier."""
 
     async def main() -> None:
-        source = CameraPushSource("127.0.0.1", 0, "E1", tz=TZ)
+        source = CameraPushSource("127.0.0.1", 0, "E1", tz=TZ,
+                                  allow=Allowlist(parse_allow(["127.0.0.1"])))
         await source.start()
         sim = LaneSim(
             "entry",
