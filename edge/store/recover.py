@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -200,7 +202,12 @@ def recover(db: Path, lane_id: str, central: list[dict[str, Any]], *,
     aside = move_aside(db, lane_id)
     report = RecoverReport(aside)
     try:
-        local, notes = read_local(aside / db.name)
+        # read a scratch copy: even a read-only open adds -shm/-wal files to the evidence
+        with tempfile.TemporaryDirectory(prefix="parkedge-recover-") as scratch:
+            for f in aside.iterdir():
+                if f.name.startswith(db.name) and not f.name.endswith(".hwm"):
+                    shutil.copy2(f, Path(scratch) / f.name)
+            local, notes = read_local(Path(scratch) / db.name)
         report.problems += [f"note: {n}" for n in notes]
         report.local, report.central = len(local), len(central)
         rows: dict[str, dict[str, Any]] = {}
@@ -208,9 +215,11 @@ def recover(db: Path, lane_id: str, central: list[dict[str, Any]], *,
             rows[r["entry_id"]] = r
         for r in local:
             have = rows.get(r["entry_id"])
-            if have is not None and have["hash"] != r["hash"]:
+            if have is not None and have != r:
+                diff = sorted(k for k in ROW_FIELDS if have[k] != r[k])
                 raise StoreError(f"{r['entry_id']}: the local copy and central's differ "
-                                 "(hash); one of them was altered: not rebuilding")
+                                 f"({', '.join(diff)}); one of them was altered: not "
+                                 "rebuilding")
             if have is None:
                 rows[r["entry_id"]] = r
         local_ids = {r["entry_id"] for r in local}

@@ -147,6 +147,7 @@ def test_full_disk_out_of_service_manual_open_and_back_by_itself(
             pending = tmp_path / "run" / "E1.pending.jsonl"
             assert pending.exists() and "intercom" in pending.read_text()
             assert rig.runner.status()["storage"]["pending_records"] >= 1
+            assert gauge("parkedge_pending_records") >= 1
             assert await rig.drive_through(), screen(rig)
             assert rig.sim.stats.latched == []
             # idle, still out of service: the board says so instead of "Welcome"
@@ -157,6 +158,7 @@ def test_full_disk_out_of_service_manual_open_and_back_by_itself(
             assert await rig.until(lambda: rig.runner.out_of_service is None, 3.0)
             assert not pending.exists()
             assert gauge("parkedge_storage_writable") == 1
+            assert gauge("parkedge_pending_records") == 0
             assert await rig.until(lambda: "Welcome" in screen(rig)), screen(rig)
             manual = [e for e in rig.store.entries(0, 1000) if e.kind == EntryKind.MANUAL_OPEN]
             assert len(manual) == 1 and manual[0].payload["deferred"] is True

@@ -29,6 +29,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -180,6 +181,12 @@ class CentralDB:
                 cur.execute("PRAGMA synchronous = FULL")
                 cur.close()
         meta.create_all(self.engine)
+        with self.engine.begin() as c:  # a central.db made before those two columns existed
+            have = {col["name"] for col in inspect(c).get_columns(entries.name)}
+            for col in ("recorded", "prev_hash"):
+                if col not in have:
+                    c.exec_driver_sql(f"ALTER TABLE {entries.name} ADD COLUMN {col} "
+                                      f"VARCHAR({40 if col == 'recorded' else 64})")
         # Plain driver SQL for the hot insert (SQLAlchemy's per-row parameter processing
         # cost more than SQLite's own insert); the same text runs on SQLite and PostgreSQL.
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
