@@ -214,8 +214,15 @@ class LaneRunner:
         self.post(m.OperatorOpen(reason.strip(), operator))
 
     def payment(self, session_id: str, amount: Decimal, method: str, idem_key: str) -> None:
-        """Payment taken at a pay station or by the operator: ledger first, then the lane."""
-        self.store.record_payment(session_id, amount, method, self.clock.now(), idem_key)
+        """Payment taken at a pay station or by the operator: ledger first, then the lane.
+
+        With the ledger unwritable the payment is refused (the caller is told): money is never
+        taken without its record."""
+        try:
+            self.store.record_payment(session_id, amount, method, self.clock.now(), idem_key)
+        except StorageUnavailable as exc:
+            self._storage_failed(exc)
+            raise
         self.post(m.PaymentDone(session_id))
 
     def status(self) -> dict[str, Any]:
@@ -333,8 +340,16 @@ class LaneRunner:
                 self.pending.add(EntryKind.LANE_EVENT, now,
                                  {"event": a.event, "detail": dict(a.detail)},
                                  session_id=a.session_id, plate=a.plate)
+                metrics.PENDING_RECORDS.set(len(self.pending))
         elif isinstance(a, m.UndoDecision):
-            self._undo(a)
+            try:
+                self._undo(a)
+            except StorageUnavailable as exc:
+                # the corrections are computed from the ledger's state: they cannot wait in
+                # the pending file; the reversal itself is recorded there (Record above)
+                self._storage_failed(exc)
+                log.error("vehicle reversed away but its %s %s could not be undone in the "
+                          "ledger (disk): correct it by hand", a.direction, a.session_id)
         elif isinstance(a, m.CloseIfClear):
             await self._close_if_clear()
 
