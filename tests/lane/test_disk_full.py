@@ -222,3 +222,26 @@ def test_low_free_space_warns_before_the_disk_is_full(
 
     caplog.set_level(logging.WARNING)
     asyncio.run(go())
+
+
+def test_records_left_pending_by_a_previous_run_are_written_at_start(tmp_path: Path) -> None:
+    """The daemon died while the disk was full (watchdog, operator restart): the manual open
+    it could not record is in the pending file and reaches the ledger at the next start."""
+    disk = tmp_path / "lib"
+    disk.mkdir()
+    left = PendingRecords(tmp_path / "run", "E1")
+    left.add(EntryKind.MANUAL_OPEN, T0, {"reason": "ambulance", "operator": "g7"})
+    assert (tmp_path / "run" / "E1.pending.jsonl").exists()
+
+    async def go() -> None:
+        rig = await disk_rig(disk, tmp_path / "run")
+        try:
+            manual = [e for e in rig.store.entries(0, 100) if e.kind == EntryKind.MANUAL_OPEN]
+            assert [(e.at, e.payload["reason"], e.payload["deferred"]) for e in manual] == [
+                (T0, "ambulance", True)]
+            assert not (tmp_path / "run" / "E1.pending.jsonl").exists()
+            assert rig.runner.out_of_service is None
+        finally:
+            await rig.close()
+
+    asyncio.run(go())
