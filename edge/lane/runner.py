@@ -678,7 +678,7 @@ class LaneRunner:
             return
         self.free_bytes = free
         metrics.STORAGE_FREE_BYTES.set(free)
-        low = 0 < free < self.storage.min_free_bytes
+        low = free < self.storage.min_free_bytes  # 0 = never (free is never < 0)
         if low and not self.storage_low:
             log.warning("low disk space for the ledger: %d bytes free under %s (threshold "
                         "%d): the lane goes out of service when it is full", free,

@@ -245,3 +245,81 @@ def test_records_left_pending_by_a_previous_run_are_written_at_start(tmp_path: P
             await rig.close()
 
     asyncio.run(go())
+
+
+def test_the_daemon_reports_out_of_service_on_its_socket_and_metrics(
+        small_disk: Path, tmp_path: Path) -> None:
+    """The real daemon with its ledger on the full tmpfs: the control socket's status and
+    the /metrics page carry the alert; the operator's open works and is recorded later."""
+    import urllib.request
+
+    from parkedge_sim.display_sim import DisplaySim as Board
+    from test_crash import Daemon, config, free_port
+
+    async def go() -> None:
+        sim = ModbusLaneSim(rise_s=0.05, fall_s=0.05)
+        url = await sim.start()
+        board = Board("a0")
+        path = await board.start()
+        cfg = config(tmp_path, url, path, free_port())
+        mport = free_port()
+        text = cfg.read_text().replace(
+            f'path = "{tmp_path / "ledger.db"}"',
+            f'path = "{small_disk / "ledger.db"}"\nprobe_s = 0.2\n'
+            f'pending_dir = "{tmp_path / "run"}"\nmin_free_bytes = 100000')
+        cfg.write_text(text + f'\n[metrics]\nlisten = "127.0.0.1:{mport}"\n')
+        daemon = Daemon(cfg, tmp_path / "x1.sock", tmp_path / "x1.log")
+
+        def metric(name: str) -> float:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read()
+            for line in body.decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            raise AssertionError(f"{name} not in /metrics")
+
+        def status() -> dict[str, object]:
+            from edge.control import request
+            return request(tmp_path / "x1.sock", {"cmd": "status"}, 5.0)
+
+        try:
+            daemon.start()
+            await daemon.ready()
+            filler = fill(small_disk)
+            assert await until(lambda: metric("parkedge_storage_low") == 1)
+            from edge.control import request
+            r = request(tmp_path / "x1.sock", {"cmd": "open", "reason": "intercom",
+                                               "operator": "g7"}, 5.0)
+            assert r["ok"], r
+            assert await sim.wait_for_arm("up", 5.0)  # the open went ahead
+            st = status()
+            assert st["out_of_service"] is True, st
+            assert any("out of service" in str(a) for a in st["alerts"])  # type: ignore[attr-defined]
+            assert metric("parkedge_storage_writable") == 0
+            assert metric("parkedge_pending_records") == 1
+            assert "OUT OF SERVICE" in (tmp_path / "x1.log").read_text()
+            filler.unlink()
+            assert await until(lambda: status()["out_of_service"] is False)
+            assert metric("parkedge_storage_writable") == 1
+        finally:
+            daemon.stop()
+            await board.stop()
+            await sim.stop()
+        with Store.open(small_disk / "ledger.db", "X1") as store:
+            manual = [e for e in store.entries(0, 100) if e.kind == EntryKind.MANUAL_OPEN]
+            assert [(e.payload["reason"], e.payload["deferred"]) for e in manual] == [
+                ("intercom", True)]
+            assert store.verify().ok
+        assert sim.stats.latched == []
+
+    asyncio.run(go())
+
+
+async def until(pred: object, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.05)
+    return bool(pred())  # type: ignore[operator]
