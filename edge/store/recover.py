@@ -238,7 +238,13 @@ def recover(db: Path, lane_id: str, central: list[dict[str, Any]], *,
         report.written = len(chain)
         report.from_central_only = sum(1 for r in chain if r["entry_id"] not in local_ids)
         report.from_local_only = sum(1 for r in chain if r["entry_id"] not in central_ids)
-        acked = max((r["seq"] for r in central if r["lane_id"] == lane_id), default=0)
+        # acknowledged = what central holds without a gap from 1, and only as far as the
+        # rebuilt chain goes (an ack beyond its end would make the start-up check refuse it)
+        chained_seqs = {r["seq"] for r in chain if r["lane_id"] == lane_id}
+        central_seqs = {r["seq"] for r in central if r["lane_id"] == lane_id}
+        acked = 0
+        while acked + 1 in chained_seqs and acked + 1 in central_seqs:
+            acked += 1
         _write(db, lane_id, chain, acked, report)
     except BaseException:
         # nothing written: put the damaged files back where they were
