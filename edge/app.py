@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -24,15 +26,21 @@ from edge.config import Config
 from edge.control import ControlServer
 from edge.lane import machine as m
 from edge.lane.decide import Decider, LanePolicy, MatchFn, exact_match
-from edge.lane.runner import EventClock, LaneRunner
+from edge.lane.runner import EventClock, LaneRunner, StorageWatch
 from edge.lpr.manual import ManualPlateSource, MergedPlateSource
 from edge.lpr.source import PlateRead, PlateSource
 from edge.lpr.sources import build_plate_source
 from edge.pricing import load_bundle
 from edge.rules_holder import RulesHolder
-from edge.store import Store
+from edge.store import LedgerDamaged, Store
+from edge.store.guard import check_ledger
+from edge.store.pending import PendingRecords
 
 log = logging.getLogger(__name__)
+
+# sysexits.h EX_DATAERR: the ledger is damaged or lost entries. The systemd unit lists it in
+# RestartPreventExitStatus=, so a lane that cannot trust its ledger stops instead of looping.
+EXIT_LEDGER_DAMAGED = 65
 
 
 @dataclass
@@ -78,7 +86,7 @@ class LaneApp:
     async def run(self) -> None:
         cfg = self.cfg
         notify.status("starting")
-        self.store = store = Store.open(cfg.storage.path, cfg.lane.id)
+        self.store = store = self._open_store()
         rules = RulesHolder(load_bundle(cfg.rules.path), self.clock.now)
         from edge.barrier.factory import build_devices
 
@@ -119,6 +127,9 @@ class LaneApp:
             clock=self.clock,
             idle_lines=list(cfg.lane.idle_lines),
             on_decision=self._count,
+            pending=self._pending(),
+            storage=StorageWatch(min_free_bytes=cfg.storage.min_free_bytes,
+                                 probe_s=cfg.storage.probe_s),
         )
         control = ControlServer(Path(cfg.lane.control_socket), self._control)
         loop = asyncio.get_running_loop()
@@ -129,7 +140,11 @@ class LaneApp:
             loop.add_signal_handler(signal.SIGHUP, lambda: rules.reload_file(cfg.rules.path))
         metrics_server = metrics.start_metrics_server(cfg.metrics.listen)
         scheduler = self._scheduler(store)
-        watchdog = notify.Watchdog(runner.alive)
+        # fed only while the lane loop makes progress: its heartbeat no older than one
+        # watchdog interval (the loop stamps it at least every 0.5 s), and not stuck deciding
+        interval = notify.watchdog_interval()
+        max_age = max(1.5, interval) if interval is not None else 10.0
+        watchdog = notify.Watchdog(lambda: runner.alive(max_age))
         try:
             await devices.start()
             await plates.start()
@@ -165,6 +180,37 @@ class LaneApp:
                 metrics_server.shutdown()
             store.close()
             log.info("lane %s stopped", cfg.lane.id)
+
+    def _open_store(self) -> Store:
+        """Check the ledger against its high-water mark before anything writes to it."""
+        cfg = self.cfg
+        try:
+            res = check_ledger(cfg.storage.path, cfg.lane.id, mode=cfg.storage.startup_check)
+        except LedgerDamaged:
+            notify.status("ledger damaged: not starting (parkedge ledger recover)")
+            raise
+        log.info("ledger check (%s): lane %s at seq %d, quick_check %.0f ms, chain %.0f ms "
+                 "(%d entries re-hashed)", cfg.storage.startup_check, cfg.lane.id, res.entries,
+                 res.quick_check_ms, res.chain_ms, res.verified)
+        return Store.open(cfg.storage.path, cfg.lane.id)
+
+    def _pending(self) -> PendingRecords:
+        """Where records wait while the ledger cannot be written (edge.store.pending)."""
+        cfg = self.cfg
+        directory = cfg.storage.pending_dir
+        if directory is not None:
+            with contextlib.suppress(OSError):
+                directory.mkdir(parents=True, exist_ok=True)
+                if os.stat(directory).st_dev == os.stat(cfg.storage.path.parent).st_dev:
+                    log.warning("storage.pending_dir %s is on the ledger's filesystem: when "
+                                "that is full, a manual open is kept only in memory and the "
+                                "log", directory)
+        try:
+            return PendingRecords(directory, cfg.lane.id)
+        except OSError as exc:
+            log.error("storage.pending_dir %s unreadable (%s): pending records in memory only",
+                      directory, exc)
+            return PendingRecords(None, cfg.lane.id)
 
     def _sync(self, store: Store, rules: RulesHolder) -> Any:
         """Store-and-forward to central (edge.sync), when enabled: the ledger is its outbox,
@@ -267,4 +313,15 @@ class LaneApp:
 
 
 def run_lane(cfg: Config) -> None:
-    asyncio.run(LaneApp(cfg).run())
+    """Run until stopped; a damaged ledger exits with ``EXIT_LEDGER_DAMAGED`` (65)."""
+    try:
+        asyncio.run(LaneApp(cfg).run())
+    except LedgerDamaged as exc:
+        log.critical("%s", exc, extra={"problems": exc.problems})
+        print(f"parkedge: {exc}", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        print("The lane does not start on a ledger that lost entries. Keep the file; recover "
+              "with `parkedge ledger recover` (docs/ledger.md, 'Recovering a damaged "
+              "ledger').", file=sys.stderr)
+        sys.exit(EXIT_LEDGER_DAMAGED)

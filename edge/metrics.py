@@ -79,6 +79,7 @@ def start_metrics_server(listen: str) -> WSGIServer | None:
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return server
 
+
 # -- camera push listener (#12 items 1 and 6) ----------------------------------------------
 CAMERA_PUSH_REFUSED = Counter(
     "parkedge_camera_push_refused",
@@ -91,5 +92,32 @@ CAMERA_PUSH_REFUSED = Counter(
 CAMERA_PUSH_CONNECTIONS = Gauge(
     "parkedge_camera_push_connections",
     "Connections currently open to the camera push listener.",
+    registry=REGISTRY,
+)
+
+# --- the ledger's storage (#12 item 3: a full disk) ------------------------------------------
+STORAGE_FREE_BYTES = Gauge(
+    "parkedge_storage_free_bytes",
+    "Free bytes on the ledger's filesystem (checked every [storage] probe_s).",
+    registry=REGISTRY,
+)
+STORAGE_LOW = Gauge(
+    "parkedge_storage_low",
+    "1 while free space is below [storage] min_free_bytes.",
+    registry=REGISTRY,
+)
+STORAGE_WRITABLE = Gauge(
+    "parkedge_storage_writable",
+    "0 while the ledger cannot be written and the lane is out of service, else 1.",
+    registry=REGISTRY,
+)
+STORAGE_WRITE_FAILURES = Counter(
+    "parkedge_storage_write_failures",
+    "Ledger writes that failed for the disk (full, I/O error), not for the request.",
+    registry=REGISTRY,
+)
+PENDING_RECORDS = Gauge(
+    "parkedge_pending_records",
+    "Records (manual opens, lane events) waiting for the ledger to be writable again.",
     registry=REGISTRY,
 )

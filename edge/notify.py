@@ -5,7 +5,10 @@ AF_UNIX socket named by ``$NOTIFY_SOCKET`` (``@name`` = abstract namespace). Eve
 a no-op returning False when not started by systemd, so the daemon runs the same on a bench.
 
 ``Watchdog`` pings only while the lane loop's heartbeat is fresh: if the loop hangs, the
-pings stop and systemd (``WatchdogSec=``) kills and restarts the service.
+pings stop and systemd (``WatchdogSec=``) kills and restarts the service. "Fresh" means younger
+than one watchdog interval (``edge.app``; the lane loop stamps it at least every 0.5 s), and
+the lane's ``alive()`` also says no when it sits in ``deciding`` (#12 item 3: a lane jammed
+there was fed for ever because its loop kept turning).
 """
 
 from __future__ import annotations

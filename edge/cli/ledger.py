@@ -110,6 +110,112 @@ def verify(db: DbOpt = None, config: ConfigOpt = None) -> None:
     raise typer.Exit(1)
 
 
+def _lane_id(config: Path | None, lane: str | None) -> str:
+    lid = lane or _config(config).get("lane", {}).get("id")
+    if not isinstance(lid, str) or not lid:
+        _fail("no lane id: give --lane or --config with [lane] id")
+    return str(lid)
+
+
+def _ledger_path(db: Path | None, config: Path | None) -> Path:
+    """Like ``_db_path`` but the file may be missing (that is one of the damages)."""
+    if db is not None:
+        return db
+    if config is None:
+        _fail("give --db PATH or --config FILE")
+    raw = _config(config).get("storage", {}).get("path")
+    if not isinstance(raw, str) or not raw:
+        _fail(f"--config {config}: no [storage] path")
+    path = Path(str(raw))
+    return path if path.is_absolute() else config.parent / path  # type: ignore[union-attr]
+
+
+@ledger_app.command("check")
+def check(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    lane: Annotated[str | None, typer.Option(help="Lane id (default: [lane] id).")] = None,
+    mode: Annotated[str, typer.Option(help="quick, integrity or full (the whole chain).")]
+    = "quick",
+) -> None:
+    """The daemon's start-up check: file integrity and the chain against the high-water mark.
+
+    Exits 65 (EX_DATAERR) on damage or lost entries, like the daemon.
+    """
+    from edge.store.guard import check_ledger
+    from edge.store.types import LedgerDamaged
+
+    if mode not in ("quick", "integrity", "full"):
+        _fail(f"--mode: {mode!r} must be quick, integrity or full")
+    path, lid = _ledger_path(db, config), _lane_id(config, lane)
+    try:
+        res = check_ledger(path, lid, mode=mode)
+    except LedgerDamaged as exc:
+        typer.echo(f"DAMAGED: {path}", err=True)
+        for p in exc.problems:
+            typer.echo(f"  - {p}", err=True)
+        raise typer.Exit(65) from None
+    mark = f"high-water mark seq {res.mark.seq}" if res.mark else "no high-water mark yet"
+    typer.echo(f"OK lane {lid} at seq {res.entries} ({mark}); {res.verified} entries "
+               f"re-hashed; {res.quick_check_ms + res.chain_ms:.0f} ms")
+
+
+@ledger_app.command("recover")
+def recover_cmd(
+    central_export: Annotated[list[Path], typer.Option(
+        "--central-export", help="JSON lines of central's copy (python -m "
+        "parkedge_sim.central --db URL --export-lane LANE); repeat per lane sharing the file.")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    lane: Annotated[str | None, typer.Option(help="Lane id (default: [lane] id).")] = None,
+    allow_loss: Annotated[bool, typer.Option(
+        "--allow-loss", help="Rebuild even though some entries exist nowhere any more "
+        "(they are listed, and recorded in a ledger_recovered correction).")] = False,
+) -> None:
+    """Rebuild a damaged ledger from central's copy plus what is left locally.
+
+    The damaged files are moved to <ledger>.damaged-<time>/ (never deleted); see
+    docs/ledger.md, "Recovering a damaged ledger". Stop the lane first.
+    """
+    from edge.store.recover import read_central_export, recover
+
+    path, lid = _ledger_path(db, config), _lane_id(config, lane)
+    sock = _config(config).get("lane", {}).get("control_socket") if config else None
+    if sock:
+        from edge.control import request
+
+        try:
+            request(Path(str(sock)), {"cmd": "status"}, 1.0)
+        except (OSError, ValueError, ConnectionError):
+            pass
+        else:
+            _fail(f"the lane is running (it answers on {sock}): stop it first")
+    rows = []
+    for f in central_export:
+        try:
+            with f.open(encoding="utf-8") as fh:
+                rows += read_central_export(fh, str(f))
+        except OSError as exc:
+            _fail(f"--central-export: cannot read {f}: {exc.strerror}")
+        except StoreError as exc:
+            _fail(str(exc))
+    try:
+        rep = recover(path, lid, rows, allow_loss=allow_loss)
+    except StoreError as exc:
+        _fail(f"not recovered (nothing changed): {exc}", 1)
+        return
+    typer.echo(f"recovered {path}: {rep.written} entries ({rep.from_central_only} only from "
+               f"central, {rep.from_local_only} only local); damaged files kept in {rep.aside}")
+    for n in rep.problems:
+        typer.echo(f"  {n}")
+    if rep.lost:
+        typer.echo(f"  LOST (nowhere any more): {', '.join(rep.lost)}")
+    if rep.dropped:
+        typer.echo(f"  not chained (after a loss): {', '.join(rep.dropped[:20])}")
+    typer.echo("  the member cache starts empty; central's member states refill it when sync "
+               "connects. Run `parkedge ledger check` and start the lane.")
+
+
 def _csv_rows(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     buf = io.StringIO()
     writer: csv.DictWriter[str] | None = None

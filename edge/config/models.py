@@ -559,6 +559,29 @@ class StorageConfig(Section):
     path: ConfigPath = Field(
         default=Path("/var/lib/parkedge/ledger.db"), description="SQLite ledger file."
     )
+    # --- disk full and start-up checks (#12 items 3, 4; docs/lane.md, docs/ledger.md)
+    min_free_bytes: int = Field(
+        default=200_000_000, ge=0,
+        description="Warn (log, metric parkedge_storage_low, status alert) when the ledger's "
+        "filesystem has less free space than this; 0 = never.",
+    )
+    probe_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="How often the lane checks free space, updates the high-water mark and, "
+        "while out of service, retries a ledger write.",
+    )
+    pending_dir: OptionalPath = Field(
+        default=Path("/run/parkedge"),
+        description="Where records that could not be written to the ledger (a manual open "
+        "with a full disk) wait; must be another filesystem than the ledger's (default a "
+        "tmpfs). Empty = memory only.",
+    )
+    startup_check: Literal["quick", "integrity", "full"] = Field(
+        default="quick",
+        description='Start-up check of the ledger: "quick" = PRAGMA quick_check and the chain '
+        'since the high-water mark; "integrity" = PRAGMA integrity_check instead; "full" = '
+        "integrity_check and the whole chain re-hashed (about 2 s per 100k entries).",
+    )
 
 
 class LoggingConfig(Section):

@@ -6,6 +6,13 @@ the barrier pulse is awaited only for the barrier, and the plate decision (ledge
 a few milliseconds of SQLite) runs inline so that its result is committed before anything
 acts on it. Every device call is wrapped: a failing device is logged once, its health goes
 to the machine as an event, and the lane goes on.
+
+A ledger that cannot be written (disk full, I/O error) puts the lane **out of service**: the
+plate's decision becomes a hold with the out-of-service screen (use the intercom), the
+operator's manual open still pulses (its record waits in ``PendingRecords``), an alert is
+raised (metrics, log, ``status()``), and a probe retries every ``StorageWatch.probe_s`` until a
+write succeeds; then the lane serves cars by itself again. The same task warns when free space
+falls below ``min_free_bytes`` and keeps the high-water mark (``edge.store.guard``) current.
 """
 
 from __future__ import annotations
@@ -13,18 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from edge import metrics
 from edge.aio import cancel_and_wait
 from edge.barrier.interfaces import (
     ArmState,
     Barrier,
+    Colour,
     Display,
     DisplayLine,
     Health,
@@ -35,9 +46,30 @@ from edge.lane import machine as m
 from edge.lane import messages
 from edge.lane.decide import Decider
 from edge.lpr.source import PlateRead, PlateSource
-from edge.store import Store
+from edge.store import EntryKind, StorageUnavailable, Store
+from edge.store.guard import HighWater, write_hwm
+from edge.store.pending import PendingRecords
 
 log = logging.getLogger(__name__)
+
+MSG_OUT_OF_SERVICE = (
+    DisplayLine("暂停服务", Colour.RED),
+    DisplayLine("请按对讲", Colour.RED),
+    DisplayLine("Out of service", Colour.RED),
+    DisplayLine("Use intercom", Colour.RED),
+)
+SPEAK_OUT_OF_SERVICE = "暂停服务 请按对讲"
+# a decision takes milliseconds; a lane in `deciding` this long is stuck (watchdog)
+STUCK_DECIDING_S = 30.0
+
+
+@dataclass(frozen=True)
+class StorageWatch:
+    """What the runner watches of the ledger's filesystem (``[storage]`` in the config)."""
+
+    min_free_bytes: int = 0  # warn below this (0: never)
+    probe_s: float = 5.0  # free-space check, high-water mark, retry while out of service
+    high_water: bool = True  # keep ``<ledger>.<lane>.hwm`` (edge.store.guard)
 
 # longest a screen waits for the open command queued with it to be answered (a slow or dead
 # barrier must not keep the board blank)
@@ -94,6 +126,8 @@ class LaneRunner:
         idle_lines: list[str],
         loop_poll_s: float = 0.02,
         on_decision: Callable[[m.Decision, PlateRead], None] | None = None,
+        pending: PendingRecords | None = None,
+        storage: StorageWatch | None = None,
     ) -> None:
         self.lane = lane
         self.decider = decider
@@ -121,16 +155,31 @@ class LaneRunner:
         self._loop_state = LoopInputs()
         self._stopping = False
         self.history: list[dict[str, Any]] = []  # recent transitions, for the bench page
+        self.pending = pending if pending is not None else PendingRecords(None, store.lane_id)
+        self.storage = storage or StorageWatch()
+        self.out_of_service: str | None = None  # why the ledger cannot be written, if it cannot
+        self._oos_since: datetime | None = None
+        self._held_read: PlateRead | None = None  # the read decided out of service
+        self.free_bytes: int | None = None
+        self.storage_low = False
+        self._state_since = time.monotonic()
+        self._hwm_written: tuple[int, str, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.store.defer_checkpoints()
+        try:
+            self.store.defer_checkpoints()
+        except StorageUnavailable as exc:
+            self._storage_failed(exc)
+        if len(self.pending):
+            self._try_recover(startup=True)
         self._tasks = [
             asyncio.create_task(self._consume(), name="lane-events"),
             asyncio.create_task(self._watch_loops(), name="lane-loops"),
             asyncio.create_task(self._watch_plates(), name="lane-plates"),
             asyncio.create_task(self._watch_health(), name="lane-health"),
             asyncio.create_task(self._write_display(), name="lane-display"),
+            asyncio.create_task(self._watch_storage(), name="lane-storage"),
         ]
         self._show(None, None)
 
@@ -142,13 +191,18 @@ class LaneRunner:
         self._tasks = []
 
     def alive(self, max_age_s: float = 10.0) -> bool:
-        """For the systemd watchdog: the event loop of this lane is still turning."""
+        """For the systemd watchdog: the lane loop is making progress.
+
+        Its consumer stamps ``heartbeat`` at least every half second, so a stale stamp means
+        the loop is blocked; and a lane sitting in ``deciding`` (milliseconds when healthy) for
+        ``STUCK_DECIDING_S`` is jammed even though the loop turns.
+        """
         consumer = self._tasks[0] if self._tasks else None
-        return (
-            consumer is not None
-            and not consumer.done()
-            and time.monotonic() - self.heartbeat < max_age_s
-        )
+        now = time.monotonic()
+        if consumer is None or consumer.done() or now - self.heartbeat >= max_age_s:
+            return False
+        return not (self.lane.state is m.State.DECIDING
+                    and now - self._state_since > STUCK_DECIDING_S)
 
     def post(self, event: m.Event) -> None:
         self._events.put_nowait(event)
@@ -160,8 +214,15 @@ class LaneRunner:
         self.post(m.OperatorOpen(reason.strip(), operator))
 
     def payment(self, session_id: str, amount: Decimal, method: str, idem_key: str) -> None:
-        """Payment taken at a pay station or by the operator: ledger first, then the lane."""
-        self.store.record_payment(session_id, amount, method, self.clock.now(), idem_key)
+        """Payment taken at a pay station or by the operator: ledger first, then the lane.
+
+        With the ledger unwritable the payment is refused (the caller is told): money is never
+        taken without its record."""
+        try:
+            self.store.record_payment(session_id, amount, method, self.clock.now(), idem_key)
+        except StorageUnavailable as exc:
+            self._storage_failed(exc)
+            raise
         self.post(m.PaymentDone(session_id))
 
     def status(self) -> dict[str, Any]:
@@ -184,9 +245,30 @@ class LaneRunner:
                 "owed": str(self._owed(cur.session_id)),
             },
             "health": {k: str(v) for k, v in self._health.items()},
+            "out_of_service": self.out_of_service is not None,
+            "storage": {
+                "writable": self.out_of_service is None,
+                "error": self.out_of_service,
+                "since": None if self._oos_since is None else self._oos_since.isoformat(),
+                "free_bytes": self.free_bytes,
+                "low": self.storage_low,
+                "pending_records": len(self.pending),
+            },
+            "alerts": self.alerts(),
             "plates": self.stats.plates,
             "decisions": dict(self.stats.decisions),
         }
+
+    def alerts(self) -> list[str]:
+        out = []
+        if self.out_of_service is not None:
+            out.append(f"out of service: {self.out_of_service}")
+        if self.storage_low:
+            out.append(f"low disk space: {self.free_bytes} bytes free "
+                       f"(< {self.storage.min_free_bytes})")
+        if len(self.pending):
+            out.append(f"{len(self.pending)} record(s) waiting to be written to the ledger")
+        return out
 
     def _owed(self, session_id: str | None) -> Decimal:
         """What the pay station must collect for the car at the lane (0.00 if nothing)."""
@@ -199,7 +281,7 @@ class LaneRunner:
     async def _consume(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(0.5):
                     event = await self._events.get()
             except TimeoutError:
                 self.heartbeat = time.monotonic()
@@ -214,6 +296,7 @@ class LaneRunner:
         before = self.lane.state
         self.lane, actions = m.step(self.lane, event)
         if self.lane.state is not before:
+            self._state_since = time.monotonic()
             log.info(
                 "lane %s -> %s on %s",
                 before,
@@ -247,15 +330,26 @@ class LaneRunner:
             except Exception:
                 log.exception("plate source trigger failed")
         elif isinstance(a, m.Record):
-            self.store.record_lane_event(
-                a.event,
-                self.clock.now(),
-                plate=a.plate,
-                session_id=a.session_id,
-                detail=dict(a.detail),
-            )
+            now = self.clock.now()
+            try:
+                self.store.record_lane_event(
+                    a.event, now, plate=a.plate, session_id=a.session_id, detail=dict(a.detail)
+                )
+            except StorageUnavailable as exc:
+                self._storage_failed(exc)
+                self.pending.add(EntryKind.LANE_EVENT, now,
+                                 {"event": a.event, "detail": dict(a.detail)},
+                                 session_id=a.session_id, plate=a.plate)
+                metrics.PENDING_RECORDS.set(len(self.pending))
         elif isinstance(a, m.UndoDecision):
-            self._undo(a)
+            try:
+                self._undo(a)
+            except StorageUnavailable as exc:
+                # the corrections are computed from the ledger's state: they cannot wait in
+                # the pending file; the reversal itself is recorded there (Record above)
+                self._storage_failed(exc)
+                log.error("vehicle reversed away but its %s %s could not be undone in the "
+                          "ledger (disk): correct it by hand", a.direction, a.session_id)
         elif isinstance(a, m.CloseIfClear):
             await self._close_if_clear()
 
@@ -264,16 +358,23 @@ class LaneRunner:
         now = read.at if self.clock.use_events else self.clock.now()
         try:
             decision = self.decider.decide(read, now)
+        except StorageUnavailable as exc:
+            decision = self._out_of_service_decision(read, exc)
         except Exception as exc:
             log.exception("decision for %s failed", read.plate)
-            self.store.record_lane_event(
-                "decision_failed", now, plate=read.plate, detail={"error": str(exc)[:200]}
-            )
             lines = (
                 DisplayLine(read.plate),
                 *m.MSG_FAULT[:3],
             )
             decision = m.Decision("error", tuple(lines), "请稍候 请使用对讲", plate=read.plate)
+            try:
+                self.store.record_lane_event(
+                    "decision_failed", now, plate=read.plate, detail={"error": str(exc)[:200]}
+                )
+            except StorageUnavailable as exc2:
+                decision = self._out_of_service_decision(read, exc2)
+            except Exception:  # the lane must leave `deciding` whatever the ledger says
+                log.exception("recording the failed decision for %s failed", read.plate)
         self.stats.decisions[decision.outcome] = self.stats.decisions.get(decision.outcome, 0) + 1
         self.history.append(
             {
@@ -292,7 +393,17 @@ class LaneRunner:
         now = self.clock.now()
         if a.manual:
             # ledger first: the abnormal-raise record exists even if the pulse fails
-            self.store.record_manual_open(a.reason, a.operator, now, session_id=a.session_id)
+            try:
+                self.store.record_manual_open(a.reason, a.operator, now,
+                                              session_id=a.session_id)
+            except StorageUnavailable as exc:
+                # The operator's override must work with a full disk; its record waits in
+                # the pending file and reaches the ledger when a write succeeds again.
+                self._storage_failed(exc)
+                self.pending.add(EntryKind.MANUAL_OPEN, now,
+                                 {"reason": a.reason, "operator": a.operator},
+                                 session_id=a.session_id)
+                metrics.PENDING_RECORDS.set(len(self.pending))
         # The pulse (relay on, hold, off) runs beside the event loop, so the lane keeps
         # handling its detectors meanwhile; the arm feedback is watched at the same time.
         self._open_answered = asyncio.Event()
@@ -309,6 +420,7 @@ class LaneRunner:
         finally:
             answered.set()  # whatever happened, a screen waiting on it goes on
         await self._checkpoint()
+        await asyncio.to_thread(self._write_high_water)
 
     async def _checkpoint(self) -> None:
         """The WAL checkpoint the store deferred (``Store.defer_checkpoints``), once the
@@ -469,7 +581,9 @@ class LaneRunner:
             await self._open_commanded()
             try:
                 if lines is None:
-                    if self.lane.faults - {"display"}:
+                    if self.out_of_service is not None:
+                        await self.display.show(list(MSG_OUT_OF_SERVICE))
+                    elif self.lane.faults - {"display"}:
                         await self.display.show(list(m.MSG_FAULT))
                     else:
                         await self.display.show(messages.idle(self.idle_lines))
@@ -480,3 +594,106 @@ class LaneRunner:
             except Exception as exc:
                 self.stats.device_errors += 1
                 log.debug("display write failed: %s", exc)
+
+    # ------------------------------------------------------------------ storage
+    def _out_of_service_decision(self, read: PlateRead, exc: StorageUnavailable) -> m.Decision:
+        """Nothing was written for this car: hold it with the out-of-service screen."""
+        self._storage_failed(exc)
+        self._held_read = read
+        return m.Decision("out_of_service", (DisplayLine(read.plate), *MSG_OUT_OF_SERVICE[:3]),
+                          SPEAK_OUT_OF_SERVICE, plate=read.plate)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        metrics.STORAGE_WRITE_FAILURES.inc()
+        if self.out_of_service is not None:
+            return
+        self.out_of_service = str(exc)[:300]
+        self._oos_since = self.clock.now()
+        metrics.STORAGE_WRITABLE.set(0)
+        log.error("ledger cannot be written, lane OUT OF SERVICE (manual open still works; "
+                  "retrying every %.1f s): %s", self.storage.probe_s, exc)
+        if self.lane.state is m.State.IDLE:
+            self._show(None, None)
+
+    def _try_recover(self, startup: bool = False) -> bool:
+        """The retry probe: write what is pending, then a ``storage_recovered`` event."""
+        try:
+            n = self.pending.flush(self.store)
+            if self.out_of_service is not None:
+                self.store.record_lane_event(
+                    "storage_recovered", self.clock.now(),
+                    detail={"since": self._oos_since.isoformat() if self._oos_since else "",
+                            "error": self.out_of_service, "deferred_records": n})
+        except StorageUnavailable as exc:
+            metrics.PENDING_RECORDS.set(len(self.pending))
+            self._storage_failed(exc)
+            return False
+        metrics.PENDING_RECORDS.set(0)
+        if n:
+            log.warning("%d record(s) kept while the ledger was unwritable are now in it", n)
+        if self.out_of_service is None:
+            return True
+        log.warning("ledger writable again: lane back in service (out of service since %s)",
+                    self._oos_since)
+        self.out_of_service, self._oos_since = None, None
+        metrics.STORAGE_WRITABLE.set(1)
+        if not startup:
+            self._resume_held_car()
+        return True
+
+    def _resume_held_car(self) -> None:
+        """The car held out of service and still on the loop is decided again, by itself."""
+        cur, read = self.lane.current, self._held_read
+        self._held_read = None
+        if (self.lane.state is m.State.HOLD and cur is not None
+                and cur.outcome == "out_of_service" and read is not None and self.lane.arming):
+            # the machine has no "retry" event: put it back where the read left it
+            self.lane = replace(self.lane, state=m.State.DECIDING, current=None,
+                                current_plate=read.plate)
+            self._state_since = time.monotonic()
+            self._decide(read)
+        elif self.lane.state is m.State.IDLE:
+            self._show(None, None)
+
+    def _write_high_water(self) -> None:
+        """Replace ``<ledger>.<lane>.hwm`` if this lane's tail moved (a worker thread)."""
+        if not self.storage.high_water or self.store.path is None:
+            return
+        try:
+            tail = self.store.tail()
+            if tail == self._hwm_written or tail[0] == 0:
+                return
+            write_hwm(self.store.path, HighWater(self.store.lane_id, tail[0], tail[1], tail[2]))
+            self._hwm_written = tail
+        except Exception as exc:  # disk full: the old mark stays, still a valid lower bound
+            log.warning("high-water mark not updated: %s", exc)
+
+    def _check_free_space(self) -> None:
+        if self.store.path is None:
+            return
+        try:
+            free = shutil.disk_usage(Path(self.store.path).parent).free
+        except OSError as exc:
+            log.warning("cannot stat the ledger's filesystem: %s", exc)
+            return
+        self.free_bytes = free
+        metrics.STORAGE_FREE_BYTES.set(free)
+        low = free < self.storage.min_free_bytes  # 0 = never (free is never < 0)
+        if low and not self.storage_low:
+            log.warning("low disk space for the ledger: %d bytes free under %s (threshold "
+                        "%d): the lane goes out of service when it is full", free,
+                        Path(self.store.path).parent, self.storage.min_free_bytes)
+        elif self.storage_low and not low:
+            log.info("ledger disk space back above the threshold: %d bytes free", free)
+        self.storage_low = low
+        metrics.STORAGE_LOW.set(1 if low else 0)
+
+    async def _watch_storage(self) -> None:
+        metrics.STORAGE_WRITABLE.set(0 if self.out_of_service else 1)
+        while True:
+            self._check_free_space()
+            if self.out_of_service is not None or len(self.pending):
+                self._try_recover()
+            else:
+                await asyncio.to_thread(self._write_high_water)
+            await asyncio.sleep(self.storage.probe_s)

@@ -8,6 +8,7 @@ idempotent on its event id and on the session, so a replay never deducts twice.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import uuid
@@ -38,9 +39,24 @@ from edge.store.types import (
     Member,
     MemberView,
     Session,
+    StorageUnavailable,
     StoreError,
     VerifyResult,
 )
+
+# SQLite result codes that say the file cannot be written now, not that the request is wrong
+_STORAGE_CODES = frozenset({
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
+})
+
+
+def _storage_error(e: sqlite3.Error) -> StoreError:
+    """``StorageUnavailable`` for a full disk or an I/O failure, ``StoreError`` otherwise."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) in _STORAGE_CODES:
+        return StorageUnavailable(f"ledger cannot be written: {e}")
+    return StoreError(f"database error: {e}")
 
 Clock = Callable[[], datetime]
 
@@ -175,11 +191,15 @@ class Store:
                     raise
                 self._writes += 1
                 if 0 < self._checkpoint_every * 4 <= self._writes:
-                    self.checkpoint()  # nobody asked for a while: the safety net
+                    # nobody asked for a while: the safety net. The commit above is durable
+                    # whatever happens here: a checkpoint failing (disk full) must not be
+                    # reported as a failed write.
+                    with contextlib.suppress(sqlite3.Error):
+                        self.checkpoint()
             except sqlite3.IntegrityError as e:
                 raise StoreError(f"refused by the database: {e}") from e
-            except sqlite3.OperationalError as e:
-                raise StoreError(f"database error: {e}") from e
+            except sqlite3.DatabaseError as e:  # OperationalError: full, I/O, locked...
+                raise _storage_error(e) from e
 
     @contextmanager
     def _read(self) -> Iterator[Db]:
@@ -333,6 +353,37 @@ class Store:
                              member_id=member_id, plate=plate, payload={
                                  "action": action, "reason": reason, "corrects": corrects,
                                  "detail": detail or {}})
+
+    def record_deferred(self, kind: EntryKind, at: datetime, *, pending_id: str,
+                        payload: dict[str, Any], session_id: str | None = None,
+                        plate: str | None = None) -> LedgerEntry | None:
+        """Write a record the lane could not write when it happened (``edge.store.pending``).
+
+        Idempotent on ``pending_id`` (the daemon may die between this commit and clearing the
+        pending file); returns None if it was already written. ``at`` is when it happened;
+        ``recorded`` says when it finally reached the ledger.
+        """
+        nonempty(pending_id, "pending_id")
+        if kind not in (EntryKind.MANUAL_OPEN, EntryKind.LANE_EVENT):
+            raise StoreError(f"kind: {kind!r} cannot be deferred")
+        with self._tx() as tx:
+            seen = tx.conn.execute(
+                "SELECT 1 FROM ledger_entries WHERE kind = :k AND json_extract(payload, "
+                "'$.pending_id') = :p LIMIT 1", {"k": str(kind), "p": pending_id}).fetchone()
+            if seen is not None:
+                return None
+            return tx.append(kind, at, session_id=session_id, plate=plate,
+                             payload={**payload, "pending_id": pending_id, "deferred": True})
+
+    def tail(self) -> tuple[int, str, int]:
+        """This lane's last (seq, hash) and what central acknowledged: the high-water mark."""
+        with self._read() as c:
+            row = c.execute("SELECT seq, hash FROM ledger_entries WHERE lane_id = :l "
+                            "ORDER BY seq DESC LIMIT 1", {"l": self.lane_id}).fetchone()
+            acked = c.execute("SELECT acked_seq FROM outbox_state WHERE peer = 'central'"
+                              ).fetchone()
+        seq, h = (0, "") if row is None else (int(row[0]), str(row[1]))
+        return seq, h, 0 if acked is None else int(acked[0])
 
     # ------------------------------------------------------------------ members
     def upsert_member(self, member_id: str, *, tier: str, name: str | None = None,

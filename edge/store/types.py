@@ -20,6 +20,25 @@ class StoreError(Exception):
     """
 
 
+class StorageUnavailable(StoreError):
+    """The file could not be written durably (disk full, I/O error, read-only, vanished).
+
+    Nothing of the transaction was written. Unlike a refused request it says nothing about
+    the request: the same write may succeed once space returns (the lane's retry probe).
+    """
+
+
+class LedgerDamaged(StoreError):
+    """The ledger file is damaged or has lost committed entries (start-up check).
+
+    ``problems`` lists what was found, one line each, for the operator.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
 class EntryKind(StrEnum):
     SESSION_OPENED = "session_opened"
     SESSION_CLOSED = "session_closed"

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parkedge-sim central",
                                 description="Bench central server of a parkedge site.")
     p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker host:port")
-    p.add_argument("--site", required=True)
+    p.add_argument("--site", help="the site (required unless --json / --export-lane)")
     p.add_argument("--db", default="sqlite:///central.db",
                    help="SQLAlchemy URL (sqlite:///file or postgresql+psycopg://...)")
     p.add_argument("--lane-key", action="append", default=[], metavar="LANE=KEY",
@@ -52,17 +52,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="serve the marketing page on 127.0.0.1:PORT")
     p.add_argument("--json", action="store_true",
                    help="print the marketing figures of --db as JSON and exit")
+    p.add_argument("--export-lane", metavar="LANE",
+                   help="print every entry of LANE held in --db as JSON lines and exit "
+                        "(for `parkedge ledger recover --central-export`)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     a = _parser().parse_args(argv)
+    if a.export_lane:
+        db = CentralDB(a.db)
+        for e in db.export_lane(a.export_lane):
+            print(json.dumps(e, ensure_ascii=False, sort_keys=True))
+        db.close()
+        return 0
     if a.json:
         db = CentralDB(a.db)
         print(json.dumps(figures(db), ensure_ascii=False, sort_keys=True))
         db.close()
         return 0
+    if not a.site:
+        _parser().error("--site is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     keys: dict[str, bytes] = {}
     for item in a.lane_key:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -58,6 +59,10 @@ entries = Table(
     Column("rules_version", String(128)),
     Column("payload", Text, nullable=False),
     Column("hash", String(64), nullable=False),
+    # the two hashed fields a lane needs to rebuild and re-verify its chain from this copy
+    # (`parkedge ledger recover`, #12 item 4)
+    Column("recorded", String(40)),
+    Column("prev_hash", String(64)),
     UniqueConstraint("lane_id", "seq", name="ux_central_lane_seq"),
 )
 
@@ -131,7 +136,7 @@ rules = Table(
 
 
 _ENTRY_COLS = ("lane_id", "seq", "entry_id", "kind", "at", "member_id", "session_id", "plate",
-               "rules_version", "payload", "hash")
+               "rules_version", "payload", "hash", "recorded", "prev_hash")
 
 
 class _Replayed(Exception):
@@ -176,6 +181,12 @@ class CentralDB:
                 cur.execute("PRAGMA synchronous = FULL")
                 cur.close()
         meta.create_all(self.engine)
+        with self.engine.begin() as c:  # a central.db made before those two columns existed
+            have = {col["name"] for col in inspect(c).get_columns(entries.name)}
+            for col in ("recorded", "prev_hash"):
+                if col not in have:
+                    c.exec_driver_sql(f"ALTER TABLE {entries.name} ADD COLUMN {col} "
+                                      f"VARCHAR({40 if col == 'recorded' else 64})")
         # Plain driver SQL for the hot insert (SQLAlchemy's per-row parameter processing
         # cost more than SQLite's own insert); the same text runs on SQLite and PostgreSQL.
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -213,7 +224,8 @@ class CentralDB:
     def _rows(b: Batch, es: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [(b.lane, e["seq"], e["entry_id"], e["kind"], e["at"], e.get("member_id"),
                  e.get("session_id"), e.get("plate"), e.get("rules_version"),
-                 canonical(e["payload"]).decode(), e["hash"]) for e in es]
+                 canonical(e["payload"]).decode(), e["hash"], e.get("recorded"),
+                 e.get("prev_hash")) for e in es]
 
     def _commit_fresh(self, c: Any, bs: Sequence[Batch]) -> list[CommitResult]:
         rows = [r for b in bs for r in self._rows(b, b.entries)]
@@ -283,6 +295,19 @@ class CentralDB:
                                        .order_by(entries.c.lane_id, entries.c.seq)):
                 out.setdefault(lane, []).append(int(seq))
         return out
+
+    def export_lane(self, lane: str) -> Iterable[dict[str, Any]]:
+        """Every committed entry of ``lane`` in seq order, as the lane sent it (the input of
+        ``parkedge ledger recover --central-export``)."""
+        cols = [entries.c[n] for n in ("entry_id", "lane_id", "seq", "kind", "at", "recorded",
+                                       "session_id", "member_id", "plate", "rules_version",
+                                       "payload", "prev_hash", "hash")]
+        with self.engine.connect() as c:
+            for r in c.execute(select(*cols).where(entries.c.lane_id == lane)
+                               .order_by(entries.c.seq)):
+                d = dict(r._mapping)
+                d["payload"] = json.loads(d["payload"])
+                yield d
 
     def entry_ids(self, lane: str | None = None) -> list[str]:
         q = select(entries.c.entry_id)
