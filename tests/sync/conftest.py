@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 SITE = "mall"
 KEYS = {"entry-1": b"k-entry-1", "exit-1": b"k-exit-1", "lane-x": b"k-lane-x"}
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+#: Central's Ed25519 key of the tests' site: every member state, snapshot, rule bundle and
+#: lane roster it sends is signed with it, and every lane made here verifies with it.
+CENTRAL_KEY = Ed25519PrivateKey.generate()
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
@@ -76,14 +79,16 @@ def make_sync(store: Store, port: int, **kw: object) -> LaneSync:
     settings = LinkSettings(host="127.0.0.1", port=port, client_id=store.lane_id,
                             keepalive_s=5)
     args: dict[str, object] = {"ack_timeout_s": 1.0, "status_interval_s": 0.5,
-                               "hmac_key": KEYS[store.lane_id]}
+                               "hmac_key": KEYS[store.lane_id],
+                               "public_key_hex": public_hex(CENTRAL_KEY)}
     args.update(kw)
     return LaneSync(store, site=SITE, settings=settings, **args)  # type: ignore[arg-type]
 
 
 def make_central(tmp_path: Path, port: int, **kw: object) -> CentralServer:
     args: dict[str, object] = {"db_url": f"sqlite:///{tmp_path / 'central.db'}",
-                               "client_id": f"central-{free_port()}"}
+                               "client_id": f"central-{free_port()}",
+                               "signing_key": CENTRAL_KEY}
     args.update(kw)
     return CentralServer(host="127.0.0.1", port=port, site=SITE, lane_keys=KEYS,
                          **args)  # type: ignore[arg-type]
