@@ -71,6 +71,16 @@ def public_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
+def roster(keys: dict[str, bytes] | None = None, serial: int = 1,
+           key: Ed25519PrivateKey | None = None) -> bytes:
+    """The signed lane roster central publishes (retained) for the tests' lanes."""
+    from edge.sync import codec
+
+    return codec.encode_lanes(SITE, serial, {
+        lane: codec.public_hex_of(codec.lane_session_key(k, lane))
+        for lane, k in (keys or KEYS).items()}, key or CENTRAL_KEY)
+
+
 def make_store(tmp_path: Path, lane: str) -> Store:
     return Store.open(tmp_path / f"{lane}.db", lane)
 
