@@ -155,12 +155,6 @@ def _when(d: Mapping[str, Any], k: str) -> datetime:
     return dt
 
 
-def _name(v: str, what: str) -> str:
-    if any(c in v for c in "/+#") or not v.isprintable():
-        raise SyncMessageError("schema", f"{what}: {v!r} may not contain / + # or controls")
-    return v
-
-
 # ---------------------------------------------------------------- batches (up)
 _ENTRY_STR = ("entry_id", "lane_id", "kind", "at", "recorded", "prev_hash", "hash")
 _ENTRY_OPT = ("session_id", "member_id", "plate", "rules_version")
@@ -702,11 +696,11 @@ def parse_snapshot_request(raw: bytes) -> tuple[str, tuple[str, ...] | None, str
     d = _obj(raw, 256 * 1024)
     _typed(d, "snapshot_request")
     ms = d.get("members")
-    if ms is not None and (not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS
-                           or not all(isinstance(m, str) and m for m in ms)):
+    if ms is not None and (not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS):
         raise SyncMessageError("schema", "members: expected null or a list of member ids")
-    return (_name(_str(d, "lane"), "lane"), None if ms is None else tuple(ms),
-            _str(d, "reason", max_len=64))
+    for m in ms or ():
+        _id({"member": m}, "member")
+    return (_id(d, "lane"), None if ms is None else tuple(ms), _str(d, "reason", max_len=64))
 
 
 # ---------------------------------------------------------------- signed rule bundles (down)

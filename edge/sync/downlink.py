@@ -220,7 +220,8 @@ class Downlink:
                                        f"open stay of {s.plate} from "
                                        f"{known.entered_at.isoformat()} to "
                                        f"{s.entered_at.isoformat()}")
-        elif s.exited_at < known.entered_at:
+        elif s.exited_at < known.entered_at and s.entry_event_id in (None,
+                                                                     known.entry_event_id):
             raise SyncMessageError("close_before_entry", f"{s.origin!r} closes the stay of "
                                    f"{s.plate} entered {known.entered_at.isoformat()} at "
                                    f"{s.exited_at.isoformat()}")

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.fields import check_id, check_plate
 from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
 from edge.sync import codec, topics
 from parkedge_sim.central.db import CentralDB, CommitResult, ranges_of
@@ -317,6 +318,11 @@ class CentralServer:
     def add_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
                    balance: int = 0, plates: tuple[str, ...] = (),
                    auto_deduct: bool = True) -> None:
+        """Create or update a member; its id and plates must be what every lane accepts
+        (``edge.fields``), or the lanes would refuse its state (ValueError here)."""
+        check_id(member_id, "member_id")
+        for p in plates:
+            check_plate(p)
         with self._lock:
             self.db.upsert_member(member_id, tier=tier, name=name, balance=balance,
                                   plates=plates, auto_deduct=auto_deduct)
