@@ -66,6 +66,7 @@ class LaneSync:
         #: Backlog alert: unacknowledged entries and no ack advanced for ``stall_alert_s``.
         self.stall_alert_s = stall_alert_s
         self.backlog_stalled = False
+        metrics.SYNC_BACKLOG_STALLED.set(0)
         self._progress_at = monotonic()
         self._progress_seq = self.uplink.acked_seq
         self._stop = threading.Event()

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.metrics import REGISTRY
 from edge.pricing import parse_bundle
 from edge.rules_holder import RulesHolder
 from edge.sync import codec, topics
@@ -106,11 +107,16 @@ def _resigned(raw: bytes, **change: Any) -> bytes:
     return codec.canonical(codec.sign_ed25519(d, CENTRAL_KEY))
 
 
+def _refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("parkedge_sync_refused_total", {"reason": reason}) or 0.0
+
+
 # ---------------------------------------------------------------- acks
 def test_forged_ack_cannot_acknowledge_the_backlog(lane: LaneSync, attacker: Attacker,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     """Before: an ack with upto = 10**6 set the backlog to 0 and entries never left."""
     caplog.set_level(logging.WARNING, logger="edge.sync")
+    before = _refused("unsigned")
     write_events(lane.store, 30)
     lane.notify()
     assert wait_until(lambda: lane.uplink.sent_max == 30, 10)
@@ -130,6 +136,7 @@ def test_forged_ack_cannot_acknowledge_the_backlog(lane: LaneSync, attacker: Att
     assert len(lane.store.unacked(limit=100)) == 30
     assert "sync message refused (unsigned)" in caplog.text
     assert "sync message refused (ack_beyond_written)" in caplog.text
+    assert _refused("unsigned") == before + 1  # the Prometheus counter too
 
 
 def test_ack_is_cut_back_to_what_the_lane_has_sent(tmp_path: Path, own_broker: Broker,

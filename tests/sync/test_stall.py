@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.metrics import REGISTRY
 from edge.store import ExitRecord, Store
 from edge.sync import codec, topics
 from tests.sync.conftest import (
@@ -88,6 +89,8 @@ def test_forged_batch_is_still_refused_and_alerts(
                    for r in caplog.records)
         assert any(r.levelno == logging.ERROR and "backlog stalled" in r.getMessage()
                    and r.name == "edge.sync.service" for r in caplog.records)
+        assert REGISTRY.get_sample_value("parkedge_sync_backlog_stalled") == 1
+        assert REGISTRY.get_sample_value("parkedge_sync_backlog") == 1
         statuses.append(central.lane_status["exit-1"])
         assert statuses[-1]["backlog_stalled"] is True and statuses[-1]["backlog"] == 1
         assert sync.backlog() == 1  # nothing acked: the entry is kept
@@ -108,6 +111,7 @@ def test_backlog_that_moves_is_not_stalled(tmp_path: Path, own_broker: Broker) -
             sync.notify()
             assert wait_until(lambda: sync.backlog() == 0, 10)
         assert not sync.backlog_stalled and central.stalled_lanes() == []
+        assert REGISTRY.get_sample_value("parkedge_sync_backlog_stalled") in (None, 0)
         st = codec.parse_status(codec.encode_status("exit-1", "online", 0, 20, T0))
         assert st["backlog_stalled"] is False
         assert topics.status(SITE, "exit-1") in topics.all_statuses(SITE).replace("+", "exit-1")
