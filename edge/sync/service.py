@@ -67,6 +67,7 @@ class LaneSync:
         self.stall_alert_s = stall_alert_s
         self.backlog_stalled = False
         metrics.SYNC_BACKLOG_STALLED.set(0)
+        self._stall_checked_at = 0.0
         self._progress_at = monotonic()
         self._progress_seq = self.uplink.acked_seq
         self._stop = threading.Event()
@@ -211,7 +212,9 @@ class LaneSync:
         if acks:
             self.uplink.on_acks(acks)
         sent = self.uplink.step()
-        self.check_stall()
+        if self._mono() - self._stall_checked_at >= 1.0:  # it reads the ledger: once a second
+            self._stall_checked_at = self._mono()
+            self.check_stall()
         self._publish_status(force=False)
         if not sent and handled == 0:
             link.wake.wait(0.2)
