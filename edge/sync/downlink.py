@@ -82,6 +82,9 @@ class Downlink:
         serial, keys = state.lane_roster()
         self._roster_serial = serial
         self._lane_keys = {lane: codec.public_key_from_hex(k) for lane, k in keys.items()}
+        #: This lane's own session key (set by ``LaneSync``): its own events, echoed by the
+        #: broker, verify before any roster arrived (and are then skipped).
+        self.own_session_key: Ed25519PublicKey | None = None
         self._t_lanes = topics.lanes(site)
         self._t_rules = topics.rules(site)
         self._t_snapshot = topics.snapshot(site, self.lane)
@@ -99,6 +102,11 @@ class Downlink:
 
     def _reject(self, reason: str, detail: str) -> None:
         self.refuse(reason, detail)
+
+    def _session_key_of(self, lane: str) -> Ed25519PublicKey | None:
+        if lane == self.lane and self.own_session_key is not None:
+            return self.own_session_key
+        return self._lane_keys.get(lane)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Apply one inbound message; never raises."""
@@ -119,7 +127,7 @@ class Downlink:
                     raise SyncMessageError("schema", f"member {m.member_id!r} on {topic}")
                 self._member(m, from_snapshot=False)
             elif topic.startswith(self._p_sessions):
-                s = codec.parse_session(payload, self.site, self._lane_keys.get)
+                s = codec.parse_session(payload, self.site, self._session_key_of)
                 if s.origin != self.lane:
                     self._session_sane(s)
                 self._session(s)

@@ -59,6 +59,7 @@ class LaneSync:
         self.downlink = Downlink(store, self.state, self.link, site=site, public_key=pk,
                                  on_rules=on_rules, wallclock=wallclock,
                                  refusals=self.refusals)
+        self.downlink.own_session_key = self.uplink.session_public_key
         self.link._subs = [topics.ack(site, self.lane), *self.downlink.subscriptions()]
         self._ack_topic = topics.ack(site, self.lane)
         self.status_interval_s = status_interval_s

@@ -47,6 +47,7 @@ class Uplink:
         self.state = state
         self._key = key
         self._session_key = codec.lane_session_key(key, self.lane)
+        self.session_public_key = self._session_key.public_key()
         self.batch_max_entries = batch_max_entries
         self.batch_max_bytes = batch_max_bytes
         self.window = window

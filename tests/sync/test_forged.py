@@ -343,3 +343,21 @@ def test_message_over_the_broker_limit_never_reaches_the_lane(
     finally:
         ok.close()
     assert lane.link.oversized == 0 and lane.refusals.counts["too_large"] == 0
+
+
+def test_own_session_echo_is_not_a_refusal_before_any_roster(tmp_path: Path,
+                                                             own_broker: Broker) -> None:
+    """A lane hears its own announcements back; with no roster yet (central not seen) they
+    verify with its own key and are skipped, not counted as forgeries."""
+    store = make_store(tmp_path, "entry-1")
+    sync = make_sync(store, own_broker.port)
+    sync.start()
+    try:
+        assert wait_until(sync.link.subscribed.is_set, 10)
+        store.record_entry(plate="粤B12345", entered_at=datetime.now(UTC), event_id="ev-own")
+        sync.notify()
+        assert wait_until(lambda: sync.uplink.sent_max == 1, 10)
+        time.sleep(0.5)
+        assert sum(sync.refusals.counts.values()) == 0, sync.refusals.counts
+    finally:
+        sync.stop()
