@@ -257,8 +257,9 @@ def _check_entry(i: int, e: Any, lane: str) -> str | None:
         v = e.get(k)
         if type(v) is not str or not v or len(v) > _HASH_MAX:
             raise SyncMessageError("schema", f"entries[{i}].{k}: expected a hash")
-    if e.get("kind") not in _KINDS:
-        return f"kind: {str(e.get('kind'))[:40]!r} is not a ledger entry kind"
+    kind = e.get("kind")
+    if type(kind) is not str or kind not in _KINDS:
+        return f"kind: {str(kind)[:40]!r} is not a ledger entry kind"
     for k in ("at", "recorded"):
         v = e.get(k)
         if type(v) is not str or not v or len(v) > _TIME_MAX:

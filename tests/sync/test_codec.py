@@ -309,3 +309,15 @@ def test_wire_entries_from_stored_text_are_canonical(tmp_path: Path) -> None:
     finally:
         st.close()
         s.close()
+
+
+@pytest.mark.parametrize("change", [{"kind": []}, {"kind": "teleport"}, {"plate": {"a": 1}},
+                                    {"member_id": "M" * 65}, {"payload": [1]}, {"at": 5}])
+def test_any_entry_content_is_flagged_never_an_exception(tmp_path: Path,
+                                                         change: dict[str, Any]) -> None:
+    d = json.loads(_batch(tmp_path, 2))
+    d["entries"][1].update(change)
+    d.pop("hmac")
+    d["hmac"] = codec.mac(KEY, codec.canonical(d))
+    b = codec.parse_batch(codec.canonical(d), _k({"entry-1": KEY}))
+    assert [seq for seq, _why in b.flagged] == [2]

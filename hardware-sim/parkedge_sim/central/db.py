@@ -188,7 +188,7 @@ def _clean(e: dict[str, Any]) -> dict[str, Any]:
     dropped (kept whole in ``central_flagged.raw``); a valid member and points still move
     the balance, since the lane already moved them (the entry happened)."""
     c = dict(e)
-    if c.get("kind") not in _KINDS:
+    if not isinstance(c.get("kind"), str) or c["kind"] not in _KINDS:
         c["kind"] = "flagged"
     for k in ("at", "recorded"):
         if not isinstance(c.get(k), str) or len(c[k]) > 40:
