@@ -420,7 +420,8 @@ class SyncConfig(Section):
         default=200, ge=1, le=10_000, description="Ledger entries per uplink batch."
     )
     batch_max_bytes: int = Field(
-        default=65536, ge=1024, le=8 * 1024 * 1024, description="Bytes per uplink batch."
+        # at most the sync's 4 MiB message limit (central and the broker refuse more)
+        default=65536, ge=1024, le=4 * 1024 * 1024, description="Bytes per uplink batch."
     )
     window: int = Field(default=4, ge=1, le=20, description="Batches in flight awaiting ack.")
     rules_public_key: str = Field(
