@@ -47,6 +47,22 @@ LANE_STATE = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+# Sync (edge/sync): what came down the broker and was refused, and a backlog that stopped.
+SYNC_REFUSED = Counter(
+    "parkedge_sync_refused",
+    "Sync messages refused before anything was applied (bad MAC or signature, wrong site, "
+    "out-of-range field, ack beyond what was sent, oversized, rate).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SYNC_BACKLOG = Gauge(
+    "parkedge_sync_backlog", "Ledger entries not yet acknowledged by central.", registry=REGISTRY
+)
+SYNC_BACKLOG_STALLED = Gauge(
+    "parkedge_sync_backlog_stalled",
+    "1 while unacknowledged entries exist and no ack advanced for sync.stall_alert_s.",
+    registry=REGISTRY,
+)
 
 HEALTH_VALUES = {"ok": 2.0, "degraded": 1.0, "down": 0.0}
 

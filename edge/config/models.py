@@ -488,18 +488,27 @@ class SyncConfig(Section):
         default=200, ge=1, le=10_000, description="Ledger entries per uplink batch."
     )
     batch_max_bytes: int = Field(
-        default=65536, ge=1024, le=8 * 1024 * 1024, description="Bytes per uplink batch."
+        # at most the sync's 4 MiB message limit (central and the broker refuse more)
+        default=65536, ge=1024, le=4 * 1024 * 1024, description="Bytes per uplink batch."
     )
     window: int = Field(default=4, ge=1, le=20, description="Batches in flight awaiting ack.")
     rules_public_key: str = Field(
         default="",
-        description="Ed25519 public key (64 hex digits or a PEM file path) for rule bundles.",
+        description="Central's Ed25519 public key (64 hex digits or a PEM file path): rule "
+        "bundles, member states, snapshots and the lane roster must verify with it.",
     )
     offline_overdraft: int = Field(
         default=0,
         ge=0,
         le=10_000,
         description="Points a lane may deduct beyond central's offline allowance per account.",
+    )
+    stall_alert_s: float = Field(
+        default=300.0,
+        ge=10.0,
+        le=86_400.0,
+        description="Alert (status backlog_stalled, metric, log) when entries wait and no "
+        "ack advanced for this long.",
     )
 
     @field_validator("broker_url")

@@ -21,8 +21,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.fields import FieldError, check_id, check_plate
 from edge.store.codec import ts
-from edge.store.types import LedgerEntry
+from edge.store.types import EntryKind, LedgerEntry
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -30,6 +31,15 @@ MAX_BATCH_ENTRIES = 10_000
 MAX_ACK_RANGES = 64
 MAX_SNAPSHOT_MEMBERS = 10_000
 _ID_MAX = 128
+#: Range limits of what central may state (#12 item 5): a forged 10**30 balance or a
+#: 2**63-1 version is refused by the schema before anything is applied. Points and
+#: versions stay within JSON's exact integers and SQLite's INTEGER.
+MAX_POINTS = 10**12
+MAX_ALLOWANCE = 10**9
+MAX_VERSION = 2**53 - 1
+MAX_SEQ = 2**53 - 1
+MAX_COUPON_VALUE = Decimal(1_000_000)
+_KINDS = frozenset(str(k) for k in EntryKind)
 
 
 class SyncMessageError(Exception):
@@ -97,13 +107,34 @@ def _str(d: Mapping[str, Any], k: str, *, opt: bool = False, max_len: int = _ID_
     return v
 
 
-def _int(d: Mapping[str, Any], k: str, lo: int = 0, *, opt: bool = False) -> Any:
+def _int(d: Mapping[str, Any], k: str, lo: int = 0, *, opt: bool = False,
+         hi: int = MAX_SEQ) -> Any:
     v = d.get(k)
     if v is None and opt:
         return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise SyncMessageError("schema", f"{k}: expected an integer >= {lo}, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise SyncMessageError("schema", f"{k}: expected an integer {lo}..{hi}, "
+                                         f"got {str(v)[:40]}")
     return v
+
+
+def _id(d: Mapping[str, Any], k: str, *, opt: bool = False) -> Any:
+    """An id field by the shared definition (``edge.fields.check_id``)."""
+    v = d.get(k)
+    if v is None and opt:
+        return None
+    try:
+        return check_id(v, k)
+    except FieldError as exc:
+        raise SyncMessageError("schema", str(exc)) from None
+
+
+def _plate(d: Mapping[str, Any], k: str) -> str:
+    """A plate by the shared definition (``edge.fields.check_plate``)."""
+    try:
+        return check_plate(d.get(k))
+    except FieldError as exc:
+        raise SyncMessageError("schema", f"{k}: {exc}") from None
 
 
 def _bool(d: Mapping[str, Any], k: str) -> bool:
@@ -122,12 +153,6 @@ def _when(d: Mapping[str, Any], k: str) -> datetime:
     if dt.tzinfo is None:
         raise SyncMessageError("schema", f"{k}: {v!r} has no UTC offset")
     return dt
-
-
-def _name(v: str, what: str) -> str:
-    if any(c in v for c in "/+#") or not v.isprintable():
-        raise SyncMessageError("schema", f"{what}: {v!r} may not contain / + # or controls")
-    return v
 
 
 # ---------------------------------------------------------------- batches (up)
@@ -202,32 +227,56 @@ class Batch:
     first_seq: int
     last_seq: int
     entries: tuple[dict[str, Any], ...]
+    #: ``(seq, reason)`` of entries whose content central cannot take as it is (a plate or
+    #: an id outside the shared field limits, an unknown kind ...). They happened on the
+    #: lane, so they are recorded and flagged, never refused: refusing them stalled the
+    #: lane's whole backlog behind one bad row (#12 item 2).
+    flagged: tuple[tuple[int, str], ...] = ()
 
 
-def _check_entry(i: int, e: Any, lane: str) -> dict[str, Any]:
-    # Inlined checks: this runs for every entry central receives (the hot path).
+_HASH_MAX = 64
+_TIME_MAX = 40
+
+
+def _check_entry(i: int, e: Any, lane: str) -> str | None:
+    """Check one entry of an authenticated batch. What central needs to place the row
+    (seq, entry id, lane, hash) must be right or the batch is refused (``schema``: the lane
+    is not the one that wrote it). Anything else wrong is returned as the reason to flag it.
+    Inlined checks: this runs for every entry central receives (the hot path)."""
     if type(e) is not dict:
         raise SyncMessageError("schema", f"entries[{i}]: expected an object")
-    for k in _ENTRY_STR:
-        v = e.get(k)
-        if type(v) is not str or not v or len(v) > 256:
-            raise SyncMessageError("schema", f"entries[{i}].{k}: expected a non-empty string "
-                                             f"<= 256 chars, got {str(v)[:40]!r}")
-    for k in _ENTRY_OPT:
-        v = e.get(k)
-        if v is not None and (type(v) is not str or not v or len(v) > 256):
-            raise SyncMessageError("schema", f"entries[{i}].{k}: expected null or a string "
-                                             f"<= 256 chars, got {str(v)[:40]!r}")
     seq = e.get("seq")
-    if type(seq) is not int or seq < 1:
-        raise SyncMessageError("schema", f"entries[{i}].seq: expected an integer >= 1, "
-                                         f"got {seq!r}")
-    if e["lane_id"] != lane or e["entry_id"] != f"{lane}:{seq}":
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+        raise SyncMessageError("schema", f"entries[{i}].seq: expected an integer "
+                                         f"1..{MAX_SEQ}, got {str(seq)[:40]}")
+    if e.get("lane_id") != lane or e.get("entry_id") != f"{lane}:{seq}":
         raise SyncMessageError("schema", f"entries[{i}]: entry_id/lane_id "
-                                         f"{e['entry_id']!r} does not belong to lane {lane!r}")
+                                         f"{str(e.get('entry_id'))[:80]!r} does not belong "
+                                         f"to lane {lane!r}")
+    for k in ("hash", "prev_hash"):
+        v = e.get(k)
+        if type(v) is not str or not v or len(v) > _HASH_MAX:
+            raise SyncMessageError("schema", f"entries[{i}].{k}: expected a hash")
+    kind = e.get("kind")
+    if type(kind) is not str or kind not in _KINDS:
+        return f"kind: {str(kind)[:40]!r} is not a ledger entry kind"
+    for k in ("at", "recorded"):
+        v = e.get(k)
+        if type(v) is not str or not v or len(v) > _TIME_MAX:
+            return f"{k}: expected a time, got {str(v)[:40]!r}"
+    try:
+        for k in ("session_id", "member_id", "rules_version"):
+            v = e.get(k)
+            if v is not None:
+                check_id(v, k)
+        plate = e.get("plate")
+        if plate is not None:
+            check_plate(plate)
+    except FieldError as exc:
+        return str(exc)
     if type(e.get("payload")) is not dict:
-        raise SyncMessageError("schema", f"entries[{i}].payload: expected an object")
-    return e
+        return "payload: expected an object"
+    return None
 
 
 _HMAC_KEY = b',"hmac":"'
@@ -254,8 +303,8 @@ def parse_batch(raw: bytes, key_for_lane: Callable[[str], bytes | None],
     """Validate and authenticate a lane batch; ``bad_hmac`` when the MAC does not verify."""
     d = _obj(raw, max_bytes)
     _typed(d, "batch")
-    lane = _name(_str(d, "lane"), "lane")
-    site = _str(d, "site")
+    lane = _id(d, "lane")
+    site = _id(d, "site")
     sig = _str(d, "hmac", max_len=64)
     key = key_for_lane(lane)
     if key is None:
@@ -265,13 +314,18 @@ def parse_batch(raw: bytes, key_for_lane: Callable[[str], bytes | None],
     entries = d.get("entries")
     if not isinstance(entries, list) or not entries or len(entries) > MAX_BATCH_ENTRIES:
         raise SyncMessageError("schema", f"entries: expected 1..{MAX_BATCH_ENTRIES} entries")
-    checked = tuple(_check_entry(i, e, lane) for i, e in enumerate(entries))
+    flagged: list[tuple[int, str]] = []
+    for i, e in enumerate(entries):
+        why = _check_entry(i, e, lane)
+        if why is not None:
+            flagged.append((e["seq"], why))
     first, last = _int(d, "first_seq", 1), _int(d, "last_seq", 1)
-    seqs = [e["seq"] for e in checked]
+    seqs = [e["seq"] for e in entries]
     if seqs[0] != first or seqs[-1] != last or any(
             b <= a for a, b in itertools.pairwise(seqs)):
         raise SyncMessageError("schema", "entries: seq must ascend from first_seq to last_seq")
-    return Batch(site, lane, _str(d, "batch_id"), first, last, checked)
+    return Batch(site, lane, _str(d, "batch_id"), first, last, tuple(entries),
+                 tuple(flagged))
 
 
 def points_delta(kind: str, payload: dict[str, object]) -> int:
@@ -291,6 +345,71 @@ def points_delta(kind: str, payload: dict[str, object]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- authentication (down)
+# Everything central sends down, and every session event a lane sends across, is
+# authenticated before it is parsed into anything (#12 item 5):
+# - acks are per lane: HMAC-SHA256 with that lane's key (central holds it already; ~1 us);
+# - member states, snapshots, rule bundles and the site's lane roster: Ed25519 by central
+#   (one public key on every lane; a state is per site, so one signature serves all lanes);
+# - session events: Ed25519 by the lane that sends them, under the key central lists for
+#   that lane in its signed roster (a lane cannot sign as another lane).
+# Every signed body names its ``site``: a message signed for another site is refused.
+_SIG_MAX = 128
+
+
+def _signed_body(d: Mapping[str, Any], field: str) -> bytes:
+    try:
+        return canonical({k: v for k, v in d.items() if k != field})
+    except (TypeError, ValueError) as exc:
+        raise SyncMessageError("schema", f"cannot re-encode: {exc}") from None
+
+
+def sign_ed25519(obj: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """``obj`` plus ``sig`` = hex Ed25519 over its canonical encoding (without ``sig``)."""
+    out = dict(obj)
+    out["sig"] = key.sign(canonical(obj)).hex()
+    return out
+
+
+def verify_ed25519(d: Mapping[str, Any], public_key: Ed25519PublicKey | None, what: str) -> None:
+    """``unsigned`` / ``bad_signature`` unless ``d['sig']`` verifies over the rest of ``d``."""
+    sig = d.get("sig")
+    if not sig:
+        raise SyncMessageError("unsigned", f"{what} carries no signature")
+    if public_key is None:
+        raise SyncMessageError("no_public_key", f"{what}: no key to verify it with")
+    if not isinstance(sig, str) or len(sig) != _SIG_MAX:
+        raise SyncMessageError("bad_signature", f"{what}: sig is not 128 hex digits")
+    try:
+        public_key.verify(bytes.fromhex(sig), _signed_body(d, "sig"))
+    except (ValueError, InvalidSignature):
+        raise SyncMessageError("bad_signature", f"{what}: signature does not verify") from None
+
+
+def _site(d: Mapping[str, Any], site: str, what: str) -> None:
+    if d.get("site") != site:
+        raise SyncMessageError("wrong_site", f"{what} is for site {str(d.get('site'))[:64]!r}, "
+                                             f"not {site!r}")
+
+
+def lane_session_key(hmac_key: bytes, lane: str) -> Ed25519PrivateKey:
+    """The Ed25519 key a lane signs its session events with, derived from its HMAC key
+    (HKDF-SHA256, its own label): no second secret to install per lane, central computes
+    the public half from the lane key it already holds and lists it in the signed roster,
+    and the other lanes only ever learn the public half."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"parkedge-sync-v1",
+                info=b"session-signing:" + lane.encode("utf-8")).derive(hmac_key)
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_hex_of(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
 # ---------------------------------------------------------------- acks (down)
 @dataclass(frozen=True)
 class Ack:
@@ -301,15 +420,24 @@ class Ack:
 
 
 def encode_ack(lane: str, upto: int, ranges: Sequence[tuple[int, int]],
-               batch_id: str | None = None) -> bytes:
-    return canonical({"v": VERSION, "type": "ack", "lane": lane, "upto": upto,
-                      "ranges": [list(r) for r in ranges[:MAX_ACK_RANGES]],
-                      "batch_id": batch_id})
+               batch_id: str | None, key: bytes) -> bytes:
+    """An ack MACed with the lane's own key (acks are per lane, central holds the key)."""
+    body = {"v": VERSION, "type": "ack", "lane": lane, "upto": upto,
+            "ranges": [list(r) for r in ranges[:MAX_ACK_RANGES]], "batch_id": batch_id}
+    body["hmac"] = mac(key, canonical(body))
+    return canonical(body)
 
 
-def parse_ack(raw: bytes) -> Ack:
+def parse_ack(raw: bytes, key: bytes) -> Ack:
+    """Authenticate (``unsigned`` / ``bad_hmac``) and range-check an ack."""
     d = _obj(raw, 64 * 1024)
     _typed(d, "ack")
+    sig = d.get("hmac")
+    if not sig:
+        raise SyncMessageError("unsigned", "ack carries no hmac")
+    if not isinstance(sig, str) or not _hmac.compare_digest(mac(key, _signed_body(d, "hmac")),
+                                                            sig):
+        raise SyncMessageError("bad_hmac", f"ack upto {str(d.get('upto'))[:24]}")
     rs = d.get("ranges")
     if not isinstance(rs, list) or len(rs) > MAX_ACK_RANGES:
         raise SyncMessageError("schema", f"ranges: expected a list of <= {MAX_ACK_RANGES}")
@@ -318,28 +446,64 @@ def parse_ack(raw: bytes) -> Ack:
     for i, r in enumerate(rs):
         if (not isinstance(r, list) or len(r) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
-                or not upto < r[0] <= r[1]):
+                or not upto < r[0] <= r[1] <= MAX_SEQ):
             raise SyncMessageError("schema", f"ranges[{i}]: expected [lo, hi] with "
-                                             f"upto < lo <= hi, got {r!r}")
+                                             f"upto < lo <= hi, got {str(r)[:60]}")
         ranges.append((r[0], r[1]))
-    return Ack(_str(d, "lane"), upto, tuple(ranges), _str(d, "batch_id", opt=True))
+    return Ack(_id(d, "lane"), upto, tuple(ranges), _str(d, "batch_id", opt=True))
 
 
 # ---------------------------------------------------------------- status
 def encode_status(lane: str, state: str, backlog: int, last_acked_seq: int,
-                  at: datetime) -> bytes:
+                  at: datetime, backlog_stalled: bool = False) -> bytes:
     return canonical({"v": VERSION, "type": "status", "lane": lane, "state": state,
-                      "backlog": backlog, "last_acked_seq": last_acked_seq, "at": at})
+                      "backlog": backlog, "last_acked_seq": last_acked_seq, "at": at,
+                      "backlog_stalled": backlog_stalled})
 
 
 def parse_status(raw: bytes) -> dict[str, Any]:
     d = _obj(raw, 4096)
     _typed(d, "status")
     if d.get("state") not in ("online", "offline"):
-        raise SyncMessageError("schema", f"state: {d.get('state')!r}")
+        raise SyncMessageError("schema", f"state: {str(d.get('state'))[:20]!r}")
+    _id(d, "lane")
     _int(d, "backlog")
     _int(d, "last_acked_seq")
+    if not isinstance(d.get("backlog_stalled", False), bool):
+        raise SyncMessageError("schema", "backlog_stalled: expected true/false")
     return d
+
+
+# ---------------------------------------------------------------- the site's lanes (down)
+@dataclass(frozen=True)
+class LaneRoster:
+    """The site's lanes and the public keys of their session signatures, signed by central."""
+
+    serial: int
+    keys: Mapping[str, str]  # lane id -> 64 hex Ed25519 public key
+
+
+def encode_lanes(site: str, serial: int, keys: Mapping[str, str],
+                 key: Ed25519PrivateKey) -> bytes:
+    return canonical(sign_ed25519({"v": VERSION, "type": "lanes", "site": site,
+                                   "serial": serial, "lanes": dict(keys)}, key))
+
+
+def parse_lanes(raw: bytes, site: str, public_key: Ed25519PublicKey | None) -> LaneRoster:
+    d = _obj(raw, 256 * 1024)
+    _typed(d, "lanes")
+    verify_ed25519(d, public_key, "lane roster")
+    _site(d, site, "lane roster")
+    lanes = d.get("lanes")
+    if not isinstance(lanes, dict) or len(lanes) > 1000:
+        raise SyncMessageError("schema", "lanes: expected {lane: public key}, <= 1000")
+    for k, v in lanes.items():
+        check = {"lane": k}
+        _id(check, "lane")
+        if not isinstance(v, str) or len(v) != 64:
+            raise SyncMessageError("schema", f"lanes[{k}]: expected 64 hex digits")
+        public_key_from_hex(v)
+    return LaneRoster(_int(d, "serial", 1), dict(lanes))
 
 
 # ---------------------------------------------------------------- sessions between lanes
@@ -363,30 +527,42 @@ class SessionClosed:
     exit_event_id: str
 
 
-def encode_session_opened(s: SessionOpened) -> bytes:
-    return canonical({"v": VERSION, "type": "session_opened", "origin": s.origin,
-                      "event_id": s.event_id, "plate": s.plate, "entered_at": s.entered_at,
-                      "vehicle_class": s.vehicle_class, "member_id": s.member_id,
-                      "rules_version": s.rules_version})
+def encode_session_opened(s: SessionOpened, site: str, key: Ed25519PrivateKey) -> bytes:
+    return canonical(sign_ed25519(
+        {"v": VERSION, "type": "session_opened", "site": site, "origin": s.origin,
+         "event_id": s.event_id, "plate": s.plate, "entered_at": s.entered_at,
+         "vehicle_class": s.vehicle_class, "member_id": s.member_id,
+         "rules_version": s.rules_version}, key))
 
 
-def encode_session_closed(s: SessionClosed) -> bytes:
-    return canonical({"v": VERSION, "type": "session_closed", "origin": s.origin,
-                      "entry_event_id": s.entry_event_id, "plate": s.plate,
-                      "exited_at": s.exited_at, "exit_event_id": s.exit_event_id})
+def encode_session_closed(s: SessionClosed, site: str, key: Ed25519PrivateKey) -> bytes:
+    return canonical(sign_ed25519(
+        {"v": VERSION, "type": "session_closed", "site": site, "origin": s.origin,
+         "entry_event_id": s.entry_event_id, "plate": s.plate, "exited_at": s.exited_at,
+         "exit_event_id": s.exit_event_id}, key))
 
 
-def parse_session(raw: bytes) -> SessionOpened | SessionClosed:
+def parse_session(raw: bytes, site: str,
+                  key_for_lane: Callable[[str], Ed25519PublicKey | None]
+                  ) -> SessionOpened | SessionClosed:
+    """Authenticate a session event as signed by its ``origin`` lane (a lane of the site's
+    signed roster: ``unknown_lane`` otherwise), then check its fields."""
     d = _obj(raw, 16 * 1024)
-    if d.get("type") == "session_closed":
-        _typed(d, "session_closed")
-        return SessionClosed(_str(d, "origin"), _str(d, "entry_event_id", opt=True),
-                             _str(d, "plate", max_len=32), _when(d, "exited_at"),
-                             _str(d, "exit_event_id"))
-    _typed(d, "session_opened")
-    return SessionOpened(_str(d, "origin"), _str(d, "event_id"), _str(d, "plate", max_len=32),
-                         _when(d, "entered_at"), _str(d, "vehicle_class", max_len=32),
-                         _str(d, "member_id", opt=True), _str(d, "rules_version", opt=True))
+    t = d.get("type")
+    _typed(d, "session_closed" if t == "session_closed" else "session_opened")
+    origin = _id(d, "origin")
+    pk = key_for_lane(origin)
+    if pk is None:
+        raise SyncMessageError("unknown_lane", f"session event from {origin!r}, not a lane "
+                                               "of the site's signed roster")
+    verify_ed25519(d, pk, f"session event from {origin!r}")
+    _site(d, site, "session event")
+    if t == "session_closed":
+        return SessionClosed(origin, _id(d, "entry_event_id", opt=True), _plate(d, "plate"),
+                             _when(d, "exited_at"), _id(d, "exit_event_id"))
+    return SessionOpened(origin, _id(d, "event_id"), _plate(d, "plate"),
+                         _when(d, "entered_at"), _id(d, "vehicle_class"),
+                         _id(d, "member_id", opt=True), _id(d, "rules_version", opt=True))
 
 
 # ---------------------------------------------------------------- members (down)
@@ -418,12 +594,12 @@ class MemberState:
     coupons: tuple[CouponState, ...] = ()
 
 
-def member_to_wire(m: MemberState) -> dict[str, Any]:
-    return {"v": VERSION, "type": "member", "member_id": m.member_id, "version": m.version,
-            "prev_version": m.prev_version, "tier": m.tier, "name": m.name,
-            "blocked": m.blocked, "flagged": m.flagged, "auto_deduct": m.auto_deduct,
-            "balance": m.balance, "plates": list(m.plates), "allowance": m.allowance,
-            "applied": dict(m.applied),
+def member_to_wire(m: MemberState, site: str) -> dict[str, Any]:
+    return {"v": VERSION, "type": "member", "site": site, "member_id": m.member_id,
+            "version": m.version, "prev_version": m.prev_version, "tier": m.tier,
+            "name": m.name, "blocked": m.blocked, "flagged": m.flagged,
+            "auto_deduct": m.auto_deduct, "balance": m.balance, "plates": list(m.plates),
+            "allowance": m.allowance, "applied": dict(m.applied),
             "coupons": [{"coupon_id": c.coupon_id, "kind": c.kind, "value": c.value,
                          "valid_until": c.valid_until} for c in m.coupons]}
 
@@ -443,57 +619,73 @@ def _coupons(raw: Any) -> tuple[CouponState, ...]:
             value = Decimal(v)
         except ArithmeticError:
             raise SyncMessageError("schema", f"coupons[{i}].value: {v!r}") from None
-        if not value.is_finite() or value < 0:
-            raise SyncMessageError("schema", f"coupons[{i}].value: {v!r} must be >= 0")
-        out.append(CouponState(_str(c, "coupon_id"), c["kind"], value,
+        if not value.is_finite() or not 0 <= value <= MAX_COUPON_VALUE:
+            raise SyncMessageError("schema", f"coupons[{i}].value: {v!r} must be "
+                                             f"0..{MAX_COUPON_VALUE}")
+        out.append(CouponState(_id(c, "coupon_id"), c["kind"], value,
                                None if c.get("valid_until") is None
                                else _when(c, "valid_until")))
     return tuple(out)
 
 
-def encode_member(m: MemberState) -> bytes:
-    return canonical(member_to_wire(m))
+def encode_member(m: MemberState, site: str, key: Ed25519PrivateKey) -> bytes:
+    """The retained ``member`` message: central's state of an account, signed by central."""
+    return canonical(signed_member(m, site, key))
 
 
-def _member(d: Any) -> MemberState:
+def signed_member(m: MemberState, site: str, key: Ed25519PrivateKey) -> dict[str, Any]:
+    return sign_ed25519(member_to_wire(m, site), key)
+
+
+def _member(d: Any, site: str, public_key: Ed25519PublicKey | None) -> MemberState:
     if not isinstance(d, dict):
         raise SyncMessageError("schema", "member: expected an object")
     _typed(d, "member")
-    bal = d.get("balance")
-    if not isinstance(bal, int) or isinstance(bal, bool):
-        raise SyncMessageError("schema", f"balance: expected an integer, got {bal!r}")
+    verify_ed25519(d, public_key, f"member {str(d.get('member_id'))[:64]!r}")
+    _site(d, site, "member state")
+    bal = _int(d, "balance", -MAX_POINTS, hi=MAX_POINTS)
     plates = d.get("plates")
-    if not isinstance(plates, list) or len(plates) > 100 or not all(
-            isinstance(p, str) and 0 < len(p) <= 32 for p in plates):
-        raise SyncMessageError("schema", "plates: expected <= 100 plate strings")
+    if not isinstance(plates, list) or len(plates) > 100:
+        raise SyncMessageError("schema", "plates: expected <= 100 plates")
+    for p in plates:
+        _plate({"plate": p}, "plate")
     applied = d.get("applied")
-    if not isinstance(applied, dict) or len(applied) > 1000 or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in applied.items()):
-        raise SyncMessageError("schema", "applied: expected {lane: seq >= 0}")
-    return MemberState(_str(d, "member_id"), _int(d, "version", 1), _int(d, "prev_version", 0),
-                       _str(d, "tier", max_len=32), _str(d, "name", opt=True),
-                       _bool(d, "blocked"), _bool(d, "flagged"), _bool(d, "auto_deduct"),
-                       bal, tuple(plates), _int(d, "allowance"), applied,
+    if not isinstance(applied, dict) or len(applied) > 1000:
+        raise SyncMessageError("schema", "applied: expected {lane: seq}, <= 1000 lanes")
+    for k in applied:
+        _id({"lane": k}, "lane")
+        _int(applied, k, 0)
+    name = d.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200
+                             or not name.isprintable()):
+        raise SyncMessageError("schema", "name: expected null or <= 200 printable characters")
+    version = _int(d, "version", 1, hi=MAX_VERSION)
+    return MemberState(_id(d, "member_id"), version, _int(d, "prev_version", 0, hi=version - 1),
+                       _id(d, "tier"), name, _bool(d, "blocked"), _bool(d, "flagged"),
+                       _bool(d, "auto_deduct"), bal, tuple(plates),
+                       _int(d, "allowance", 0, hi=MAX_ALLOWANCE), applied,
                        _coupons(d.get("coupons")))
 
 
-def parse_member(raw: bytes) -> MemberState:
-    return _member(_obj(raw, 64 * 1024))
+def parse_member(raw: bytes, site: str, public_key: Ed25519PublicKey | None) -> MemberState:
+    """Authenticate (central's signature, this site) and range-check a member state."""
+    return _member(_obj(raw, 64 * 1024), site, public_key)
 
 
-def encode_snapshot(members: Sequence[MemberState]) -> bytes:
-    return canonical({"v": VERSION, "type": "snapshot",
-                      "members": [member_to_wire(m) for m in members]})
+def encode_snapshot(members: Sequence[Mapping[str, Any]]) -> bytes:
+    """A snapshot of already signed member states (``signed_member``)."""
+    return canonical({"v": VERSION, "type": "snapshot", "members": list(members)})
 
 
-def parse_snapshot(raw: bytes) -> tuple[MemberState, ...]:
+def parse_snapshot(raw: bytes, site: str,
+                   public_key: Ed25519PublicKey | None) -> tuple[MemberState, ...]:
+    """Every member state inside is verified on its own: one bad one refuses the whole."""
     d = _obj(raw)
     _typed(d, "snapshot")
     ms = d.get("members")
     if not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS:
         raise SyncMessageError("schema", f"members: expected <= {MAX_SNAPSHOT_MEMBERS}")
-    return tuple(_member(m) for m in ms)
+    return tuple(_member(m, site, public_key) for m in ms)
 
 
 def encode_snapshot_request(lane: str, members: Sequence[str] | None, reason: str) -> bytes:
@@ -505,11 +697,11 @@ def parse_snapshot_request(raw: bytes) -> tuple[str, tuple[str, ...] | None, str
     d = _obj(raw, 256 * 1024)
     _typed(d, "snapshot_request")
     ms = d.get("members")
-    if ms is not None and (not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS
-                           or not all(isinstance(m, str) and m for m in ms)):
+    if ms is not None and (not isinstance(ms, list) or len(ms) > MAX_SNAPSHOT_MEMBERS):
         raise SyncMessageError("schema", "members: expected null or a list of member ids")
-    return (_name(_str(d, "lane"), "lane"), None if ms is None else tuple(ms),
-            _str(d, "reason", max_len=64))
+    for m in ms or ():
+        _id({"member": m}, "member")
+    return (_id(d, "lane"), None if ms is None else tuple(ms), _str(d, "reason", max_len=64))
 
 
 # ---------------------------------------------------------------- signed rule bundles (down)
@@ -519,15 +711,17 @@ class SignedRules:
     bundle: dict[str, Any]
 
 
-def _rules_body(bundle: Mapping[str, Any], serial: int) -> bytes:
-    return canonical({"bundle": bundle, "serial": serial})
+def _rules_body(bundle: Mapping[str, Any], serial: int, site: str) -> bytes:
+    return canonical({"bundle": bundle, "serial": serial, "site": site})
 
 
-def sign_rules(bundle: Mapping[str, Any], serial: int, key: Ed25519PrivateKey) -> bytes:
-    """Central side: the retained ``rules`` message for ``bundle`` (JSON-ready values)."""
-    sig = key.sign(_rules_body(bundle, serial)).hex()
-    return canonical({"v": VERSION, "type": "rules", "serial": serial, "bundle": bundle,
-                      "alg": "ed25519", "sig": sig})
+def sign_rules(bundle: Mapping[str, Any], serial: int, key: Ed25519PrivateKey,
+               site: str) -> bytes:
+    """Central side: the retained ``rules`` message for ``bundle`` (JSON-ready values),
+    signed for ``site``: a lane of another site refuses it."""
+    sig = key.sign(_rules_body(bundle, serial, site)).hex()
+    return canonical({"v": VERSION, "type": "rules", "site": site, "serial": serial,
+                      "bundle": bundle, "alg": "ed25519", "sig": sig})
 
 
 def public_key_from_hex(text: str) -> Ed25519PublicKey:
@@ -537,8 +731,9 @@ def public_key_from_hex(text: str) -> Ed25519PublicKey:
         raise ValueError(f"rules_public_key: not a 32-byte hex Ed25519 key: {exc}") from None
 
 
-def parse_rules(raw: bytes, public_key: Ed25519PublicKey) -> SignedRules:
-    """Verify the Ed25519 signature; ``unsigned`` / ``bad_signature`` / ``schema`` otherwise.
+def parse_rules(raw: bytes, public_key: Ed25519PublicKey, site: str) -> SignedRules:
+    """Verify the Ed25519 signature over bundle, serial and site; ``unsigned`` /
+    ``bad_signature`` / ``wrong_site`` / ``schema`` otherwise.
 
     The bundle's own content is checked afterwards by ``edge.pricing.parse_bundle``.
     """
@@ -552,10 +747,15 @@ def parse_rules(raw: bytes, public_key: Ed25519PublicKey) -> SignedRules:
     if not sig:
         raise SyncMessageError("unsigned", f"rules serial {serial} carries no signature")
     if d.get("alg") != "ed25519" or not isinstance(sig, str):
-        raise SyncMessageError("bad_signature", f"alg {d.get('alg')!r} / sig not a string")
+        raise SyncMessageError("bad_signature", f"alg {str(d.get('alg'))[:20]!r} / sig not "
+                                                "a string")
+    claimed = d.get("site")
+    if not isinstance(claimed, str):
+        raise SyncMessageError("wrong_site", f"rules serial {serial} names no site")
     try:
-        public_key.verify(bytes.fromhex(sig), _rules_body(bundle, serial))
+        public_key.verify(bytes.fromhex(sig), _rules_body(bundle, serial, claimed))
     except (ValueError, InvalidSignature):
         raise SyncMessageError("bad_signature", f"rules serial {serial}: signature does "
                                                 "not verify") from None
+    _site(d, site, f"rules serial {serial}")
     return SignedRules(serial, bundle)

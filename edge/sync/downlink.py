@@ -1,53 +1,98 @@
 """What comes down (or across) to a lane: accounts, bindings, other lanes' sessions, rules.
 
-Every message is validated by ``codec`` first and applied idempotently: a member version not
-newer than the cached one is ignored, a session event is keyed by its event id, a rule bundle
-by its serial. A bad message is counted by reason, logged once per reason, and dropped; the
-lane keeps what it had.
+Nothing that comes down the broker is believed (#12 item 5): every message is authenticated
+and range-checked by ``codec`` first (member states, snapshots, rules and the lane roster
+signed by central for this site; session events signed by a lane of the site's roster),
+session events are sanity-checked against what the lane knows and rate-bounded per origin,
+and a member state is applied in one store transaction. Then it is applied idempotently: a
+member version not newer than the cached one is ignored, a session event is keyed by its
+event id, a rule bundle by its serial. A refused message is counted by reason, logged
+(rate-limited) and dropped; the lane keeps what it had.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.pricing import BundleError, RuleBundle, parse_bundle
 from edge.store import Store, StoreError
+from edge.store import members as store_members
 from edge.store.codec import ts
 from edge.sync import codec, topics
 from edge.sync.codec import SyncMessageError
 from edge.sync.link import MqttLink
-from edge.sync.state import CachedAccount, SyncState
+from edge.sync.refusals import Refusals
+from edge.sync.state import PUT_ACCOUNT_SQL, SyncState
 
 log = logging.getLogger(__name__)
 CENTRAL_LOT = "central"
+#: A session event's time may be ahead of this lane's clock by at most this much.
+MAX_CLOCK_SKEW = timedelta(seconds=120)
+#: A remote entry may replace a known open session of the same plate (a missed exit) only
+#: when that session is older than this; a younger one would move a known stay later
+#: (a forged "entered now" made a 4-hour stay free).
+SUPERSEDE_AFTER = timedelta(hours=24)
+#: Session events accepted per origin lane: a burst, then a steady rate (a real lane sees
+#: a vehicle every few seconds; a backlog after an outage comes as a burst).
+SESSION_BURST = 600
+SESSION_RATE_PER_S = 2.0
+#: A member version may jump at most this far past the cached one (central adds 1 a change).
+MAX_VERSION_JUMP = 1_000_000
+
+
+class _Bucket:
+    """Token bucket: ``take()`` is False once the burst is spent faster than the rate."""
+
+    def __init__(self, burst: float, rate: float, now: float) -> None:
+        self.tokens, self.burst, self.rate, self.at = burst, burst, rate, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class Downlink:
     def __init__(self, store: Store, state: SyncState, link: MqttLink, *, site: str,
                  public_key: Ed25519PublicKey | None,
                  on_rules: Callable[[RuleBundle], Any] | None = None,
-                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 refusals: Refusals | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store, self.state, self.link, self.site = store, state, link, site
         self.lane = store.lane_id
         self.public_key = public_key
         self.on_rules = on_rules
         self._wall = wallclock
-        self.rejected: Counter[str] = Counter()
+        self._mono = monotonic
+        self.refuse = refusals or Refusals()
+        self.rejected: Counter[str] = self.refuse.counts
         self.applied: Counter[str] = Counter()
-        self._logged: set[str] = set()
+        self._buckets: dict[str, _Bucket] = {}
+        serial, keys = state.lane_roster()
+        self._roster_serial = serial
+        self._lane_keys = {lane: codec.public_key_from_hex(k) for lane, k in keys.items()}
+        #: This lane's own session key (set by ``LaneSync``): its own events, echoed by the
+        #: broker, verify before any roster arrived (and are then skipped).
+        self.own_session_key: Ed25519PublicKey | None = None
+        self._t_lanes = topics.lanes(site)
         self._t_rules = topics.rules(site)
         self._t_snapshot = topics.snapshot(site, self.lane)
         self._p_members = topics.members_all(site)[:-1]
         self._p_sessions = topics.sessions_all(site)[:-1]
 
     def subscriptions(self) -> list[str]:
-        return [self._t_rules, self._t_snapshot, topics.members_all(self.site),
+        return [self._t_lanes, self._t_rules, self._t_snapshot, topics.members_all(self.site),
                 topics.sessions_all(self.site)]
 
     def on_connect(self) -> None:
@@ -56,28 +101,36 @@ class Downlink:
                           codec.encode_snapshot_request(self.lane, None, "reconnect"))
 
     def _reject(self, reason: str, detail: str) -> None:
-        self.rejected[reason] += 1
-        if reason not in self._logged:
-            self._logged.add(reason)
-            log.warning("sync message dropped (%s): %s", reason, detail)
-        else:
-            log.debug("sync message dropped (%s): %s", reason, detail)
+        self.refuse(reason, detail)
+
+    def _session_key_of(self, lane: str) -> Ed25519PublicKey | None:
+        if lane == self.lane and self.own_session_key is not None:
+            return self.own_session_key
+        return self._lane_keys.get(lane)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Apply one inbound message; never raises."""
         try:
             if topic == self._t_rules:
                 self._rules(payload)
+            elif topic == self._t_lanes:
+                self._roster(payload)
             elif topic == self._t_snapshot:
-                for m in codec.parse_snapshot(payload):
-                    self._member(m, from_snapshot=True)
+                for m in codec.parse_snapshot(payload, self.site, self.public_key):
+                    try:
+                        self._member(m, from_snapshot=True)
+                    except SyncMessageError as exc:
+                        self._reject(exc.reason, f"{topic}: {exc.detail}")
             elif topic.startswith(self._p_members):
-                m = codec.parse_member(payload)
+                m = codec.parse_member(payload, self.site, self.public_key)
                 if topic != topics.member(self.site, m.member_id):
                     raise SyncMessageError("schema", f"member {m.member_id!r} on {topic}")
                 self._member(m, from_snapshot=False)
             elif topic.startswith(self._p_sessions):
-                self._session(codec.parse_session(payload))
+                s = codec.parse_session(payload, self.site, self._session_key_of)
+                if s.origin != self.lane:
+                    self._session_sane(s)
+                self._session(s)
             else:
                 self._reject("unknown_topic", topic)
         except SyncMessageError as exc:
@@ -94,29 +147,92 @@ class Downlink:
         if cached is not None and m.version <= cached.version:
             self.applied["member_stale"] += 1
             return
+        if cached is not None and m.version - cached.version > MAX_VERSION_JUMP:
+            raise SyncMessageError("version_jump", f"member {m.member_id!r} version "
+                                                   f"{m.version} after {cached.version}")
         gap = (not from_snapshot and cached is not None and m.prev_version != cached.version)
         applied_seq = int(m.applied.get(self.lane, 0))
-        self.store.upsert_member(m.member_id, tier=m.tier, name=m.name, version=m.version,
-                                 auto_deduct=m.auto_deduct, blocked=m.blocked or m.flagged)
         available = m.balance + self.state.pending_points(m.member_id, applied_seq)
-        self.store.set_lots(m.member_id, [(CENTRAL_LOT, max(0, available), None, None)])
-        for plate in m.plates:
-            self.store.bind_plate(plate, m.member_id, m.version)
-        for plate in set(self.state.plates_of(m.member_id)) - set(m.plates):
-            self.store.unbind_plate(plate)  # central removed the binding
-        for cp in m.coupons:
-            try:
-                self.store.add_coupon(m.member_id, cp.coupon_id, cp.kind, cp.value,
-                                      cp.valid_until)
-            except StoreError:  # already used here: central learns it from our ledger
-                self.applied["coupon_already_used"] += 1
-        self.state.put_account(CachedAccount(m.member_id, m.version, m.balance, applied_seq,
-                                             m.allowance, m.flagged))
+        self._apply_member(m, applied_seq, available)
         self.applied["member"] += 1
         if gap:
             self.applied["member_gap"] += 1
             self.link.publish(topics.snapshot_request(self.site),
                               codec.encode_snapshot_request(self.lane, [m.member_id], "gap"))
+
+    def _apply_member(self, m: codec.MemberState, applied_seq: int, available: int) -> None:
+        """Member, points, bindings, coupons and the cached version in ONE store transaction:
+        a state either applies whole or not at all (a balance that could not be stored used
+        to leave the member half-applied)."""
+        with self.store._write() as c:  # the store's own single-writer transaction
+            store_members.upsert_member(c, m.member_id, tier=m.tier, name=m.name,
+                                        version=m.version, auto_deduct=m.auto_deduct,
+                                        blocked=m.blocked or m.flagged)
+            store_members.set_lots(c, m.member_id,
+                                   [(CENTRAL_LOT, max(0, available), None, None)])
+            keep = set(m.plates)
+            for (plate,) in c.execute("SELECT plate FROM plate_bindings WHERE member_id = :m",
+                                      {"m": m.member_id}).fetchall():
+                if plate not in keep:  # central removed the binding
+                    c.execute("DELETE FROM plate_bindings WHERE plate = :p", {"p": plate})
+            for plate in m.plates:
+                c.execute("INSERT INTO plate_bindings (plate, member_id, version) VALUES "
+                          "(:p, :m, :v) ON CONFLICT (plate) DO UPDATE SET member_id = :m, "
+                          "version = :v WHERE excluded.version >= plate_bindings.version",
+                          {"p": plate, "m": m.member_id, "v": m.version})
+            for cp in m.coupons:
+                try:
+                    store_members.add_coupon(c, m.member_id, cp.coupon_id, cp.kind, cp.value,
+                                             cp.valid_until)
+                except StoreError:  # already used here (checked before any write)
+                    self.applied["coupon_already_used"] += 1
+            c.execute(PUT_ACCOUNT_SQL, {"m": m.member_id, "v": m.version, "b": m.balance,
+                                        "s": applied_seq, "a": m.allowance,
+                                        "f": int(m.flagged)})
+
+    # ---------------------------------------------------------------- lane roster
+    def _roster(self, payload: bytes) -> None:
+        r = codec.parse_lanes(payload, self.site, self.public_key)
+        if r.serial < self._roster_serial:
+            raise SyncMessageError("older", f"lane roster serial {r.serial} < "
+                                            f"{self._roster_serial}")
+        keys = {lane: codec.public_key_from_hex(k) for lane, k in r.keys.items()}
+        if r.serial > self._roster_serial:
+            self.state.put_lane_roster(r.serial, dict(r.keys))
+            self.applied["lanes"] += 1
+        self._roster_serial, self._lane_keys = r.serial, keys
+
+    # ---------------------------------------------------------------- session checks
+    def _session_sane(self, s: codec.SessionOpened | codec.SessionClosed) -> None:
+        """What an authenticated session event from another lane may still not do: come
+        faster than a lane can see vehicles, be in the future, move a known stay's entry
+        later, or close a stay before it began."""
+        now = self._mono()
+        b = self._buckets.get(s.origin)
+        if b is None:
+            b = self._buckets[s.origin] = _Bucket(SESSION_BURST, SESSION_RATE_PER_S, now)
+        if not b.take(now):
+            raise SyncMessageError("session_rate", f"lane {s.origin!r} over "
+                                                   f"{SESSION_RATE_PER_S}/s")
+        when = s.entered_at if isinstance(s, codec.SessionOpened) else s.exited_at
+        if when > self._wall() + MAX_CLOCK_SKEW:
+            raise SyncMessageError("future", f"session event from {s.origin!r} at "
+                                             f"{when.isoformat()}")
+        known = self.store.find_open_session(s.plate)
+        if known is None:
+            return
+        if isinstance(s, codec.SessionOpened):
+            if (known.entry_event_id != s.event_id and known.entered_at < s.entered_at
+                    and s.entered_at - known.entered_at < SUPERSEDE_AFTER):
+                raise SyncMessageError("session_moves_later", f"{s.origin!r} would move the "
+                                       f"open stay of {s.plate} from "
+                                       f"{known.entered_at.isoformat()} to "
+                                       f"{s.entered_at.isoformat()}")
+        elif s.exited_at < known.entered_at and s.entry_event_id in (None,
+                                                                     known.entry_event_id):
+            raise SyncMessageError("close_before_entry", f"{s.origin!r} closes the stay of "
+                                   f"{s.plate} entered {known.entered_at.isoformat()} at "
+                                   f"{s.exited_at.isoformat()}")
 
     # ---------------------------------------------------------------- sessions
     def _session(self, s: codec.SessionOpened | codec.SessionClosed) -> None:
@@ -158,7 +274,7 @@ class Downlink:
     def _rules(self, payload: bytes) -> None:
         if self.public_key is None:
             raise SyncMessageError("no_public_key", "sync.rules_public_key is not set")
-        signed = codec.parse_rules(payload, self.public_key)
+        signed = codec.parse_rules(payload, self.public_key, self.site)
         serial, version = self.state.rules_serial()
         if signed.serial < serial or (signed.serial == serial
                                       and signed.bundle.get("version") != version):

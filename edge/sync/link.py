@@ -21,6 +21,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.sync.refusals import Refusals
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +62,8 @@ class MqttLink:
     """One paho client: connect_async + loop_start, auto-reconnect, bounded inbox."""
 
     def __init__(self, settings: LinkSettings, subscriptions: Sequence[str],
-                 will: tuple[str, bytes] | None = None) -> None:
+                 will: tuple[str, bytes] | None = None,
+                 refusals: Refusals | None = None) -> None:
         if not 5 <= settings.keepalive_s <= 30:
             raise ValueError(f"keepalive_s: {settings.keepalive_s} must be 5..30 s")
         self.settings = settings
@@ -73,6 +76,7 @@ class MqttLink:
         self.generation = 0  # +1 on every successful connect
         self.dropped = 0
         self.oversized = 0
+        self.refuse = refusals or Refusals()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                         clean_session=True)
         c.max_queued_messages_set(settings.max_queued)
@@ -134,11 +138,15 @@ class MqttLink:
         try:
             if len(msg.payload) > self.settings.max_payload:
                 self.oversized += 1
+                self.refuse("too_large", f"{msg.topic[:120]}: {len(msg.payload)} bytes > "
+                                         f"{self.settings.max_payload}")
                 return
             self.inbox.put_nowait((msg.topic, bytes(msg.payload)))
             self.wake.set()
         except queue.Full:
             self.dropped += 1  # every message is recoverable (resend, snapshot, retained)
+            self.refuse("inbox_full", f"{msg.topic[:120]}: inbox of "
+                                      f"{self.settings.max_inbox} full")
         except Exception:
             log.exception("MQTT on_message failed")
 

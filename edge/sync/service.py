@@ -15,12 +15,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from edge import metrics
 from edge.pricing import RuleBundle
 from edge.store import Store
 from edge.sync import codec, topics
 from edge.sync.allowance import spend_limit
 from edge.sync.downlink import Downlink
 from edge.sync.link import LinkSettings, MqttLink, TlsFiles
+from edge.sync.refusals import Refusals
 from edge.sync.state import SyncState
 from edge.sync.uplink import Uplink
 
@@ -32,7 +34,9 @@ class LaneSync:
                  public_key_hex: str = "", on_rules: Callable[[RuleBundle], Any] | None = None,
                  batch_max_entries: int = 200, batch_max_bytes: int = 65536, window: int = 4,
                  ack_timeout_s: float = 5.0, status_interval_s: float = 5.0,
-                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 stall_alert_s: float = 300.0,
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if store.path is None:
             raise ValueError("store: LaneSync needs a file-backed Store")
         self.store, self.site, self.lane = store, site, store.lane_id
@@ -43,20 +47,33 @@ class LaneSync:
         will = codec.encode_status(self.lane, "offline", max(0, self.state.last_seq() - acked),
                                    acked, wallclock())
         pk = codec.public_key_from_hex(public_key_hex) if public_key_hex else None
-        self.link = MqttLink(settings, [], will=(self._status_topic, will))
+        self.refusals = Refusals()
+        self._hmac_key = hmac_key
+        self._mono = monotonic
+        self.link = MqttLink(settings, [], will=(self._status_topic, will),
+                             refusals=self.refusals)
         self.uplink = Uplink(store, self.state, self.link, site=site, key=hmac_key,
                              batch_max_entries=batch_max_entries,
                              batch_max_bytes=batch_max_bytes, window=window,
                              ack_timeout_s=ack_timeout_s, wallclock=wallclock)
         self.downlink = Downlink(store, self.state, self.link, site=site, public_key=pk,
-                                 on_rules=on_rules, wallclock=wallclock)
+                                 on_rules=on_rules, wallclock=wallclock,
+                                 refusals=self.refusals)
+        self.downlink.own_session_key = self.uplink.session_public_key
         self.link._subs = [topics.ack(site, self.lane), *self.downlink.subscriptions()]
         self._ack_topic = topics.ack(site, self.lane)
         self.status_interval_s = status_interval_s
         self.bad_acks = 0
+        #: Backlog alert: unacknowledged entries and no ack advanced for ``stall_alert_s``.
+        self.stall_alert_s = stall_alert_s
+        self.backlog_stalled = False
+        metrics.SYNC_BACKLOG_STALLED.set(0)
+        self._stall_checked_at = 0.0
+        self._progress_at = monotonic()
+        self._progress_seq = self.uplink.acked_seq
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_status: tuple[int, int] | None = None
+        self._last_status: tuple[int, int, bool] | None = None
         self._status_at = 0.0
 
     @classmethod
@@ -90,7 +107,8 @@ class LaneSync:
         return cls(store, site=site, settings=settings,
                    hmac_key=cfg.hmac_key.get().encode("utf-8"), public_key_hex=pk,
                    on_rules=on_rules, batch_max_entries=cfg.batch_max_entries,
-                   batch_max_bytes=cfg.batch_max_bytes, window=cfg.window)
+                   batch_max_bytes=cfg.batch_max_bytes, window=cfg.window,
+                   stall_alert_s=cfg.stall_alert_s)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -129,7 +147,29 @@ class LaneSync:
     # ---------------------------------------------------------------- worker
     def _status(self, state: str) -> bytes:
         return codec.encode_status(self.lane, state, self.backlog(), self.uplink.acked_seq,
-                                   self._wall())
+                                   self._wall(), self.backlog_stalled)
+
+    def check_stall(self) -> bool:
+        """Update ``backlog_stalled`` (gauge, log on each change): True while entries wait
+        for central and no ack advanced for ``stall_alert_s`` (a batch central refuses for
+        ever, a dead link, a central that stopped committing)."""
+        backlog = self.backlog()
+        now = self._mono()
+        if backlog == 0 or self.uplink.acked_seq != self._progress_seq:
+            self._progress_at, self._progress_seq = now, self.uplink.acked_seq
+        stalled = backlog > 0 and now - self._progress_at >= self.stall_alert_s
+        metrics.SYNC_BACKLOG.set(backlog)
+        if stalled != self.backlog_stalled:
+            self.backlog_stalled = stalled
+            metrics.SYNC_BACKLOG_STALLED.set(1 if stalled else 0)
+            if stalled:
+                log.error("sync backlog stalled: %d entries unacknowledged, no ack for %.0f s "
+                          "(last acked seq %d)", backlog, now - self._progress_at,
+                          self.uplink.acked_seq)
+            else:
+                log.warning("sync backlog moving again (last acked seq %d)",
+                            self.uplink.acked_seq)
+        return stalled
 
     def _run(self) -> None:
         gen = 0
@@ -158,15 +198,24 @@ class LaneSync:
             handled += 1
             if topic == self._ack_topic:
                 try:
-                    acks.append(codec.parse_ack(payload))
+                    ack = codec.parse_ack(payload, self._hmac_key)
+                    bounded = self.uplink.bound_ack(ack, self.state.last_seq())
+                    if bounded is not ack:
+                        self.refusals("ack_beyond_sent", f"ack up to {ack.upto} "
+                                      f"{list(ack.ranges)[:3]}, sent up to "
+                                      f"{self.uplink.sent_max}: cut back")
+                    acks.append(bounded)
                 except codec.SyncMessageError as exc:
                     self.bad_acks += 1
-                    log.debug("bad ack dropped: %s", exc)
+                    self.refusals(exc.reason, f"{topic}: {exc.detail}")
             else:
                 self.downlink.handle(topic, payload)
         if acks:
             self.uplink.on_acks(acks)
         sent = self.uplink.step()
+        if self._mono() - self._stall_checked_at >= 1.0:  # it reads the ledger: once a second
+            self._stall_checked_at = self._mono()
+            self.check_stall()
         self._publish_status(force=False)
         if not sent and handled == 0:
             link.wake.wait(0.2)
@@ -177,7 +226,7 @@ class LaneSync:
         now = time.monotonic()
         if not force and now - self._status_at < self.status_interval_s:
             return
-        key = (self.uplink.acked_seq, self.state.last_seq())
+        key = (self.uplink.acked_seq, self.state.last_seq(), self.backlog_stalled)
         if (force or key != self._last_status) and self.link.publish(
                 self._status_topic, self._status("online"), retain=True):
             self._last_status = key

@@ -36,7 +36,23 @@ _MIGRATIONS: list[list[str]] = [
             version TEXT NOT NULL
         )""",
     ],
+    [
+        # Central's signed roster of the site's lanes (who may sign session events), kept
+        # so that a restart with no broker retained copy still authenticates sessions.
+        """CREATE TABLE IF NOT EXISTS sync_lanes (
+            lane_id TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            serial INTEGER NOT NULL
+        )""",
+    ],
 ]
+
+#: The upsert of ``sync_members``: also run inside the downlink's single transaction.
+PUT_ACCOUNT_SQL = (
+    "INSERT INTO sync_members (member_id, version, central_balance, applied_seq, "
+    "allowance, flagged) VALUES (:m, :v, :b, :s, :a, :f) ON CONFLICT (member_id) "
+    "DO UPDATE SET version = :v, central_balance = :b, applied_seq = :s, "
+    "allowance = :a, flagged = :f WHERE excluded.version > sync_members.version")
 
 
 _WIRE_COLS = ("at, entry_id, hash, kind, lane_id, member_id, payload, plate, prev_hash, "
@@ -169,13 +185,9 @@ class SyncState:
 
     def put_account(self, a: CachedAccount) -> None:
         with self._lock, self._engine.begin() as c:
-            c.execute(text(
-                "INSERT INTO sync_members (member_id, version, central_balance, applied_seq, "
-                "allowance, flagged) VALUES (:m, :v, :b, :s, :a, :f) ON CONFLICT (member_id) "
-                "DO UPDATE SET version = :v, central_balance = :b, applied_seq = :s, "
-                "allowance = :a, flagged = :f WHERE excluded.version > sync_members.version"),
-                {"m": a.member_id, "v": a.version, "b": a.central_balance, "s": a.applied_seq,
-                 "a": a.allowance, "f": int(a.flagged)})
+            c.execute(text(PUT_ACCOUNT_SQL), {
+                "m": a.member_id, "v": a.version, "b": a.central_balance, "s": a.applied_seq,
+                "a": a.allowance, "f": int(a.flagged)})
 
     # ---------------------------------------------------------------- rules
     def rules_serial(self) -> tuple[int, str | None]:
@@ -189,3 +201,17 @@ class SyncState:
                            "ON CONFLICT (id) DO UPDATE SET serial = :s, version = :v"),
                       {"s": serial, "v": version})
 
+
+    # ---------------------------------------------------------------- lane roster
+    def lane_roster(self) -> tuple[int, dict[str, str]]:
+        """(serial, {lane: public key hex}) of the last accepted roster; (0, {}) if none."""
+        with self._lock, self._read() as c, c.begin():
+            rows = c.execute(text("SELECT lane_id, public_key, serial FROM sync_lanes")).all()
+        return (max((int(r[2]) for r in rows), default=0), {r[0]: r[1] for r in rows})
+
+    def put_lane_roster(self, serial: int, keys: dict[str, str]) -> None:
+        with self._lock, self._engine.begin() as c:
+            c.execute(text("DELETE FROM sync_lanes"))
+            for lane, pk in keys.items():
+                c.execute(text("INSERT INTO sync_lanes (lane_id, public_key, serial) "
+                               "VALUES (:l, :k, :s)"), {"l": lane, "k": pk, "s": serial})

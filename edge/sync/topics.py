@@ -67,6 +67,12 @@ def rules(site: str) -> str:
     return f"{ROOT}/{site}/rules"
 
 
+def lanes(site: str) -> str:
+    """Central's signed roster of the site's lanes and their session-signing keys."""
+    _check(site)
+    return f"{ROOT}/{site}/lanes"
+
+
 def all_ledgers(site: str) -> str:
     _check(site)
     return f"{ROOT}/{site}/lane/+/ledger"

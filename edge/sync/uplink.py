@@ -46,6 +46,8 @@ class Uplink:
         self.store, self.link, self.site, self.lane = store, link, site, store.lane_id
         self.state = state
         self._key = key
+        self._session_key = codec.lane_session_key(key, self.lane)
+        self.session_public_key = self._session_key.public_key()
         self.batch_max_entries = batch_max_entries
         self.batch_max_bytes = batch_max_bytes
         self.window = window
@@ -65,6 +67,9 @@ class Uplink:
         # canonical JSON): a cheap filter before parsing a payload to announce it.
         self._opened_here = '"entry_lane":' + json.dumps(self.lane, ensure_ascii=False)
         self.acked_seq = state.acked_seq(PEER)
+        #: Highest seq this lane has put in a batch since it started (or acknowledged
+        #: before): an ack can never acknowledge more than that (#12 item 5).
+        self.sent_max = self.acked_seq
         self.batches_sent = 0
         self.resends = 0
 
@@ -75,9 +80,26 @@ class Uplink:
         self._page.clear()
         self._cursor = None
 
+    def bound_ack(self, ack: codec.Ack, last_seq: int) -> codec.Ack:
+        """An authenticated ack as far as it can be believed: for this lane, and never
+        beyond what this lane has sent. One beyond anything the lane ever wrote is refused
+        (``ack_beyond_written``); one beyond what it sent since it started is cut back to
+        that (``ack_beyond_sent`` counted by the caller): the rest goes again."""
+        if ack.lane != self.lane:
+            raise codec.SyncMessageError("ack_wrong_lane", f"ack for {ack.lane!r}")
+        top = max([ack.upto, *(hi for _lo, hi in ack.ranges)])
+        if top > last_seq:
+            raise codec.SyncMessageError("ack_beyond_written", f"ack up to {top}, the ledger "
+                                                               f"ends at {last_seq}")
+        if top <= self.sent_max:
+            return ack
+        lim = self.sent_max
+        ranges = tuple((lo, min(hi, lim)) for lo, hi in ack.ranges if lo <= lim)
+        return codec.Ack(ack.lane, min(ack.upto, lim), ranges, ack.batch_id)
+
     def on_acks(self, acks: list[codec.Ack]) -> None:
-        """Apply acks: the window frees at once; the durable write is grouped (see
-        ``flush_acks``)."""
+        """Apply acks (already through ``bound_ack``): the window frees at once; the
+        durable write is grouped (see ``flush_acks``)."""
         mine = [a for a in acks if a.lane == self.lane]
         if not mine:
             return
@@ -148,6 +170,7 @@ class Uplink:
                 self.reset()  # lost the link while sending: start over from disk
                 break
             batch.deadline = self._mono() + self.ack_timeout_s
+            self.sent_max = max(self.sent_max, batch.last)
             self._inflight.append(batch)
             self.batches_sent += 1
             did = True
@@ -199,13 +222,14 @@ class Uplink:
             if e.kind == EntryKind.SESSION_OPENED and payload.get("entry_lane") == self.lane:
                 msg = codec.encode_session_opened(codec.SessionOpened(
                     self.lane, str(payload.get("event_id")), e.plate or "", at,
-                    str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version))
+                    str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version),
+                    self.site, self._session_key)
                 self.link.publish(topics.sessions_opened(self.site), msg)
             elif e.kind == EntryKind.SESSION_CLOSED and e.session_id and e.plate:
                 s = self.store.get_session(e.session_id)
                 msg = codec.encode_session_closed(codec.SessionClosed(
                     self.lane, s.entry_event_id if s else None, e.plate, at,
-                    str(payload.get("exit_event_id"))))
+                    str(payload.get("exit_event_id"))), self.site, self._session_key)
                 self.link.publish(topics.sessions_closed(self.site), msg)
         except Exception:  # an announcement is best effort; the ledger still goes up
             log.exception("session announcement for %s:%d failed", self.lane, e.seq)

@@ -16,6 +16,11 @@ import time
 from pathlib import Path
 
 CANDIDATES = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
+#: The largest MQTT packet the broker takes (Mosquitto's ``max_packet_size``): the sync's
+#: 4 MiB message limit plus room for the topic and header. A bigger PUBLISH is refused at
+#: the broker (the sender is disconnected), so it never reaches a lane's memory (#12 item 5:
+#: a 60 MB message cost a lane 186 MB). config/mosquitto/mosquitto.example.conf: the same.
+MAX_PACKET_SIZE = 4 * 1024 * 1024 + 64 * 1024
 
 
 def mosquitto_binary() -> str:
@@ -44,7 +49,8 @@ class MosquittoBroker:
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"max_queued_messages 100000\nset_tcp_nodelay true\n{extra}", encoding="utf-8")
+            f"max_queued_messages 100000\nset_tcp_nodelay true\n"
+            f"max_packet_size {MAX_PACKET_SIZE}\n{extra}", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 SITE = "mall"
 KEYS = {"entry-1": b"k-entry-1", "exit-1": b"k-exit-1", "lane-x": b"k-lane-x"}
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+#: Central's Ed25519 key of the tests' site: every member state, snapshot, rule bundle and
+#: lane roster it sends is signed with it, and every lane made here verifies with it.
+CENTRAL_KEY = Ed25519PrivateKey.generate()
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
@@ -68,6 +71,16 @@ def public_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
+def roster(keys: dict[str, bytes] | None = None, serial: int = 1,
+           key: Ed25519PrivateKey | None = None) -> bytes:
+    """The signed lane roster central publishes (retained) for the tests' lanes."""
+    from edge.sync import codec
+
+    return codec.encode_lanes(SITE, serial, {
+        lane: codec.public_hex_of(codec.lane_session_key(k, lane))
+        for lane, k in (keys or KEYS).items()}, key or CENTRAL_KEY)
+
+
 def make_store(tmp_path: Path, lane: str) -> Store:
     return Store.open(tmp_path / f"{lane}.db", lane)
 
@@ -76,14 +89,16 @@ def make_sync(store: Store, port: int, **kw: object) -> LaneSync:
     settings = LinkSettings(host="127.0.0.1", port=port, client_id=store.lane_id,
                             keepalive_s=5)
     args: dict[str, object] = {"ack_timeout_s": 1.0, "status_interval_s": 0.5,
-                               "hmac_key": KEYS[store.lane_id]}
+                               "hmac_key": KEYS[store.lane_id],
+                               "public_key_hex": public_hex(CENTRAL_KEY)}
     args.update(kw)
     return LaneSync(store, site=SITE, settings=settings, **args)  # type: ignore[arg-type]
 
 
 def make_central(tmp_path: Path, port: int, **kw: object) -> CentralServer:
     args: dict[str, object] = {"db_url": f"sqlite:///{tmp_path / 'central.db'}",
-                               "client_id": f"central-{free_port()}"}
+                               "client_id": f"central-{free_port()}",
+                               "signing_key": CENTRAL_KEY}
     args.update(kw)
     return CentralServer(host="127.0.0.1", port=port, site=SITE, lane_keys=KEYS,
                          **args)  # type: ignore[arg-type]

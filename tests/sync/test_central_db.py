@@ -4,6 +4,7 @@ exactly once with balances equal to the sum of the committed entries."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,3 +80,28 @@ def test_same_seq_different_content_refuses_the_whole_group(db: CentralDB) -> No
     assert db.count_entries() == 10  # the good batch of that group was rolled back too
     assert db.balance("M1") == _expected("M1", 10)
     assert db.commit_batch(_batch(11, 20)).inserted == 10
+
+
+def test_entries_outside_the_field_limits_are_recorded_flagged_and_applied(
+        db: CentralDB) -> None:
+    """#12 item 2: central records what happened on the lane, on both paths (fresh group and
+    replay), and keeps the entry as received next to why it was flagged."""
+    es = [_entry(s) for s in range(1, 7)]
+    es[0]["plate"] = "X" * 300  # points earned by M1: still applied
+    es[0]["payload"] = {"points": 10}
+    es[2]["kind"] = ["not", "a", "kind"]
+    es[4]["payload"] = "not an object"
+    parts = [codec.canonical(e) for e in es]
+    raw = codec.encode_batch(SITE, LANE, parts, 1, 6, KEYS[LANE], datetime.now(UTC))
+    b = codec.parse_batch(raw, KEYS.get)
+    assert [seq for seq, _ in b.flagged] == [1, 3, 5]
+    res = db.commit_batches([b])
+    assert res[0].inserted == 6 and res[0].flagged == 3
+    assert db.commit_batches([b])[0].duplicates == 6  # replayed: nothing twice
+    fl = db.flagged(LANE)
+    assert [f["seq"] for f in fl] == [1, 3, 5]
+    assert "plate" in fl[0]["reason"] and "kind" in fl[1]["reason"]
+    assert json.loads(fl[0]["raw"])["plate"] == "X" * 300
+    assert db.count_entries() == 6
+    # +10 (flagged plate), -1 (seq 4); seq 5's payload was not an object: no points
+    assert db.balance("M1") == db.points_from_entries("M1") == 10 - 1

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.store import Store
 from edge.sync import codec, topics
 from tests.sync.conftest import (
+    CENTRAL_KEY,
     KEYS,
     SITE,
     Broker,
@@ -158,7 +159,8 @@ def test_replayed_batch_is_committed_once_across_central_restart(
                              KEYS["lane-x"], datetime.now(UTC))
     acks: list[codec.Ack] = []
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="replayer")
-    c.on_message = lambda _c, _u, m: acks.append(codec.parse_ack(bytes(m.payload)))
+    c.on_message = lambda _c, _u, m: acks.append(codec.parse_ack(bytes(m.payload),
+                                                                 KEYS["lane-x"]))
     c.connect("127.0.0.1", broker.port)
     c.subscribe(topics.ack(SITE, "lane-x"), qos=1)
     c.loop_start()
@@ -342,18 +344,20 @@ def test_oversized_and_garbage_messages_never_stop_the_lane(
     c.loop_start()
     try:
         assert wait_until(sync.link.subscribed.is_set, 10)
-        big = b"{" + b" " * (5 * 1024 * 1024) + b"}"
+        # over the lane's 4 MiB limit, under the broker's packet limit: dropped at the lane
+        big = b"{" + b" " * (4 * 1024 * 1024 + 1000) + b"}"
         c.publish(topics.member(SITE, "M1"), big, qos=1).wait_for_publish(10)
         for junk in (b"", b"null", b"[]", b'{"v":1,"type":"member"}', b"\xff" * 100):
             c.publish(topics.member(SITE, "M1"), junk, qos=1).wait_for_publish(5)
         c.publish(topics.ack(SITE, "lane-x"), b'{"v":1,"type":"ack","upto":-1}',
                   qos=1).wait_for_publish(5)
         good = codec.MemberState("M1", 1, 0, "member", None, False, False, True, 42, (), 10, {})
-        c.publish(topics.member(SITE, "M1"), codec.encode_member(good),
+        c.publish(topics.member(SITE, "M1"), codec.encode_member(good, SITE, CENTRAL_KEY),
                   qos=1).wait_for_publish(5)
         assert wait_until(lambda: sync.state.account("M1") is not None, 10)
-        assert sync.link.oversized == 1
-        assert sum(sync.downlink.rejected.values()) == 5 and sync.bad_acks == 1
+        assert sync.link.oversized == 1 and sync.refusals.counts["too_large"] == 1
+        # 5 junk members, the oversized one, the bad ack: each counted
+        assert sum(sync.refusals.counts.values()) == 7 and sync.bad_acks == 1
         assert sync.spend_limit("M1") == 42
     finally:
         c.loop_stop()

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", type=Path, help="rule bundle (TOML) to publish at start")
     p.add_argument("--allowance", type=int, default=100,
                    help="offline points allowance per account and lane")
+    p.add_argument("--stall-alert-s", type=float, default=300.0,
+                   help="alert when a lane's backlog has not moved for this long")
     p.add_argument("--web-port", type=int, default=None,
                    help="serve the marketing page on 127.0.0.1:PORT")
     p.add_argument("--json", action="store_true",
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     pub = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     print(f"rules public key (sync.rules_public_key on every lane): {pub}")
     server = CentralServer(host=host, port=int(port), site=a.site, lane_keys=keys,
-                           db_url=a.db, signing_key=signing_key, allowance=a.allowance)
+                           db_url=a.db, signing_key=signing_key, allowance=a.allowance,
+                           stall_alert_s=a.stall_alert_s)
     server.start()
     web = None
     if a.web_port is not None:

@@ -34,6 +34,8 @@ from sqlalchemy import (
     update,
 )
 
+from edge.fields import ID_MAX_CHARS, is_plate
+from edge.store.types import EntryKind
 from edge.sync.codec import (
     Batch,
     CouponState,
@@ -124,6 +126,18 @@ coupons = Table(
     Column("used_entry", String(200)),
 )
 
+# Entries a lane wrote that central cannot take as they are (a plate or an id outside the
+# shared field limits ...): recorded in central_entries with what could be kept, flagged here
+# with the reason and the entry exactly as received, and acked like any other (#12 item 2).
+flagged_entries = Table(
+    "central_flagged", meta,
+    Column("entry_id", String(200), primary_key=True),
+    Column("lane_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("reason", String(300), nullable=False),
+    Column("raw", Text, nullable=False),
+)
+
 REWARD_KINDS = ("parking_hours", "discount", "merchandise", "experience")
 _COUPON_KIND = {"parking_hours": "hours", "discount": "amount"}
 
@@ -164,6 +178,42 @@ class CommitResult:
     inserted: int
     duplicates: int
     members_changed: tuple[str, ...]
+    flagged: int = 0
+
+
+_KINDS = frozenset(str(k) for k in EntryKind)
+
+
+def _ok_id(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= ID_MAX_CHARS and v.isascii()
+
+
+def _clean(e: dict[str, Any]) -> dict[str, Any]:
+    """A flagged entry as it can be stored and applied: a field outside its limits is
+    dropped (kept whole in ``central_flagged.raw``); a valid member and points still move
+    the balance, since the lane already moved them (the entry happened)."""
+    c = dict(e)
+    if not isinstance(c.get("kind"), str) or c["kind"] not in _KINDS:
+        c["kind"] = "flagged"
+    for k in ("at", "recorded"):
+        if not isinstance(c.get(k), str) or len(c[k]) > 40:
+            c[k] = ""
+    for k in ("session_id", "member_id", "rules_version"):
+        if c.get(k) is not None and not _ok_id(c[k]):
+            c[k] = None
+    if c.get("plate") is not None and not is_plate(c["plate"]):
+        c["plate"] = None
+    if not isinstance(c.get("payload"), dict):
+        c["payload"] = {}
+    return c
+
+
+def _taken(b: Batch) -> tuple[dict[str, Any], ...]:
+    """The batch's entries, flagged ones cleaned."""
+    if not b.flagged:
+        return b.entries
+    fl = dict(b.flagged)
+    return tuple(_clean(e) if e["seq"] in fl else e for e in b.entries)
 
 
 class CentralDB:
@@ -228,14 +278,30 @@ class CentralDB:
                  e.get("prev_hash")) for e in es]
 
     def _commit_fresh(self, c: Any, bs: Sequence[Batch]) -> list[CommitResult]:
-        rows = [r for b in bs for r in self._rows(b, b.entries)]
+        taken = [_taken(b) for b in bs]
+        rows = [r for b, es in zip(bs, taken, strict=True) for r in self._rows(b, es)]
         cur = c.exec_driver_sql(self._insert_sql + " ON CONFLICT DO NOTHING", rows)
         if cur.rowcount != len(rows):  # some (lane, seq) or entry_id was there already
             raise _Replayed
-        effects = [_effects(b.entries) for b in bs]
+        for b in bs:
+            self._flag(c, b, b.entries)
+        effects = [_effects(es) for es in taken]
         self._apply(c, effects)
-        return [CommitResult(len(b.entries), 0, tuple(sorted(moved)))
+        return [CommitResult(len(b.entries), 0, tuple(sorted(moved)), len(b.flagged))
                 for b, (moved, _used) in zip(bs, effects, strict=True)]
+
+    @staticmethod
+    def _flag(c: Any, b: Batch, new: Sequence[dict[str, Any]]) -> int:
+        """Record why each newly inserted flagged entry of ``b`` was flagged, raw."""
+        if not b.flagged:
+            return 0
+        fl = dict(b.flagged)
+        rows = [{"entry_id": f"{b.lane}:{e['seq']}", "lane_id": b.lane, "seq": e["seq"],
+                 "reason": fl[e["seq"]][:300], "raw": canonical(e).decode()}
+                for e in new if e["seq"] in fl]
+        if rows:
+            c.execute(insert(flagged_entries), rows)
+        return len(rows)
 
     def _commit_in(self, c: Any, b: Batch) -> CommitResult:
         seqs = [e["seq"] for e in b.entries]
@@ -251,12 +317,16 @@ class CentralDB:
                                    f"differ from the committed ones, first {clash[0]}")
         # entry_id is "lane:seq" (checked by parse_batch), so (lane, seq) covers it; the
         # UNIQUE constraint on entry_id backs that up inside this transaction.
-        new = [e for e in b.entries if e["seq"] not in have]
+        new_raw = [e for e in b.entries if e["seq"] not in have]
+        fl = dict(b.flagged)
+        new = [_clean(e) if e["seq"] in fl else e for e in new_raw]
         if new:
             c.exec_driver_sql(self._insert_sql, self._rows(b, new))
+        n_flagged = self._flag(c, b, new_raw)
         moved, used = _effects(new)
         self._apply(c, [(moved, used)])
-        return CommitResult(len(new), len(b.entries) - len(new), tuple(sorted(moved)))
+        return CommitResult(len(new), len(b.entries) - len(new), tuple(sorted(moved)),
+                            n_flagged)
 
     def _apply(self, c: Any, effects: Sequence[tuple[dict[str, int], list[tuple[str, str]]]]
                ) -> None:
@@ -308,6 +378,14 @@ class CentralDB:
                 d = dict(r._mapping)
                 d["payload"] = json.loads(d["payload"])
                 yield d
+
+    def flagged(self, lane: str | None = None) -> list[dict[str, Any]]:
+        """Flagged entries (oldest first): entry id, lane, seq, reason, the entry as sent."""
+        q = select(flagged_entries).order_by(flagged_entries.c.lane_id, flagged_entries.c.seq)
+        if lane is not None:
+            q = q.where(flagged_entries.c.lane_id == lane)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
 
     def entry_ids(self, lane: str | None = None) -> list[str]:
         q = select(entries.c.entry_id)

@@ -2,7 +2,11 @@
 
 It consumes every lane's ledger batches, verifies their HMAC, commits them exactly once
 (``CentralDB.commit_batch``), acks what it has committed, and publishes what lanes need:
-member accounts (retained, versioned), snapshots on request, and signed rule bundles.
+member accounts (retained, versioned), snapshots on request, signed rule bundles and the
+signed roster of the site's lanes. Everything it sends down is authenticated (#12 item 5):
+acks MACed with the lane's key, everything else Ed25519-signed for this site.
+An entry central cannot take as it is gets recorded, flagged and acked (#12 item 2); a lane
+whose backlog stops moving is reported (``stalled_lanes``).
 A POS feed earns points with the same ``edge.pricing`` engine the lanes use.
 One paho network thread fills a bounded queue; one worker thread does all database work.
 """
@@ -13,6 +17,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,6 +28,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.fields import check_id, check_plate
 from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
 from edge.sync import codec, topics
 from parkedge_sim.central.db import CentralDB, CommitResult, ranges_of
@@ -56,15 +62,24 @@ class CentralServer:
                  client_id: str = "central", rules_bundle: dict[str, Any] | None = None,
                  max_queue: int = 2000,
                  tls: tuple[str, str | None, str | None] | None = None,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 stall_alert_s: float = 300.0) -> None:
         self.site = site
         self.lane_keys = dict(lane_keys)
         self.db = CentralDB(db_url)
+        if signing_key is None:  # lanes refuse unsigned states: sign with a key of the run
+            log.warning("central: no signing key given, using a new one for this run")
+            signing_key = Ed25519PrivateKey.generate()
         self.signing_key = signing_key
+        self.stall_alert_s = stall_alert_s
+        self._progress: dict[str, tuple[int, float]] = {}  # lane -> (acked upto, since)
+        self._stalled: set[str] = set()
+        # Lanes compare roster serials: a newer start publishes a higher one.
+        self._roster_serial = int(time.time())
         self.allowance = allowance
         self.stats: Counter[str] = Counter()
         self.lane_status: dict[str, dict[str, Any]] = {}
-        self._logged: set[str] = set()
+        self._logged_at: dict[str, float] = {}
         self._marks: dict[str, _Marks] = {}
         for lane, seqs in self.db.lane_seqs().items():
             self._marks.setdefault(lane, _Marks()).add(seqs)
@@ -103,6 +118,7 @@ class CentralServer:
             _rc, self._sub_mid = client.subscribe([(topics.all_ledgers(self.site), 1),
                                                    (topics.snapshot_request(self.site), 1),
                                                    (topics.all_statuses(self.site), 1)])
+            client.publish(topics.lanes(self.site), self.lane_roster(), qos=1, retain=True)
         except Exception:
             log.exception("central on_connect failed")
 
@@ -136,8 +152,45 @@ class CentralServer:
         self._client.loop_stop()
         self.db.close()
 
+    def lane_roster(self) -> bytes:
+        """The signed list of the site's lanes and their session-signing public keys."""
+        keys = {lane: codec.public_hex_of(codec.lane_session_key(k, lane))
+                for lane, k in sorted(self.lane_keys.items())}
+        return codec.encode_lanes(self.site, self._roster_serial, keys, self.signing_key)
+
+    def stalled_lanes(self) -> list[str]:
+        """Lanes with entries waiting (their status says backlog > 0, or says stalled) whose
+        committed watermark has not moved for ``stall_alert_s``; logged when one starts or
+        stops, counted in ``stats['lanes_stalled']``."""
+        now = time.monotonic()
+        out = []
+        for lane, st in list(self.lane_status.items()):
+            upto = self._marks[lane].upto if lane in self._marks else 0
+            prev = self._progress.get(lane)
+            backlog = int(st.get("backlog", 0)) if st.get("state") == "online" else 0
+            if prev is None or prev[0] != upto or backlog == 0:
+                self._progress[lane] = (upto, now)
+                prev = self._progress[lane]
+            if (backlog > 0 and now - prev[1] >= self.stall_alert_s) or st.get(
+                    "backlog_stalled") is True:
+                out.append(lane)
+        for lane in set(out) - self._stalled:
+            log.error("central: lane %s backlog stalled (backlog %s, committed up to %d)",
+                      lane, self.lane_status[lane].get("backlog"),
+                      self._marks[lane].upto if lane in self._marks else 0)
+        for lane in self._stalled - set(out):
+            log.warning("central: lane %s backlog moving again", lane)
+        self._stalled = set(out)
+        self.stats["lanes_stalled"] = len(out)
+        return sorted(out)
+
     def _run(self) -> None:
+        checked = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                with self._lock:
+                    self.stalled_lanes()
             try:
                 first = self._q.get(timeout=0.2)
             except queue.Empty:
@@ -181,10 +234,15 @@ class CentralServer:
         self._committed([(b, r) for b, r in zip(batches, results, strict=True) if r])
 
     def _reject(self, reason: str, detail: str) -> None:
+        """Count and log (once a minute per reason). A bad MAC or a seq/hash conflict is
+        forgery or a restored lane: logged as an error (an alert), never acked."""
         self.stats[f"rejected_{reason}"] += 1
-        if reason not in self._logged:
-            self._logged.add(reason)
-            log.warning("central dropped a message (%s): %s", reason, detail)
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -1e9) >= 60.0:
+            self._logged_at[reason] = now
+            level = logging.ERROR if reason in ("bad_hmac", "seq_conflict") else logging.WARNING
+            log.log(level, "central refused a message (%s, %d so far): %s", reason,
+                    self.stats[f"rejected_{reason}"], detail[:300])
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -193,6 +251,8 @@ class CentralServer:
                 self._snapshot(lane, wanted)
             elif topic.endswith("/status") and payload:
                 st = codec.parse_status(payload)
+                if st["lane"] not in self.lane_keys or topics.lane_of(topic) != st["lane"]:
+                    raise codec.SyncMessageError("unknown_lane", f"status of {st['lane']!r}")
                 self.lane_status[str(st["lane"])] = st
         except codec.SyncMessageError as exc:
             self._reject(exc.reason, f"{topic}: {exc.detail}")
@@ -213,14 +273,26 @@ class CentralServer:
             self.stats["batches"] += 1
             self.stats["committed"] += res.inserted
             self.stats["duplicates"] += res.duplicates
+            if res.flagged:
+                self.stats["flagged"] += res.flagged
+                self._reject_flagged(b)
             self._marks.setdefault(b.lane, _Marks()).add([e["seq"] for e in b.entries])
             changed.update(res.members_changed)
         for b, _res in done:
             marks = self._marks[b.lane]
             self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
-                b.lane, marks.upto, marks.ranges(), b.batch_id), qos=1)
+                b.lane, marks.upto, marks.ranges(), b.batch_id, self.lane_keys[b.lane]), qos=1)
         for mid in sorted(changed):
             self._publish_member(mid)
+
+    def _reject_flagged(self, b: codec.Batch) -> None:
+        now = time.monotonic()
+        if now - self._logged_at.get("flagged", -1e9) >= 60.0:
+            self._logged_at["flagged"] = now
+            seq, why = b.flagged[0]
+            log.warning("central recorded %d flagged entries of %s (first %s:%d: %s); "
+                        "%d flagged so far", len(b.flagged), b.lane, b.lane, seq, why,
+                        self.stats["flagged"])
 
     def applied(self) -> dict[str, int]:
         return {lane: m.upto for lane, m in self._marks.items()}
@@ -229,14 +301,15 @@ class CentralServer:
     def _publish_member(self, member_id: str) -> None:
         m = self.db.member_state(member_id, self.applied(), self.allowance)
         if m is not None:
-            self._client.publish(topics.member(self.site, member_id), codec.encode_member(m),
+            self._client.publish(topics.member(self.site, member_id),
+                                 codec.encode_member(m, self.site, self.signing_key),
                                  qos=1, retain=True)
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
         ids = list(wanted) if wanted is not None else self.db.member_ids()
         applied = self.applied()
         for i in range(0, max(len(ids), 1), 500):
-            ms = [m for mid in ids[i:i + 500]
+            ms = [codec.signed_member(m, self.site, self.signing_key) for mid in ids[i:i + 500]
                   if (m := self.db.member_state(mid, applied, self.allowance)) is not None]
             self._client.publish(topics.snapshot(self.site, lane), codec.encode_snapshot(ms),
                                  qos=1)
@@ -245,6 +318,11 @@ class CentralServer:
     def add_member(self, member_id: str, *, tier: str = "member", name: str | None = None,
                    balance: int = 0, plates: tuple[str, ...] = (),
                    auto_deduct: bool = True) -> None:
+        """Create or update a member; its id and plates must be what every lane accepts
+        (``edge.fields``), or the lanes would refuse its state (ValueError here)."""
+        check_id(member_id, "member_id")
+        for p in plates:
+            check_plate(p)
         with self._lock:
             self.db.upsert_member(member_id, tier=tier, name=name, balance=balance,
                                   plates=plates, auto_deduct=auto_deduct)
@@ -291,8 +369,6 @@ class CentralServer:
 
     def publish_rules(self, bundle: dict[str, Any], serial: int | None = None) -> int:
         """Validate, sign and publish (retained) ``bundle``; returns its serial."""
-        if self.signing_key is None:
-            raise ValueError("no signing key: rule bundles cannot be published unsigned")
         parsed = parse_bundle(bundle)
         with self._lock:
             s = serial if serial is not None else self._rules_serial + 1
@@ -300,7 +376,8 @@ class CentralServer:
             self._rules_serial = s
             self._bundle = bundle
             info = self._client.publish(topics.rules(self.site),
-                                        codec.sign_rules(bundle, s, self.signing_key),
+                                        codec.sign_rules(bundle, s, self.signing_key,
+                                                         self.site),
                                         qos=1, retain=True)
         info.wait_for_publish(timeout=5)
         return s

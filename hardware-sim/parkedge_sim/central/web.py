@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edge.fields import FieldError, check_id
 from edge.pricing import BundleError
 from parkedge_sim.central.figures import figures, history
 from parkedge_sim.central.server import CentralServer
@@ -99,13 +100,21 @@ def _field(body: dict[str, Any], key: str) -> str:
     return v
 
 
+def _id_field(body: dict[str, Any], key: str) -> str:
+    """An id by the definition the lanes use (``edge.fields.check_id``)."""
+    try:
+        return check_id(body.get(key), key)
+    except FieldError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def _post(central: CentralServer, path: str, body: Any) -> Any:
     if not isinstance(body, dict):
         raise ApiError(400, "expected a JSON object")
     if path == "/api/rules":
         return {"serial": central.publish_rules(body)}
     if path == "/api/redeem":
-        mid, rid = _field(body, "member_id"), _field(body, "reward_id")
+        mid, rid = _id_field(body, "member_id"), _id_field(body, "reward_id")
         redemption = body.get("redemption_id") or f"web-{uuid.uuid4().hex[:12]}"
         coupon = central.redeem(str(redemption), mid, rid, datetime.now(UTC))
         return {"redemption_id": redemption, "coupon_id": coupon,
@@ -118,7 +127,7 @@ def _post(central: CentralServer, path: str, body: Any) -> Any:
             value = Decimal(str(body.get("value")))
         except InvalidOperation:
             raise ApiError(400, f"value: {body.get('value')!r} is not a number") from None
-        central.add_reward(_field(body, "reward_id"), _field(body, "kind"),
+        central.add_reward(_id_field(body, "reward_id"), _field(body, "kind"),
                            _field(body, "name"), points, value)
         return {"reward_id": body["reward_id"]}
     raise ApiError(404, "not found")
