@@ -86,24 +86,62 @@ def _matches(c: Campaign, ctx: EarnContext, parking: bool) -> bool:
     return True
 
 
+def _multipliers(rules: RuleBundle, matched: list[Campaign]
+                 ) -> tuple[Decimal, dict[str, Campaign]]:
+    """The combined multiplier, and each max group's winner (losers do not count).
+
+    Within a group declared ``stacking = "max"`` the highest multiplier counts (the first
+    listed on a tie); in a "multiply" group they multiply. Groups (an ungrouped campaign is a
+    group of its own) then combine by ``[earn] stacking``.
+    """
+    groups: dict[str, Decimal] = {}
+    winners: dict[str, Campaign] = {}
+    for c in matched:
+        if c.multiplier == 1:
+            continue
+        key = c.group if c.group is not None else "\0" + c.name
+        if c.group in rules.max_groups:
+            w = winners.get(key)
+            if w is None or c.multiplier > w.multiplier:
+                winners[key] = c
+                groups[key] = c.multiplier
+        else:
+            groups[key] = groups.get(key, Decimal(1)) * c.multiplier
+    mult = Decimal(1)
+    for v in groups.values():
+        mult = mult * v if rules.stack_multiply else max(mult, v)
+    return mult, winners
+
+
 def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
            bonuses: bool, earned_today: int, fired: list[str], en: list[str], zh: list[str],
            explain: bool = True) -> int:
-    mult = Decimal(1)
+    matched = [c for c in (rules.parking_campaigns if parking else rules.purchase_campaigns)
+               if _matches(c, ctx, parking)]
+    mult, winners = _multipliers(rules, matched)
     bonus = 0
-    for c in (rules.parking_campaigns if parking else rules.purchase_campaigns):
-        if not _matches(c, ctx, parking):
-            continue
-        if c.multiplier != 1:
-            mult = mult * c.multiplier if rules.stack_multiply else max(mult, c.multiplier)
-        if c.bonus and bonuses:
+    for c in matched:
+        counts = c.multiplier != 1
+        w = winners.get(c.group) if c.group is not None else None
+        if counts and w is not None and w is not c:
+            counts = False
+            if explain:
+                en.append(f"campaign {c.name}: x{c.multiplier} not stacked, group {c.group} "
+                          f"takes the highest ({w.name} x{w.multiplier})")
+                zh.append(f"活动 {c.name}: ×{c.multiplier} 不叠加, {c.group} 组取最高 "
+                          f"({w.name} ×{w.multiplier})")
+        has_bonus = bool(c.bonus and bonuses)
+        if has_bonus:
             bonus += c.bonus
-        elif c.multiplier == 1:
+        if not (counts or has_bonus):
             continue
         fired.append(c.name)
         if explain:
-            en.append(f"campaign {c.name}: x{c.multiplier}" + (f" +{c.bonus}" if c.bonus else ""))
-            zh.append(f"活动 {c.name}: ×{c.multiplier}" + (f" +{c.bonus}分" if c.bonus else ""))
+            x = [f"x{c.multiplier}"] if counts else []
+            b = [f"+{c.bonus}"] if has_bonus else []
+            en.append(f"campaign {c.name}: " + " ".join(x + b))
+            zh.append(f"活动 {c.name}: " + " ".join([v.replace("x", "×") for v in x]
+                                                   + [v + "分" for v in b]))
     points = int(base * mult) + bonus
     cap = rules.earn_daily_cap
     if cap is not None and points > 0:
