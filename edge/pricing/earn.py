@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from edge.pricing.bundle import Campaign, RuleBundle
 from edge.pricing.calendar import add_months, day_tags, end_of_local_day, local_instant
+from edge.pricing.checks import check_instant, check_member, check_money
 from edge.pricing.types import MemberSnapshot, PurchaseEarn
 
 
@@ -145,7 +146,7 @@ def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
     points = int(base * mult) + bonus
     cap = rules.earn_daily_cap
     if cap is not None and points > 0:
-        room = max(0, cap - earned_today)
+        room = max(0, cap - max(0, earned_today))  # a revocation never widens the cap
         if points > room:
             fired.append("cap:daily_earn")
             en.append(f"daily earning cap {cap}: {points} -> {room}")
@@ -183,24 +184,31 @@ def earn_for_purchase(amount: Decimal, category: str, when: datetime,
                       member: MemberSnapshot | None, rules: RuleBundle, *,
                       brand: str | None = None, tier: str | None = None) -> PurchaseEarn:
     """Points one purchase earns (seed: ¥1 = 1 point, fractions dropped, then multipliers)."""
-    if not isinstance(amount, Decimal) or amount < 0 or not amount.is_finite():
-        raise ValueError(f"amount must be a non-negative Decimal, got {amount!r}")
-    if when.tzinfo is None:
-        raise ValueError("when must be timezone-aware")
-    if member is not None and member.blocked:
-        return PurchaseEarn(0, ("member_blocked",), ("member blocked: no points",),
-                            ("会员已冻结: 不积分",))
+    if not isinstance(amount, Decimal):
+        raise ValueError(f"amount must be a Decimal, got {amount!r}")
+    check_money("amount", amount)
+    check_instant("when", when)
+    if member is not None:
+        check_member(member)
+        if member.blocked:
+            return PurchaseEarn(0, ("member_blocked",), ("member blocked: no points",),
+                                ("会员已冻结: 不积分",))
     tier_name = tier or (member.tier if member else None) or rules.default_tier
     t = rules.tier(tier_name)
+    flagged: list[str] = []
+    if t.name != tier_name:  # as quote_exit: the default tier, and say so
+        flagged.append("unknown_tier")
     if amount < rules.purchase_min_spend:
         return PurchaseEarn(
-            0, ("min_spend",),
+            0, (*flagged, "min_spend"),
             (f"spend {amount} below minimum {rules.purchase_min_spend}: no points",),
             (f"消费 {amount}元 未满 {rules.purchase_min_spend}元: 不积分",))
     base = int(amount / t.purchase_yuan_per_point)
-    fired = ["base:purchase"]
-    en = [f"spend {amount} / {t.purchase_yuan_per_point} per point ({t.name}) = {base} points"]
-    zh = [f"消费 {amount}元 ÷ {t.purchase_yuan_per_point}元/分 ({t.name}) = {base}分"]
+    fired = [*flagged, "base:purchase"]
+    en = [f"unknown tier {tier_name!r}: {t.name}"] if flagged else []
+    zh = [f"未知等级 {tier_name!r}: 按 {t.name}"] if flagged else []
+    en.append(f"spend {amount} / {t.purchase_yuan_per_point} per point ({t.name}) = {base} points")
+    zh.append(f"消费 {amount}元 ÷ {t.purchase_yuan_per_point}元/分 ({t.name}) = {base}分")
     ctx = context_at(rules, when, t.name, category=category, brand=brand, amount=amount)
     points = _apply(rules, base, ctx, False, bonuses=True,
                     earned_today=member.earned_today if member else 0,
@@ -212,6 +220,7 @@ def earn_for_purchase(amount: Decimal, category: str, when: datetime,
 
 def earned_expiry(rules: RuleBundle, earned_at: datetime) -> datetime | None:
     """When points earned at ``earned_at`` stop being spendable (exclusive instant)."""
+    check_instant("earned_at", earned_at)
     if rules.expiry_mode == "none":
         return None
     return _expiry(rules.expiry_mode, rules.annual_month, rules.annual_day,
