@@ -147,3 +147,17 @@ def test_simulate_names_the_line_of_a_bad_record(tmp_path: Path) -> None:
                  '{"exited": "9999-12-31T23:59:00+08:00", "entered": null}\n', "utf-8")
     with pytest.raises(ValueError, match=r"^line 2: session.exited .* outside the supported"):
         simulate_file(p, MALL, workers=1)
+
+
+def test_decades_long_stay_prices_in_reasonable_time(mall):  # type: ignore[no-untyped-def]
+    """An entry time from a reset clock (decades ago) at a night-rate tariff: finding the night
+    window of each segment was a linear scan, quadratic in days (a 56-year stay with points
+    took ~5 CPU-minutes at the exit; 20 years ~35 s); now a bisection."""
+    import time
+
+    entered = datetime(2006, 3, 2, 10, tzinfo=SH)
+    t0 = time.process_time()
+    q = quote_exit(SessionInput(entered, X), member(lots=(PointsLot("L", 100000, None),)),
+                   mall, X)
+    assert time.process_time() - t0 < 10
+    assert q.fee > 0 and q.points_deducted > 0
