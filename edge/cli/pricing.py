@@ -27,6 +27,7 @@ from edge.pricing import (
     load_bundle,
     quote_exit,
 )
+from edge.pricing.checks import MAX_INSTANT, MAX_MONEY, MIN_INSTANT, check_instant, check_money
 
 rules = typer.Typer(help="Rule bundles: validate, forecast campaigns.", no_args_is_help=True)
 app.add_typer(rules, name="rules")
@@ -57,6 +58,11 @@ def _when(name: str, value: str | None, rb: RuleBundle | None = None) -> datetim
         if rb is None:
             _fail(f"{name}: needs a UTC offset, e.g. {value}+08:00")
         dt = dt.replace(tzinfo=rb.tz)  # a bare local time means the site's time zone
+    try:
+        check_instant(name, dt)
+    except ValueError:  # 0001-01-01 and 9999-12-31 overflowed deep in the engine
+        _fail(f"{name}: {value!r} is outside the supported range "
+              f"{MIN_INSTANT:%Y-%m-%d} .. {MAX_INSTANT:%Y-%m-%d} (UTC)")
     return dt
 
 
@@ -67,7 +73,20 @@ def _money(name: str, value: str) -> Decimal:
         _fail(f"{name}: not a decimal amount: {value!r}")
     if not d.is_finite() or d < 0:
         _fail(f"{name}: must be a non-negative amount, got {value!r}")
+    if d > MAX_MONEY:
+        _fail(f"{name}: must be at most {MAX_MONEY}, got {value!r}")
     return d
+
+
+def _count(name: str, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        _fail(f"{name}: must be >= 0, got {value}")
+    return value
+
+
+def _tier(rb: RuleBundle, tier: str | None) -> None:
+    if tier is not None and tier not in rb.tiers:
+        _fail(f"--tier: unknown tier {tier!r}; this bundle has {', '.join(rb.tiers)}")
 
 
 def _coupon(spec: str, i: int) -> Coupon:
@@ -96,37 +115,60 @@ def member_from_json(data: Any, rb: RuleBundle) -> MemberSnapshot:
             raise ValueError(f"{key}: not an ISO 8601 date-time: {v!r}") from None
         return d if d.tzinfo else d.replace(tzinfo=rb.tz)
 
-    lots = []
-    for i, x in enumerate(data.get("lots", [])):
+    def count(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{key}: must be a whole number >= 0, got {v!r}")
+        return v
+
+    def money(key: str, v: Any) -> Decimal:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError(f"{key}: must be an amount such as \"12.50\", got {v!r}")
         try:
-            lots.append(PointsLot(str(x.get("lot_id", f"lot{i}")), int(x["points"]),
-                                  dt(f"lots[{i}].expires_at", x.get("expires_at")),
-                                  dt(f"lots[{i}].earned_at", x.get("earned_at"))))
+            return check_money(key, str(v))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(f"{key} ", f"{key}: ", 1)) from None
+
+    def flag(key: str, v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise ValueError(f"{key}: must be true or false, got {v!r}")
+        return v
+
+    def items(key: str) -> list[Any]:
+        v = data.get(key, [])
+        if not isinstance(v, list):
+            raise ValueError(f"{key}: must be a list")
+        return v
+
+    lots = []
+    for i, x in enumerate(items("lots")):
+        try:
+            lots.append(PointsLot(str(x.get("lot_id", f"lot{i}")), count("points", x["points"]),
+                                  dt("expires_at", x.get("expires_at")),
+                                  dt("earned_at", x.get("earned_at"))))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"lots[{i}]: {exc}") from None
     coupons = []
-    for i, x in enumerate(data.get("coupons", [])):
+    for i, x in enumerate(items("coupons")):
         try:
             if x["kind"] not in ("hours", "amount", "free"):
                 raise ValueError("kind must be hours, amount or free")
             coupons.append(Coupon(str(x.get("coupon_id", f"coupon{i}")), x["kind"],
-                                  Decimal(str(x.get("value", "0"))),
-                                  dt(f"coupons[{i}].valid_until", x.get("valid_until"))))
-        except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+                                  money("value", x.get("value", "0")),
+                                  dt("valid_until", x.get("valid_until"))))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"coupons[{i}]: {exc}") from None
-    try:
-        return MemberSnapshot(
-            member_id=str(data.get("member_id", "cli")),
-            tier=str(data.get("tier", rb.default_tier)),
-            lots=tuple(lots), coupons=tuple(coupons),
-            redeemed_this_month_value=Decimal(str(data.get("redeemed_this_month_value", "0"))),
-            redeemed_today_points=int(data.get("redeemed_today_points", 0)),
-            earned_today=int(data.get("earned_today", 0)),
-            auto_deduct=bool(data.get("auto_deduct", True)),
-            blocked=bool(data.get("blocked", False)),
-        )
-    except (TypeError, ValueError, InvalidOperation) as exc:
-        raise ValueError(f"member: {exc}") from None
+    return MemberSnapshot(
+        member_id=str(data.get("member_id", "cli")),
+        tier=str(data.get("tier", rb.default_tier)),
+        lots=tuple(lots), coupons=tuple(coupons),
+        redeemed_this_month_value=money("redeemed_this_month_value",
+                                        data.get("redeemed_this_month_value", "0")),
+        redeemed_today_points=count("redeemed_today_points",
+                                    data.get("redeemed_today_points", 0)),
+        earned_today=count("earned_today", data.get("earned_today", 0)),
+        auto_deduct=flag("auto_deduct", data.get("auto_deduct", True)),
+        blocked=flag("blocked", data.get("blocked", False)),
+    )
 
 
 @app.command("quote")
@@ -145,8 +187,10 @@ def quote_cmd(
     paid_at: Annotated[str | None, typer.Option("--paid-at", help="Paid at a pay station.")] = None,
     paid_amount: Annotated[str, typer.Option("--paid-amount")] = "0",
     previous_exit: Annotated[str | None, typer.Option("--previous-exit")] = None,
-    redeemed_month: Annotated[str, typer.Option("--redeemed-month", help="Yuan this month.")] = "0",
-    earned_today: Annotated[int, typer.Option("--earned-today")] = 0,
+    redeemed_month: Annotated[
+        str | None, typer.Option("--redeemed-month", help="Yuan redeemed this month.")] = None,
+    earned_today: Annotated[
+        int | None, typer.Option("--earned-today", help="Points earned today.")] = None,
     no_spend: Annotated[bool, typer.Option("--no-spend", help="Deduct nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -155,27 +199,31 @@ def quote_cmd(
     rb = _bundle(rules_file)
     if points is not None and member_file is not None:
         _fail("give --points or --member, not both")
-    if points is not None and points < 0:
-        _fail(f"--points: must be >= 0, got {points}")
+    _count("--points", points)
+    _count("--earned-today", earned_today)
+    _tier(rb, tier)
+    month = None if redeemed_month is None else _money("--redeemed-month", redeemed_month)
+    # the options override the member file's values; any of them makes this a member's quote
+    given: dict[str, Any] = {}
+    if tier is not None:
+        given["tier"] = tier
+    if month is not None:
+        given["redeemed_this_month_value"] = month
+    if earned_today is not None:
+        given["earned_today"] = earned_today
     member: MemberSnapshot | None = None
     if member_file is not None:
         try:
             member = member_from_json(json.loads(member_file.read_text("utf-8")), rb)
         except (OSError, json.JSONDecodeError, ValueError) as exc:
             _fail(f"--member {member_file}: {exc}")
-        if tier:
-            member = MemberSnapshot(**{**_fields(member), "tier": tier})
-        if coupon:
-            extra = tuple(_coupon(c, i) for i, c in enumerate(coupon))
-            member = MemberSnapshot(**{**_fields(member), "coupons": member.coupons + extra})
-    elif points is not None or tier is not None or coupon:
-        member = MemberSnapshot(
-            "cli", tier or rb.default_tier,
-            (PointsLot("cli", points, None),) if points else (),
-            tuple(_coupon(c, i) for i, c in enumerate(coupon)),
-            redeemed_this_month_value=_money("--redeemed-month", redeemed_month),
-            earned_today=earned_today,
-        )
+    elif points is not None or given or coupon:
+        member = MemberSnapshot("cli", rb.default_tier,
+                                (PointsLot("cli", points, None),) if points else ())
+    if member is not None:
+        extra = tuple(_coupon(c, i) for i, c in enumerate(coupon))
+        member = MemberSnapshot(**{**_fields(member), **given,
+                                   "coupons": member.coupons + extra})
     ex = _when("--exited", exited, rb)
     assert ex is not None
     session = SessionInput(
@@ -220,8 +268,8 @@ def earn_cmd(
     rb = _bundle(rules_file)
     when = _when("--at", at, rb)
     assert when is not None
-    if tier is not None and tier not in rb.tiers:
-        _fail(f"--tier: unknown tier {tier!r}; this bundle has {', '.join(rb.tiers)}")
+    _tier(rb, tier)
+    _count("--earned-today", earned_today)
     member = None
     if earned_today:
         member = MemberSnapshot("cli", tier or rb.default_tier, (), earned_today=earned_today)

@@ -82,6 +82,7 @@ class Campaign:
     categories: frozenset[str] | None
     brands: frozenset[str] | None
     min_amount: Decimal | None
+    group: str | None = None  # multiplier group; None = a group of its own
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class RuleBundle:
     blacklist: frozenset[str]
     model: BundleModel
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    # multiplier groups whose campaigns take the highest multiplier (the rest multiply)
+    max_groups: frozenset[str] = frozenset()
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -260,6 +263,7 @@ def _compile_campaign(c: CampaignModel) -> Campaign:
         categories=_fs(c.categories),
         brands=_fs(c.brands),
         min_amount=c.min_amount,
+        group=c.group,
     )
 
 
@@ -288,8 +292,20 @@ def _cross_checks(m: BundleModel) -> list[tuple[str, str]]:
         for v in c.vehicle_classes or ():
             if v not in classes:
                 errs.append((f"campaigns[{i}].vehicle_classes", f"unknown vehicle class {v!r}"))
+        if c.group is not None:
+            if c.group not in m.earn.groups:
+                errs.append((f"campaigns[{i}].group",
+                             f"unknown multiplier group {c.group!r}; declare it as "
+                             f"[earn.groups.{c.group}] with stacking = \"max\" or \"multiply\""))
+            elif c.multiplier == 1:
+                errs.append((f"campaigns[{i}].group",
+                             "a group combines multipliers; this campaign has none"))
         if c.applies_to == "purchase" and c.min_duration_minutes is not None:
             errs.append((f"campaigns[{i}].min_duration_minutes", "only for parking campaigns"))
+    used = {c.group for c in m.campaigns}
+    for g in m.earn.groups:
+        if g not in used:
+            errs.append((f"earn.groups.{g}", "no campaign has this group (a typo?)"))
     prev: datetime | None = None
     for i, h in enumerate(m.previous_tariffs):
         for cls in classes - set(h.tariffs):
@@ -383,6 +399,7 @@ def parse_bundle(data: Mapping[str, Any]) -> RuleBundle:
         whitelist={e.plate: e.until for e in m.lists.whitelist},
         blacklist=frozenset(e.plate for e in m.lists.blacklist),
         model=m,
+        max_groups=frozenset(g for g, gm in m.earn.groups.items() if gm.stacking == "max"),
     )
 
 

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from edge.pricing.bundle import Campaign, RuleBundle
 from edge.pricing.calendar import add_months, day_tags, end_of_local_day, local_instant
+from edge.pricing.checks import check_instant, check_member, check_money
 from edge.pricing.types import MemberSnapshot, PurchaseEarn
 
 
@@ -86,28 +87,66 @@ def _matches(c: Campaign, ctx: EarnContext, parking: bool) -> bool:
     return True
 
 
+def _multipliers(rules: RuleBundle, matched: list[Campaign]
+                 ) -> tuple[Decimal, dict[str, Campaign]]:
+    """The combined multiplier, and each max group's winner (losers do not count).
+
+    Within a group declared ``stacking = "max"`` the highest multiplier counts (the first
+    listed on a tie); in a "multiply" group they multiply. Groups (an ungrouped campaign is a
+    group of its own) then combine by ``[earn] stacking``.
+    """
+    groups: dict[str, Decimal] = {}
+    winners: dict[str, Campaign] = {}
+    for c in matched:
+        if c.multiplier == 1:
+            continue
+        key = c.group if c.group is not None else "\0" + c.name
+        if c.group in rules.max_groups:
+            w = winners.get(key)
+            if w is None or c.multiplier > w.multiplier:
+                winners[key] = c
+                groups[key] = c.multiplier
+        else:
+            groups[key] = groups.get(key, Decimal(1)) * c.multiplier
+    mult = Decimal(1)
+    for v in groups.values():
+        mult = mult * v if rules.stack_multiply else max(mult, v)
+    return mult, winners
+
+
 def _apply(rules: RuleBundle, base: int, ctx: EarnContext, parking: bool, *,
            bonuses: bool, earned_today: int, fired: list[str], en: list[str], zh: list[str],
            explain: bool = True) -> int:
-    mult = Decimal(1)
+    matched = [c for c in (rules.parking_campaigns if parking else rules.purchase_campaigns)
+               if _matches(c, ctx, parking)]
+    mult, winners = _multipliers(rules, matched)
     bonus = 0
-    for c in (rules.parking_campaigns if parking else rules.purchase_campaigns):
-        if not _matches(c, ctx, parking):
-            continue
-        if c.multiplier != 1:
-            mult = mult * c.multiplier if rules.stack_multiply else max(mult, c.multiplier)
-        if c.bonus and bonuses:
+    for c in matched:
+        counts = c.multiplier != 1
+        w = winners.get(c.group) if c.group is not None else None
+        if counts and w is not None and w is not c:
+            counts = False
+            if explain:
+                en.append(f"campaign {c.name}: x{c.multiplier} not stacked, group {c.group} "
+                          f"takes the highest ({w.name} x{w.multiplier})")
+                zh.append(f"活动 {c.name}: ×{c.multiplier} 不叠加, {c.group} 组取最高 "
+                          f"({w.name} ×{w.multiplier})")
+        has_bonus = bool(c.bonus and bonuses)
+        if has_bonus:
             bonus += c.bonus
-        elif c.multiplier == 1:
+        if not (counts or has_bonus):
             continue
         fired.append(c.name)
         if explain:
-            en.append(f"campaign {c.name}: x{c.multiplier}" + (f" +{c.bonus}" if c.bonus else ""))
-            zh.append(f"活动 {c.name}: ×{c.multiplier}" + (f" +{c.bonus}分" if c.bonus else ""))
+            x = [f"x{c.multiplier}"] if counts else []
+            b = [f"+{c.bonus}"] if has_bonus else []
+            en.append(f"campaign {c.name}: " + " ".join(x + b))
+            zh.append(f"活动 {c.name}: " + " ".join([v.replace("x", "×") for v in x]
+                                                   + [v + "分" for v in b]))
     points = int(base * mult) + bonus
     cap = rules.earn_daily_cap
     if cap is not None and points > 0:
-        room = max(0, cap - earned_today)
+        room = max(0, cap - max(0, earned_today))  # a revocation never widens the cap
         if points > room:
             fired.append("cap:daily_earn")
             en.append(f"daily earning cap {cap}: {points} -> {room}")
@@ -145,24 +184,31 @@ def earn_for_purchase(amount: Decimal, category: str, when: datetime,
                       member: MemberSnapshot | None, rules: RuleBundle, *,
                       brand: str | None = None, tier: str | None = None) -> PurchaseEarn:
     """Points one purchase earns (seed: ¥1 = 1 point, fractions dropped, then multipliers)."""
-    if not isinstance(amount, Decimal) or amount < 0 or not amount.is_finite():
-        raise ValueError(f"amount must be a non-negative Decimal, got {amount!r}")
-    if when.tzinfo is None:
-        raise ValueError("when must be timezone-aware")
-    if member is not None and member.blocked:
-        return PurchaseEarn(0, ("member_blocked",), ("member blocked: no points",),
-                            ("会员已冻结: 不积分",))
+    if not isinstance(amount, Decimal):
+        raise ValueError(f"amount must be a Decimal, got {amount!r}")
+    check_money("amount", amount)
+    check_instant("when", when)
+    if member is not None:
+        check_member(member)
+        if member.blocked:
+            return PurchaseEarn(0, ("member_blocked",), ("member blocked: no points",),
+                                ("会员已冻结: 不积分",))
     tier_name = tier or (member.tier if member else None) or rules.default_tier
     t = rules.tier(tier_name)
+    flagged: list[str] = []
+    if t.name != tier_name:  # as quote_exit: the default tier, and say so
+        flagged.append("unknown_tier")
     if amount < rules.purchase_min_spend:
         return PurchaseEarn(
-            0, ("min_spend",),
+            0, (*flagged, "min_spend"),
             (f"spend {amount} below minimum {rules.purchase_min_spend}: no points",),
             (f"消费 {amount}元 未满 {rules.purchase_min_spend}元: 不积分",))
     base = int(amount / t.purchase_yuan_per_point)
-    fired = ["base:purchase"]
-    en = [f"spend {amount} / {t.purchase_yuan_per_point} per point ({t.name}) = {base} points"]
-    zh = [f"消费 {amount}元 ÷ {t.purchase_yuan_per_point}元/分 ({t.name}) = {base}分"]
+    fired = [*flagged, "base:purchase"]
+    en = [f"unknown tier {tier_name!r}: {t.name}"] if flagged else []
+    zh = [f"未知等级 {tier_name!r}: 按 {t.name}"] if flagged else []
+    en.append(f"spend {amount} / {t.purchase_yuan_per_point} per point ({t.name}) = {base} points")
+    zh.append(f"消费 {amount}元 ÷ {t.purchase_yuan_per_point}元/分 ({t.name}) = {base}分")
     ctx = context_at(rules, when, t.name, category=category, brand=brand, amount=amount)
     points = _apply(rules, base, ctx, False, bonuses=True,
                     earned_today=member.earned_today if member else 0,
@@ -174,6 +220,7 @@ def earn_for_purchase(amount: Decimal, category: str, when: datetime,
 
 def earned_expiry(rules: RuleBundle, earned_at: datetime) -> datetime | None:
     """When points earned at ``earned_at`` stop being spendable (exclusive instant)."""
+    check_instant("earned_at", earned_at)
     if rules.expiry_mode == "none":
         return None
     return _expiry(rules.expiry_mode, rules.annual_month, rules.annual_day,

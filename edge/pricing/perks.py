@@ -10,12 +10,16 @@ from datetime import date, datetime
 
 from edge.pricing.bundle import RuleBundle
 from edge.pricing.calendar import add_months, local_instant
+from edge.pricing.checks import MAX_INSTANT, MIN_INSTANT
 from edge.pricing.types import Coupon
 
 
 def monthly_perk_coupons(rules: RuleBundle, tier: str, member_id: str, month: date
                          ) -> tuple[Coupon, ...]:
     """Coupons ``tier`` earns for ``month`` (valid until the month's end, site time)."""
+    if not isinstance(month, date) or not MIN_INSTANT.year <= month.year < MAX_INSTANT.year:
+        raise ValueError(f"month must be a date in {MIN_INSTANT.year}..{MAX_INSTANT.year - 1}, "
+                         f"got {month!r}")
     t = rules.tiers.get(tier)
     if t is None:
         return ()

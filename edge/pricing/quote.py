@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import partial
 
 from edge.pricing.bundle import RuleBundle, Tariff
+from edge.pricing.checks import check_instant, check_member, check_money
 from edge.pricing.earn import EarnResult, context_at, earn_for_stay, earned_expiry
 from edge.pricing.explain import explain
 from edge.pricing.spend import (
@@ -30,13 +31,6 @@ ZERO = Decimal("0.00")
 NO_EARN = EarnResult(0, (), (), ())
 
 
-def _aware(name: str, v: datetime | None, *, required: bool = False) -> None:
-    if v is None and not required:
-        return
-    if not isinstance(v, datetime) or v.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime, got {v!r}")
-
-
 def _const(fee: Decimal, _minutes: int) -> Decimal:
     return fee
 
@@ -44,24 +38,14 @@ def _const(fee: Decimal, _minutes: int) -> Decimal:
 def quote_exit(session: SessionInput, member: MemberSnapshot | None, rules: RuleBundle,
                at: datetime, *, spend_points: bool = True, explain_lines: bool = True) -> Quote:
     """Price one exit. ``spend_points=False`` prices it but deducts nothing (uncertain read)."""
-    _aware("session.exited", session.exited, required=True)
-    _aware("at", at, required=True)
-    if session.entered is not None:
-        _aware("session.entered", session.entered)
-    if session.paid_at is not None:
-        _aware("session.paid_at", session.paid_at)
-    if session.previous_exit is not None:
-        _aware("session.previous_exit", session.previous_exit)
-    prepaid = session.paid_amount
-    if not isinstance(prepaid, Decimal):
-        if isinstance(prepaid, bool) or not isinstance(prepaid, (int, str)):
-            raise ValueError(f"session.paid_amount must be a Decimal, got {prepaid!r}")
-        try:
-            prepaid = Decimal(prepaid)
-        except InvalidOperation:
-            raise ValueError(f"session.paid_amount is not an amount: {prepaid!r}") from None
-    if not prepaid.is_finite() or prepaid < 0:
-        raise ValueError(f"session.paid_amount must be >= 0, got {session.paid_amount}")
+    check_instant("session.exited", session.exited)
+    check_instant("at", at)
+    check_instant("session.entered", session.entered, required=False)
+    check_instant("session.paid_at", session.paid_at, required=False)
+    check_instant("session.previous_exit", session.previous_exit, required=False)
+    prepaid = check_money("session.paid_amount", session.paid_amount)
+    if member is not None:
+        check_member(member)
     flags: list[str] = []
     tz = rules.tz
     entered = session.entered

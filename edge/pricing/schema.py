@@ -205,11 +205,24 @@ class PurchaseEarnModel(_Model):
     min_spend: Money = Field(default=Decimal(0), description="Smaller purchases earn nothing.")
 
 
+class MultiplierGroupModel(_Model):
+    stacking: Literal["max", "multiply"] = Field(
+        description="How the multipliers of this group's campaigns that fire together combine: "
+        "'max' takes the highest (a Saturday that is also a holiday counts once), "
+        "'multiply' takes their product."
+    )
+
+
 class EarnModel(_Model):
     daily_cap: int | None = Field(default=None, ge=1, description="Most points earned per day.")
     stacking: Literal["multiply", "max"] = Field(
         default="multiply",
-        description="Combine campaign multipliers by product or take the largest.",
+        description="Combine the groups' multipliers (an ungrouped campaign is a group of its "
+        "own) by product or take the largest.",
+    )
+    groups: dict[str, MultiplierGroupModel] = Field(
+        default={},
+        description="Multiplier groups, named by campaigns' 'group' key, each with its stacking.",
     )
     parking: ParkingEarnModel = Field(default_factory=ParkingEarnModel)
     purchase: PurchaseEarnModel = Field(default_factory=PurchaseEarnModel)
@@ -222,6 +235,12 @@ class CampaignModel(_Model):
         default=Decimal(1), description="Multiplies the base points."
     )
     bonus_points: int = Field(default=0, ge=0, le=100000, description="Added once per visit.")
+    group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Multiplier group declared under [earn.groups]; none = a group of its own.",
+    )
     tiers: list[str] | None = Field(default=None, description="Only these tiers.")
     vehicle_classes: list[str] | None = Field(default=None, description="Only these classes.")
     days: list[str] | None = Field(default=None, description="Day tags: mon..sun, weekend, ...")

@@ -213,10 +213,14 @@ def replay_part(path: str, candidate: str, baseline: str | None, part: int, work
             if exited is None:
                 raise ValueError(f"line {n}: exited is missing")
             entered = _parse_time(rec.get("entered"), "entered", n)
-            cand.feed(rec, entered, exited)
-            if base is not None:
-                base.feed(rec, entered, exited)
-            _recorded(recorded, rec, seen)
+            try:
+                cand.feed(rec, entered, exited)
+                if base is not None:
+                    base.feed(rec, entered, exited)
+                _recorded(recorded, rec, seen)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # NaN/Infinity/out-of-range values in an export: say which line
+                raise ValueError(f"line {n}: {exc or type(exc).__name__}") from None
     return cand.t, (base.t if base else None), recorded
 
 

@@ -155,14 +155,16 @@ def apply_points(lots: list[PointsLot], tier: Tier, rules: RuleBundle, st: Spend
     if rules.max_hours_per_visit is not None and by_minutes:
         limits.append((rules.max_hours_per_visit * 60 // n, "cap:per_visit"))
     if rules.daily_cap_points is not None:
-        limits.append((max(0, rules.daily_cap_points - today_points), "cap:daily_redemption"))
+        # a negative period sum (points returned by a correction) never widens a cap
+        limits.append((max(0, rules.daily_cap_points - max(0, today_points)),
+                       "cap:daily_redemption"))
     cap_p = need
     for lim, name in limits:
         if lim < need:
             st.flags.append(name)
             cap_p = min(cap_p, lim)
     if rules.monthly_cap_value is not None:
-        room = rules.monthly_cap_value - month_value
+        room = rules.monthly_cap_value - max(ZERO, month_value)
         if base - after(cap_p) > room:
             st.flags.append("cap:monthly_redemption")
             if room <= 0:

@@ -128,6 +128,7 @@ class StayFee:
                     if base < b < end:
                         cuts.append(b)
 
+        night_starts = [na for na, _ in nights]
         sums: dict[int, Decimal] = {}
         flat_done: set[int] = set()
         cuts.sort()
@@ -144,11 +145,14 @@ class StayFee:
             if k <= 0:
                 continue
             period = bisect_right(periods, a) if periods else 0
+            # the night window holding a: windows are disjoint and in order, so bisect (a
+            # linear scan made a decades-long stay, e.g. an entry time from a reset clock,
+            # quadratic: minutes of CPU at the exit)
             night_id = -1
-            for j, (na, nb) in enumerate(nights):
-                if na <= a < nb:
+            if nights:
+                j = bisect_right(night_starts, a) - 1
+                if j >= 0 and a < nights[j][1]:
                     night_id = j
-                    break
             if night_id >= 0:
                 assert night is not None
                 rate, flat = night[2], night[3]

@@ -6,14 +6,17 @@ closing loop clears, rises again when something is under it (anti-crush), powers
 a bus that has lost a device stays *silent* (pymodbus answers exception 4, so the datastore
 raises ``NoSuchIdException`` with ``ignore_missing_devices`` on).
 
-Address map of the module (device id ``unit``, addresses start at 1 as pymodbus requires):
+Address map of the module (device id ``unit``; protocol addresses, as in the request PDU:
+``mbpoll`` needs ``-0``, or one more with its default 1-based references):
 
 - coils 1..8: relay channels (FC01/05/15). Channel ``open_channel`` is wired to the barrier's
   OPEN contact, ``close_channel`` to CLOSE.
 - holding registers 1..8: the same relays as a cheap FC06 board sees them: write 0x0100 = on,
   0x0200 = off; register 0 takes 0x0700 (all on) / 0x0800 (all off).
 - discrete inputs (FC02): 1 arm-up limit, 2 arm-down limit, 3 barrier fault,
-  4 arming loop, 5 closing loop, 6 photocell.
+  4 arming loop, 5 closing loop, 6 photocell; 7..16 spare (always 0).
+
+Writes are checked whole (address, then value) and applied all or nothing, as a device does.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ class ModbusLaneSim:
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._physics: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._echo_pending = False
+        self._echo: tuple[int, int] | None = None  # (address, value) of the FC05/06 just applied
         self._reclose = False
         self._in_flight = 0
 
@@ -334,15 +337,22 @@ class ModbusLaneSim:
             self._in_flight -= 1
 
     async def _get(self, device_id: int, fc: int, address: int, count: int) -> Any:
-        if self._echo_pending:  # pymodbus reads back after a write: same request, no 2nd delay
-            self._echo_pending = False
-        else:
-            await self._gate(device_id)
-        if fc in (1, 5, 15):
+        if fc in (5, 6):
+            # pymodbus reads back after an FC05/06 write it *accepted*, inside the same request:
+            # answer the echo of what was written. No gate: _set already checked the device id,
+            # injected the faults and counted the request. (A state flag set by _set leaked
+            # into the next request when the write was refused and no read-back came.)
+            echo = self._echo
+            self._echo = None
+            if echo is None or echo[0] != address:
+                return ExcCodes.DEVICE_FAILURE
+            return [echo[1]] if fc == 6 else [bool(echo[1])]
+        await self._gate(device_id)
+        if fc in (1, 15):
             return self._slice([False, *self.relays[1:]], address, count, CHANNELS)
         if fc == 2:
             return self._slice(self.discrete_inputs(), address, count, DI_COUNT)
-        if fc in (3, 6, 16):
+        if fc in (3, 16):
             regs = [0] + [REG_ON if r else REG_OFF for r in self.relays[1:]]
             return self._slice(regs, address, count, CHANNELS, first=0)
         return ExcCodes.ILLEGAL_FUNCTION
@@ -354,25 +364,40 @@ class ModbusLaneSim:
         return values[address : address + count]
 
     async def _set(self, device_id: int, fc: int, address: int, values: list[Any]) -> Any:
+        """Check the whole request first, then apply all of it or nothing, as a device does.
+
+        Exception 2 (ILLEGAL DATA ADDRESS) for any address the module does not have, then
+        exception 3 (ILLEGAL DATA VALUE) for any value a register does not take; only a request
+        with neither changes a relay. (FC16 used to switch the channels before the bad one.)
+        """
         await self._gate(device_id)
         self.stats.writes += 1
-        self._echo_pending = fc in (5, 6)
+        self._echo = None
+        last = address + len(values) - 1
         if fc in (5, 15):
-            if address < 1 or address + len(values) - 1 > CHANNELS:
+            if address < 1 or last > CHANNELS:
                 return ExcCodes.ILLEGAL_ADDRESS
             for i, value in enumerate(values):
                 self._set_relay(address + i, bool(value))
+            if fc == 5:
+                self._echo = (address, int(bool(values[0])))
             return None
         if fc in (6, 16):
+            if address < 0 or last > CHANNELS:
+                return ExcCodes.ILLEGAL_ADDRESS
+            for i, value in enumerate(values):
+                allowed = (REG_ALL_ON, REG_ALL_OFF) if address + i == 0 else (REG_ON, REG_OFF)
+                if value not in allowed:
+                    return ExcCodes.ILLEGAL_VALUE
             for i, value in enumerate(values):
                 reg = address + i
-                if reg == 0 and value in (REG_ALL_ON, REG_ALL_OFF):
+                if reg == 0:
                     for ch in range(1, CHANNELS + 1):
                         self._set_relay(ch, value == REG_ALL_ON)
-                elif 1 <= reg <= CHANNELS and value in (REG_ON, REG_OFF):
-                    self._set_relay(reg, value == REG_ON)
                 else:
-                    return ExcCodes.ILLEGAL_VALUE
+                    self._set_relay(reg, value == REG_ON)
+            if fc == 6:
+                self._echo = (address, int(values[0]))
             return None
         return ExcCodes.ILLEGAL_FUNCTION
 

@@ -94,6 +94,16 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("lists.whitelist", [{"plate": "粤B1"}, {"plate": "粤B1"}], "lists.whitelist[1].plate",
      "duplicate plate"),
     ("tariffs", {}, "tariffs", "at least 1"),
+    # multiplier groups (#13): a campaign's group must be declared with its stacking
+    ("campaigns", [{"name": "x", "applies_to": "both", "multiplier": "2", "group": "day"}],
+     "campaigns[0].group", "unknown multiplier group 'day'; declare it as [earn.groups.day]"),
+    ("earn.groups", {"day": {"stacking": "highest"}}, "earn.groups.day.stacking",
+     "must be one of max, multiply"),
+    ("earn.groups", {"day": {}}, "earn.groups.day.stacking", "required"),
+    ("earn.groups", {"day": {"stacking": "max", "cap": "3"}}, "earn.groups.day.cap",
+     "unknown key"),
+    ("earn.groups", {"day": {"stacking": "max"}}, "earn.groups.day", "no campaign has this group"),
+    ("earn.stacking", "add", "earn.stacking", "must be one of multiply, max"),
 ]
 
 
@@ -140,3 +150,13 @@ def test_cli_check_exit_2_with_key_paths(tmp_path: Path) -> None:
     ok = subprocess.run([str(EXE), "rules", "check", str(ROOT / "config" / "rules.example.toml")],
                         capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0 and "OK" in ok.stdout
+
+
+def test_group_on_a_bonus_only_campaign_is_an_error() -> None:
+    data = base()
+    data["earn"] = {"groups": {"day": {"stacking": "max"}}}
+    data["campaigns"] = [{"name": "x", "applies_to": "both", "bonus_points": 2, "group": "day"}]
+    with pytest.raises(BundleError) as exc:
+        parse_bundle(data)
+    assert ("campaigns[0].group", "a group combines multipliers; this campaign has none") in (
+        exc.value.errors)

@@ -279,3 +279,38 @@ def test_display_lines_content(bundle):  # type: ignore[no-untyped-def]
     q = q_(rb, 155, member(lot("L", 600)))
     assert q.display_lines_zh() == ["停车 2小时35分", "费用 77.50元", "积分抵扣 16分",
                                     "应付0.00元 余584"]
+
+
+# ------------------------------------------------------------------ multiplier groups (#13)
+def _grouped(make, stacking: str, group_stacking: str):  # type: ignore[no-untyped-def]
+    day = {"stacking": group_stacking}
+    return make(
+        calendar={"weekend_days": ["sat", "sun"], "holidays": ["2026-05-02"]},
+        earn={"stacking": stacking, "groups": {"day": day}},
+        campaigns=[
+            {"name": "dining_x1.5", "applies_to": "purchase", "categories": ["dining"],
+             "multiplier": "1.5"},
+            {"name": "weekend_x2", "applies_to": "purchase", "days": ["weekend", "holiday"],
+             "multiplier": "2", "group": "day"},
+            {"name": "holiday_x3", "applies_to": "purchase", "days": ["holiday"],
+             "multiplier": "3", "group": "day"},
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("stacking", "group_stacking", "points", "fired"),
+    [
+        ("multiply", "max", 450, ("dining_x1.5", "holiday_x3")),  # 100 x 1.5 x max(2, 3)
+        ("multiply", "multiply", 900, ("dining_x1.5", "weekend_x2", "holiday_x3")),  # x1.5x2x3
+        ("max", "max", 300, ("dining_x1.5", "holiday_x3")),  # max(1.5, max(2, 3))
+        ("max", "multiply", 600, ("dining_x1.5", "weekend_x2", "holiday_x3")),  # max(1.5, 6)
+    ],
+)
+def test_multiplier_group_stacking(bundle, stacking, group_stacking, points, fired):  # type: ignore[no-untyped-def]
+    from edge.pricing import earn_for_purchase
+
+    rb = _grouped(bundle, stacking, group_stacking)
+    r = earn_for_purchase(Decimal(100), "dining", t(2026, 5, 2, 12), None, rb)
+    assert r.points == points
+    assert r.rules_fired == ("base:purchase", *fired)

@@ -137,3 +137,30 @@ def test_gold_monthly_coupons() -> None:
     assert len({c.coupon_id for c in cs}) == 2
     assert all(c.valid_until == t(2026, 4, 1) for c in cs)
     assert monthly_perk_coupons(mall, "normal", "M9", date(2026, 3, 15)) == ()
+
+
+@pytest.mark.parametrize(
+    ("when", "points", "fired"),
+    [
+        # 2026-05-02: a Saturday in the Labour Day holiday. The seed gives x2 for "周五、周六或
+        # 法定节假日" (Fri, Sat or a public holiday): one x2, so gold dining ¥300 = 300/30 = 10
+        # x dining 1.5 x 2 = 30 (it was 60: holiday x2 and Labour Day x2 multiplied).
+        (t(2026, 5, 2, 12), 30, ("base:purchase", "dining_x1.5", "weekend_holiday_x2")),
+        (t(2026, 5, 5, 12), 30, ("base:purchase", "dining_x1.5", "weekend_holiday_x2")),
+        (t(2026, 3, 7, 12), 30, ("base:purchase", "dining_x1.5", "weekend_holiday_x2")),
+        (t(2026, 3, 3, 12), 15, ("base:purchase", "dining_x1.5")),  # a Tuesday
+    ],
+)
+def test_labour_day_saturday_counts_the_day_once(when, points, fired):  # type: ignore[no-untyped-def]
+    mall = load_bundle(MALL)
+    r = earn_for_purchase(Decimal("300"), "dining", when, None, mall, tier="gold")
+    assert (r.points, r.rules_fired) == (points, fired)
+    if when.day == 2 and when.month == 5:
+        assert any("labour_day_x2: x2 not stacked" in line for line in r.explain_en)
+
+
+def test_labour_day_saturday_cli() -> None:
+    p = _run("earn", "--rules", str(MALL), "--amount", "300", "--category", "dining",
+             "--at", "2026-05-02T12:00:00+08:00", "--tier", "gold", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["points"] == 30
