@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.db import make_engine, session_factory, upgrade
-from central.db.models import Base
 from central.config import parse_config
 from central.config.models import CentralConfig
+from central.db import make_engine, session_factory, upgrade
+from central.db.models import Base
 from edge.pricing import RuleBundle, load_bundle
 
 HERE = Path(__file__).resolve().parent
