@@ -65,10 +65,9 @@ def month_of(rules: RuleBundle, at: datetime) -> str:
 
 
 def redeemed_value(s: Session, member_id: str, month: str) -> Decimal:
-    v = s.scalar(select(func.coalesce(func.sum(Redemption.value), 0)).where(
+    v = s.scalar(select(func.sum(Redemption.value)).where(
         Redemption.member_id == member_id, Redemption.month == month))
-    # Cents: the SQL sum is whole cents
-    return (Decimal(int(v or 0)) / 100).quantize(Decimal("0.01"))
+    return v if isinstance(v, Decimal) else Decimal("0.00")  # SUM keeps the Cents type
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ from central.config.models import CentralConfig
 from central.db import make_engine, session_factory, upgrade
 from central.db.models import Base
 from edge.pricing import RuleBundle, load_bundle
+from tests.central.helpers import RULES, at, config_dict
 
-HERE = Path(__file__).resolve().parent
-RULES = HERE / "data" / "rules.central.toml"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -110,19 +108,18 @@ def rules() -> RuleBundle:
     return load_bundle(RULES)
 
 
-def config_dict(db_url: str = "sqlite:///central.db", **sections: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {"site": {"site_id": "mall-1", "timezone": "Asia/Shanghai"},
-                         "database": {"url": db_url}, "rules": {"bundle": str(RULES)}}
-    for k, v in sections.items():
-        d[k] = {**d.get(k, {}), **v}
-    return d
-
-
 @pytest.fixture
 def cfg(db_url: str) -> CentralConfig:
     return parse_config(config_dict(db_url))
 
 
-def at(s: str) -> datetime:
-    """A site-local (+08:00) instant from 'YYYY-MM-DD HH:MM'."""
-    return datetime.fromisoformat(s.replace(" ", "T") + "+08:00")
+@pytest.fixture
+def central(cfg: CentralConfig) -> Iterator[Any]:
+    """The composition root on this backend, with a clock tests can set (``central.now``)."""
+    from central.app import Central
+
+    c = Central.from_config(cfg)
+    c.now = at("2026-03-03 10:00")  # type: ignore[attr-defined]
+    c.clock = lambda: c.now  # type: ignore[attr-defined]
+    yield c
+    c.close()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from central.cli import app
 from central.config import ConfigError, check, load_config, parse_config
-from tests.central.conftest import RULES, config_dict
+from tests.central.helpers import RULES, config_dict
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.db import current
 from central.db.migrate import downgrade, head, upgrade
 from central.db.models import AuditLog, Base, Member, Purchase, Shop
-from tests.central.conftest import at
+from tests.central.helpers import at
 
 
 def test_migrated_schema_matches_models(engine: Engine) -> None:
