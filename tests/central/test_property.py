@@ -55,9 +55,7 @@ def test_balances_equal_entries_and_lots(central: Any, ops: list[tuple[Any, ...]
         for i, mid in enumerate(ids):
             members.enrol(s, central.rules, member_id=mid, phone=None, name="",
                           tier="gold" if i == 0 else "member", now=now)
-    n = 0
-    for o in ops:
-        n += 1
+    for n, o in enumerate(ops, start=1):
         now += timedelta(hours=7)
         try:
             with central.tx() as s:
@@ -85,4 +83,3 @@ def test_balances_equal_entries_and_lots(central: Any, ops: list[tuple[Any, ...]
                 assert s.scalar(select(func.count()).select_from(PointsLot).where(
                     PointsLot.member_id == mid, PointsLot.remaining < 0)) == 0
                 assert 0 <= points.spendable(s, mid, now) <= bal
-    assert refused <= n
