@@ -123,3 +123,16 @@ def central(cfg: CentralConfig) -> Iterator[Any]:
     c.clock = lambda: c.now  # type: ignore[attr-defined]
     yield c
     c.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap argon2id parameters in tests (the defaults take ~0.5 s a hash on a busy box);
+    test_passwords_use_argon2id_defaults checks what production uses."""
+    from argon2 import PasswordHasher
+
+    from central.services import passwords
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_ph", cheap)
+    monkeypatch.setattr(passwords, "_DUMMY", cheap.hash("not-a-real-password"))

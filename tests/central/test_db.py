@@ -61,3 +61,24 @@ def test_money_and_times_round_trip(sessions: sessionmaker[Session]) -> None:
             s.add(Member(member_id="m2", name="", tier="member",
                          created_at=datetime(2026, 1, 1)))
             s.flush()
+
+
+def test_passwords_use_argon2id_defaults() -> None:
+    import argon2
+
+    from central.services import passwords
+
+    real = argon2.PasswordHasher()
+    h = real.hash("correct horse battery")
+    assert h.startswith("$argon2id$")
+    # the module's own hasher (before the tests' cheap one is patched in) has the defaults
+    import importlib
+    fresh = importlib.reload(passwords)
+    try:
+        p = fresh._ph
+        assert (p.time_cost, p.memory_cost) == (real.time_cost, real.memory_cost)
+        assert fresh.verify_password(fresh.hash_password("correct horse battery"),
+                                     "correct horse battery")
+        assert not fresh.verify_password(None, "correct horse battery")
+    finally:
+        importlib.reload(passwords)
