@@ -38,7 +38,8 @@ def db(request: Request) -> Iterator[Session]:
         yield s
 
 
-DB = Annotated[Session, Depends(db)]
+# scope="function": commit (or fail) before the response goes out, never after a 2xx
+DB = Annotated[Session, Depends(db, scope="function")]
 
 
 def http_error(status: int, field: str, message: str, error: str = "refused") -> HTTPException:

@@ -292,3 +292,53 @@ def test_figures_group_by_site_month_with_configured_cost(central: Any) -> None:
     assert f["cost_of_points_issued"] == "13.00"
     assert f["average_points_per_member"] == "65.00"
     assert f["purchases_per_month"]["2026-04"] == {"count": 1, "amount": "70.00"}
+
+
+def test_concurrent_retries_of_one_purchase_earn_once(central: Any) -> None:
+    enrol(central)
+    shop(central)
+    t = at(f"{TUE} 12:00")
+    got: list[tuple[str, purchases.PurchaseResult]] = []
+    errors: list[BaseException] = []
+
+    def post(key: str) -> None:
+        try:
+            with central.tx() as s:
+                got.append((key, purchases.record_purchase(
+                    s, central.rules, PurchaseIn("cafe", key, "m1", Decimal("60"), t), t)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=post, args=(k,))
+               for k in ["same"] * 4 + ["other1", "other2"]]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    results = [r for _k, r in got]
+    same = [r for k, r in got if k == "same"]
+    assert len({r.purchase_id for r in same}) == 1  # every retry got the first answer
+    assert len({r.points for r in same}) == 1
+    with central.tx() as s:
+        keys = sorted(s.scalars(select(Purchase.idempotency_key)))
+    assert keys == ["other1", "other2", "same"]
+    # three purchases of 90 each under the daily cap of 100: 90 + 10 + 0, in some order
+    assert sorted(r.points for r in results if not r.replayed) == [0, 10, 90]
+    assert sum(1 for r in results if r.replayed) == 3
+    assert sums(central) == (100, 100, 100)
+
+
+def test_scheduler_runs_jobs_at_site_times(central: Any) -> None:
+    from datetime import datetime
+
+    from central.jobs import build_scheduler
+
+    sched = build_scheduler(central)
+    jobs = {j.id: j for j in sched.get_jobs()}
+    assert set(jobs) == {"expiry", "perks"}
+    base = at("2026-03-31 23:00")
+    nxt = jobs["expiry"].trigger.get_next_fire_time(None, base)
+    assert nxt == at("2026-04-01 00:10")
+    nxt = jobs["perks"].trigger.get_next_fire_time(None, base)
+    assert nxt == at("2026-04-01 00:20")
+    assert isinstance(nxt, datetime) and nxt.utcoffset() == timedelta(hours=8)
