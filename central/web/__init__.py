@@ -28,7 +28,8 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def create_app(c: Central) -> FastAPI:
-    app = FastAPI(title="parkedge-central", version="1",
+    # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
+    app = FastAPI(title="parkedge-central", version="1", docs_url=None, redoc_url=None,
                   description="Members, points lots, rewards, figures and the POS feed of "
                               "the parking points programme.")
     app.state.central = c

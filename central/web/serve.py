@@ -31,6 +31,7 @@ def listen_problems(c: Central) -> list[str]:
 def serve(c: Central) -> None:
     import uvicorn
 
+    from central import logs
     from central.jobs import build_scheduler
     from central.web import create_app
 
@@ -38,6 +39,7 @@ def serve(c: Central) -> None:
     if problems:
         raise Refused("web.listen", "; ".join(problems))
     web = c.cfg.web
+    logs.setup(c.cfg.logging.level, c.cfg.logging.json_lines)
     sched = build_scheduler(c) if c.cfg.jobs.enabled else None
     if sched is not None:
         sched.start()
@@ -47,7 +49,7 @@ def serve(c: Central) -> None:
                     ssl_keyfile=web.tls_key.ref if web.tls_key else None,
                     proxy_headers=web.forwarded_allow_ips is not None,
                     forwarded_allow_ips=web.forwarded_allow_ips, server_header=False,
-                    log_level=c.cfg.logging.level.lower())
+                    log_config=None, log_level=c.cfg.logging.level.lower())
     finally:
         if sched is not None:
             sched.shutdown(wait=False)

@@ -269,3 +269,45 @@ def test_serve_refuses_other_addresses_without_tls_and_admin(central: Any,
     with central.tx() as s:
         staff.add_user(s, "root", "admin", PW, central.now)
     assert listen_problems(central) == []
+
+
+def test_serve_command_runs_uvicorn_and_refuses_open_address(tmp_path: Path,
+                                                             db_url: str) -> None:
+    """The real command: a uvicorn process on a free loopback port answers /healthz and logs
+    JSON lines; the same config with listen 0.0.0.0 exits 2 without starting."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.central.helpers import RULES
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    conf = tmp_path / "central.toml"
+    base = (f'[site]\nsite_id = "mall-1"\ntimezone = "Asia/Shanghai"\n[database]\n'
+            f'url = "{db_url}"\n[rules]\nbundle = "{RULES}"\n[jobs]\nenabled = false\n')
+    conf.write_text(base + f'[web]\nport = {port}\n')
+    exe = [sys.executable, "-m", "central", "serve", "-c", str(conf)]
+    p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert json.loads(r.read()) == {"status": "ok"}
+                    break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        p.terminate()
+        out = p.communicate(timeout=20)[0].decode()
+    assert any(line.startswith("{") and '"level"' in line for line in out.splitlines()), out
+    conf.write_text(base + f'[web]\nport = {port}\nlisten = "0.0.0.0"\n')
+    r = subprocess.run(exe, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "tls_cert" in r.stderr and "admin" in r.stderr
