@@ -22,7 +22,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "points:adjust": frozenset({"operations"}),
     "shops:write": frozenset({"operations", "admin"}),
     "rewards:write": frozenset({"marketing"}),
-    "jobs:run": frozenset({"operations", "admin"}),
     "users:write": frozenset({"admin"}),
 }
 

@@ -311,3 +311,58 @@ def test_serve_command_runs_uvicorn_and_refuses_open_address(tmp_path: Path,
     conf.write_text(base + f'[web]\nport = {port}\nlisten = "0.0.0.0"\n')
     r = subprocess.run(exe, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "tls_cert" in r.stderr and "admin" in r.stderr
+
+
+def test_member_redeems_and_staff_correct_through_the_api(pos: tuple[Any, TestClient, str]
+                                                          ) -> None:
+    c, client, key = pos
+    with c.tx() as s:
+        members.set_member_password(s, "m1", "member's long password")
+        s.get(members.Member, "m1").phone = "13800000009"  # type: ignore[union-attr]
+    assert client.post("/api/pos/purchases", json=GOOD,
+                       headers={"X-API-Key": key}).status_code == 201
+    h = login(client, "mkt")
+    park = {"kind": "parking_hours", "name": "2 hours", "points": 20, "value": "10",
+            "hours": 2}
+    assert client.put("/api/rewards/p2h", json=park, headers=h).status_code == 200
+    r = client.put("/api/rewards/p2h", headers={**h, "Content-Type": "application/json"},
+                   content=json.dumps(park).replace('"points": 20', '"points": 1e400'))
+    assert r.status_code == 422 and r.json()["field"] == "points", r.text
+    for bad, field in [({"points": 2.5}, "points"), ({"value": "NaN"}, "value"),
+                       ({"hours": None, "kind": "parking_hours"}, "hours"),
+                       ({"kind": "yacht"}, "kind"), ({"extra": 1}, "extra")]:
+        body = {k: v for k, v in {**park, **bad}.items() if v is not None}
+        r = client.put("/api/rewards/p2h", json=body, headers=h)
+        assert r.status_code == 422 and r.json()["field"] == field, (bad, r.text)
+    member = TestClient(client.app, base_url="https://testserver")
+    r = member.post("/api/member/login", json={"phone": "13800000009",
+                                               "password": "member's long password"})
+    mh = {"X-CSRF-Token": r.json()["csrf_token"]}
+    r = member.post("/api/me/redemptions", json={"reward_id": "p2h", "redemption_key": "q1"},
+                    headers=mh)
+    assert r.status_code == 201 and r.json()["coupon_id"] == "redeem:q1"
+    r = member.post("/api/me/redemptions", json={"reward_id": "nope", "redemption_key": "q2"},
+                    headers=mh)
+    assert r.status_code == 404 and r.json()["field"] == "reward_id"
+    me = member.get("/api/me").json()
+    assert me["balance"] == 70 and [x["coupon_id"] for x in me["coupons"]] == ["redeem:q1"]
+    assert [e["kind"] for e in member.get("/api/me/history").json()] == ["points_spent",
+                                                                        "points_earned"]
+    h = login(client, "ops")
+    r = client.post("/api/members/m1/adjustments",
+                    json={"points": -30, "reason": "goodwill reversal", "ref": "fix-1"},
+                    headers=h)
+    assert r.status_code == 201 and r.json()["balance"] == 40
+    r = client.post("/api/members/m1/adjustments",
+                    json={"points": -300, "reason": "too much", "ref": "fix-2"}, headers=h)
+    assert r.status_code == 409 and r.json()["field"] == "points"
+    line = client.get("/api/audit").json()[0]
+    assert (line["action"], line["before"], line["after"]["balance"]) == (
+        "points.adjust", {"balance": 70}, 40)
+    csv = "member_id,phone,name,tier,plates\nz1,,Z,member,ZZ1\n"
+    r = client.post("/api/members/import", content=csv,
+                    headers={**h, "Content-Type": "text/csv"})
+    assert r.status_code == 200 and r.json() == {"enrolled": 1}
+    with c.tx() as s:
+        from central.services.points import ledger_sums
+        assert ledger_sums(s, "m1") == (40, 40, 40)
