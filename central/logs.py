@@ -26,3 +26,27 @@ def setup(level: str, json_lines: bool) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+class ThrottledLog:
+    """Log a repeated complaint once a minute per key, with how many were left unsaid:
+    a till retrying bad input every second must not flood the journal."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        import time
+
+        now = time.monotonic()
+        last, skipped = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, skipped + 1)
+            return
+        if len(self._last) > 10_000:  # bounded: forget old keys rather than grow
+            self._last.clear()
+        self._last[key] = (now, 0)
+        suffix = f" ({skipped} more like it not logged)" if skipped else ""
+        self.logger.warning(msg + suffix, *args)

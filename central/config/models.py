@@ -133,6 +133,25 @@ class JobsConfig(Section):
     perks_at: HHMM = "00:20"
 
 
+class MetricsConfig(Section):
+    listen: str = Field(default="", description='Prometheus exporter "127.0.0.1:9110"; '
+                                                "empty = off")
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        if not v:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:9110"')
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError("host must be an IP address") from None
+        return v
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(default=True,
@@ -147,4 +166,5 @@ class CentralConfig(Section):
     points: PointsConfig = Field(default_factory=PointsConfig)
     pos: PosConfig = Field(default_factory=PosConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

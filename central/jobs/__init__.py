@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import IntegrityError
 
+from central import metrics
 from central.db.models import JobRun
 from central.services import perks, points
 from central.services.points import Expired
@@ -56,6 +57,7 @@ def run_expiry(c: Central, now: datetime | None = None, *, dry_run: bool = False
     rep = ExpiryReport(len(done), sum(x.points for x in done),
                        len({x.member_id for x in done}), False, tuple(done))
     _note_run(c, "expiry", now, {"lots": rep.lots, "points": rep.points})
+    metrics.POINTS_EXPIRED.inc(rep.points)
     return rep
 
 
@@ -70,10 +72,13 @@ def run_perks(c: Central, month: date | None = None, now: datetime | None = None
         granted = []
     if not dry_run:
         _note_run(c, "perks", now, {"month": f"{month:%Y-%m}", "coupons": len(granted)})
+        metrics.PERK_COUPONS.inc(len(granted))
     return granted
 
 
 def _note_run(c: Central, job: str, now: datetime, result: dict[str, object]) -> None:
+    metrics.JOB_RUNS.labels(job).inc()
+    log.info("job %s: %s", job, json.dumps(result))
     with c.tx() as s:
         s.add(JobRun(job=job, run_key=f"{job}:{now:%Y%m%dT%H%M%S}:{secrets.token_hex(4)}",
                      started_at=now, finished_at=c.clock(), result=json.dumps(result)))

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from central import metrics
 from central.db.models import (
     Coupon,
     Member,
@@ -122,6 +123,7 @@ def _throttled(request: Request, s: Session, keys: list[str]) -> JSONResponse | 
     now, web = c.clock(), c.cfg.web
     if any(sessions.failures(s, k, now, web.login_window_minutes) >= web.login_max_failures
            for k in keys):
+        metrics.LOGINS_THROTTLED.labels(keys[0].split(":", 1)[0]).inc()
         return JSONResponse({"error": "rate_limited", "field": "password",
                              "message": "too many failed sign-ins; try again later"},
                             status_code=429,
@@ -131,6 +133,7 @@ def _throttled(request: Request, s: Session, keys: list[str]) -> JSONResponse | 
 
 def _failed(request: Request, s: Session, keys: list[str], field: str) -> JSONResponse:
     now = central_of(request).clock()
+    metrics.LOGINS_FAILED.labels(keys[0].split(":", 1)[0]).inc()
     for k in keys:
         sessions.note_failure(s, k, now)
     return JSONResponse({"error": "unauthenticated", "field": field,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from central import metrics
 from central.services import purchases
 from central.services.errors import ServiceError
 from central.services.purchases import PosLimits, PurchaseIn
@@ -50,7 +51,14 @@ def post_purchase(body: PurchaseRequest, request: Request, shop: AShop, s: DB) -
     r = purchases.record_purchase(s, c.rules, _to_in(body), c.clock(), shop=shop,
                                   limits=_limits(request))
     s.flush()
+    _count(r)
     return JSONResponse(_out(r), status_code=200 if r.replayed else 201)
+
+
+def _count(r: purchases.PurchaseResult) -> None:
+    metrics.PURCHASES.labels("replayed" if r.replayed else "recorded").inc()
+    if not r.replayed:
+        metrics.POINTS_EARNED.inc(r.points)
 
 
 @router.post("/purchases.csv")
@@ -83,13 +91,17 @@ async def post_purchases_csv(request: Request, shop: AShop, s: DB) -> Any:
                              str(e["msg"]).removeprefix("Value error, "), "invalid") from None
     c = central_of(request)
     out = []
+    done: list[purchases.PurchaseResult] = []
     for line, body in rows:
         try:
             r = purchases.record_purchase(s, c.rules, _to_in(body), c.clock(), shop=shop,
                                           limits=_limits(request))
         except ServiceError as exc:
             raise type(exc)(f"line {line}: {exc.field}", exc.message) from None
+        done.append(r)
         out.append({"line": line, **_out(r)})
     s.flush()
+    for r in done:
+        _count(r)
     return {"rows": len(out), "recorded": sum(1 for r in out if not r["replayed"]),
             "replayed": sum(1 for r in out if r["replayed"]), "results": out}

@@ -168,6 +168,9 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
+    from central import metrics
+
+    metrics.REFUSED.labels("unmatched", "too_large").inc()
     body = (b'{"error":"too_large","field":"body","message":"request body over '
             + str(limit).encode() + b' bytes"}')
     await send({"type": "http.response.start", "status": 413,

@@ -40,6 +40,9 @@ def serve(c: Central) -> None:
         raise Refused("web.listen", "; ".join(problems))
     web = c.cfg.web
     logs.setup(c.cfg.logging.level, c.cfg.logging.json_lines)
+    if c.cfg.metrics.listen:
+        from central.metrics import start_metrics_server
+        start_metrics_server(c.cfg.metrics.listen)
     sched = build_scheduler(c) if c.cfg.jobs.enabled else None
     if sched is not None:
         sched.start()

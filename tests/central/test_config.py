@@ -52,6 +52,8 @@ def test_minimal_config_loads_and_resolves_paths(tmp_path: Path) -> None:
     ({"points": {"cost_per_point": "NaN"}}, "points.cost_per_point", ""),
     ({"jobs": {"expiry_at": "25:00"}}, "jobs.expiry_at", "pattern"),
     ({"web": {"tls_cert": "/x.pem"}}, "web", "go together"),
+    ({"metrics": {"listen": "9110"}}, "metrics.listen", "host:port"),
+    ({"metrics": {"listen": "example.org:9110"}}, "metrics.listen", "IP address"),
 ])
 def test_bad_config_names_the_key(patch: dict[str, dict[str, object]], path: str,
                                   reason: str) -> None:

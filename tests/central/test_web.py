@@ -173,6 +173,18 @@ def test_pos_purchase_and_replay(pos: tuple[Any, TestClient, str]) -> None:
         assert members.get_member(s, "m1").balance == 90
 
 
+def _refused_count(labels: dict[str, str]) -> float:
+    from central.metrics import REGISTRY
+
+    total = 0.0
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "central_requests_refused_total" and all(
+                    sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 def _raw(client: TestClient, text: str, key: str) -> Any:
     return client.post("/api/pos/purchases", content=text.encode(),
                        headers={"X-API-Key": key, "Content-Type": "application/json"})
@@ -205,9 +217,12 @@ def test_pos_bad_input_names_the_field(pos: tuple[Any, TestClient, str],
                                        field: str) -> None:
     c, client, key = pos
     body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    labels = {"route": "/api/pos/purchases"}
+    before = _refused_count(labels)
     r = client.post("/api/pos/purchases", json=body, headers={"X-API-Key": key})
     assert r.status_code == status, r.text
     assert r.json()["field"] == field, r.json()
+    assert _refused_count(labels) == before + 1  # counted
     with c.tx() as s:
         assert members.get_member(s, "m1").balance == 0  # nothing half-applied
 
@@ -221,8 +236,10 @@ def test_pos_raw_bodies(pos: tuple[Any, TestClient, str]) -> None:
     assert _raw(client, "not json", key).status_code == 422
     assert _raw(client, "[1, 2]", key).status_code == 422
     big = json.dumps({**GOOD, "brand": "x" * (c.cfg.web.max_body_bytes + 10)})
+    before = _refused_count({"error": "too_large"})
     r = _raw(client, big, key)
     assert r.status_code == 413 and r.json()["field"] == "body"
+    assert _refused_count({"error": "too_large"}) == before + 1
     r = client.post("/api/pos/purchases", json=GOOD)
     assert r.status_code == 401 and r.json()["field"] == "X-API-Key"
     r = client.post("/api/pos/purchases", json=GOOD, headers={"X-API-Key": "pos_guess"})
