@@ -83,3 +83,50 @@ def test_balances_equal_entries_and_lots(central: Any, ops: list[tuple[Any, ...]
                 assert s.scalar(select(func.count()).select_from(PointsLot).where(
                     PointsLot.member_id == mid, PointsLot.remaining < 0)) == 0
                 assert 0 <= points.spendable(s, mid, now) <= bal
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
+                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
+json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                          max_leaves=6)
+FIELDS = ["shop_id", "idempotency_key", "member_id", "amount", "at", "brand", "extra"]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), json_value, max_size=3),
+       drop=st.sets(st.sampled_from(FIELDS[:5]), max_size=2))
+def test_pos_feed_never_fails_with_5xx(central: Any, changes: dict[str, Any],
+                                       drop: set[str]) -> None:
+    """Any mutation of a good purchase gets 2xx or 4xx (never a 5xx or a traceback) and the
+    member's balance stays the sum of their entries and lots."""
+    import json as _json
+
+    from fastapi.testclient import TestClient
+
+    from central.web import create_app
+
+    central.now = at("2026-03-03 12:00")
+    with central.tx() as s:
+        if s.get(Shop, "cafe") is None:
+            central.pos_key = purchases.add_shop(s, "cafe", "Cafe", "dining")
+            members.enrol(s, central.rules, member_id="m1", phone=None, name="",
+                          tier="member", now=central.now)
+    if not hasattr(central, "client"):
+        central.client = TestClient(create_app(central), base_url="https://testserver")
+    body: dict[str, Any] = {"shop_id": "cafe", "idempotency_key": f"k{next(_run)}",
+                            "member_id": "m1", "amount": "60.00",
+                            "at": "2026-03-03T11:30:00+08:00"}
+    body.update(changes)
+    for k in drop:
+        body.pop(k, None)
+    r = central.client.post("/api/pos/purchases", content=_json.dumps(body).encode(),
+                            headers={"X-API-Key": central.pos_key,
+                                     "Content-Type": "application/json"})
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert r.json()["field"], r.text
+    with central.tx() as s:
+        bal, entries, lots = points.ledger_sums(s, "m1")
+    assert bal == entries == lots
