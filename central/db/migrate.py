@@ -33,9 +33,6 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(c).get_current_revision()
 
 
-
-
-
 def _script_cfg() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
