@@ -7,7 +7,6 @@ string (``"59.90"``), so ``1e400`` and ``NaN`` are a wrong type, not a huge numb
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -118,7 +117,3 @@ class ShopBody(Request):
     shop_id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     category: Literal["retail", "dining", "entertainment", "services", "other"]
-
-
-def money(v: str) -> Decimal:
-    return Decimal(v)
