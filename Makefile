@@ -37,7 +37,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check edge hardware-sim tests bench
+	$(VENV)/bin/ruff check edge hardware-sim tests bench central
 	$(VENV)/bin/mypy
 
 bench: setup

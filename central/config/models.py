@@ -1,0 +1,170 @@
+"""Central's configuration: one TOML file, one pydantic model per section.
+
+Every model forbids unknown keys, so a typo fails loudly with its key path instead of
+silently falling back to a default. Paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from central.config.secret import Secret
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Section):
+    site_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                         description="the site's id, as the lanes know it")
+    timezone: str = Field(description="IANA zone of the site: months of the figures, "
+                                      "job times, local days of the daily earning cap")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Asia/Shanghai)") from None
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class DatabaseConfig(Section):
+    url: str = Field(default="sqlite:///central.db",
+                     description="SQLAlchemy URL: sqlite:///PATH (embedded, one site trial) or "
+                                 "postgresql+psycopg://USER@HOST/DB (production)")
+    password: Secret | None = Field(default=None,
+                                    description="PostgreSQL password (file or env)")
+    migrate_on_start: bool = Field(default=False,
+                                   description="run `migrate` when `serve` starts")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("sqlite:///") or v.startswith("postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        head = v.split("://", 1)[1].split("@", 1)
+        if len(head) == 2 and ":" in head[0]:
+            raise ValueError("holds a password: put it in database.password "
+                             '({file = "/path"} or {env = "VARIABLE"})')
+        return v
+
+
+class RulesConfig(Section):
+    bundle: Path = Field(description="the site's rule bundle (TOML, as `parkedge rules check`)")
+
+
+class WebConfig(Section):
+    listen: str = Field(default="127.0.0.1",
+                        description="address to serve on; anything but loopback needs "
+                                    "tls_cert/tls_key and an admin account")
+    port: int = Field(default=8080, ge=1, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Secret | None = Field(default=None,
+                                   description="TLS private key file ({file = ...})")
+    session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    login_max_failures: int = Field(default=5, ge=1, le=1000, description="failed logins per "
+                                    "account (or per client address) within the window")
+    login_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    forwarded_allow_ips: str | None = Field(
+        default=None, description="a reverse proxy's address whose X-Forwarded-* headers "
+                                  "are trusted")
+
+    @field_validator("listen")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        if v == "localhost":
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("must be an IP address (or localhost)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_key is not None and self.tls_key.kind != "file":
+            raise ValueError("tls_key must be a {file = ...} (uvicorn reads the file)")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.listen == "localhost" or ipaddress.ip_address(self.listen).is_loopback
+
+
+class PointsConfig(Section):
+    cost_per_point: Decimal = Field(default=Decimal("0.05"), ge=0, le=1000, allow_inf_nan=False,
+                                    description="yuan one issued point costs the mall "
+                                                "(figures: cost of points issued)")
+
+
+class PosConfig(Section):
+    max_age_days: int = Field(default=35, ge=1, le=400, description="oldest purchase accepted")
+    future_minutes: int = Field(default=10, ge=0, le=24 * 60, description="clock skew allowed")
+    max_amount: Decimal = Field(default=Decimal("1000000"), gt=0, allow_inf_nan=False)
+
+
+HHMM = Annotated[str, Field(pattern=_HHMM.pattern, description="HH:MM, site time")]
+
+
+class JobsConfig(Section):
+    enabled: bool = Field(default=True, description="run the scheduler inside `serve`")
+    expiry_at: HHMM = "00:10"
+    perks_day: int = Field(default=1, ge=1, le=28,
+                           description="day of the month perks are granted")
+    perks_at: HHMM = "00:20"
+
+
+class MetricsConfig(Section):
+    listen: str = Field(default="", description='Prometheus exporter "127.0.0.1:9110"; '
+                                                "empty = off")
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        if not v:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:9110"')
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError("host must be an IP address") from None
+        return v
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(default=True,
+                             description="one JSON object per log line (journald)")
+
+
+class CentralConfig(Section):
+    site: SiteConfig
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    rules: RulesConfig
+    web: WebConfig = Field(default_factory=WebConfig)
+    points: PointsConfig = Field(default_factory=PointsConfig)
+    pos: PosConfig = Field(default_factory=PosConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,0 +1,208 @@
+"""Central's tables (SQLAlchemy 2 declarative). Alembic migrations create them.
+
+The points ledger is two tables that must always agree: ``points_lots`` (what is left of each
+accrual and when it expires) and ``points_entries`` (every signed movement, append-only).
+``members.balance`` is their cached sum, updated in the same transaction. Uniqueness does the
+idempotency work: a purchase's (shop, idempotency key), an expiry's ``expire:<lot>``, a perk's
+coupon id; a retry or a second worker hits the constraint instead of doing it twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from central.db.types import Cents, UtcDateTime
+
+# BIGINT ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Member(Base):
+    __tablename__ = "members"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    tier: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Plate(Base):
+    __tablename__ = "plates"
+    plate: Mapped[str] = mapped_column(String(16), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    bound_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PointsLot(Base):
+    __tablename__ = "points_lots"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lot_id: Mapped[str] = mapped_column(String(160), unique=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    points: Mapped[int] = mapped_column(BigInteger)  # as earned
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    source: Mapped[str] = mapped_column(String(32))
+
+
+class PointsEntry(Base):
+    __tablename__ = "points_entries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # points_earned|points_spent|points_expired|...
+    points: Mapped[int] = mapped_column(BigInteger)  # signed effect on the balance
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    lot_id: Mapped[str | None] = mapped_column(String(160))
+    ref: Mapped[str | None] = mapped_column(String(200))
+    unique_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class Shop(Base):
+    __tablename__ = "shops"
+    shop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(32))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+    __table_args__ = (UniqueConstraint("shop_id", "idempotency_key",
+                                       name="uq_purchases_shop_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.shop_id"))
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Cents)
+    category: Mapped[str] = mapped_column(String(32))
+    brand: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    points: Mapped[int] = mapped_column(BigInteger)
+    rules_fired: Mapped[str] = mapped_column(Text, default="[]")
+    request_hash: Mapped[str] = mapped_column(String(64))
+    lot_id: Mapped[str | None] = mapped_column(String(160))
+
+
+class Reward(Base):
+    __tablename__ = "rewards"
+    reward_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # parking_hours|discount|merchandise|experience
+    name: Mapped[str] = mapped_column(String(200))
+    points: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[Decimal] = mapped_column(Cents)  # yuan: what the monthly cap counts
+    hours: Mapped[int | None] = mapped_column(Integer)  # parking_hours: the coupon's hours
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Redemption(Base):
+    __tablename__ = "redemptions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    redemption_key: Mapped[str] = mapped_column(String(128), unique=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    reward_id: Mapped[str] = mapped_column(ForeignKey("rewards.reward_id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[Decimal] = mapped_column(Cents)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM in the site's time zone
+    coupon_id: Mapped[str | None] = mapped_column(String(160))
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+    coupon_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # hours|amount|free (edge.pricing's kinds)
+    value: Mapped[str] = mapped_column(String(32))  # Decimal text: hours or yuan
+    valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(32))  # perk|redemption
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # marketing|operations|auditor|admin
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(8))  # staff|member
+    subject_id: Mapped[str] = mapped_column(String(64))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LoginFailure(Base):
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OneTimeCode(Base):
+    __tablename__ = "one_time_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditLog(Base):
+    """Append-only: the migration adds triggers refusing UPDATE and DELETE on both backends."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(80))  # staff:<name>, cli:<user>, member:<id>
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(32))
+    run_key: Mapped[str] = mapped_column(String(80), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,120 @@
+"""The reward catalogue and redemptions, within the bundle's monthly redemption cap.
+
+A redemption spends points from lots (soonest-expiring first), counts its yuan value against
+the member's cap for the site-local month (seed: ¥200), and turns a parking or discount
+reward into a coupon the lanes take at the exit. The member's redemption key makes a retry
+harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from central.db.models import Coupon, Redemption, Reward
+from central.services.errors import Invalid, NotFound, Refused
+from central.services.points import lock_member, spend
+from edge.fields import FieldError, check_id
+from edge.pricing import RuleBundle
+
+KINDS = ("parking_hours", "discount", "merchandise", "experience")
+COUPON_DAYS = 90
+
+
+def reward_json(r: Reward) -> dict[str, Any]:
+    return {"reward_id": r.reward_id, "kind": r.kind, "name": r.name, "points": r.points,
+            "value": str(r.value), "hours": r.hours, "active": r.active}
+
+
+def put_reward(s: Session, *, reward_id: str, kind: str, name: str, points: int,
+               value: Decimal, hours: int | None = None, active: bool = True) -> Reward:
+    """Create or replace a catalogue entry (redemptions keep their own points and value)."""
+    try:
+        check_id(reward_id, "reward_id")
+    except FieldError as exc:
+        raise Invalid("reward_id", str(exc).removeprefix("reward_id: ")) from None
+    if kind not in KINDS:
+        raise Invalid("kind", f"must be one of {', '.join(KINDS)}")
+    if not 0 < points <= 10_000_000:
+        raise Invalid("points", "must be 1..10000000")
+    if not value.is_finite() or value < 0 or value > 100_000 or value != value.quantize(
+            Decimal("0.01")):
+        raise Invalid("value", "yuan, 0..100000 with at most 2 decimals")
+    if (kind == "parking_hours") != (hours is not None):
+        raise Invalid("hours", "required for parking_hours rewards, and only for them")
+    if hours is not None and not 1 <= hours <= 72:
+        raise Invalid("hours", "must be 1..72")
+    if not name.strip() or len(name) > 200:
+        raise Invalid("name", "1..200 characters")
+    r = s.get(Reward, reward_id)
+    if r is None:
+        r = Reward(reward_id=reward_id)
+        s.add(r)
+    r.kind, r.name, r.points, r.value, r.hours, r.active = kind, name, points, value, hours, \
+        active
+    return r
+
+
+def month_of(rules: RuleBundle, at: datetime) -> str:
+    return at.astimezone(rules.tz).strftime("%Y-%m")
+
+
+def redeemed_value(s: Session, member_id: str, month: str) -> Decimal:
+    v = s.scalar(select(func.sum(Redemption.value)).where(
+        Redemption.member_id == member_id, Redemption.month == month))
+    return v if isinstance(v, Decimal) else Decimal("0.00")  # SUM keeps the Cents type
+
+
+@dataclass(frozen=True)
+class RedeemResult:
+    redemption_id: int
+    points: int
+    value: Decimal
+    coupon_id: str | None
+    replayed: bool
+
+
+def redeem(s: Session, rules: RuleBundle, *, member_id: str, reward_id: str,
+           redemption_key: str, now: datetime) -> RedeemResult:
+    try:
+        check_id(redemption_key, "redemption_key")
+    except FieldError as exc:
+        raise Invalid("redemption_key", str(exc).removeprefix("redemption_key: ")) from None
+    m = lock_member(s, member_id)
+    old = s.scalar(select(Redemption).where(Redemption.redemption_key == redemption_key))
+    if old is not None:
+        if old.member_id != member_id or old.reward_id != reward_id:
+            raise Refused("redemption_key", "already used for another redemption")
+        return RedeemResult(old.id, old.points, old.value, old.coupon_id, True)
+    r = s.get(Reward, reward_id)
+    if r is None or not r.active:
+        raise NotFound("reward_id", f"unknown reward {reward_id!r}")
+    if m.blocked:
+        raise Refused("member_id", "the account is blocked")
+    month = month_of(rules, now)
+    cap = rules.monthly_cap_value
+    if cap is not None:
+        used = redeemed_value(s, member_id, month)
+        if used + r.value > cap:
+            raise Refused("reward_id", f"monthly redemption cap ¥{cap}: ¥{used} redeemed in "
+                                       f"{month}, this reward is worth ¥{r.value}")
+    spend(s, m, r.points, now, kind="points_spent", ref=f"redemption:{redemption_key}",
+          field="reward_id")
+    coupon_id = None
+    if r.kind in ("parking_hours", "discount"):
+        coupon_id = f"redeem:{redemption_key}"
+        s.add(Coupon(coupon_id=coupon_id, member_id=member_id,
+                     kind="hours" if r.kind == "parking_hours" else "amount",
+                     value=str(r.hours) if r.kind == "parking_hours" else str(r.value),
+                     valid_until=now + timedelta(days=COUPON_DAYS), source="redemption",
+                     issued_at=now))
+    rec = Redemption(redemption_key=redemption_key, member_id=member_id, reward_id=reward_id,
+                     points=r.points, value=r.value, at=now, month=month, coupon_id=coupon_id)
+    s.add(rec)
+    s.flush()
+    return RedeemResult(rec.id, r.points, r.value, coupon_id, False)
