@@ -157,6 +157,7 @@ class LaneApp:
         scheduler = self._scheduler(store)
         watchdog = notify.Watchdog(runner.alive)
         try:
+            control.claim()  # before any device: a second lane on this socket stops here
             await devices.start()
             await plates.start()
             await runner.start()
