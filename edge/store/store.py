@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, exc
 
+from edge import metrics
 from edge.store import exits, ledger, members, outbox, peer_sessions, sessions
 from edge.store import reports as _reports
 from edge.store.checks import nonempty
@@ -209,7 +210,9 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
         with self._write() as c:
-            yield Tx(c, self.lane_id, self._clock)
+            tx = Tx(c, self.lane_id, self._clock)
+            yield tx
+        metrics.LEDGER_ENTRIES.inc(tx.appended)  # committed: an error never gets here
 
     # ------------------------------------------------------------------ sessions
     def record_entry(

@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge import metrics
 from edge.pricing import BundleError, RuleBundle, parse_bundle
 from edge.store import Store, StoreError
 from edge.store.codec import ts
@@ -57,6 +58,7 @@ class Downlink:
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected[reason] += 1
+        metrics.BAD_INPUT.labels(source="sync").inc()
         if reason not in self._logged:
             self._logged.add(reason)
             log.warning("sync message dropped (%s): %s", reason, detail)

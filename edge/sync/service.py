@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from edge import metrics
 from edge.pricing import RuleBundle
 from edge.store import Store
 from edge.sync import codec, topics
@@ -161,6 +162,7 @@ class LaneSync:
                     acks.append(codec.parse_ack(payload))
                 except codec.SyncMessageError as exc:
                     self.bad_acks += 1
+                    metrics.BAD_INPUT.labels(source="sync").inc()
                     log.debug("bad ack dropped: %s", exc)
             else:
                 self.downlink.handle(topic, payload)
