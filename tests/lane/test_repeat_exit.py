@@ -15,6 +15,7 @@ from pathlib import Path
 from rig import TZ, Rig, make_rig
 
 from edge.lane import machine as m
+from edge.lpr.source import PlateRead
 from edge.store import EntryKind, LedgerEntry
 
 T_IN = datetime(2026, 11, 17, 10, 0, tzinfo=TZ)
@@ -167,6 +168,37 @@ def test_after_a_restart_a_repeat_exit_opens_and_is_recorded(tmp_path: Path) -> 
             assert pulses == ["repeat_exit"]
             assert len(lane_events(rig, "repeat_exit")) == 1
             assert await rig.drive_through()
+        finally:
+            await rig.close()
+
+    asyncio.run(go())
+
+
+def test_an_entry_read_again_after_a_restart_opens_again_with_a_ledger_entry(
+        tmp_path: Path) -> None:
+    """The camera re-sends the entry's read after a restart (same event id): no second
+    session, and the second opening is written before its pulse."""
+
+    async def go() -> None:
+        rig = await make_rig(tmp_path, "entry")
+        try:
+            read = PlateRead(plate=PLATE, confidence=0.97, at=T_IN, source="camera",
+                             event_id="cam-881")
+            first = rig.runner.decider.decide(read, T_IN)
+            again = rig.runner.decider.decide(read, T_IN + timedelta(seconds=40))
+            assert (first.outcome, again.outcome) == ("entry_opened", "entry_replayed")
+            assert again.session_id == first.session_id and again.open_barrier
+            assert dict(again.detail)["entry_event_id"] == "cam-881"
+            # through the machine and the runner: recorded, then pulsed
+            pulses = watch_pulses(rig)
+            rig.sim.set_loop("arming", True)
+            assert await rig.until(lambda: rig.runner.lane.arming)
+            rig.runner.post(m.PlateSeen(read))
+            assert await rig.until(lambda: rig.sim.stats.opens == 1), rig.state
+            assert pulses == ["repeat_entry"]
+            kinds = [str(e.kind) for e in rig.store.entries(0, 100)]
+            assert kinds == ["session_opened", "lane_event"]
+            assert len(rig.store.list_sessions()) == 1
         finally:
             await rig.close()
 
