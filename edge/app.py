@@ -208,7 +208,6 @@ class LaneApp:
     def _count(self, decision: m.Decision, read: PlateRead) -> None:
         if self.sync is not None:
             self.sync.notify()  # new ledger entries: send them now rather than at the next poll
-        metrics.PLATES_READ.inc()
         if decision.outcome == "entry_opened":
             metrics.SESSIONS_OPENED.inc()
         elif decision.outcome in ("exit_paid", "exit_owed"):

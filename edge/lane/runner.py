@@ -21,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from edge import metrics
 from edge.aio import cancel_and_wait
 from edge.barrier.interfaces import (
     ArmState,
@@ -433,6 +434,7 @@ class LaneRunner:
             while len(self._seen) > 256:
                 self._seen.popitem(last=False)
             self.stats.plates += 1
+            metrics.PLATES_READ.inc()  # accepted (not a duplicate), decided or not
             self.clock.observe(read.at)
             self.post(m.PlateSeen(read))
 

@@ -21,12 +21,15 @@ from typing import Any
 import pytest
 from parkedge_sim.display_sim import DisplaySim
 from parkedge_sim.modbus_lane import ModbusLaneSim
+from rig import make_rig
 from test_crash import TZ, Daemon, config, free_port, seed
 
 from edge.barrier.interfaces import DeviceError, Health
 from edge.barrier.modbus_barrier import ModbusCoilBarrier
 from edge.barrier.modbus_hub import ModbusHub
 from edge.control import ControlServer, request
+from edge.lane import machine as m
+from edge.lpr.source import PlateRead
 from edge.metrics import REGISTRY
 from edge.store import ExitRecord, Store, StoreError
 
@@ -113,6 +116,33 @@ def test_bad_control_requests_are_counted(tmp_path: Path) -> None:
             assert value("parkedge_bad_input_total", source="control") == n0 + 4
         finally:
             await server.stop()
+
+    asyncio.run(go())
+
+
+def test_plates_read_counts_each_accepted_read_decided_or_not(tmp_path: Path) -> None:
+    """A read is counted when the lane accepts it from its source: a duplicate push (same
+    event id) is not, a read with no vehicle on the loop (kept, then dropped) is."""
+
+    async def go() -> None:
+        rig = await make_rig(tmp_path, "entry",
+                             timeouts=m.Timeouts(arm_s=2.0, stale_read_s=0.2))
+        try:
+            n0 = value("parkedge_plates_read_total")
+            read = PlateRead(plate="沪A12345", confidence=0.97, at=datetime.now(TZ),
+                             source="camera", event_id="cam-1")
+            for _ in range(3):  # the camera pushes the same event three times
+                rig.plates._queue.put_nowait(read)
+            await rig.until(lambda: rig.runner.stats.duplicates == 2)
+            assert value("parkedge_plates_read_total") == n0 + 1
+            assert rig.store.entries(0, 10) == []  # no vehicle: nothing decided
+            assert await rig.until(lambda: rig.store.entries(0, 10) != [])  # dropped, noted
+            assert rig.store.entries(0, 10)[0].payload["event"] == "read_without_vehicle"
+            await rig.arrive("沪A12345", datetime.now(TZ))
+            assert await rig.until(lambda: rig.sim.stats.opens == 1)
+            assert value("parkedge_plates_read_total") == n0 + 2
+        finally:
+            await rig.close()
 
     asyncio.run(go())
 
