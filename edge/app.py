@@ -146,6 +146,7 @@ class LaneApp:
         max_age = max(1.5, interval) if interval is not None else 10.0
         watchdog = notify.Watchdog(lambda: runner.alive(max_age))
         try:
+            control.claim()  # before any device: a second lane on this socket stops here
             await devices.start()
             await plates.start()
             await runner.start()
@@ -227,7 +228,6 @@ class LaneApp:
     def _count(self, decision: m.Decision, read: PlateRead) -> None:
         if self.sync is not None:
             self.sync.notify()  # new ledger entries: send them now rather than at the next poll
-        metrics.PLATES_READ.inc()
         if decision.outcome == "entry_opened":
             metrics.SESSIONS_OPENED.inc()
         elif decision.outcome in ("exit_paid", "exit_owed"):

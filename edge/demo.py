@@ -209,8 +209,8 @@ def _count(lane: LaneProcess, sql: str, *args: Any) -> int:
 
 async def settled(lanes: dict[str, LaneProcess], central: Any, timeout: float) -> bool:
     """The site is at rest: no lane wrote an entry for a second, E1 knows every exit X1 made
-    (it learns of them over MQTT and records each as an entry of its own, which must reach
-    central too), and central holds every entry of both ledgers. Why the second of quiet: a
+    (it learns of them over MQTT and closes its copy of the stay; no entry of its own), and
+    central holds every entry of both ledgers. Why the second of quiet: a
     lane may still record the tail of the last car (a late read, a reversal) after central
     caught up, and that entry would be missing at central when the lanes are stopped."""
     deadline = time.monotonic() + timeout
@@ -233,7 +233,7 @@ async def settled(lanes: dict[str, LaneProcess], central: Any, timeout: float) -
 
 
 def _exits_known_at_entry(lanes: dict[str, LaneProcess]) -> bool:
-    """Every stay X1 closed is closed in E1's ledger too (matched by the entry event id)."""
+    """Every stay X1 closed is closed in E1's sessions too (matched by the entry event id)."""
     closed_at_exit = {r[0] for r in lanes["exit"].query(
         "SELECT entry_event_id FROM sessions WHERE status != 'open'")}
     open_at_entry = {r[0] for r in lanes["entry"].query(

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from edge import metrics
 from edge.barrier.interfaces import Health
 
 Listener = Callable[[str, Health, Health], None]
@@ -55,6 +56,7 @@ class HealthTracker:
 
     def failure(self, error: BaseException | str) -> None:
         self.failures_total += 1
+        metrics.DEVICE_ERRORS.labels(device=self.name).inc()
         self.consecutive_failures += 1
         text = str(error) or type(error).__name__
         if self.consecutive_failures == 1:
@@ -71,6 +73,7 @@ class HealthTracker:
             return
         self.state = new
         self.since = self._clock()
+        metrics.set_device_health(self.name, new.value)
         for listener in list(self._listeners):
             try:
                 listener(self.name, old, new)

@@ -26,7 +26,11 @@ def run(
     from edge.logs import setup_logging
 
     setup_logging(cfg.logging)
-    run_lane(cfg)
+    try:
+        run_lane(cfg)
+    except ConfigError as exc:  # found at start, e.g. a control socket another lane owns
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("demo")

@@ -29,7 +29,7 @@ from edge.pricing import (
     quote_exit,
 )
 from edge.pricing.types import CouponKind
-from edge.store import ExitRecord, ExitResult, MemberView, Session, Store
+from edge.store import EntryKind, ExitRecord, ExitResult, MemberView, Session, Store
 from edge.store.reader import Reader
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Decider:
             )
             lines, speak = messages.entry_refused(plate)
             return Decision("blacklisted", lines, speak, plate=plate)
-        session, _created = self.store.record_entry(
+        session, created = self.store.record_entry(
             plate=plate,
             entered_at=now,
             event_id=read.event_id,
@@ -128,13 +128,21 @@ class Decider:
             lines, speak = messages.entry_member(plate, self.store.balance(member.member_id, now))
         else:
             lines, speak = messages.entry_visitor(plate)
+        # The same read again (after a restart the camera re-sends it): the session exists,
+        # nothing new is written here; the machine records the repeat opening before it.
         return Decision(
-            "entry_opened",
+            "entry_opened" if created else "entry_replayed",
             lines,
             speak,
             open_barrier=True,
             session_id=session.session_id,
             plate=plate,
+            detail=() if created else (
+                ("entry_event_id", session.entry_event_id or ""),
+                ("entered_at", session.entered_at.isoformat()),
+                ("read_event_id", read.event_id),
+                ("source", read.source),
+            ),
         )
 
     # ------------------------------------------------------------------ exit
@@ -218,13 +226,17 @@ class Decider:
         p = self.policy
         with self.store.snapshot() as r:
             replay = r.last_exit(read.plate, now - p.replay_window)
-            if replay is not None and replay.session.status in ("closed", "owed"):
-                return _ExitLook(replay=replay)
             # An exact match wins over every look-alike (edge.lpr.matching), so when the
             # read's own plate has an open session the other open plates cannot change the
             # match: the matcher is shown only that plate, and the exit does not read every
             # car inside (O(1), not O(cars parked)).
             exact = r.find_open_session(read.plate)
+            if replay is not None and replay.session.status in ("closed", "owed") and (
+                    replay.session.exit_lane == p.lane_id) and not (
+                    exact is not None and replay.session.exited_at is not None
+                    and exact.entered_at >= replay.session.exited_at):
+                # the car of that exit read again; a stay that began after it is a new exit
+                return _ExitLook(replay=replay)
             plate, kind, spend_ok = self.match(
                 read, [exact.plate] if exact is not None else r.open_plates()
             )
@@ -274,18 +286,20 @@ class Decider:
         lines, speak = messages.exit_lines(
             s.plate, quote_lines, max(owed, Decimal(0)), uncertain=False
         )
-        if owed <= 0:
-            return Decision(
-                "replayed", lines, speak, open_barrier=True, session_id=s.session_id, plate=s.plate
-            )
-        return Decision(
-            "replayed_owed",
-            lines,
-            speak,
-            await_payment=True,
-            session_id=s.session_id,
-            plate=s.plate,
+        closed = next((e.entry_id for e in result.entries
+                       if e.kind == EntryKind.SESSION_CLOSED), "")
+        detail = (
+            ("exit_event_id", s.exit_event_id or ""),
+            ("exited_at", s.exited_at.isoformat() if s.exited_at else ""),
+            ("exit_entry_id", closed),
+            ("read_event_id", read.event_id),
+            ("source", read.source),
         )
+        if owed <= 0:
+            return Decision("replayed", lines, speak, open_barrier=True,
+                            session_id=s.session_id, plate=s.plate, detail=detail)
+        return Decision("replayed_owed", lines, speak, await_payment=True,
+                        session_id=s.session_id, plate=s.plate, detail=detail)
 
     def _previous_exit(
         self, r: Reader, plate: str, session: Session | None

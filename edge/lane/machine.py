@@ -57,6 +57,15 @@ class Decision:
     await_payment: bool = False
     session_id: str | None = None
     plate: str | None = None
+    # what the ledger entry of a repeat opening references (the original exit or entry)
+    detail: tuple[tuple[str, str], ...] = ()
+
+
+#: Decisions that open again for a stay already recorded (the same car read again). The
+#: decider wrote nothing new for them, so the machine records the opening (a lane event named
+#: here) before the ``Open``: every barrier movement is in the ledger.
+REPEAT_OPENINGS = {"replayed": "repeat_exit", "entry_replayed": "repeat_entry"}
+REMEMBER_LEFT = 16  # exits whose vehicle was seen crossing, kept to refuse a repeat exit
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,9 @@ class Lane:
     current: Decision | None = None
     current_plate: str | None = None
     faults: frozenset[str] = frozenset()
+    # sessions whose exit this lane opened and whose vehicle it then saw cross (newest last):
+    # a "repeat exit" of one of them is not the same car still at the lane
+    left: tuple[str, ...] = ()
 
 
 def _lines(*texts: str, colour: Colour = Colour.RED) -> tuple[DisplayLine, ...]:
@@ -222,6 +234,7 @@ MSG_NOT_PASSED = _lines("请通行", "Please drive on", colour=Colour.YELLOW)
 MSG_TAILGATE = _lines("跟车通行", "已记录", "Tailgating", "recorded")
 MSG_FAULT = _lines("请稍候", "请使用对讲", "Please wait", "Use intercom")
 MSG_PAYMENT_TIMEOUT = _lines("请缴费或", "联系管理员", "Please pay or", "use intercom")
+MSG_ALREADY_LEFT = _lines("已出场", "请联系管理员", "Already exited", "Use intercom")
 
 
 def step(lane: Lane, event: Event) -> tuple[Lane, list[Action]]:
@@ -307,6 +320,10 @@ def _on_crossed(lane: Lane) -> tuple[Lane, list[Action]]:
     acts: list[Action] = []
     if lane.authorised > 0:
         lane = replace(lane, authorised=lane.authorised - 1)
+        cur = lane.current
+        if lane.direction == "exit" and cur is not None and cur.session_id:
+            left = (*(x for x in lane.left if x != cur.session_id), cur.session_id)
+            lane = replace(lane, left=left[-REMEMBER_LEFT:])
         if lane.state in (State.WAIT_PASS, State.OPENING) and lane.authorised == 0:
             acts += [CancelTimer("pass"), CancelTimer("arm")]
             lane = replace(lane, current=None, current_plate=None, crossed_this_opening=False)
@@ -387,6 +404,8 @@ def _on_plate(lane: Lane, read: PlateRead) -> tuple[Lane, list[Action]]:
 def _on_decided(lane: Lane, d: Decision) -> tuple[Lane, list[Action]]:
     if lane.state is not State.DECIDING:
         return lane, []
+    if d.outcome in ("replayed", "replayed_owed") and d.session_id in lane.left:
+        return _already_left(lane, d)
     lane = replace(lane, current=d, current_plate=d.plate or lane.current_plate)
     if not (lane.arming or lane.closing):
         # The vehicle backed off while the ledger was being written: undo, free the lane.
@@ -397,12 +416,31 @@ def _on_decided(lane: Lane, d: Decision) -> tuple[Lane, list[Action]]:
         return lane, [*acts, ShowIdle()]
     acts = [Show(d.lines, d.speak)]
     if d.open_barrier:
+        repeat = REPEAT_OPENINGS.get(d.outcome)
+        if repeat is not None:  # ledger first: the runner writes it before the pulse
+            acts.append(Record(repeat, plate=d.plate, session_id=d.session_id, detail=d.detail))
         lane, more = _open(lane, d.outcome, session_id=d.session_id)
         return lane, acts + more
     if d.await_payment:
         lane = replace(lane, state=State.WAIT_PAYMENT)
         return lane, [*acts, StartTimer("payment", lane.timeouts.payment_s)]
     return replace(lane, state=State.HOLD), acts
+
+
+def _already_left(lane: Lane, d: Decision) -> tuple[Lane, list[Action]]:
+    """A "repeat exit" of a stay whose vehicle this lane saw cross the barrier: not the same
+    car still at the lane (a cloned plate, or a re-entry the lane has not heard of). It does
+    not open; the operator decides. Its session is not this vehicle's, so nothing is undone
+    if it backs away."""
+    held = replace(d, outcome="repeat_exit_refused", open_barrier=False, await_payment=False,
+                   session_id=None, lines=MSG_ALREADY_LEFT)
+    record = Record("repeat_exit_refused", plate=d.plate, session_id=d.session_id,
+                    detail=d.detail)
+    if not (lane.arming or lane.closing):  # it backed off meanwhile: nothing to hold
+        lane = replace(lane, state=State.IDLE, current=None, current_plate=None)
+        return lane, [record, ShowIdle()]
+    lane = replace(lane, state=State.HOLD, current=held, current_plate=d.plate)
+    return lane, [record, Show(MSG_ALREADY_LEFT, "已出场 请联系管理员")]
 
 
 def _on_arm(lane: Lane, ev: ArmConfirmed) -> tuple[Lane, list[Action]]:

@@ -545,6 +545,7 @@ class LaneRunner:
             while len(self._seen) > 256:
                 self._seen.popitem(last=False)
             self.stats.plates += 1
+            metrics.PLATES_READ.inc()  # accepted (not a duplicate), decided or not
             self.clock.observe(read.at)
             self.post(m.PlateSeen(read))
 

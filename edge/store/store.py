@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, exc
 
-from edge.store import exits, ledger, members, outbox, sessions
+from edge import metrics
+from edge.store import exits, ledger, members, outbox, peer_sessions, sessions
 from edge.store import reports as _reports
 from edge.store.checks import nonempty
 from edge.store.codec import ts
@@ -229,7 +230,9 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
         with self._write() as c:
-            yield Tx(c, self.lane_id, self._clock)
+            tx = Tx(c, self.lane_id, self._clock)
+            yield tx
+        metrics.LEDGER_ENTRIES.inc(tx.appended)  # committed: an error never gets here
 
     # ------------------------------------------------------------------ sessions
     def record_entry(
@@ -281,6 +284,25 @@ class Store:
             return tx.append(EntryKind.CORRECTION, at, session_id=session_id,
                              member_id=s.member_id, plate=s.plate,
                              payload={"action": "entry_cancelled", "reason": reason})
+
+    def cache_session(self, *, session_id: str, plate: str, entered_at: datetime,
+                      event_id: str, entry_lane: str, vehicle_class: str = "small",
+                      member_id: str | None = None,
+                      rules_version: str | None = None) -> tuple[Session, bool]:
+        """Another lane's open session, kept under its id: a row, no ledger entry (sync)."""
+        nonempty(session_id, "session_id")
+        nonempty(plate, "plate")
+        nonempty(event_id, "event_id")
+        with self._tx() as tx:
+            return peer_sessions.cache_opened(
+                tx, session_id=session_id, plate=plate, entered_at=entered_at,
+                event_id=event_id, entry_lane=entry_lane, vehicle_class=vehicle_class,
+                member_id=member_id, rules_version=rules_version)
+
+    def close_cached(self, session_id: str, exit_lane: str) -> Session | None:
+        """Another lane recorded this stay's exit: close the row here, write no entry."""
+        with self._tx() as tx:
+            return peer_sessions.close(tx, session_id, exit_lane)
 
     def find_open_session(self, plate: str) -> Session | None:
         with self.snapshot() as r:

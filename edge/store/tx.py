@@ -19,6 +19,7 @@ class Tx:
     lane_id: str
     clock: Callable[[], datetime]
     last: LedgerEntry | None = field(default=None, init=False)
+    appended: int = field(default=0, init=False)  # entries this transaction wrote
 
     def append(self, kind: EntryKind, at: datetime, **kw: Any) -> LedgerEntry:
         """Append an entry written by this lane, stamped ``recorded`` = now."""
@@ -30,6 +31,7 @@ class Tx:
                                 recorded=self.clock(), after=self.last)
         if out:
             self.last = out[-1]
+            self.appended += len(out)
         return out
 
     def session(self, session_id: str) -> Session:

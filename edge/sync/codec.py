@@ -12,6 +12,7 @@ import hashlib
 import hmac as _hmac
 import itertools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -516,6 +517,8 @@ class SessionOpened:
     vehicle_class: str
     member_id: str | None
     rules_version: str | None
+    # the stay's one id at every lane (optional: older lanes do not send it)
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -525,21 +528,43 @@ class SessionClosed:
     plate: str
     exited_at: datetime
     exit_event_id: str
+    session_id: str | None = None  # the id the exit was recorded under
+
+
+def _with_session(d: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    """Add ``session_id`` only when known: a message without it is byte for byte what an
+    older lane sends, and an older lane ignores the key."""
+    if session_id is not None:
+        d["session_id"] = session_id
+    return d
 
 
 def encode_session_opened(s: SessionOpened, site: str, key: Ed25519PrivateKey) -> bytes:
-    return canonical(sign_ed25519(
+    return canonical(sign_ed25519(_with_session(
         {"v": VERSION, "type": "session_opened", "site": site, "origin": s.origin,
          "event_id": s.event_id, "plate": s.plate, "entered_at": s.entered_at,
          "vehicle_class": s.vehicle_class, "member_id": s.member_id,
-         "rules_version": s.rules_version}, key))
+         "rules_version": s.rules_version}, s.session_id), key))
 
 
 def encode_session_closed(s: SessionClosed, site: str, key: Ed25519PrivateKey) -> bytes:
-    return canonical(sign_ed25519(
+    return canonical(sign_ed25519(_with_session(
         {"v": VERSION, "type": "session_closed", "site": site, "origin": s.origin,
          "entry_event_id": s.entry_event_id, "plate": s.plate, "exited_at": s.exited_at,
-         "exit_event_id": s.exit_event_id}, key))
+         "exit_event_id": s.exit_event_id}, s.session_id), key))
+
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+
+
+def _session_id(d: Mapping[str, Any]) -> str | None:
+    """Optional (older lanes do not send it); when present, an id of printable ASCII words.
+    On ``session_opened`` it must also be in the origin lane's namespace (``<lane>-...``): a
+    lane announces only stays it opened. An exit names whichever stay it closed."""
+    sid = _str(d, "session_id", opt=True)
+    if sid is not None and not _SESSION_ID.fullmatch(sid):
+        raise SyncMessageError("schema", f"session_id: {sid[:40]!r} is not a session id")
+    return sid
 
 
 def parse_session(raw: bytes, site: str,
@@ -557,12 +582,15 @@ def parse_session(raw: bytes, site: str,
                                                "of the site's signed roster")
     verify_ed25519(d, pk, f"session event from {origin!r}")
     _site(d, site, "session event")
+    sid = _session_id(d)
     if t == "session_closed":
         return SessionClosed(origin, _id(d, "entry_event_id", opt=True), _plate(d, "plate"),
-                             _when(d, "exited_at"), _id(d, "exit_event_id"))
+                             _when(d, "exited_at"), _id(d, "exit_event_id"), sid)
+    if sid is not None and not sid.startswith(origin + "-"):
+        raise SyncMessageError("schema", f"session_id: {sid[:40]!r} is not lane {origin}'s")
     return SessionOpened(origin, _id(d, "event_id"), _plate(d, "plate"),
                          _when(d, "entered_at"), _id(d, "vehicle_class"),
-                         _id(d, "member_id", opt=True), _id(d, "rules_version", opt=True))
+                         _id(d, "member_id", opt=True), _id(d, "rules_version", opt=True), sid)
 
 
 # ---------------------------------------------------------------- members (down)

@@ -254,21 +254,33 @@ class Downlink:
                             "entry_lane": s.origin, "vehicle_class": s.vehicle_class})
                 self.applied["late_entry"] += 1
                 return
-            _, new = self.store.record_entry(
-                plate=s.plate, entered_at=s.entered_at, event_id=s.event_id,
-                vehicle_class=s.vehicle_class, member_id=s.member_id,
-                rules_version=s.rules_version, lane_id=s.origin,
-                detail={"via": "sync", "origin": s.origin})
+            if s.session_id is not None:
+                # one stay, one session: kept under the entry lane's id, no ledger entry here
+                _, new = self.store.cache_session(
+                    session_id=s.session_id, plate=s.plate, entered_at=s.entered_at,
+                    event_id=s.event_id, entry_lane=s.origin, vehicle_class=s.vehicle_class,
+                    member_id=s.member_id, rules_version=s.rules_version)
+            else:  # a lane from before session ids were sent: its old behaviour
+                _, new = self.store.record_entry(
+                    plate=s.plate, entered_at=s.entered_at, event_id=s.event_id,
+                    vehicle_class=s.vehicle_class, member_id=s.member_id,
+                    rules_version=s.rules_version, lane_id=s.origin,
+                    detail={"via": "sync", "origin": s.origin})
             self.applied["session_opened" if new else "session_dup"] += 1
             return
-        open_s = self.store.find_open_session(s.plate)
-        if open_s is None or (s.entry_event_id is not None
-                              and open_s.entry_event_id not in (None, s.entry_event_id)):
-            self.applied["session_closed_unknown"] += 1
-            return
-        self.store.cancel_entry(open_s.session_id, s.exited_at,
-                                f"exit at lane {s.origin} (event {s.exit_event_id})")
-        self.applied["session_closed"] += 1
+        target = self.store.get_session(s.session_id) if s.session_id is not None else None
+        if target is None:
+            # an older lane's message, or an exit with no entry record there: the plate's
+            # open stay here, if it is the one that lane saw
+            target = self.store.find_open_session(s.plate)
+            if target is None or (s.entry_event_id is not None
+                                  and target.entry_event_id not in (None, s.entry_event_id)):
+                self.applied["session_closed_unknown"] += 1
+                return
+        # the exit lane's ledger has the exit; here the stay just ends (a state change, not a
+        # correction: corrections are for real corrections)
+        closed = self.store.close_cached(target.session_id, s.origin)
+        self.applied["session_closed" if closed is not None else "session_closed_dup"] += 1
 
     # ---------------------------------------------------------------- rules
     def _rules(self, payload: bytes) -> None:

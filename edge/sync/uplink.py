@@ -222,14 +222,15 @@ class Uplink:
             if e.kind == EntryKind.SESSION_OPENED and payload.get("entry_lane") == self.lane:
                 msg = codec.encode_session_opened(codec.SessionOpened(
                     self.lane, str(payload.get("event_id")), e.plate or "", at,
-                    str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version),
-                    self.site, self._session_key)
+                    str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version,
+                    e.session_id), self.site, self._session_key)
                 self.link.publish(topics.sessions_opened(self.site), msg)
             elif e.kind == EntryKind.SESSION_CLOSED and e.session_id and e.plate:
                 s = self.store.get_session(e.session_id)
                 msg = codec.encode_session_closed(codec.SessionClosed(
                     self.lane, s.entry_event_id if s else None, e.plate, at,
-                    str(payload.get("exit_event_id"))), self.site, self._session_key)
+                    str(payload.get("exit_event_id")), e.session_id), self.site,
+                    self._session_key)
                 self.link.publish(topics.sessions_closed(self.site), msg)
         except Exception:  # an announcement is best effort; the ledger still goes up
             log.exception("session announcement for %s:%d failed", self.lane, e.seq)

@@ -319,3 +319,62 @@ def test_every_event_in_every_state_is_handled() -> None:
                 new, acts = m.step(lane, ev)
                 assert isinstance(new.state, m.State)
                 assert all(isinstance(a, m.Action.__args__) for a in acts)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- repeat openings (#12 item 7)
+def test_a_repeat_exit_is_recorded_before_the_barrier_opens() -> None:
+    """The same car read again (restart, not through the first time): the decider wrote
+    nothing new, so the machine records the opening; the Record comes before the Open."""
+    d = m.Decision("replayed", (DisplayLine("x"),), None, open_barrier=True, session_id="S1",
+                   plate="沪A12345", detail=(("exit_event_id", "ev0"),))
+    lane, acts = run("exit", [ON["arming"], m.PlateSeen(read()), m.Decided(d)])
+    assert lane.state is m.State.OPENING
+    names = kinds(acts)
+    assert names.index("Record") < names.index("Open")
+    rec = next(a for a in acts if isinstance(a, m.Record))
+    assert (rec.event, rec.session_id, rec.detail) == (
+        "repeat_exit", "S1", (("exit_event_id", "ev0"),))
+
+
+def test_a_repeat_entry_is_recorded_before_the_barrier_opens() -> None:
+    lane, acts = run("entry", [ON["arming"], m.PlateSeen(read()),
+                               decided("entry_replayed", open_=True)])
+    assert lane.state is m.State.OPENING
+    assert records(acts) == ["repeat_entry"]
+    assert kinds(acts).index("Record") < kinds(acts).index("Open")
+
+
+def test_a_first_opening_writes_no_extra_record() -> None:
+    for direction, outcome in (("entry", "entry_opened"), ("exit", "exit_paid")):
+        _, acts = run(direction, [ON["arming"], m.PlateSeen(read()),
+                                  decided(outcome, open_=True)])
+        assert records(acts) == []
+
+
+def test_the_lane_remembers_exits_whose_car_crossed() -> None:
+    lane, _ = run("exit", [ON["arming"], m.PlateSeen(read()), decided("exit_paid", open_=True),
+                           *DRIVE_THROUGH])
+    assert lane.left == ("S1",)
+    # a car that did not pass (the pass timer fired) is not remembered as gone
+    lane, _ = run("exit", [ON["arming"], m.PlateSeen(read()), decided("exit_paid", open_=True),
+                           m.ArmConfirmed(True), m.TimerFired("pass")])
+    assert lane.left == ()
+
+
+def test_a_repeat_exit_of_a_car_seen_leaving_holds_and_undoes_nothing() -> None:
+    """Same plate within the replay window after its car crossed: another vehicle (a cloned
+    plate, a re-entry the lane has not heard of). No opening; the operator decides."""
+    events: list[m.Event] = [
+        ON["arming"], m.PlateSeen(read()), decided("exit_paid", open_=True), *DRIVE_THROUGH,
+        ON["arming"], m.PlateSeen(read(event="ev2")), decided("replayed", open_=True),
+    ]
+    lane, acts = run("exit", events)
+    assert lane.state is m.State.HOLD
+    assert kinds(acts).count("Open") == 1  # the first car's only
+    assert records(acts) == ["repeat_exit_refused"]
+    lane, more = m.step(lane, OFF["arming"])  # it drives away from the hold
+    assert not any(isinstance(a, m.UndoDecision) for a in more)  # the real exit stays
+    assert lane.state is m.State.IDLE
+    # owed or not: never a payment wait for it either
+    lane, acts = run("exit", [*events[:-1], decided("replayed_owed", pay=True)])
+    assert lane.state is m.State.HOLD and records(acts) == ["repeat_exit_refused"]
