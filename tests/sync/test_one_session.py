@@ -23,7 +23,19 @@ from sqlalchemy import select
 
 from edge.store import EntryKind, ExitRecord, Store
 from edge.sync import codec, topics
-from tests.sync.conftest import SITE, T0, Broker, make_central, make_store, make_sync, wait_until
+from tests.sync.conftest import (
+    KEYS,
+    SITE,
+    T0,
+    Broker,
+    make_central,
+    make_store,
+    make_sync,
+    roster,
+    wait_until,
+)
+
+LANE_X = codec.lane_session_key(KEYS["lane-x"], "lane-x")
 
 PLATE = "粤B12345"
 
@@ -111,15 +123,16 @@ def test_a_stay_across_lanes_keeps_one_session_id_and_writes_no_correction(
 
 
 class _Raw:
-    """A plain paho client: what a lane of the previous version publishes."""
+    """A plain paho client publishing what a lane that does not send session ids would
+    (signed with that lane's key, as every session event must be)."""
 
     def __init__(self, port: int) -> None:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"old-lane-{id(self)}")
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
 
-    def pub(self, topic: str, payload: bytes) -> None:
-        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
+    def pub(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
     def close(self) -> None:
         self.c.loop_stop()
@@ -136,17 +149,18 @@ def test_messages_without_a_session_id_from_an_older_lane_still_work(
     try:
         assert wait_until(lambda: s_entry.link.subscribed.is_set()
                           and s_exit.link.subscribed.is_set(), 10)
-        # an older entry lane "lane-x" announces an arrival without the id: the exit lane
-        # keeps it the old way (its own row and entry), as before
+        # an entry lane "lane-x" that does not send the id announces an arrival: the exit
+        # lane keeps it the old way (its own row and entry), as before
+        raw.pub(topics.lanes(SITE), roster(), retain=True)  # central's, signed
         old = codec.encode_session_opened(codec.SessionOpened(
-            "lane-x", "ev-old", "粤B77777", T0, "small", None, None))
+            "lane-x", "ev-old", "粤B77777", T0, "small", None, None), SITE, LANE_X)
         assert b"session_id" not in old
         raw.pub(topics.sessions_opened(SITE), old)
         assert wait_until(lambda: exit_.find_open_session("粤B77777") is not None, 10)
         # an older exit lane closes a stay of ours without the id: closed, no correction
         opened, _ = entry.record_entry(plate=PLATE, entered_at=T0, event_id="ev-1")
         raw.pub(topics.sessions_closed(SITE), codec.encode_session_closed(codec.SessionClosed(
-            "lane-x", "ev-1", PLATE, T0 + timedelta(hours=1), "x-old")))
+            "lane-x", "ev-1", PLATE, T0 + timedelta(hours=1), "x-old"), SITE, LANE_X))
         assert wait_until(lambda: entry.find_open_session(PLATE) is None, 10)
         closed = entry.get_session(opened.session_id)
         assert closed is not None and closed.status == "closed" and closed.exit_lane == "lane-x"
@@ -159,12 +173,18 @@ def test_messages_without_a_session_id_from_an_older_lane_still_work(
 
 @pytest.mark.parametrize("sid", ["exit-1-abc", "entry-1", "entry-1-a/b", "x" * 200])
 def test_an_arrival_names_only_a_stay_of_its_own_lane(sid: str) -> None:
+    key = codec.lane_session_key(KEYS["entry-1"], "entry-1")
+    keys = {"entry-1": key.public_key()}
     msg = json.loads(codec.encode_session_opened(codec.SessionOpened(
-        "entry-1", "ev-1", PLATE, T0, "small", None, None, "entry-1-ok")))
-    assert codec.parse_session(json.dumps(msg).encode()).session_id == "entry-1-ok"
+        "entry-1", "ev-1", PLATE, T0, "small", None, None, "entry-1-ok"), SITE, key))
+    assert codec.parse_session(json.dumps(msg).encode(), SITE,
+                               keys.get).session_id == "entry-1-ok"
+    del msg["sig"]
     msg["session_id"] = sid
-    with pytest.raises(codec.SyncMessageError):
-        codec.parse_session(json.dumps(msg).encode())
+    forged = codec.canonical(codec.sign_ed25519(msg, key))  # validly signed, bad id
+    with pytest.raises(codec.SyncMessageError) as err:
+        codec.parse_session(forged, SITE, keys.get)
+    assert err.value.reason == "schema"
 
 
 def test_a_missed_exit_is_still_a_correction_once_by_the_lane_that_recorded_the_stay(
