@@ -109,17 +109,18 @@ def device_allows(cfg: Config, majors: dict[int, list[str]] | None = None) -> li
     out: list[Allow] = []
     seen: set[str] = set()
     for key, device in wanted:
-        classes = device_classes(device, majors)
-        if not classes:  # unknown class: allow the node itself (resolved at start)
-            if device not in seen:
-                seen.add(device)
-                out.append(Allow(f"{device} rw", key, f"{device}: class unknown, node only"))
-            continue
-        for cls in classes:
-            if cls in seen:
-                continue
-            seen.add(cls)
-            out.append(Allow(f"char-{cls} rw", key, f"{key} = {device}"))
+        for cls in device_classes(device, majors):
+            if cls not in seen:
+                seen.add(cls)
+                out.append(Allow(f"char-{cls} rw", key, f"{key} = {device}: its class"))
+        # The node itself as well: systemd stat()s it at start and allows its major:minor even
+        # when the class is not in /proc/devices (a driver registering under another name);
+        # a node absent at start is skipped with "Couldn't stat device" (then only the class
+        # entry can let it through). Pty numbers change at every start: class only.
+        if not device.startswith("/dev/pts/") and device not in seen:
+            seen.add(device)
+            node = device.replace("%", "%%")  # '%' starts a unit-file specifier
+            out.append(Allow(f"{node} rw", key, f"{key}: the node, if present at start"))
     return out
 
 
@@ -133,8 +134,8 @@ def render_dropin(cfg: Config, config_path: Path,
         "# parkedge@NAME.service.d/), then: systemctl daemon-reload && systemctl restart ...",
         "# Re-run after changing a device path in the config.",
     ]
-    modules = sorted({MODULES[a.entry[5:-3]] for a in allows
-                      if a.entry.startswith("char-") and a.entry[5:-3] in MODULES})
+    classes = {a.entry.split()[0].removeprefix("char-") for a in allows}
+    modules = sorted(MODULES[c] for c in classes if c in MODULES)
     if modules:
         lines += [
             "# A class is resolved against /proc/devices when the unit starts: for an adapter",
@@ -142,7 +143,8 @@ def render_dropin(cfg: Config, config_path: Path,
             f"#   printf '%s\\n' {' '.join(modules)} > /etc/modules-load.d/parkedge.conf",
         ]
     lines += ["[Service]", "DeviceAllow="]
-    lines += [f"# {a.note}\nDeviceAllow={a.entry}" for a in allows]
+    for a in allows:
+        lines += [f"# {a.note}", f"DeviceAllow={a.entry}"]
     return "\n".join(lines) + "\n"
 
 
