@@ -84,7 +84,9 @@ def test_devices_and_network_still_reachable(unit: Unit) -> None:
     service = unit["Service"]
     assert service.get("PrivateDevices", ["no"])[-1] == "no"
     allowed = {v.split()[0]: v.split()[1] for v in service["DeviceAllow"]}
-    for device in ("char-ttyUSB", "char-ttyS", "char-video4linux"):
+    # USB adapters, PC UARTs, and ARM boards' UARTs (PL011 ttyAMA, SC16IS7xx ttySC).
+    for device in ("char-ttyUSB", "char-ttyACM", "char-ttyS", "char-ttyAMA", "char-ttySC",
+                   "char-video4linux"):
         assert allowed.get(device) == "rw", device
     families = set(one(unit, "RestrictAddressFamilies").split())
     assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}
@@ -96,10 +98,28 @@ def test_no_capabilities(unit: Unit) -> None:
     assert one(unit, "AmbientCapabilities") == ""
 
 
-def test_config_path_matches_check_config(unit: Unit) -> None:
-    run = one(unit, "ExecStart").split()
-    pre = one(unit, "ExecStartPre").split()
-    assert pre[1] == "check-config" and pre[2] == run[3]
+def test_config_and_ledger_errors_are_not_restarted_in_a_loop(unit: Unit) -> None:
+    # 2 = config error, 65 = damaged ledger: the lane exits with them and a restart cannot
+    # help. RestartPreventExitStatus= only sees the main process: an ExecStartPre= failing
+    # with 2 was restarted every RestartSec for ever (seen under systemd 252: restart
+    # counter 3 after 20 s), so the config is checked by `parkedge run` itself.
+    assert set(one(unit, "RestartPreventExitStatus").split()) >= {"2", "65"}
+    assert "ExecStartPre" not in unit["Service"]
+    assert one(unit, "Restart") == "on-failure"
+
+
+def test_resource_limits(unit: Unit) -> None:
+    # Room for the push listener's connection cap, ledger, MQTT and metrics sockets; memory
+    # for on-box recognition (~300 MB peak) with a ceiling that stops a flood or a leak.
+    assert int(one(unit, "LimitNOFILE")) == 4096
+    assert one(unit, "MemoryMax") == "768M"
+
+
+def test_configuration_directory_mode_matches_tmpfiles(unit: Unit) -> None:
+    tmpfiles = (SYSTEMD / "parkedge.tmpfiles").read_text(encoding="utf-8")
+    row = next(line.split() for line in tmpfiles.splitlines()
+               if line.startswith("d /etc/parkedge "))
+    assert one(unit, "ConfigurationDirectoryMode") == row[2]
 
 
 def test_template_is_per_instance() -> None:
