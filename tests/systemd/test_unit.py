@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,47 @@ def test_config_and_ledger_errors_are_not_restarted_in_a_loop(unit: Unit) -> Non
 
 
 def test_resource_limits(unit: Unit) -> None:
-    # Room for the push listener's connection cap, ledger, MQTT and metrics sockets; memory
-    # for on-box recognition (~300 MB peak) with a ceiling that stops a flood or a leak.
-    assert int(one(unit, "LimitNOFILE")) == 4096
+    # Descriptors: no fd >= FD_SETSIZE (below); memory for on-box recognition (~300 MB
+    # peak) with a ceiling that stops a flood or a leak.
+    assert int(one(unit, "LimitNOFILE")) <= 1024
     assert one(unit, "MemoryMax") == "768M"
+
+
+def test_nofile_limit_keeps_serial_ports_usable_under_a_socket_flood(unit: Unit) -> None:
+    # pyserial (the lane's RS-485 buses) and paho-mqtt wait with select(): on an fd >= 1024
+    # every read fails with "filedescriptor out of range in select()". Under the unit's
+    # LimitNOFILE no such fd exists: a socket flood ends in EMFILE, a port opened during it
+    # fails to open (an OSError the bus's reconnect handles), and opens and works after it.
+    limit = int(one(unit, "LimitNOFILE"))
+    code = f"""
+import errno, os, resource, socket, serial
+resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))
+master, slave = os.openpty()
+name = os.ttyname(slave)
+flood = []
+try:
+    while len(flood) < 1100:
+        flood.append(socket.socket())
+except OSError as exc:
+    assert exc.errno == errno.EMFILE, exc
+def use_port():
+    port = serial.serial_for_url(name, timeout=1)
+    os.write(master, b"A")
+    assert port.read(1) == b"A"  # ValueError here if port.fd >= 1024
+    port.close()
+try:
+    use_port()
+except serial.SerialException as exc:
+    assert exc.errno == errno.EMFILE, exc
+for s in flood:
+    s.close()
+use_port()
+print("ok", len(flood))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")
 
 
 def test_configuration_directory_mode_matches_tmpfiles(unit: Unit) -> None:
