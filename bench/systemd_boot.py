@@ -355,6 +355,12 @@ def proof(c: Container, tree: Path) -> dict[str, Any]:
     if outcome["result"] != "passed":
         raise Failed(f"the barrier did not open: {outcome}\n" + c.journal("parkedge")[-4000:])
     result["serial"] = {"barrier": lane["barrier_path"], "car": outcome["result"]}
+    hwm = c.run(["grep", "VmHWM", f"/proc/{props['MainPID']}/status"]).stdout.split()
+    fds = len(c.run(["ls", f"/proc/{props['MainPID']}/fd"]).stdout.split())
+    say(f"daemon's peak RSS so far (push camera, no on-box recognition): {hwm[1]} {hwm[2]}; "
+        f"open descriptors: {fds}")
+    result["ready"]["peak_rss_kb"] = int(hwm[1])
+    result["ready"]["open_fds"] = fds
 
     # 3. Watchdog: a hung lane (SIGSTOP) stops pinging; systemd aborts and restarts it.
     pid0, n0 = props["MainPID"], int(props["NRestarts"])
