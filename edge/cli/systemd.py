@@ -61,9 +61,9 @@ def proc_devices(text: str | None = None) -> dict[int, list[str]]:
 
 def _class_from_name(name: str) -> str | None:
     """``ttyAMA0`` → ``ttyAMA``; ``pts/3`` → ``pts``; ``video0`` → ``video4linux``."""
-    if re.fullmatch(r"\d+", name.rsplit("/", 1)[-1]) and name.startswith("pts/"):
-        return "pts"
     base = name.rsplit("/", 1)[-1]
+    if name.startswith("pts/") and base.isdigit():
+        return "pts"
     if re.fullmatch(r"video\d+", base):
         return "video4linux"
     m = re.fullmatch(r"(tty[A-Za-z]+?)\d+", base)
@@ -98,7 +98,7 @@ def device_classes(device: str, majors: dict[int, list[str]] | None = None) -> t
 
 
 def device_allows(cfg: Config, majors: dict[int, list[str]] | None = None) -> list[Allow]:
-    """Every ``DeviceAllow=`` the config's devices need, one per class, first key wins."""
+    """Every ``DeviceAllow=`` the config's devices need: each class once, and each node."""
     wanted: list[tuple[str, str]] = []
     for name, bus in sorted(cfg.buses.items()):
         ep = bus.endpoint

@@ -172,8 +172,12 @@ def test_sysusers_and_tmpfiles() -> None:
     assert ["m", "parkedge", "dialout"] in rows and ["m", "parkedge", "video"] in rows
     assert any(r[:2] == ["u", "parkedge"] for r in rows)
     tmpfiles = (SYSTEMD / "parkedge.tmpfiles").read_text(encoding="utf-8")
-    key_rows = [line.split() for line in tmpfiles.splitlines() if "hmac.key" in line]
+    # Every *.key (hmac.key, the TLS private key) owner-only and owned by the service user,
+    # as edge.config.secret requires.
+    key_rows = [line.split() for line in tmpfiles.splitlines()
+                if line.startswith("z /etc/parkedge/*.key ")]
     assert key_rows and key_rows[0][2] in ("0400", "0600")
+    assert key_rows[0][3] == "parkedge"
 
 
 def analyze(path: Path) -> tuple[float, str]:
