@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -68,9 +69,15 @@ StandardOutput=truncate:/run/parkedge-sim.json
 """
 
 PROBE = r'''
-import errno, json, os, sys
+import errno, json, os, sys, time
 out = {}
-for path in sys.argv[1:]:
+args = sys.argv[1:]
+if "--wait" in args:  # a node "plugged in" after the unit started: wait for it to appear
+    late = args[args.index("--wait") + 1]
+    args = [late]
+    while not os.path.exists(late):
+        time.sleep(0.1)
+for path in args:
     try:
         os.close(os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
         out[path] = "opened"
@@ -296,7 +303,14 @@ def wait_for(pred: Any, timeout: float, step: float = 0.5) -> bool:
 
 
 # ----------------------------------------------------------------- the proof
-def proof(c: Container, tree: Path) -> dict[str, Any]:
+def mknod(path: Path, major: int, minor: int) -> None:
+    """A character node root:dialout 0660, as udev makes a UART's (dialout is 20 on Debian)."""
+    os.mknod(path, 0o660 | stat.S_IFCHR, os.makedev(major, minor))
+    os.chown(path, 0, 20)
+    os.chmod(path, 0o660)  # mknod applies the umask
+
+
+def proof(c: Container, tree: Path, devdir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     parkedge = f"{VENV}/bin/parkedge"
     c.run(["systemd-sysusers"])
@@ -408,6 +422,33 @@ def proof(c: Container, tree: Path) -> dict[str, Any]:
     if armed["/dev/lanedev/ttyAMA0"] != "ENXIO" or armed["/dev/lanedev/ttyS6"] != "EPERM":
         raise Failed(f"unexpected device access with the drop-in: {armed}")
 
+    # 4b. A node that appears after the unit started ("plugged in later"): DeviceAllow= was
+    # resolved at start, so it is refused until the next start. 204:65 = ttyAMA1, a class this
+    # kernel does not have, so only the node entry could allow it.
+    late = devdir / "ttyAMA1"
+    late.unlink(missing_ok=True)
+    (tree / "etc/systemd/system/parkedge-probe.service.d/60-late.conf").write_text(
+        "[Service]\nDeviceAllow=/dev/lanedev/ttyAMA1 rw\n")
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "set-environment", "PROBE_EXTRA=--wait /dev/lanedev/ttyAMA1"])
+    c.run(["rm", "-f", "/run/parkedge-probe.json"])
+    c.run(["systemctl", "start", "--no-block", "parkedge-probe"])
+    wait_for(lambda: c.show("parkedge-probe", "ActiveState")["ActiveState"] == "activating", 10)
+    time.sleep(1)
+    mknod(late, 204, 65)
+    wait_for(lambda: c.show("parkedge-probe", "ActiveState")["ActiveState"] != "activating", 20)
+    plugged_late = json.loads(c.run(["cat", "/run/parkedge-probe.json"]).stdout)
+    whole = c.run(["journalctl", "-b", "0", "--no-pager", "-o", "cat"], check=False).stdout
+    skipped = [ln for ln in whole.splitlines()
+               if "Couldn't stat device /dev/lanedev/ttyAMA1" in ln][-1:]
+    after_restart = probe("/dev/lanedev/ttyAMA1")  # the node exists at this start now
+    say(f"node created after the unit started: {plugged_late} ({'; '.join(skipped)}); "
+        f"after a restart: ttyAMA1 {after_restart.get('/dev/lanedev/ttyAMA1', '?')}")
+    result["devices"]["plugged_late"] = plugged_late["/dev/lanedev/ttyAMA1"]
+    result["devices"]["plugged_late_after_restart"] = after_restart.get("/dev/lanedev/ttyAMA1")
+    if plugged_late["/dev/lanedev/ttyAMA1"] != "EPERM":
+        raise Failed(f"a node created after start was not refused: {plugged_late}")
+
     # 5. Exit statuses the unit must not restart in a loop: 2 (config) and 65 (ledger).
     good = (tree / "etc/parkedge/lane.toml").read_text()
     (tree / "etc/parkedge/lane.toml").write_text(good.replace('direction = "entry"',
@@ -456,12 +497,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lanedev-") as devdir:
         os.chmod(devdir, 0o755)  # like /dev: the service user must traverse it
         for name, major, minor in NODES:
-            os.mknod(f"{devdir}/{name}", 0o660 | 0o020000, os.makedev(major, minor))
-            os.chown(f"{devdir}/{name}", 0, 20)  # root:dialout 0660 (dialout is 20 on Debian),
-            os.chmod(f"{devdir}/{name}", 0o660)  # as udev makes a UART's node; mknod had umask
+            mknod(Path(devdir) / name, major, minor)
         container = Container(a.tree, Path(devdir))
         try:
-            result = proof(container, a.tree)
+            result = proof(container, a.tree, Path(devdir))
         except Failed as exc:
             say(f"FAILED: {exc}")
             return 1

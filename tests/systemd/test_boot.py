@@ -38,6 +38,9 @@ def test_unit_under_systemd_as_pid1() -> None:
     assert shipped["/dev/lanedev/ttyS6"] == "ENXIO"  # allowed (no UART behind the node)
     assert shipped["/dev/lanedev/misc-watchdog"] == "EPERM"  # refused by the device cgroup
     assert summary["devices"]["ttyAMA0_dropin"]["/dev/lanedev/ttyAMA0"] == "ENXIO"
+    # Resolved at start: a node that appears later is refused until the unit restarts.
+    assert summary["devices"]["plugged_late"] == "EPERM"
+    assert summary["devices"]["plugged_late_after_restart"] == "ENXIO"
     for status in ("2", "65"):
         assert summary[f"exit_{status}"]["NRestarts"] == "0"
         assert summary[f"exit_{status}"]["ExecMainStatus"] == status
