@@ -298,10 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 build_backlog(d / "lane.db", a.n)
             setup_s = time.monotonic() - t
+            key_file = d / "lane-1.hmac"  # keys go to central in files, never in argv
+            key_file.write_text(KEY)
+            key_file.chmod(0o600)
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "parkedge_sim.central", "--broker", f"127.0.0.1:{port}",
                  "--site", SITE, "--db", f"sqlite:///{d / 'central.db'}",
-                 "--lane-key", f"{LANE}={KEY}", "--signing-key", str(d / "rules.key")],
+                 "--lane-key-file", f"{LANE}={key_file}", "--signing-key", str(d / "rules.key")],
                 stdout=subprocess.DEVNULL, stderr=(d / "central.log").open("wb")))
             wait_central(port)
             res = drain(d / "lane.db", port, a.n, a.batch, a.bytes, a.window,

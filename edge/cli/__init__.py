@@ -18,7 +18,7 @@ def _register() -> None:
     # optional area (e.g. OpenCV missing) does not take the whole CLI down.
     import importlib
 
-    for name in ("pricing", "config", "ledger", "lane", "lpr", "run"):
+    for name in ("pricing", "config", "ledger", "lane", "lpr", "run", "systemd"):
         try:
             importlib.import_module(f"edge.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -33,7 +33,7 @@ from pydantic import (
 
 from edge.config.addresses import BusEndpoint, parse_bus_url, parse_host_port
 from edge.config.errors import CrossFieldErrors
-from edge.config.secret import Secret
+from edge.config.secret import Secret, secret_file_problem
 
 # --- shared field types ---------------------------------------------------------------------
 
@@ -480,7 +480,13 @@ class SyncConfig(Section):
     )
     ca_file: OptionalPath = Field(default=None, description="CA bundle for mqtts.")
     cert_file: OptionalPath = Field(default=None, description="Client certificate (mutual TLS).")
-    key_file: OptionalPath = Field(default=None, description="Client key (mutual TLS).")
+    key_file: OptionalPath = Field(
+        default=None, description="Client key (mutual TLS); a secret file: mode 0600/0400."
+    )
+    allow_plaintext_credentials: bool = Field(
+        default=False,
+        description="Allow a password over mqtt:// (unencrypted); refused unless true.",
+    )
     keepalive_s: int = Field(
         default=15, ge=5, le=30, description="MQTT keepalive; short so dead sockets show."
     )
@@ -529,9 +535,30 @@ class SyncConfig(Section):
             raise ValueError("must be 64 hex digits (Ed25519) or a path to a PEM file")
         return value
 
+    @field_validator("key_file")
+    @classmethod
+    def _key_file_is_secret(cls, value: Path | None) -> Path | None:
+        # A TLS private key follows the rule of every secret file (edge.config.secret);
+        # a missing file is only an error when sync is enabled (below).
+        if value is not None and value.exists():
+            problem = secret_file_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _when_enabled(self) -> SyncConfig:
         errors: list[tuple[str, str]] = []
+        if (
+            self.password is not None
+            and urlsplit(self.broker_url).scheme == "mqtt"
+            and not self.allow_plaintext_credentials
+        ):
+            errors.append((
+                "password",
+                f"would be sent unencrypted over {self.broker_url} (sync.broker_url): use "
+                "mqtts:// or set sync.allow_plaintext_credentials = true",
+            ))
         if (self.cert_file is None) != (self.key_file is None):
             missing = "key_file" if self.key_file is None else "cert_file"
             errors.append((missing, "cert_file and key_file go together"))

@@ -5,8 +5,10 @@ Only the *reference* is stored at load time; ``get()`` reads the environment or 
 the value is actually needed, so a key rotated on disk is picked up on the next reconnect and
 the value never sits in a config dump. ``repr``/``str``/serialisation all give ``***``.
 
-A ``{file = ...}`` secret must be readable by its owner only (mode 0600 or 0400): anything
-group- or world-readable is refused, because the lane box is shared with technicians.
+A ``{file = ...}`` secret must be readable by its owner only (mode 0600 or 0400) and owned by
+the user reading it (or root): anything group- or world-readable, or owned by another account,
+is refused, because the lane box is shared with technicians. ``read_secret_file`` applies the
+same rule to every other secret file (TLS private keys, central's keys).
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ SecretKind = Literal["literal", "env", "file"]
 
 
 class SecretError(Exception):
-    """A secret could not be resolved (unset variable, missing or too-open file)."""
+    """A secret could not be resolved (unset variable, missing, too-open or foreign file)."""
 
 
-def file_mode_problem(path: Path) -> str | None:
-    """Why ``path`` may not hold a secret, or None if it may (exists, owner-only mode)."""
+def secret_file_problem(path: Path) -> str | None:
+    """Why ``path`` may not hold a secret, or None if it may.
+
+    The one rule for every secret file (HMAC keys, MQTT passwords, TLS private keys,
+    central's signing key): a regular file, not readable or writable by group/others (0600
+    or 0400), owned by the user reading it or by root. A key another account owns could be
+    swapped or read by that account; a group-readable one by every technician on the box.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -45,7 +53,41 @@ def file_mode_problem(path: Path) -> str | None:
             f"secret file {path} is readable by group/others (mode {mode:04o}); "
             f"it must be 0600 or 0400 (chmod 600 {path})"
         )
+    euid = os.geteuid()
+    if st.st_uid not in (euid, 0):
+        return (
+            f"secret file {path} is owned by {_user(st.st_uid)}, not by the user reading it "
+            f"({_user(euid)}) or root (chown {_user(euid)} {path}, or run as its owner)"
+        )
     return None
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return f"uid {uid}"
+
+
+def read_secret_file(path: str | Path, *, key: str = "") -> bytes:
+    """The bytes of a secret file after ``secret_file_problem``; SecretError otherwise.
+
+    ``key`` names where the path came from (``sync.key_file``, ``--signing-key``) and leads
+    the error message, so the operator knows which setting to fix.
+    """
+    path = Path(path)
+    lead = f"{key}: " if key else ""
+    problem = secret_file_problem(path)
+    if problem:
+        raise SecretError(lead + problem)
+    try:
+        # O_NOFOLLOW is not used: /etc/parkedge/... may legitimately be a symlink; the
+        # checks above are on the target (stat follows links), which is what is read.
+        return path.read_bytes()
+    except OSError as exc:
+        raise SecretError(f"{lead}secret file {path} cannot be read: {exc.strerror}") from None
 
 
 class Secret:
@@ -89,13 +131,10 @@ class Secret:
                 raise SecretError(f"environment variable {self._ref} is not set")
             return value
         path = Path(self._ref)
-        problem = file_mode_problem(path)
-        if problem:
-            raise SecretError(problem)
         try:
-            text = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretError(f"secret file {path} cannot be read: {exc}") from None
+            text = read_secret_file(path).decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise SecretError(f"secret file {path} is not UTF-8 text: {exc}") from None
         if not text:
             raise SecretError(f"secret file {path} is empty")
         return text
@@ -160,7 +199,7 @@ class Secret:
                 # A file that exists but is group/world-readable is refused at load time;
                 # a missing file is only an error where the secret is needed (see models).
                 if path.exists():
-                    problem = file_mode_problem(path)
+                    problem = secret_file_problem(path)
                     if problem:
                         raise ValueError(problem)
                 return cls.from_file(path)

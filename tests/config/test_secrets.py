@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 
 from edge.config import ConfigError, Secret, SecretError, parse_config
+from edge.config.secret import read_secret_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config"
 VALUE = "hunter2-very-secret-value"
@@ -120,3 +124,137 @@ def test_config_with_secrets_can_be_deep_copied() -> None:
     copy_ = cfg.model_copy(deep=True)
     assert copy_ == cfg
     assert copy_.sync.password is not None and copy_.sync.password.get() == VALUE
+
+
+# --- one rule for every secret file (#12 item 10) ---------------------------------------------
+
+
+def test_file_owned_by_another_account_rejected(tmp_path: Path) -> None:
+    # An owner-only key that another account owns can be swapped or read by that account.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another uid")
+    key = write_secret(tmp_path / "hmac.key", 0o600)
+    os.chown(key, 54321, 54321)
+    with pytest.raises(SecretError, match="owned by uid 54321"):
+        Secret.from_file(key).get()
+    with pytest.raises(ConfigError) as info:
+        parse_config(exit_config(hmac_key={"file": str(key)}))
+    ((path, reason),) = info.value.errors
+    assert path == "sync.hmac_key" and "owned by" in reason and "root" in reason
+    os.chown(key, 0, 0)
+    assert Secret.from_file(key).get() == VALUE
+
+
+def test_read_secret_file_names_the_key(tmp_path: Path) -> None:
+    key = write_secret(tmp_path / "rules.key", 0o644)
+    with pytest.raises(SecretError) as info:
+        read_secret_file(key, key="--signing-key")
+    assert str(info.value).startswith("--signing-key: secret file ")
+    assert "0644" in str(info.value) and str(key) in str(info.value)
+    os.chmod(key, 0o400)
+    assert read_secret_file(key) == (VALUE + "\n").encode()
+    with pytest.raises(SecretError, match=r"sync\.key_file: secret file .* does not exist"):
+        read_secret_file(tmp_path / "absent", key="sync.key_file")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640])
+def test_tls_private_key_follows_the_secret_rule(tmp_path: Path, mode: int) -> None:
+    cert = write_secret(tmp_path / "lane.pem", 0o644, "-----BEGIN CERTIFICATE-----\n")
+    key = write_secret(tmp_path / "lane.key", mode, "-----BEGIN PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(exit_config(cert_file=str(cert), key_file=str(key)))
+    ((path, reason),) = info.value.errors
+    assert path == "sync.key_file"
+    assert f"{mode:04o}" in reason and str(key) in reason
+    os.chmod(key, 0o600)  # the certificate is public: 0644 is fine for it
+    cfg = parse_config(exit_config(cert_file=str(cert), key_file=str(key)))
+    assert cfg.sync.key_file == key
+
+
+def test_password_over_plain_mqtt_refused_unless_allowed() -> None:
+    plain = "mqtt://central.example:1883"
+    with pytest.raises(ConfigError) as info:
+        parse_config(exit_config(broker_url=plain, password=VALUE))
+    ((path, reason),) = info.value.errors
+    assert path == "sync.password"
+    assert "unencrypted" in reason and "sync.allow_plaintext_credentials" in reason
+    assert VALUE not in reason
+    # Also when the password is a reference: it is sent in clear all the same.
+    with pytest.raises(ConfigError, match=r"sync\.password"):
+        parse_config(exit_config(broker_url=plain, password={"env": "PE_ANY"}))
+    ok = parse_config(exit_config(broker_url=plain, password=VALUE,
+                                  allow_plaintext_credentials=True))
+    assert ok.sync.allow_plaintext_credentials is True
+    # TLS, or no password at all (a bench broker), need no exception.
+    parse_config(exit_config(broker_url="mqtts://central.example:8883", password=VALUE))
+    parse_config(exit_config(broker_url=plain, password=None, username=""))
+
+
+# --- central: keys from files, never argv -----------------------------------------------------
+
+
+def test_central_signing_key_follows_the_secret_rule(tmp_path: Path) -> None:
+    from parkedge_sim.central.cli import load_signing_key
+
+    path = tmp_path / "rules.key"
+    created = load_signing_key(path)  # first use of a bench: created owner-only
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert load_signing_key(path).public_key() == created.public_key()
+    os.chmod(path, 0o644)
+    with pytest.raises(SecretError, match=r"--signing-key: .*mode 0644"):
+        load_signing_key(path)
+
+
+def _central(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    from parkedge_sim.broker import free_port
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "parkedge_sim.central", "--site", "mall",
+         "--broker", f"127.0.0.1:{free_port()}", "--db", f"sqlite:///{tmp_path / 'c.db'}",
+         "--signing-key", str(tmp_path / "rules.key"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_central_refuses_lane_keys_on_the_command_line(tmp_path: Path) -> None:
+    proc = _central(tmp_path, "--lane-key", f"entry-1={VALUE}")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "visible to every user" in out and "--lane-key-file" in out
+
+
+def test_central_refuses_an_open_lane_key_file(tmp_path: Path) -> None:
+    key = write_secret(tmp_path / "entry-1.hmac", 0o644)
+    proc = _central(tmp_path, "--lane-key-file", f"entry-1={key}")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "--lane-key-file entry-1: secret file" in out and "0644" in out
+
+
+def test_central_reads_lane_keys_from_files_not_argv(tmp_path: Path) -> None:
+    from parkedge_sim.central.cli import load_lane_keys
+
+    key = write_secret(tmp_path / "entry-1.hmac", 0o600)
+    # The same bytes the lane signs with (Secret.get() of its sync.hmac_key file).
+    lane_side = Secret.from_file(key).get().encode("utf-8")
+    assert load_lane_keys([f"entry-1={key}"]) == {"entry-1": lane_side}
+    proc = _central(tmp_path, "--lane-key-file", f"entry-1={key}")
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the keys are loaded
+        assert "rules public key" in line, line
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert str(key).encode() in cmdline and VALUE.encode() not in cmdline
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_central_tls_private_key_follows_the_secret_rule(tmp_path: Path) -> None:
+    from parkedge_sim.central import CentralServer
+
+    key = write_secret(tmp_path / "central.key", 0o644, "-----BEGIN PRIVATE KEY-----\n")
+    with pytest.raises(SecretError, match=r"central TLS key_file: secret file .*0644"):
+        CentralServer(host="127.0.0.1", port=1, site="mall", lane_keys={},
+                      db_url=f"sqlite:///{tmp_path / 'c.db'}",
+                      tls=(str(tmp_path / "ca.pem"), str(tmp_path / "c.pem"), str(key)))

@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.config.secret import SecretError, read_secret_file
 from parkedge_sim.central.db import CentralDB
 from parkedge_sim.central.figures import figures
 from parkedge_sim.central.server import CentralServer
@@ -21,7 +22,11 @@ from parkedge_sim.central.web import MarketingWeb
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The 32-byte Ed25519 seed as hex; created (mode 0600) on first use of a bench."""
+    """The 32-byte Ed25519 seed as hex; created (mode 0600) on first use of a bench.
+
+    An existing file follows the rule of every secret file (owner-only mode, our own or
+    root's): SecretError naming ``--signing-key`` otherwise.
+    """
     if not path.exists():
         key = Ed25519PrivateKey.generate()
         from cryptography.hazmat.primitives import serialization
@@ -31,18 +36,40 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
         with os.fdopen(fd, "w") as f:
             f.write(seed.hex() + "\n")
         return key
-    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+    seed = read_secret_file(path, key="--signing-key")
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed.decode("ascii").strip()))
+
+
+def load_lane_keys(items: list[str]) -> dict[str, bytes]:
+    """``LANE=PATH`` pairs → each lane's HMAC key, read from its secret file.
+
+    Keys are never taken on the command line: argv is readable by every user in ``ps``.
+    A key file holds the same text as the lane's ``sync.hmac_key`` file (surrounding
+    whitespace ignored). SecretError or ValueError naming the bad item.
+    """
+    keys: dict[str, bytes] = {}
+    for item in items:
+        lane, sep, path = item.partition("=")
+        if not sep or not lane or not path:
+            raise ValueError(f"--lane-key-file: {item!r} is not LANE=PATH")
+        key = read_secret_file(path, key=f"--lane-key-file {lane}").strip()
+        if not key:
+            raise ValueError(f"--lane-key-file {lane}: {path} is empty")
+        keys[lane] = key
+    return keys
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="parkedge-sim central",
+    p = argparse.ArgumentParser(prog="parkedge-sim central", allow_abbrev=False,
                                 description="Bench central server of a parkedge site.")
     p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker host:port")
     p.add_argument("--site", help="the site (required unless --json / --export-lane)")
     p.add_argument("--db", default="sqlite:///central.db",
                    help="SQLAlchemy URL (sqlite:///file or postgresql+psycopg://...)")
-    p.add_argument("--lane-key", action="append", default=[], metavar="LANE=KEY",
-                   help="HMAC key of a lane (repeat per lane)")
+    p.add_argument("--lane-key-file", action="append", default=[], metavar="LANE=PATH",
+                   help="file holding a lane's HMAC key, mode 0600/0400 (repeat per lane)")
+    # Refused with a reason (not "unrecognized"): a key in argv is visible to every user.
+    p.add_argument("--lane-key", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--signing-key", type=Path, default=Path("central-rules.key"),
                    help="Ed25519 seed (hex) signing rule bundles; created if missing")
     p.add_argument("--rules", type=Path, help="rule bundle (TOML) to publish at start")
@@ -77,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     if not a.site:
         _parser().error("--site is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    keys: dict[str, bytes] = {}
-    for item in a.lane_key:
-        lane, sep, key = item.partition("=")
-        if not sep or not lane or not key:
-            print(f"--lane-key: {item!r} is not LANE=KEY")
-            return 2
-        keys[lane] = key.encode("utf-8")
+    if a.lane_key:
+        print("--lane-key: keys on the command line are visible to every user (ps); "
+              "use --lane-key-file LANE=PATH (mode 0600)")
+        return 2
+    try:
+        keys = load_lane_keys(a.lane_key_file)
+        signing_key = load_signing_key(a.signing_key)
+    except (SecretError, ValueError) as exc:
+        print(exc)
+        return 2
     host, _, port = a.broker.rpartition(":")
     if not host or not port.isdigit():
         print(f"--broker: {a.broker!r} is not host:port")
@@ -91,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     bundle: dict[str, Any] | None = None
     if a.rules is not None:
         bundle = tomllib.loads(a.rules.read_text("utf-8"))
-    signing_key = load_signing_key(a.signing_key)
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     pub = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     print(f"rules public key (sync.rules_public_key on every lane): {pub}")

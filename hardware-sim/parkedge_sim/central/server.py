@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.config.secret import read_secret_file
 from edge.fields import check_id, check_plate
 from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
 from edge.sync import codec, topics
@@ -100,6 +101,8 @@ class CentralServer:
         if username:
             c.username_pw_set(username, password)
         if tls is not None:  # (ca_file, cert_file, key_file)
+            if tls[2]:  # the private key follows the rule of every secret file
+                read_secret_file(tls[2], key="central TLS key_file")
             c.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
