@@ -371,8 +371,10 @@ class CameraConfig(Section):
         '{env = "NAME"}; required with auth.',
     )
     max_connections: int = Field(
-        default=16, ge=1, le=1024,
-        description="push: open connections at most; at the cap the oldest idle one is closed.",
+        default=16, ge=1, le=256,
+        description="push: open connections at most; at the cap the oldest idle one is closed. "
+        "At most 256: the unit's LimitNOFILE=1024 must leave descriptors below 1024 for the "
+        "serial buses and MQTT, whose select() cannot wait on a higher one.",
     )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024,

@@ -304,6 +304,11 @@ class Store:
         with self._tx() as tx:
             return peer_sessions.close(tx, session_id, exit_lane)
 
+    def knows_entry_event(self, event_id: str) -> bool:
+        """A session (open or closed, own or a copy) was recorded for this arrival event."""
+        with self._read() as c:
+            return sessions.by_entry_event(c, event_id) is not None
+
     def find_open_session(self, plate: str) -> Session | None:
         with self.snapshot() as r:
             return r.find_open_session(plate)

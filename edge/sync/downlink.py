@@ -39,9 +39,12 @@ MAX_CLOCK_SKEW = timedelta(seconds=120)
 #: when that session is older than this; a younger one would move a known stay later
 #: (a forged "entered now" made a 4-hour stay free).
 SUPERSEDE_AFTER = timedelta(hours=24)
-#: Session events accepted per origin lane: a burst, then a steady rate (a real lane sees
-#: a vehicle every few seconds; a backlog after an outage comes as a burst).
-SESSION_BURST = 600
+#: New session events accepted per origin lane: a burst, then a steady rate. A real lane sees
+#: a vehicle every few seconds; a lane back from an outage re-announces its whole unacked
+#: backlog at once, so the burst covers a busy entry lane's day (~300 an hour at peak), not an
+#: hour: dropping a real arrival sends its car to the exit's no-entry policy. Events already
+#: known here (the same ``event_id``, re-sent after a reconnect) take no token.
+SESSION_BURST = 5000
 SESSION_RATE_PER_S = 2.0
 #: A member version may jump at most this far past the cached one (central adds 1 a change).
 MAX_VERSION_JUMP = 1_000_000
@@ -208,6 +211,8 @@ class Downlink:
         faster than a lane can see vehicles, be in the future, move a known stay's entry
         later, or close a stay before it began."""
         now = self._mono()
+        if isinstance(s, codec.SessionOpened) and self.store.knows_entry_event(s.event_id):
+            return  # a replay changes nothing here (idempotent on event_id): no token, no check
         b = self._buckets.get(s.origin)
         if b is None:
             b = self._buckets[s.origin] = _Bucket(SESSION_BURST, SESSION_RATE_PER_S, now)
