@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup sysdeps demo test lint typecheck bench clean
+.PHONY: setup sysdeps demo test test-slow lint typecheck bench clean
 
 sysdeps:
 	@missing=""; \
@@ -33,8 +33,13 @@ setup: sysdeps $(STAMP)
 demo: setup
 	$(VENV)/bin/parkedge demo
 
+# The whole suite except the runs marked slow (floods and soaks at full size, crash trials,
+# booting systemd); each of those has a short version that runs here.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 lint: setup
 	$(VENV)/bin/ruff check edge hardware-sim tests bench central
