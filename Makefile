@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 setup: sysdeps $(STAMP)
 
 demo: setup
-	$(VENV)/bin/parkedge demo
+	$(VENV)/bin/parkedge-sim demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -28,14 +28,3 @@ def run(
     setup_logging(cfg.logging)
     run_lane(cfg)
 
-
-@app.command("demo")
-def demo(
-    keep: Annotated[
-        bool, typer.Option("--keep", help="Keep the temporary site directory afterwards.")
-    ] = False,
-) -> None:
-    """Run a whole simulated site (simulator, entry lane, exit lane) through scripted vehicles."""
-    from edge.demo import run_demo
-
-    raise typer.Exit(run_demo(keep=keep))
