@@ -1,6 +1,7 @@
 """``parkedge-sim demo`` end to end, as `make demo` runs it: the whole site (broker, central,
 two lane daemons with their own ledgers reading plates from video) must finish with exit 0,
-every lane entry at central exactly once, both hash chains intact, and the stays priced as the rules say."""
+every lane entry at central exactly once, both hash chains intact, and the stays priced as
+the rules say."""
 
 from __future__ import annotations
 
