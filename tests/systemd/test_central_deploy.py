@@ -394,3 +394,15 @@ def test_sqlite_backup_and_restore(tmp_path: Path) -> None:
         assert before["alembic_version"][0][0] in central("migrate", "-c", str(conf)).stdout
     finally:
         engine.dispose()
+
+
+def test_docs_name_only_files_that_exist() -> None:
+    # docs/central.md's install steps copy these files: a renamed one must fail here first.
+    doc = (ROOT / "docs" / "central.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:systemd|config)/[\w@.\-/]+\.(?:service|sysusers|tmpfiles|"
+                           r"toml|conf))\b", doc))
+    assert {"systemd/parkedge-central.service", "systemd/parkedge-central@.service",
+            "systemd/parkedge-central-migrate.service", "config/central.example.toml",
+            "config/nginx/parkedge-central.conf"} <= named
+    missing = sorted(n for n in named if not (ROOT / n).exists())
+    assert missing == [], missing
