@@ -295,3 +295,26 @@ def test_serve_never_ready_when_the_port_is_taken(tmp_path: Path, listener: List
     except TimeoutError:
         pass
     assert not any(m.startswith("READY=1") for m in listener.messages), listener.messages
+
+
+def test_systemd_verify_finds_nothing(tmp_path: Path) -> None:
+    # `systemd-analyze verify` parses every key as systemd 252 would, and checks the
+    # commands exist: run on copies pointing at this checkout's parkedge-central.
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is missing: install the Debian package 'systemd'")
+    here = str(Path(sys.executable).parent / "parkedge-central")
+    if not os.access(here, os.X_OK):
+        pytest.skip(f"{here} missing: the package is not installed in this venv")
+    names = [SINGLE.name, MIGRATE.name, "parkedge-central@w1.service"]
+    for src, name in zip([SINGLE, MIGRATE, TEMPLATE], names, strict=True):
+        (tmp_path / name).write_text(src.read_text(encoding="utf-8").replace(BIN, here))
+    (tmp_path / "typo.service").write_text("[Service]\nExecStart=/bin/true\nTyp=notify\n")
+
+    def verify(*units: str) -> str:
+        r = subprocess.run([exe, "verify", "--man=no", *units], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        return (r.stdout + r.stderr).strip()
+
+    assert verify(*[f"./{n}" for n in names]) == ""
+    assert "Unknown key" in verify("./typo.service")  # the check can fail
