@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 setup: sysdeps $(STAMP)
 
 demo: setup
-	$(VENV)/bin/parkedge demo
+	$(VENV)/bin/parkedge-sim demo
 
 # The whole suite except the runs marked slow (floods and soaks at full size, crash trials,
 # booting systemd); each of those has a short version that runs here.

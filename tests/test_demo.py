@@ -1,6 +1,7 @@
-"""``parkedge demo`` end to end, as `make demo` runs it: the whole site (broker, central, two lane
-daemons with their own ledgers reading plates from video) must finish with exit 0, every lane
-entry at central exactly once, both hash chains intact, and the stays priced as the rules say."""
+"""``parkedge-sim demo`` end to end, as `make demo` runs it: the whole site (broker, central,
+two lane daemons with their own ledgers reading plates from video) must finish with exit 0,
+every lane entry at central exactly once, both hash chains intact, and the stays priced as
+the rules say."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_site_runs_end_to_end() -> None:
-    r = subprocess.run([sys.executable, "-m", "edge", "demo"], capture_output=True, text=True,
-                       timeout=170, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "parkedge_sim.cli", "demo"], capture_output=True,
+                       text=True, timeout=170, cwd=ROOT)
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     for lane in ("E1", "X1"):

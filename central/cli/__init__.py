@@ -28,7 +28,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(member_app, name="member")
 app.add_typer(shop_app, name="shop")
 
-DEFAULT_CONFIG = "/etc/parkedge/central.toml"
+DEFAULT_CONFIG = "/etc/parkedge-central/central.toml"
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="PARKEDGE_CENTRAL_CONFIG",
                                          help="central's TOML config")]
 

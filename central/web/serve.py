@@ -4,10 +4,14 @@ unencrypted, un-administrable service from the network)."""
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
+
+import uvicorn
 
 from central.services import staff
 from central.services.errors import Refused
+from edge import notify
 
 if TYPE_CHECKING:
     from central.app import Central
@@ -29,8 +33,6 @@ def listen_problems(c: Central) -> list[str]:
 
 
 def serve(c: Central) -> None:
-    import uvicorn
-
     from central import logs
     from central.jobs import build_scheduler
     from central.web import create_app
@@ -46,13 +48,32 @@ def serve(c: Central) -> None:
     sched = build_scheduler(c) if c.cfg.jobs.enabled else None
     if sched is not None:
         sched.start()
+    config = uvicorn.Config(create_app(c), host=web.listen, port=web.port,
+                            ssl_certfile=str(web.tls_cert) if web.tls_cert else None,
+                            ssl_keyfile=web.tls_key.ref if web.tls_key else None,
+                            proxy_headers=web.forwarded_allow_ips is not None,
+                            forwarded_allow_ips=web.forwarded_allow_ips, server_header=False,
+                            log_config=None, log_level=c.cfg.logging.level.lower())
+    server = _NotifyingServer(config)
     try:
-        uvicorn.run(create_app(c), host=web.listen, port=web.port,
-                    ssl_certfile=str(web.tls_cert) if web.tls_cert else None,
-                    ssl_keyfile=web.tls_key.ref if web.tls_key else None,
-                    proxy_headers=web.forwarded_allow_ips is not None,
-                    forwarded_allow_ips=web.forwarded_allow_ips, server_header=False,
-                    log_config=None, log_level=c.cfg.logging.level.lower())
+        server.run()
     finally:
         if sched is not None:
             sched.shutdown(wait=False)
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the port could not be bound, or startup failed
+
+
+class _NotifyingServer(uvicorn.Server):
+    """systemd's Type=notify: READY=1 only once the port is bound and the app has started
+    (migrations ran before, in ``Central.from_config``), so units ordered after central and
+    ``systemctl start`` wait for a service that answers."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            notify.ready(f"serving on {self.config.host}:{self.config.port}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify.stopping()  # systemd shows "deactivating" while requests drain
+        await super().shutdown(sockets=sockets)

@@ -32,14 +32,3 @@ def run(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
-
-@app.command("demo")
-def demo(
-    keep: Annotated[
-        bool, typer.Option("--keep", help="Keep the temporary site directory afterwards.")
-    ] = False,
-) -> None:
-    """Run a whole simulated site (simulator, entry lane, exit lane) through scripted vehicles."""
-    from edge.demo import run_demo
-
-    raise typer.Exit(run_demo(keep=keep))

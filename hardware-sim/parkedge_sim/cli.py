@@ -277,6 +277,19 @@ def central(ctx: typer.Context) -> None:
     raise typer.Exit(central_main(list(ctx.args)))
 
 
+@app.command()
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary site directory afterwards.")
+    ] = False,
+) -> None:
+    """Run a whole simulated site (broker, central, entry and exit lane daemons on the
+    simulator) through scripted vehicles; what `make demo` runs."""
+    from parkedge_sim.demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
 def main() -> None:
     """Console-script entry point (``parkedge_sim.cli:main``)."""
     app(prog_name="parkedge-sim")

@@ -1,4 +1,7 @@
-"""``parkedge demo``: a whole simulated site, end to end, on loopback.
+"""``parkedge-sim demo``: a whole simulated site, end to end, on loopback.
+
+It lives with the simulator, not in the product package: ``edge`` never imports
+``parkedge_sim`` (tests/test_imports.py).
 
 What runs, all real processes and protocols on 127.0.0.1:
 
@@ -131,6 +134,7 @@ async def wait_state(lane: LaneProcess, states: set[str], timeout: float) -> str
 async def drive_site(tmp: Path) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     from parkedge_sim.broker import MosquittoBroker
     from parkedge_sim.central import CentralServer
     from parkedge_sim.central.web import MarketingWeb
@@ -365,9 +369,8 @@ def print_results(exit_lane: LaneProcess, central: Any) -> None:
 
 
 def print_report(lanes: dict[str, LaneProcess], central: Any, synced: bool) -> int:
-    from parkedge_sim.central.figures import figures
-
     from edge.store import Store
+    from parkedge_sim.central.figures import figures
 
     ok = True
     with Store.open(lanes["exit"].db, "DEMO-READER") as store:
