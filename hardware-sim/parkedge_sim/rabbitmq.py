@@ -69,7 +69,8 @@ def _config(amqp: int, mqtt: int, max_packet: int) -> str:
 
 class RabbitMQBroker:
     """``start()`` / ``kill()`` / ``stop()`` one RabbitMQ node whose MQTT listener is on
-    127.0.0.1:``port``. ``start()`` takes ~3-6 s on this machine (``startup_s``)."""
+    127.0.0.1:``port``. ``start()`` takes seconds (``startup_s``, ``startup_cpu_s``;
+    figures in docs/brokers.md): share one node per test session."""
 
     def __init__(self, workdir: Path | None = None, port: int | None = None,
                  extra: str = "") -> None:
@@ -96,7 +97,8 @@ class RabbitMQBroker:
             for p in [self.data, *self.data.rglob("*")]:
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.startup_s: float | None = None
+        self.startup_s: float | None = None  # wall seconds until MQTT listens
+        self.startup_cpu_s: float | None = None  # CPU seconds the node used meanwhile
 
     @property
     def url(self) -> str:
@@ -151,12 +153,28 @@ class RabbitMQBroker:
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 self.startup_s = time.monotonic() - t0
+                self.startup_cpu_s = self.cpu_s()
                 return
             except OSError:
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"RabbitMQ's MQTT listener not on 127.0.0.1:{self.port} after "
                            f"{timeout_s} s:\n{self.log_tail()}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the node's processes (its session: the start script,
+        the Erlang VM and its helpers) have used so far."""
+        if self.proc is None:
+            return 0.0
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == self.proc.pid:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, n: int = 40) -> str:
         lines: list[str] = []

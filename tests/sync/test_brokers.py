@@ -206,3 +206,29 @@ def test_a_central_that_subscribes_later_learns_every_lane_status(
         sync.stop()
         if central is not None:
             central.stop()
+
+
+def test_a_dot_in_a_topic_level_splits_it_on_rabbitmq(rabbitmq: Any, broker: Any,
+                                                      watchers: list[Watcher]) -> None:
+    """The difference, measured: RabbitMQ maps ``/`` to ``.`` in routing keys, so a lane id
+    ``a.b`` is two levels there and its ledger misses central's ``lane/+/ledger``."""
+    got = {}
+    for name, node in (("mosquitto", broker), ("rabbitmq", rabbitmq)):
+        w = Watcher(node.port, f"parkedge/{SITE}/lane/+/ledger")
+        watchers.append(w)
+        w.publish(f"parkedge/{SITE}/lane/a.b/ledger", b"x")
+        w.publish(f"parkedge/{SITE}/lane/ab/ledger", b"y")
+        assert wait_until(lambda w=w: any(p == b"y" for _t, p, _r in w.got), 10)
+        time.sleep(0.3)
+        got[name] = sorted(p for _t, p, _r in w.got)
+    assert got == {"mosquitto": [b"x", b"y"], "rabbitmq": [b"y"]}
+
+
+@pytest.mark.parametrize("site,lane", [("mall", "entry.1"), ("mall.2", "entry-1")])
+def test_sync_topics_refuse_a_dot_in_an_id(tmp_path: Path, site: str, lane: str) -> None:
+    """So a lane with such an id fails at start with a clear error instead of syncing into
+    nothing on RabbitMQ (edge.fields.check_id allows dots)."""
+    with pytest.raises(ValueError, match="without / \\+ # \\."):
+        topics.status(site, lane)
+    with pytest.raises(ValueError, match="without"):
+        topics.member("mall", "M.1")

@@ -331,6 +331,7 @@ class CentralServer:
         """Create or update a member; its id and plates must be what every lane accepts
         (``edge.fields``), or the lanes would refuse its state (ValueError here)."""
         check_id(member_id, "member_id")
+        topics.member(self.site, member_id)  # one topic level on every broker (no ".")
         for p in plates:
             check_plate(p)
         with self._lock:
