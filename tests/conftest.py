@@ -37,8 +37,8 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not rabbitmq_installed():
         pytest.skip("apt-get install rabbitmq-server")
     b = RabbitMQBroker(tmp_path_factory.mktemp("rabbitmq"))
-    b.start()
     try:
+        b.start()
         yield b
     finally:
-        b.stop()
+        b.stop()  # also after a failed start: its folder and any process it left
