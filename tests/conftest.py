@@ -25,3 +25,20 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One RabbitMQ node (MQTT plugin) of the tests' own per session: its own node name,
+    ports, data folder and cookie (``parkedge_sim.rabbitmq``); it takes seconds to start, so
+    it is shared. ``make sysdeps`` installs Debian's rabbitmq-server."""
+    from parkedge_sim.rabbitmq import RabbitMQBroker, rabbitmq_installed
+
+    if not rabbitmq_installed():
+        pytest.skip("apt-get install rabbitmq-server")
+    b = RabbitMQBroker(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()  # also after a failed start: its folder and any process it left

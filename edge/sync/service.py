@@ -7,6 +7,7 @@ store sees one writer from the sync. The lane itself never calls into here on it
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -27,6 +28,8 @@ from edge.sync.state import SyncState
 from edge.sync.uplink import Uplink
 
 log = logging.getLogger(__name__)
+#: An online lane republishes its status at least this often even when nothing changed.
+STATUS_HEARTBEAT_S = 60.0
 
 
 class LaneSync:
@@ -62,6 +65,11 @@ class LaneSync:
         self.downlink.own_session_key = self.uplink.session_public_key
         self.link._subs = [topics.ack(site, self.lane), *self.downlink.subscriptions()]
         self._ack_topic = topics.ack(site, self.lane)
+        self._snapshot_topic = topics.snapshot(site, self.lane)
+        #: Central's answer to a full snapshot request also carries the lane roster and the
+        #: rule bundle (docs/sync-protocol.md): a broker may not deliver their retained
+        #: copies (RabbitMQ 3.10: per node, none through a wildcard; docs/brokers.md).
+        self._answer_topics = {"lanes": topics.lanes(site), "rules": topics.rules(site)}
         self.status_interval_s = status_interval_s
         self.bad_acks = 0
         #: Backlog alert: unacknowledged entries and no ack advanced for ``stall_alert_s``.
@@ -75,6 +83,7 @@ class LaneSync:
         self._thread: threading.Thread | None = None
         self._last_status: tuple[int, int, bool] | None = None
         self._status_at = 0.0
+        self._status_sent_at = 0.0
 
     @classmethod
     def from_config(cls, cfg: Any, store: Store, *, site: str,
@@ -208,6 +217,8 @@ class LaneSync:
                 except codec.SyncMessageError as exc:
                     self.bad_acks += 1
                     self.refusals(exc.reason, f"{topic}: {exc.detail}")
+            elif topic == self._snapshot_topic:
+                self.downlink.handle(self._answer_topic(payload), payload)
             else:
                 self.downlink.handle(topic, payload)
         if acks:
@@ -222,12 +233,29 @@ class LaneSync:
             link.wake.clear()
         return gen
 
+    def _answer_topic(self, payload: bytes) -> str:
+        """The topic whose handler takes this message from the lane's ``snapshot`` topic:
+        a ``lanes`` or ``rules`` message goes through the very checks of its retained copy
+        (signature, site, serial); anything else is a snapshot."""
+        if len(payload) <= codec.MAX_MESSAGE_BYTES:
+            try:
+                kind = json.loads(payload).get("type")
+            except Exception:  # not JSON, not an object, too deep: the snapshot check says
+                kind = None
+            if isinstance(kind, str) and kind in self._answer_topics:
+                return self._answer_topics[kind]
+        return self._snapshot_topic
+
     def _publish_status(self, *, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self._status_at < self.status_interval_s:
             return
         key = (self.uplink.acked_seq, self.state.last_seq(), self.backlog_stalled)
-        if (force or key != self._last_status) and self.link.publish(
+        # Unchanged, it is still sent every STATUS_HEARTBEAT_S: a central that subscribed
+        # later may not get the retained copy (RabbitMQ 3.10: none through a wildcard).
+        stale = now - self._status_sent_at >= STATUS_HEARTBEAT_S
+        if (force or stale or key != self._last_status) and self.link.publish(
                 self._status_topic, self._status("online"), retain=True):
             self._last_status = key
+            self._status_sent_at = now
         self._status_at = now

@@ -6,9 +6,13 @@ ROOT = "parkedge"
 
 
 def _check(*names: str) -> None:
+    """A segment is one topic level on every broker: no ``.`` either, because RabbitMQ's
+    MQTT plugin turns ``/`` into ``.`` in its routing keys, so ``lane/a.b/ledger`` would be
+    four levels there and miss ``lane/+/ledger`` (docs/brokers.md)."""
     for n in names:
-        if not n or any(c in n for c in "/+#\0"):
-            raise ValueError(f"topic segment {n!r} must be non-empty without / + #")
+        if not n or any(c in n for c in "/+#.\0"):
+            raise ValueError(f"topic segment {n!r} must be non-empty without / + # . "
+                             f"(site, lane and member ids in sync topics)")
 
 
 def lane(site: str, lane_id: str, leaf: str) -> str:

@@ -310,6 +310,16 @@ class CentralServer:
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
         ids = list(wanted) if wanted is not None else self.db.member_ids()
+        if wanted is None:
+            # A full request (every reconnect) also gets the roster and the rule bundle, on
+            # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
+            # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
+            self._client.publish(topics.snapshot(self.site, lane), self.lane_roster(), qos=1)
+            with self._lock:  # the bundle as published (signed) under that serial
+                serial, bundle = self.db.last_rules()
+            if serial > 0 and bundle is not None:
+                self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
+                    bundle, serial, self.signing_key, self.site), qos=1)
         applied = self.applied()
         for i in range(0, max(len(ids), 1), 500):
             ms = [codec.signed_member(m, self.site, self.signing_key) for mid in ids[i:i + 500]
@@ -324,6 +334,7 @@ class CentralServer:
         """Create or update a member; its id and plates must be what every lane accepts
         (``edge.fields``), or the lanes would refuse its state (ValueError here)."""
         check_id(member_id, "member_id")
+        topics.member(self.site, member_id)  # one topic level on every broker (no ".")
         for p in plates:
             check_plate(p)
         with self._lock:
