@@ -8,6 +8,7 @@ most popular reward types, purchases per month.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,7 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from central.db.models import Member, PointsEntry, Purchase, Redemption, Reward
+from central.db.models import Member, PointsEntry, PointsLot, Purchase, Redemption, Reward
+from edge.pricing import RuleBundle
 
 CENT = Decimal("0.01")
 
@@ -69,4 +71,159 @@ def figures(s: Session, tz: ZoneInfo, cost_per_point: Decimal) -> dict[str, Any]
         "cost_of_points_issued": str((cost_per_point * total_issued).quantize(CENT)),
         "value_redeemed": str(value_redeemed.quantize(CENT)),
         "popular_reward_types": [[k, v] for k, v in popular.most_common()],
+    }
+
+
+# ---------------------------------------------------------------------------- the overview page
+# Definitions shown beside each chart (the pages translate the keys); kept here so the page,
+# the docs and the tests name the same thing.
+DEFINITIONS = ("issued", "redeemed", "rate", "average", "cost", "popular", "visits", "expiring")
+EXPIRING_DAYS = (30, 60, 90)
+VISIT_BUCKETS = ((1, 2, "1-2"), (3, 5, "3-5"), (6, 10, "6-10"), (11, 20, "11-20"),
+                 (21, 10**9, "21+"))
+
+
+def month_range(first: str, last: str) -> list[str]:
+    """'2026-01', '2026-03' -> ['2026-01', '2026-02', '2026-03'] (empty if last < first)."""
+    y, m = (int(x) for x in first.split("-"))
+    ly, lm = (int(x) for x in last.split("-"))
+    out: list[str] = []
+    while (y, m) <= (ly, lm) and len(out) < 120:
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def month_bounds(tz: ZoneInfo, first: str, last: str) -> tuple[datetime, datetime]:
+    """The instants [start of ``first``, start of the month after ``last``) in the site's zone."""
+    y, m = (int(x) for x in first.split("-"))
+    start = datetime(y, m, 1, tzinfo=tz)
+    ly, lm = (int(x) for x in last.split("-"))
+    ly, lm = (ly + 1, 1) if lm == 12 else (ly, lm + 1)
+    return start.astimezone(UTC), datetime(ly, lm, 1, tzinfo=tz).astimezone(UTC)
+
+
+def _source(lot_source: str | None) -> str:
+    if lot_source in ("purchase", "campaign", "adjustment"):
+        return lot_source
+    return "parking"  # the lanes' accruals (sessions), whatever their lot's source name
+
+
+def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str, last: str,
+             now: datetime) -> dict[str, Any]:
+    """The seed's KPIs for the site-local months ``first``..``last`` (YYYY-MM), as series
+    the overview page charts. Redemption rate = redeemed ÷ issued within the period (the
+    seed's "point redemption rate"); outstanding share = points held now ÷ all points ever
+    issued."""
+    tz = rules.tz
+    months = month_range(first, last)
+    lo, hi = month_bounds(tz, first, last)
+    zero = dict.fromkeys(months, 0)
+    issued = {k: dict(zero) for k in ("parking", "shop", "campaign", "adjustment")}
+    redeemed = {k: dict(zero) for k in ("parking", "rewards")}
+    expired = dict(zero)
+    earned_by_member: Counter[str] = Counter()
+    visit_days: dict[str, set[str]] = {}
+
+    # accruals: one row per earned entry with its lot's source and, for purchases, the amount
+    q = (select(PointsEntry.at, PointsEntry.points, PointsEntry.member_id, PointsLot.source,
+                Purchase.amount, Purchase.rules_fired, Member.tier)
+         .join(PointsLot, PointsLot.lot_id == PointsEntry.lot_id, isouter=True)
+         .join(Purchase, Purchase.lot_id == PointsEntry.lot_id, isouter=True)
+         .join(Member, Member.member_id == PointsEntry.member_id)
+         .where(PointsEntry.kind == "points_earned", PointsEntry.at >= lo, PointsEntry.at < hi))
+    for at, pts, member_id, src, amount, fired, tier in s.execute(q):
+        local = at.astimezone(tz)
+        month = local.strftime("%Y-%m")
+        source = _source(src)
+        earned_by_member[member_id] += pts
+        if source in ("purchase", "parking"):
+            visit_days.setdefault(member_id, set()).add(local.strftime("%Y-%m-%d"))
+        if source == "purchase":
+            base = pts
+            if amount is not None and fired and fired != "[]":
+                ypp = rules.tier(tier).purchase_yuan_per_point or Decimal(1)
+                base = min(pts, int(amount / ypp))
+            issued["shop"][month] += base
+            issued["campaign"][month] += pts - base
+        else:
+            issued[source][month] += pts
+
+    # spending: a redemption's points by its reward's kind; the lanes' exit spending is parking
+    q2 = (select(PointsEntry.at, PointsEntry.points, PointsEntry.kind, Reward.kind)
+          .join(Redemption, Redemption.redemption_key
+                == func.substr(PointsEntry.ref, len("redemption:") + 1), isouter=True)
+          .join(Reward, Reward.reward_id == Redemption.reward_id, isouter=True)
+          .where(PointsEntry.kind.in_(("points_spent", "points_expired")),
+                 PointsEntry.at >= lo, PointsEntry.at < hi))
+    for at, pts, kind, reward_kind in s.execute(q2):
+        month = at.astimezone(tz).strftime("%Y-%m")
+        if kind == "points_expired":
+            expired[month] -= pts
+        elif reward_kind is None or reward_kind == "parking_hours":
+            redeemed["parking"][month] -= pts
+        else:
+            redeemed["rewards"][month] -= pts
+
+    value = dict.fromkeys(months, Decimal(0))
+    popular: Counter[str] = Counter()
+    popular_points: Counter[str] = Counter()
+    for at, v, kind, pts in s.execute(
+            select(Redemption.at, Redemption.value, Reward.kind, Redemption.points)
+            .join(Reward, Reward.reward_id == Redemption.reward_id)
+            .where(Redemption.at >= lo, Redemption.at < hi)):
+        value[at.astimezone(tz).strftime("%Y-%m")] += v
+        popular[kind] += 1
+        popular_points[kind] += pts
+
+    total_issued = sum(sum(v.values()) for v in issued.values())
+    total_redeemed = sum(sum(v.values()) for v in redeemed.values())
+    ever_issued = int(s.scalar(select(func.coalesce(func.sum(PointsEntry.points), 0)).where(
+        PointsEntry.kind == "points_earned", PointsEntry.at < hi)) or 0)
+    outstanding = int(s.scalar(select(func.coalesce(func.sum(Member.balance), 0)).where(
+        Member.balance > 0)) or 0)
+    members_total = int(s.scalar(select(func.count()).select_from(Member)) or 0)
+    active = len(earned_by_member)
+
+    buckets = []
+    for lo_v, hi_v, label in VISIT_BUCKETS:
+        who = [m for m, days in visit_days.items() if lo_v <= len(days) <= hi_v]
+        pts = sum(earned_by_member[m] for m in who)
+        buckets.append({"visits": label, "members": len(who),
+                        "avg_points": round(pts / len(who)) if who else 0})
+
+    expiring = {}
+    for days in EXPIRING_DAYS:
+        expiring[str(days)] = int(s.scalar(
+            select(func.coalesce(func.sum(PointsLot.remaining), 0)).where(
+                PointsLot.remaining > 0, PointsLot.expires_at > now,
+                PointsLot.expires_at <= now + timedelta(days=days))) or 0)
+
+    def pct(a: int, b: int) -> str:
+        return str((Decimal(100) * a / b).quantize(Decimal("0.1"))) if b else "0.0"
+
+    return {
+        "months": months,
+        "issued": {k: [v[m] for m in months] for k, v in issued.items()},
+        "redeemed": {k: [v[m] for m in months] for k, v in redeemed.items()},
+        "expired": [expired[m] for m in months],
+        "points_issued": total_issued,
+        "points_redeemed": total_redeemed,
+        "redemption_rate_pct": pct(total_redeemed, total_issued),
+        "points_outstanding": outstanding,
+        "outstanding_share_pct": pct(outstanding, ever_issued),
+        "members": members_total,
+        "active_members": active,
+        "avg_issued_per_active_member": round(total_issued / active) if active else 0,
+        "avg_balance_per_member": round(outstanding / members_total) if members_total else 0,
+        "cost_per_point": str(cost_per_point),
+        "cost_of_points": [str((cost_per_point * sum(issued[k][m] for k in issued))
+                               .quantize(CENT)) for m in months],
+        "value_redeemed": [str(value[m].quantize(CENT)) for m in months],
+        "cost_total": str((cost_per_point * total_issued).quantize(CENT)),
+        "value_total": str(sum(value.values(), Decimal(0)).quantize(CENT)),
+        "popular": [{"kind": k, "count": n, "points": popular_points[k]}
+                    for k, n in popular.most_common()],
+        "visits": buckets,
+        "expiring": expiring,
     }
