@@ -109,7 +109,7 @@ def portal_context(s: Any, c: Any, member_id: str) -> dict[str, Any]:
                     "short": max(0, r.points - spendable), "over_cap": over_cap})
     coupons = [cp for cp in api.coupons_view(s, member_id) if cp["used_at"] is None]
     return {"m": m, "spendable": spendable, "soon": soon, "cap": cap, "cap_left": left,
-            "catalogue": cat, "coupons": coupons, "history": history_lines(s, member_id, 50),
+            "catalogue": cat, "coupons": coupons, "history": history_lines(s, member_id, 20),
             "redemption_key": f"web-{secrets.token_hex(10)}"}
 
 

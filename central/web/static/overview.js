@@ -13,8 +13,11 @@
   Chart.defaults.plugins.legend.labels.usePointStyle = true;
   var styles = ["circle", "rectRot", "triangle", "rect"];
 
-  function stacked(id, series, labels) {
-    var keys = Object.keys(series);
+  function stacked(id, series, labels, order) {
+    // a fixed order (the embedded JSON's keys are sorted); an all-zero series is left out
+    var keys = order.filter(function (k) {
+      return (series[k] || []).some(function (v) { return v !== 0; }) || k === order[0];
+    });
     new Chart(document.getElementById(id), {
       type: "bar",
       data: { labels: f.months, datasets: keys.map(function (k, i) {
@@ -25,8 +28,8 @@
                  title: { display: true, text: L.points } } } }
     });
   }
-  stacked("ch-issued", f.issued, L.issued);
-  stacked("ch-redeemed", f.redeemed, L.redeemed);
+  stacked("ch-issued", f.issued, L.issued, ["parking", "shop", "campaign", "adjustment"]);
+  stacked("ch-redeemed", f.redeemed, L.redeemed, ["parking", "rewards"]);
 
   new Chart(document.getElementById("ch-cost"), {
     type: "line",
@@ -50,10 +53,10 @@
   new Chart(document.getElementById("ch-visits"), {
     data: { labels: f.visits.map(function (v) { return v.visits; }), datasets: [
       { type: "bar", label: L.members, data: f.visits.map(function (v) { return v.members; }),
-        backgroundColor: C[4], yAxisID: "y" },
+        backgroundColor: C[4], yAxisID: "y", order: 2 },
       { type: "line", label: L.avg_points, data: f.visits.map(function (v) { return v.avg_points; }),
         borderColor: C[1], backgroundColor: C[1], borderDash: [6, 4], pointStyle: "triangle",
-        pointRadius: 6, yAxisID: "y1" } ] },
+        pointRadius: 6, yAxisID: "y1", order: 1 } ] },
     options: { scales: {
       x: { title: { display: true, text: L.visits } },
       y: { beginAtZero: true, position: "left", title: { display: true, text: L.members }, ticks: { precision: 0 } },
