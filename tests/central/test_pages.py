@@ -149,10 +149,13 @@ def test_sign_in_form_token_roles_and_language(site: tuple[Any, TestClient]) -> 
     r = client.get("/lang/en?next=https://evil.example/", follow_redirects=False)
     assert r.headers["location"] == "/"  # no open redirect
     client.get("/lang/zh")
+    r = client.get("/campaigns")  # the bundle's campaigns, read-only for now
+    assert r.status_code == 200 and "weekend_x2" in r.text and "×2" in r.text
     client.cookies.clear()
     assert sign_in(client, "ops").headers["location"] == "/members"
     r = client.get("/overview")
     assert r.status_code == 403 and "无权" in r.text
+    assert client.get("/campaigns").status_code == 403
 
 
 def test_adjustment_needs_csrf_field_reason_and_role(site: tuple[Any, TestClient]) -> None:

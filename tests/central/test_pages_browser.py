@@ -203,6 +203,9 @@ def test_rewards_page_shows_the_cap(site: dict[str, Any], browser: Any) -> None:
     assert page.locator("#catalogue tbody tr").count() == 7
     assert "¥200" in page.inner_text("main")
     shot(page, "rewards")
+    page.goto(site["url"] + "/campaigns")
+    assert page.locator("#campaigns tbody tr").count() >= 1
+    shot(page, "campaigns")
     ctx.close()
 
 

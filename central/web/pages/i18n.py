@@ -170,7 +170,18 @@ T: dict[str, tuple[str, str]] = {
     "amount_coupon": ("¥{v} 抵用券", "¥{v} voucher"),
     "free_coupon": ("免费停车券", "Free parking"),
     "need_points": ("还差 {n} 分", "{n} points short"),
-    "campaigns_todo": ("活动", "Campaigns"),
+    "title": ("名称", "Name"),
+    "campaigns_now": ("当前规则包中的活动", "Campaigns in the site's rule bundle"),
+    "campaigns_note": ("活动表单、发布前预测(edge.pricing 模拟器)和发布到车道将在下一步提供;目前活动由规则包 TOML 定义(parkedge rules check)。",
+                       "The campaign form, the forecast before publishing (edge.pricing's "
+                       "simulator) and publishing to the lanes come next; today campaigns "
+                       "are defined in the rule bundle's TOML (parkedge rules check)."),
+    "applies_to": ("适用于", "Applies to"),
+    "eligibility": ("条件", "Eligibility"),
+    "gives": ("奖励", "Gives"),
+    "group": ("叠加组", "Multiplier group"),
+    "parking": ("停车", "parking"),
+    "purchase": ("消费", "purchases"),
 }
 
 

@@ -311,3 +311,42 @@ async def rewards_post(request: Request, s: DB) -> Response:
     return Ctx(request, who).render("rewards.html", status=422, **ctx, errors=errors, form=f,
                                     may_edit=True, message=None)
 
+
+
+# ------------------------------------------------------------------ campaigns (read-only)
+def campaign_rows(rules: Any) -> list[dict[str, Any]]:
+    """The bundle's campaigns as the page lists them (the form and forecast come next)."""
+    out = []
+    for cp in rules.campaigns:
+        cond = []
+        for label, v in [("tiers", cp.tiers), ("classes", cp.classes), ("days", cp.days),
+                         ("categories", cp.categories), ("brands", cp.brands),
+                         ("lanes", cp.lanes)]:
+            if v:
+                cond.append(f"{label}: {', '.join(sorted(v))}")
+        if cp.window:
+            cond.append(f"{cp.window[0] // 60:02d}:{cp.window[0] % 60:02d}-"
+                        f"{cp.window[1] // 60:02d}:{cp.window[1] % 60:02d}")
+        if cp.date_from or cp.date_to:
+            cond.append(f"{cp.date_from or '…'} → {cp.date_to or '…'}")
+        if cp.min_amount is not None:
+            cond.append(f"≥ ¥{cp.min_amount}")
+        if cp.min_minutes is not None:
+            cond.append(f"≥ {cp.min_minutes} min")
+        if cp.first_visit:
+            cond.append("first visit")
+        gives = []
+        if cp.multiplier != 1:
+            gives.append(f"×{cp.multiplier}")
+        if cp.bonus:
+            gives.append(f"+{cp.bonus}")
+        out.append({"name": cp.name, "parking": cp.parking, "purchase": cp.purchase,
+                    "cond": cond, "gives": gives, "group": cp.group or ""})
+    return out
+
+
+@router.get("/campaigns", response_class=HTMLResponse)
+def campaigns_page(request: Request, s: DB) -> Response:
+    who = staff_of(request, s, "campaigns")
+    c = central_of(request)
+    return Ctx(request, who).render("campaigns.html", rows=campaign_rows(c.rules))
