@@ -124,9 +124,9 @@ def home(request: Request, s: DB) -> Response:
     who = member_of(request, s)
     c = central_of(request)
     ctx = portal_context(s, c, who.member_id)
+    done = s.get(Reward, request.query_params.get("ok") or "")
     return Ctx(request).render("portal/home.html", **ctx, csrf=who.csrf_token,
-                               ok=request.query_params.get("ok"), error=None,
-                               parse=_parse)
+                               ok=done.name if done else None, error=None, parse=_parse)
 
 
 @router.post("/redeem", response_class=HTMLResponse)
