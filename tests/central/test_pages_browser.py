@@ -205,6 +205,28 @@ def test_rewards_page_shows_the_cap(site: dict[str, Any], browser: Any) -> None:
     shot(page, "rewards")
     page.goto(site["url"] + "/campaigns")
     assert page.locator("#campaigns tbody tr").count() >= 1
+    # the form: workdays x1.2 (the seed's 100-a-day cap leaves room there), forecast
+    # over the past months
+    page.get_by_label("名称").fill("workday_x1.2")
+    page.get_by_label("工作日").check()
+    page.get_by_label("积分倍数").fill("abc")
+    with page.expect_navigation():
+        page.get_by_role("button", name="预测").click()
+    assert page.locator("#cf-multiplier-err").is_visible()  # the schema's error, beside it
+    page.get_by_label("积分倍数").fill("1.2")
+    page.get_by_label("预算(元)").fill("300")
+    page.locator("#fc_start").fill(page.locator("#fc_start").input_value())
+    with page.expect_navigation():
+        page.get_by_role("button", name="预测").click()
+    page.wait_for_selector("body[data-charts=ready]")
+    total = page.evaluate("""() => Chart.getChart(document.getElementById('ch-forecast'))
+        .data.datasets[0].data.reduce((a, b) => a + b, 0)""")
+    assert total > 0
+    assert int(page.inner_text("#fc-extra").replace(",", "")) > 0
+    shot(page, "campaign-forecast")
+    with page.expect_navigation():
+        page.get_by_role("button", name="发布").click()
+    assert "workday_x1.2" in page.inner_text("#published")
     shot(page, "campaigns")
     ctx.close()
 

@@ -7,13 +7,14 @@ import secrets
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
 from central.db.models import Member, Plate, Redemption, Reward, StaffUser
-from central.services import audit, members, points, rewards, sessions
+from central.services import audit, campaigns, members, points, rewards, sessions
 from central.services.errors import ServiceError
 from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
 from central.services.passwords import verify_password
@@ -345,8 +346,77 @@ def campaign_rows(rules: Any) -> list[dict[str, Any]]:
     return out
 
 
+CAMPAIGN_EDITORS = frozenset({"marketing"})
+
+
+def _campaigns_render(request: Request, s: Any, who: Any, *, form: Any = None,
+                      fc: Any = None, status: int = 200, fc_first: str = "",
+                      fc_last: str = "", published_ok: str | None = None) -> Response:
+    c = central_of(request)
+    this = c.clock().astimezone(c.cfg.site.tz)
+    if not fc_last:
+        fc_last = this.strftime("%Y-%m")
+    if not fc_first:
+        y, m = this.year, this.month - 2
+        if m <= 0:
+            y, m = y - 1, m + 12
+        fc_first = f"{y:04d}-{m:02d}"
+    values = form.values if form is not None else {}
+    return Ctx(request, who).render(
+        "campaigns.html", status=status, rows=campaign_rows(c.rules),
+        published=campaigns.published(s), may_edit=who.role in CAMPAIGN_EDITORS,
+        values=values, errors=form.errors if form is not None else {},
+        fc=fc.json() if fc is not None else None,
+        campaign_toml=campaigns.to_toml(form.campaign) if form is not None
+        and form.campaign else "",
+        tiers=c.rules.tier_names, classes=c.rules.vehicle_classes, days=campaigns.DAYS,
+        groups=sorted(c.rules.model.earn.groups),
+        fc_first=fc_first, fc_last=fc_last, published_ok=published_ok)
+
+
 @router.get("/campaigns", response_class=HTMLResponse)
 def campaigns_page(request: Request, s: DB) -> Response:
     who = staff_of(request, s, "campaigns")
+    return _campaigns_render(request, s, who, published_ok=request.query_params.get("ok"))
+
+
+async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
+    raw = await request.form()
+    f = {k: v for k, v in raw.items() if isinstance(v, str)}
+    who = staff_of(request, s, "campaigns", f.get("csrf_token"))
+    if who.role not in CAMPAIGN_EDITORS:
+        raise PageForbidden(who)
     c = central_of(request)
-    return Ctx(request, who).render("campaigns.html", rows=campaign_rows(c.rules))
+    form = campaigns.read_form(raw, campaigns.bundle_data(c.cfg.rules.bundle))
+    return who, form, f
+
+
+@router.post("/campaigns/forecast", response_class=HTMLResponse)
+async def campaign_forecast(request: Request, s: DB) -> Response:
+    """Validate the form with edge.pricing's schema; if good, forecast it."""
+    who, form, f = await _campaign_form(request, s)
+    c = central_of(request)
+    this = c.clock().astimezone(c.cfg.site.tz).strftime("%Y-%m")
+    first, last = _month(f.get("fc_start"), this), _month(f.get("fc_end"), this)
+    if last < first:
+        first, last = last, first
+    if form.errors:
+        return _campaigns_render(request, s, who, form=form, status=422, fc_first=first,
+                                 fc_last=last)
+    rate = Decimal(overview(s, c.rules, c.cfg.points.cost_per_point, first, last,
+                            c.clock())["redemption_rate_pct"])
+    fc = campaigns.forecast(s, c.rules, form.bundle, form.campaign["name"], first, last,
+                            c.cfg.points.cost_per_point, rate, form.budget)
+    return _campaigns_render(request, s, who, form=form, fc=fc, fc_first=first,
+                             fc_last=last)
+
+
+@router.post("/campaigns/publish", response_class=HTMLResponse)
+async def campaign_publish(request: Request, s: DB) -> Response:
+    who, form, _f = await _campaign_form(request, s)
+    if form.errors:
+        return _campaigns_render(request, s, who, form=form, status=422)
+    c = central_of(request)
+    sent = campaigns.publish_to_lanes(form.bundle, form.campaign)
+    campaigns.record_publish(s, actor=who.actor, at=c.clock(), form=form, sent=sent)
+    return RedirectResponse(f"/campaigns?ok={quote(form.campaign['name'])}", 303)
