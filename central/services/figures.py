@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from central.db.models import Member, PointsEntry, PointsLot, Purchase, Redemption, Reward
@@ -103,6 +103,27 @@ def month_bounds(tz: ZoneInfo, first: str, last: str) -> tuple[datetime, datetim
     return start.astimezone(UTC), datetime(ly, lm, 1, tzinfo=tz).astimezone(UTC)
 
 
+def visit_days(s: Session, rules: RuleBundle, lo: datetime, hi: datetime) -> dict[str, int]:
+    """Member -> site-local days in [lo, hi) with a parking or purchase accrual (a visit).
+    PostgreSQL counts them itself (``timezone()``); SQLite (the trial store) in Python."""
+    cond = ((PointsEntry.kind == "points_earned") & (PointsEntry.at >= lo)
+            & (PointsEntry.at < hi)
+            & ((PointsLot.source.is_(None)) | (PointsLot.source != "adjustment")))
+    bind = s.get_bind()
+    if bind.dialect.name == "postgresql":
+        day = func.date(func.timezone(str(rules.tz), PointsEntry.at))
+        q = (select(PointsEntry.member_id, func.count(func.distinct(day)))
+             .join(PointsLot, PointsLot.lot_id == PointsEntry.lot_id, isouter=True)
+             .where(cond).group_by(PointsEntry.member_id))
+        return {m: int(n) for m, n in s.execute(q)}
+    seen: dict[str, set[str]] = {}
+    q2 = (select(PointsEntry.member_id, PointsEntry.at)
+          .join(PointsLot, PointsLot.lot_id == PointsEntry.lot_id, isouter=True).where(cond))
+    for mid, at in s.execute(q2):
+        seen.setdefault(mid, set()).add(at.astimezone(rules.tz).strftime("%Y-%m-%d"))
+    return {m: len(d) for m, d in seen.items()}
+
+
 def _source(lot_source: str | None) -> str:
     if lot_source in ("purchase", "campaign", "adjustment"):
         return lot_source
@@ -122,60 +143,77 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
     issued = {k: dict(zero) for k in ("parking", "shop", "campaign", "adjustment")}
     redeemed = {k: dict(zero) for k in ("parking", "rewards")}
     expired = dict(zero)
-    earned_by_member: Counter[str] = Counter()
-    visit_days: dict[str, set[str]] = {}
+    # Everything is summed by the database, grouped by a CASE on the site months' UTC
+    # bounds (the same SQL on both backends), so a year of entries never comes to Python.
+    starts = [month_bounds(tz, m, m)[0] for m in months]
 
-    # accruals: one row per earned entry with its lot's source and, for purchases, the amount
-    q = (select(PointsEntry.at, PointsEntry.points, PointsEntry.member_id, PointsLot.source,
-                Purchase.amount, Purchase.rules_fired, Member.tier)
+    def month_of(col: Any) -> Any:
+        """The month's index, labelled ``mi``: GROUP BY names the label (PostgreSQL would
+        not match two copies of a CASE with their own bound parameters)."""
+        if len(months) == 1:
+            return literal_column("0").label("mi")
+        return case(*[(col < starts[i + 1], i) for i in range(len(months) - 1)],
+                    else_=len(months) - 1).label("mi")
+
+    e_month = month_of(PointsEntry.at)
+    in_period = (PointsEntry.at >= lo) & (PointsEntry.at < hi)
+    # accruals that are not purchases, by their lot's source
+    q = (select(e_month, PointsLot.source, func.sum(PointsEntry.points))
          .join(PointsLot, PointsLot.lot_id == PointsEntry.lot_id, isouter=True)
-         .join(Purchase, Purchase.lot_id == PointsEntry.lot_id, isouter=True)
-         .join(Member, Member.member_id == PointsEntry.member_id)
-         .where(PointsEntry.kind == "points_earned", PointsEntry.at >= lo, PointsEntry.at < hi))
-    for at, pts, member_id, src, amount, fired, tier in s.execute(q):
-        local = at.astimezone(tz)
-        month = local.strftime("%Y-%m")
-        source = _source(src)
-        earned_by_member[member_id] += pts
-        if source in ("purchase", "parking"):
-            visit_days.setdefault(member_id, set()).add(local.strftime("%Y-%m-%d"))
-        if source == "purchase":
-            base = pts
-            if amount is not None and fired and fired != "[]":
-                ypp = rules.tier(tier).purchase_yuan_per_point or Decimal(1)
-                base = min(pts, int(amount / ypp))
-            issued["shop"][month] += base
-            issued["campaign"][month] += pts - base
-        else:
-            issued[source][month] += pts
-
-    # spending: a redemption's points by its reward's kind; the lanes' exit spending is parking
-    q2 = (select(PointsEntry.at, PointsEntry.points, PointsEntry.kind, Reward.kind)
-          .join(Redemption, Redemption.redemption_key
-                == func.substr(PointsEntry.ref, len("redemption:") + 1), isouter=True)
-          .join(Reward, Reward.reward_id == Redemption.reward_id, isouter=True)
-          .where(PointsEntry.kind.in_(("points_spent", "points_expired")),
-                 PointsEntry.at >= lo, PointsEntry.at < hi))
-    for at, pts, kind, reward_kind in s.execute(q2):
-        month = at.astimezone(tz).strftime("%Y-%m")
+         .where(PointsEntry.kind == "points_earned", in_period,
+                (PointsLot.source.is_(None)) | (PointsLot.source != "purchase"))
+         .group_by(text("mi"), PointsLot.source))
+    for i, src, pts in s.execute(q):
+        issued[_source(src)][months[i]] += int(pts or 0)
+    # purchases: the base (¥ per point of the member's tier, fractions dropped; never more
+    # than what was earned, the daily cap) and what campaigns added above it
+    ypp = case(*[(Member.tier == t.name, int(t.purchase_yuan_per_point * 100))
+                 for t in (rules.tier(n) for n in rules.tier_names)], else_=100)
+    raw_base = Purchase.amount / ypp  # cents ÷ cents-per-point: integer division on both
+    base = case((raw_base < Purchase.points, raw_base), else_=Purchase.points)
+    p_month = month_of(Purchase.at)
+    q = (select(p_month, func.sum(Purchase.points), func.sum(base))
+         .join(Member, Member.member_id == Purchase.member_id)
+         .where(Purchase.at >= lo, Purchase.at < hi, Purchase.points > 0).group_by(text("mi")))
+    for i, pts, b in s.execute(q):
+        issued["shop"][months[i]] += int(b or 0)
+        issued["campaign"][months[i]] += int(pts or 0) - int(b or 0)
+    # spending and expiry
+    q = (select(e_month, PointsEntry.kind, func.sum(PointsEntry.points))
+         .where(PointsEntry.kind.in_(("points_spent", "points_expired")), in_period)
+         .group_by(text("mi"), PointsEntry.kind))
+    spent = dict(zero)
+    for i, kind, pts in s.execute(q):
         if kind == "points_expired":
-            expired[month] -= pts
-        elif reward_kind is None or reward_kind == "parking_hours":
-            redeemed["parking"][month] -= pts
+            expired[months[i]] -= int(pts or 0)
         else:
-            redeemed["rewards"][month] -= pts
-
+            spent[months[i]] -= int(pts or 0)
+    # redemptions: rewards by kind (a parking-hours reward counts as parking spending);
+    # the rest of the spending is the lanes' exit payments
     value = dict.fromkeys(months, Decimal(0))
     popular: Counter[str] = Counter()
     popular_points: Counter[str] = Counter()
-    for at, v, kind, pts in s.execute(
-            select(Redemption.at, Redemption.value, Reward.kind, Redemption.points)
-            .join(Reward, Reward.reward_id == Redemption.reward_id)
-            .where(Redemption.at >= lo, Redemption.at < hi)):
-        value[at.astimezone(tz).strftime("%Y-%m")] += v
-        popular[kind] += 1
-        popular_points[kind] += pts
-
+    r_month = month_of(Redemption.at)
+    q = (select(r_month, Reward.kind, func.count(Redemption.id), func.sum(Redemption.points),
+                func.sum(Redemption.value))
+         .join(Reward, Reward.reward_id == Redemption.reward_id)
+         .where(Redemption.at >= lo, Redemption.at < hi).group_by(text("mi"), Reward.kind))
+    for i, kind, n, pts, v in s.execute(q):
+        m = months[i]
+        value[m] += v if isinstance(v, Decimal) else Decimal(int(v or 0)) / 100
+        popular[kind] += int(n)
+        popular_points[kind] += int(pts or 0)
+        if kind != "parking_hours":
+            redeemed["rewards"][m] += int(pts or 0)
+    for m in months:
+        redeemed["parking"][m] = spent[m] - redeemed["rewards"][m]
+    # members who earned in the period, their points and their visit days
+    earned_by_member: Counter[str] = Counter(dict(
+        (mid, int(p or 0)) for mid, p in s.execute(
+            select(PointsEntry.member_id, func.sum(PointsEntry.points))
+            .where(PointsEntry.kind == "points_earned", in_period)
+            .group_by(PointsEntry.member_id))))
+    visits = visit_days(s, rules, lo, hi)
     total_issued = sum(sum(v.values()) for v in issued.values())
     total_redeemed = sum(sum(v.values()) for v in redeemed.values())
     ever_issued = int(s.scalar(select(func.coalesce(func.sum(PointsEntry.points), 0)).where(
@@ -187,7 +225,7 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
 
     buckets = []
     for lo_v, hi_v, label in VISIT_BUCKETS:
-        who = [m for m, days in visit_days.items() if lo_v <= len(days) <= hi_v]
+        who = [m for m, n in visits.items() if lo_v <= n <= hi_v]
         pts = sum(earned_by_member[m] for m in who)
         buckets.append({"visits": label, "members": len(who),
                         "avg_points": round(pts / len(who)) if who else 0})
