@@ -2,7 +2,8 @@
 Playwright) against a real `parkedge-central serve` on a free loopback port with SQLite:
 each role signs in through the form and sees only its pages, the overview's charts carry
 data, the language switch, the member portal's live balance and two-tap redeem, two members
-who cannot see each other. Screenshots go to docs/screenshots/."""
+who cannot see each other. Screenshots go to the test's temporary folder, or to
+docs/screenshots/ with PARKEDGE_SCREENSHOTS=1 (so a test run leaves the tree clean)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +29,8 @@ from tests.central.helpers import RULES
 from tests.central.pages_seed import PW, seed
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = ROOT / "docs" / "screenshots" if os.environ.get("PARKEDGE_SCREENSHOTS") == "1" \
+    else Path(tempfile.gettempdir()) / f"central-pages-{os.getpid()}"
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="apt-get install chromium")
 
