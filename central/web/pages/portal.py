@@ -113,12 +113,6 @@ def portal_context(s: Any, c: Any, member_id: str) -> dict[str, Any]:
             "redemption_key": f"web-{secrets.token_hex(10)}"}
 
 
-def _parse(v: str | None) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(v) if v else None
-
-
 @router.get("", response_class=HTMLResponse)
 def home(request: Request, s: DB) -> Response:
     who = member_of(request, s)
@@ -126,7 +120,7 @@ def home(request: Request, s: DB) -> Response:
     ctx = portal_context(s, c, who.member_id)
     done = s.get(Reward, request.query_params.get("ok") or "")
     return Ctx(request).render("portal/home.html", **ctx, csrf=who.csrf_token,
-                               ok=done.name if done else None, error=None, parse=_parse)
+                               ok=done.name if done else None, error=None)
 
 
 @router.post("/redeem", response_class=HTMLResponse)
@@ -142,8 +136,7 @@ async def redeem(request: Request, s: DB) -> Response:
     except ServiceError as exc:
         ctx = portal_context(s, c, who.member_id)
         return Ctx(request).render("portal/home.html", status=exc.status, **ctx,
-                                   csrf=who.csrf_token, ok=None, error=exc.message,
-                                   parse=_parse)
+                                   csrf=who.csrf_token, ok=None, error=exc.message)
     r = s.get(Reward, f.get("reward_id", ""))
     return RedirectResponse(f"/m?ok={r.reward_id if r else ''}", 303)
 

@@ -4,7 +4,6 @@ checks who asks (``staff_of``), calls the services, renders a template."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -175,10 +174,6 @@ def history_lines(s: Any, member_id: str, limit: int) -> list[dict[str, Any]]:
                      .order_by(PointsEntry.at.desc(), PointsEntry.id.desc()).limit(limit))
     return [{"at": r.at, "kind": r.kind, "points": r.points, "ref": r.ref or "",
              "lot_id": r.lot_id or ""} for r in rows]
-
-
-def _parse_dt(v: str) -> datetime:
-    return datetime.fromisoformat(v)
 
 
 @router.get("/members/{member_id}", response_class=HTMLResponse)
