@@ -29,6 +29,7 @@ class SiteConfig(Section):
                          description="the site's id, as the lanes know it")
     timezone: str = Field(description="IANA zone of the site: months of the figures, "
                                       "job times, local days of the daily earning cap")
+    language: Literal["zh", "en"] = Field(default="zh", description="pages' default language")
 
     @field_validator("timezone")
     @classmethod

@@ -8,6 +8,7 @@ Every state-changing request with a session must echo the session's CSRF token i
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -63,15 +64,22 @@ class MemberPrincipal:
     csrf_token: str
 
 
-def _session(request: Request, s: Session, cookie: str, kind: str) -> Any:
+def _session(request: Request, s: Session, cookie: str, kind: str,
+             form_token: str | None = None) -> Any:
+    """The session row, or None. A state-changing request must carry the session's CSRF
+    token: in the ``X-CSRF-Token`` header (API) or, for the pages' HTML forms, in the form's
+    ``csrf_token`` field (``form_token``, read by the page dependency); either must equal
+    the token of THIS session, compared in constant time."""
     token = request.cookies.get(cookie)
     if not token:
         return None
     row = sessions.find_session(s, token, central_of(request).clock())
     if row is None or row.subject_kind != kind:
         return None
-    if request.method not in SAFE and request.headers.get("x-csrf-token") != row.csrf_token:
-        raise http_error(403, "X-CSRF-Token", "missing or wrong CSRF token", "csrf")
+    if request.method not in SAFE:
+        sent = request.headers.get("x-csrf-token") or form_token or ""
+        if not secrets.compare_digest(sent.encode(), row.csrf_token.encode()):
+            raise http_error(403, "X-CSRF-Token", "missing or wrong CSRF token", "csrf")
     return row
 
 

@@ -1,0 +1,249 @@
+"""Campaigns from the pages' form: validated by edge.pricing's own bundle schema, forecast
+over the site's past purchases with and without the campaign, published as a new bundle.
+
+The form's fields become one ``[[campaigns]]`` table appended to the site's bundle; the
+whole bundle is then parsed by ``edge.pricing.parse_bundle``, so a campaign the lanes would
+refuse is refused here, with the schema's message beside the field it names.
+
+Forecast: every purchase of the chosen period goes through ``earn_for_purchase`` twice (the
+current bundle, the bundle with the campaign), each replay keeping its own daily earning cap
+per member and site-local day. Sessions join the replay when central stores them (the
+lanes' ingest): ``edge.pricing.simulate`` replays those.
+
+Storage without a migration: a published campaign is the audit line ``campaign.publish``
+(append-only, who and when, the campaign and the bundle version it produced). The MQTT
+publishing to the lanes is the hook ``publish_to_lanes`` (TODO: the ingest publisher).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from central.db.models import AuditLog, Member, Purchase
+from central.services.figures import CENT, month_bounds, month_range
+from edge.pricing import RuleBundle
+from edge.pricing.bundle import BundleError, parse_bundle
+from edge.pricing.earn import earn_for_purchase
+from edge.pricing.schema import DAY_TAGS
+from edge.pricing.types import MemberSnapshot
+
+DAYS = DAY_TAGS
+#: schema key -> the form field it is shown beside
+FIELD_OF = {"time_window": "time_from", "bonus_points": "bonus_points",
+            "min_duration_minutes": "min_duration_minutes", "first_visit_of_day": "first_visit"}
+TEXT_FIELDS = ("name", "applies_to", "date_from", "date_to", "time_from", "time_to",
+               "min_amount", "min_duration_minutes", "categories", "brands", "multiplier",
+               "bonus_points", "group", "budget")
+
+
+@dataclass
+class CampaignForm:
+    """The form's values (strings and lists, as posted) and the errors by form field."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    campaign: dict[str, Any] | None = None  # the [[campaigns]] table when valid
+    budget: Decimal | None = None
+    bundle: RuleBundle | None = None  # the candidate bundle when valid
+
+
+def bundle_data(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _list(v: str) -> list[str]:
+    return [x.strip() for x in v.replace("，", ",").split(",") if x.strip()]
+
+
+def read_form(form: Any, base: dict[str, Any]) -> CampaignForm:
+    """Form fields -> a campaign table, validated by parsing the base bundle plus it."""
+    vals: dict[str, Any] = {k: (form.get(k) or "").strip() for k in TEXT_FIELDS}
+    for k in ("tiers", "vehicle_classes", "days"):
+        vals[k] = [v for v in form.getlist(k) if isinstance(v, str)] if hasattr(
+            form, "getlist") else list(form.get(k) or [])
+    vals["first_visit"] = (form.get("first_visit") or "") == "on"
+    out = CampaignForm(values=vals)
+    c: dict[str, Any] = {"name": vals["name"], "applies_to": vals["applies_to"] or "purchase"}
+    for k in ("tiers", "vehicle_classes", "days"):
+        if vals[k]:
+            c[k] = vals[k]
+    for k in ("categories", "brands"):
+        if vals[k]:
+            c[k] = _list(vals[k])
+    for k in ("date_from", "date_to"):
+        if vals[k]:
+            c[k] = vals[k]
+    if vals["time_from"] or vals["time_to"]:
+        if not (vals["time_from"] and vals["time_to"]):
+            out.errors["time_from"] = "give both times, or neither"
+        else:
+            c["time_window"] = [vals["time_from"], vals["time_to"]]
+    if vals["min_amount"]:
+        c["min_amount"] = vals["min_amount"]
+    if vals["min_duration_minutes"]:
+        try:
+            c["min_duration_minutes"] = int(vals["min_duration_minutes"])
+        except ValueError:
+            out.errors["min_duration_minutes"] = "whole minutes"
+    if vals["first_visit"]:
+        c["first_visit_of_day"] = True
+    if vals["multiplier"]:
+        c["multiplier"] = vals["multiplier"]
+    if vals["bonus_points"]:
+        try:
+            c["bonus_points"] = int(vals["bonus_points"])
+        except ValueError:
+            out.errors["bonus_points"] = "whole points"
+    if vals["group"]:
+        c["group"] = vals["group"]
+    if "multiplier" not in c and "bonus_points" not in c:
+        out.errors["multiplier"] = "give a multiplier, bonus points, or both"
+    if vals["budget"]:
+        try:
+            out.budget = Decimal(vals["budget"])
+            if not out.budget.is_finite() or out.budget <= 0:
+                raise InvalidOperation
+            out.budget = out.budget.quantize(CENT)
+        except InvalidOperation:
+            out.errors["budget"] = "yuan, more than 0"
+    data = copy.deepcopy(base)
+    data.setdefault("campaigns", [])
+    if any(x.get("name") == c["name"] for x in data["campaigns"]):
+        out.errors["name"] = f"a campaign named {c['name']!r} exists"
+    idx = len(data["campaigns"])
+    data["campaigns"].append(c)
+    data["version"] = f"{base.get('version', 'bundle')}+{c['name']}"[:64]
+    try:
+        out.bundle = parse_bundle(data)
+    except BundleError as exc:
+        for path, reason in exc.errors:
+            prefix = f"campaigns[{idx}]"
+            if path.startswith(prefix):
+                key = path[len(prefix):].lstrip(".").split("[")[0].split(".")[0] or "name"
+                out.errors.setdefault(FIELD_OF.get(key, key), reason)
+            else:
+                out.errors.setdefault("name", f"{path}: {reason}")
+    if out.errors:
+        out.bundle = None
+        return out
+    out.campaign = c
+    return out
+
+
+@dataclass(frozen=True)
+class Forecast:
+    months: list[str]
+    base: list[int]
+    with_campaign: list[int]
+    purchases: int
+    members: int
+    fired: int
+    extra_points: int
+    extra_cost: Decimal
+    expected_redeemed: int
+    redemption_rate_pct: str
+    budget: Decimal | None
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget is not None and self.extra_cost > self.budget
+
+    def json(self) -> dict[str, Any]:
+        return {"months": self.months, "base": self.base, "with_campaign": self.with_campaign,
+                "purchases": self.purchases, "members": self.members, "fired": self.fired,
+                "extra_points": self.extra_points, "extra_cost": str(self.extra_cost),
+                "expected_redeemed": self.expected_redeemed,
+                "redemption_rate_pct": self.redemption_rate_pct,
+                "budget": str(self.budget) if self.budget is not None else None,
+                "over_budget": self.over_budget}
+
+
+def _replay(rules: RuleBundle, rows: list[tuple[Any, ...]], name: str | None
+            ) -> tuple[dict[str, int], int]:
+    """Points per site month over the purchases, with the bundle's daily cap per member
+    and local day kept inside the replay; and how often ``name`` fired."""
+    earned_day: Counter[tuple[str, str]] = Counter()
+    per_month: Counter[str] = Counter()
+    fired = 0
+    for at, amount, category, brand, member_id, tier in rows:
+        local = at.astimezone(rules.tz)
+        day = (member_id, local.strftime("%Y-%m-%d"))
+        snap = MemberSnapshot(member_id, tier, (), earned_today=earned_day[day])
+        e = earn_for_purchase(amount, category, at, snap, rules, brand=brand)
+        earned_day[day] += e.points
+        per_month[local.strftime("%Y-%m")] += e.points
+        if name is not None and name in e.rules_fired:
+            fired += 1
+    return per_month, fired
+
+
+def forecast(s: Session, base: RuleBundle, candidate: RuleBundle, name: str, first: str,
+             last: str, cost_per_point: Decimal, redemption_rate: Decimal,
+             budget: Decimal | None = None) -> Forecast:
+    """The campaign's effect on the past purchases of ``first``..``last`` (site months):
+    points with and without it, the extra points' cost (``points.cost_per_point``) and the
+    redemptions to expect at the period's redemption rate."""
+    lo, hi = month_bounds(base.tz, first, last)
+    rows = [tuple(r) for r in s.execute(
+        select(Purchase.at, Purchase.amount, Purchase.category, Purchase.brand,
+               Purchase.member_id, Member.tier)
+        .join(Member, Member.member_id == Purchase.member_id)
+        .where(Purchase.at >= lo, Purchase.at < hi).order_by(Purchase.at, Purchase.id))]
+    months = month_range(first, last)
+    b, _ = _replay(base, rows, None)
+    w, fired = _replay(candidate, rows, name)
+    extra = sum(w.values()) - sum(b.values())
+    return Forecast(months, [b[m] for m in months], [w[m] for m in months], len(rows),
+                    len({r[4] for r in rows}), fired, extra,
+                    (cost_per_point * extra).quantize(CENT),
+                    int(extra * redemption_rate / 100), str(redemption_rate), budget)
+
+
+def to_toml(c: dict[str, Any]) -> str:
+    """The ``[[campaigns]]`` table as TOML (to paste into the bundle, or for the lanes)."""
+    lines = ["[[campaigns]]"]
+    for k, v in c.items():
+        lines.append(f"{k} = {json.dumps(v, ensure_ascii=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def publish_to_lanes(bundle: RuleBundle, campaign: dict[str, Any]) -> bool:
+    """TODO(ingest publisher): sign the bundle and publish it to the site's lanes over MQTT
+    (the publisher another branch is building). Until then nothing is sent: the campaign is
+    recorded as published at central only, and this returns False so the page says so."""
+    return False
+
+
+def published(s: Session, limit: int = 50) -> list[dict[str, Any]]:
+    """Campaigns published from the pages (their audit lines), newest first."""
+    rows = s.scalars(select(AuditLog).where(AuditLog.action == "campaign.publish")
+                     .order_by(AuditLog.id.desc()).limit(limit))
+    out = []
+    for r in rows:
+        after = json.loads(r.after) if r.after else {}
+        out.append({"at": r.at, "actor": r.actor, **after})
+    return out
+
+
+def record_publish(s: Session, *, actor: str, at: datetime, form: CampaignForm,
+                   sent: bool) -> None:
+    from central.services import audit
+
+    assert form.campaign is not None and form.bundle is not None
+    audit.record(s, actor=actor, action="campaign.publish",
+                 target=f"campaign:{form.campaign['name']}", at=at,
+                 after={"campaign": form.campaign, "bundle_version": form.bundle.version,
+                        "budget": str(form.budget) if form.budget is not None else None,
+                        "sent_to_lanes": sent})
