@@ -350,8 +350,14 @@ def ingest(config: ConfigOpt = Path(DEFAULT_CONFIG),
     """Run one ingest worker: lane ledgers in (shared subscription), acks and signed states
     out. Start several (against PostgreSQL) to share the load; SIGTERM stops it."""
     import signal
+
+    from central import logs
     c = _central(config)
+    logs.setup(c.cfg.logging.level, c.cfg.logging.json_lines)
     worker = _worker(c, client_id)
+    if c.cfg.metrics.listen:
+        from central.metrics import start_metrics_server
+        start_metrics_server(c.cfg.metrics.listen)
     signal.signal(signal.SIGTERM, lambda *_a: worker.request_stop())
     try:
         worker.run()

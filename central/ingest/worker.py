@@ -183,6 +183,7 @@ class IngestWorker:
 
     def run(self) -> None:
         self.start()
+        log.info("ingest: worker started (%d lanes, site %s)", len(self.lane_keys), self.site)
         try:
             while not self._stop.is_set():
                 self._stop.wait(1.0)
@@ -197,6 +198,8 @@ class IngestWorker:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
+        log.info("ingest: stopping; committed %d entries in %d batches (%d duplicates)",
+                 self.stats["committed"], self.stats["batches"], self.stats["duplicates"])
         self._client.disconnect()
         self._client.loop_stop()
         self._release_leader()

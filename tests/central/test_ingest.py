@@ -184,3 +184,64 @@ def test_lane_entries_keep_balance_equal_to_entries_and_lots(
                 PointsLot.lot_id != f"debt:{mid}")) == 0
             if bal < 0:
                 assert points.spendable(s, mid, now) == 0
+
+
+_HOLDER = r"""
+import sys, time, json
+from central.app import Central
+from central.config import parse_config
+from central.ingest import commit as cm
+from tests.central.helpers import config_dict
+from tests.central.test_ingest import batch, entry
+
+c = Central.from_config(parse_config(config_dict(sys.argv[1])))
+orig = cm.Committer._apply
+def hold(self, s, new, now):
+    out = orig(self, s, new, now)
+    s.flush()
+    print("inserted", flush=True)  # rows inserted and points moved, not committed
+    time.sleep(600)
+    return out
+cm.Committer._apply = hold
+es = [entry("exit-1", i, "points_deducted", "M1", {"points": 10}) for i in range(1, 6)]
+cm.Committer(c.engine, c.sessions, c.rules, c.clock).commit([batch("exit-1", es)])
+"""
+
+
+def test_worker_killed_mid_commit_loses_nothing(central: Any, db_url: str) -> None:
+    """A worker SIGKILLed inside its transaction (rows inserted, points moved, not yet
+    committed) leaves nothing behind; the batch sent again (another worker, waiting on its
+    locks meanwhile) is committed whole, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    now = at("2026-03-01 10:00")
+    with central.tx() as s:
+        m = members.enrol(s, central.rules, member_id="M1", phone=None, name="",
+                          tier="member", now=now)
+        points.accrue(s, central.rules, m, 100, now, lot_id="seed", source="test")
+    repo = Path(__file__).resolve().parents[2]
+    p = subprocess.Popen([sys.executable, "-c", _HOLDER, db_url], cwd=repo,
+                         stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == b"inserted"
+        es = [entry("exit-1", i, "points_deducted", "M1", {"points": 10}) for i in range(1, 6)]
+        results: list[Any] = []
+        t = threading.Thread(target=lambda: results.append(
+            committer(central).commit([batch("exit-1", es)])))
+        t.start()  # blocks on the dying worker's locks (PostgreSQL) or the write lock (SQLite)
+        t.join(0.5)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        t.join(60)
+        assert results and results[0].results[0].inserted == 5
+        with central.tx() as s:
+            assert points.ledger_sums(s, "M1") == (50, 50, 50)
+            assert s.scalar(select(func.count()).select_from(LaneEntry)) == 5
+    finally:
+        if p.poll() is None:
+            p.kill()
