@@ -245,3 +245,37 @@ def test_worker_killed_mid_commit_loses_nothing(central: Any, db_url: str) -> No
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_ingest_config_errors_name_their_key() -> None:
+    import pytest
+
+    from central.config import ConfigError, parse_config
+    from tests.central.helpers import config_dict
+
+    with pytest.raises(ConfigError) as e:
+        parse_config(config_dict(ingest={"enabled": True, "lanes": [
+            {"id": "exit-1", "kind": "exit", "key": "inline-secret"}]}))
+    paths = {p for p, _r in e.value.errors}
+    assert "ingest.lanes[0].key" in paths
+    with pytest.raises(ConfigError) as e:
+        parse_config(config_dict(ingest={"enabled": True, "lanes": [
+            {"id": "exit-1", "kind": "exit"}]}))
+    assert any("signing_key" in r or "keys_dir" in r for _p, r in e.value.errors)
+    with pytest.raises(ConfigError) as e:
+        parse_config(config_dict(mqtt={"broker": "nohost"}))
+    assert [p for p, _r in e.value.errors] == ["mqtt.broker"]
+
+
+def test_ingest_imports_no_lane_and_no_simulator() -> None:
+    """central.ingest may use edge.sync's codec, never the lane, its drivers or the
+    simulator (the import arrows of the style guide)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, central.ingest.worker, central.ingest.commit; "
+            "bad = [m for m in sys.modules if m == 'edge.lane' or m.startswith("
+            "('edge.lane.', 'edge.barrier', 'edge.lpr', 'parkedge_sim'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
