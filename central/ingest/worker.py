@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import metrics
@@ -109,6 +110,7 @@ class IngestWorker:
         self._leader_conn: Connection | None = None
         self._leader_file: IO[str] | None = None
         self._roster_serial = 0
+        self._stalls_checked = 0.0
         self._stalled: set[str] = set()
         self._progress: dict[str, tuple[int, float]] = {}
         mq = cfg.mqtt
@@ -206,14 +208,20 @@ class IngestWorker:
 
     # ---------------------------------------------------------------- worker thread
     def _run(self) -> None:
-        last_tick = 0.0
+        last_tick = last_wake = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_tick >= self.icfg.publish_interval_s or self._wake.is_set():
+            full = now - last_tick >= self.icfg.publish_interval_s
+            # a commit wakes the member publisher, at most every 0.1 s (the states of a
+            # busy member coalesce; the lanes need the newest, not each one)
+            woken = self._wake.is_set() and now - last_wake >= 0.1
+            if full or woken:
                 self._wake.clear()
-                last_tick = now
+                last_wake = now
+                if full:
+                    last_tick = now
                 try:
-                    self._tick()
+                    self._tick(full=full)
                 except Exception:
                     self.stats["internal_error"] += 1
                     log.exception("ingest: periodic work failed")
@@ -291,8 +299,8 @@ class IngestWorker:
             m = self.marks[b.lane]
             self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
                 b.lane, m.upto, m.ranges, b.batch_id, self.lane_keys[b.lane]), qos=1)
-        if done and self.is_leader:
-            self._wake.set()  # publish the member states that moved now
+        if self.is_leader and any(r.members_changed for _b, r in done):
+            self._wake.set()  # publish the member states that moved soon
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -345,6 +353,17 @@ class IngestWorker:
                 row.enabled = False
 
     def _record_status(self, st: dict[str, Any]) -> None:
+        """Upsert the lane's row; every worker gets the status, so a first insert may race
+        another worker's: then the row is there and the update wins."""
+        for attempt in range(2):
+            try:
+                self._upsert_status(st)
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
+
+    def _upsert_status(self, st: dict[str, Any]) -> None:
         now = self.central.clock()
         lane = str(st["lane"])
         with self.central.tx() as s:
@@ -390,18 +409,24 @@ class IngestWorker:
         metrics.INGEST_STALLED.set(len(stalled))
 
     # ---------------------------------------------------------------- leader work
-    def _tick(self) -> None:
+    def _tick(self, *, full: bool = True) -> None:
+        """Leader work. ``full=False`` (woken by a commit): member states only."""
         if not self.connected.is_set():
             return
-        was = self.is_leader
-        self._try_leader()
-        if self.is_leader and (not was or self._reconnected.is_set()):
-            self._reconnected.clear()
-            self._publish_roster_and_rules()
-        if self.is_leader:
-            self._publish_members()
+        if full:
+            was = self.is_leader
+            self._try_leader()
+            if self.is_leader and (not was or self._reconnected.is_set()):
+                self._reconnected.clear()
+                self._publish_roster_and_rules()
+        if not self.is_leader:
+            return
+        self._publish_members()
+        if full:
             self._drain_outbox()
-            self._check_stalls()
+            if time.monotonic() - self._stalls_checked >= 1.0:
+                self._stalls_checked = time.monotonic()
+                self._check_stalls()
             metrics.JOB_RUNS.labels("ingest_publish").inc()
 
     def _try_leader(self) -> None:
@@ -409,6 +434,7 @@ class IngestWorker:
             if self._leader_conn is not None:
                 try:  # the lock lives as long as this session: make sure it still does
                     self._leader_conn.execute(text("SELECT 1"))
+                    self._leader_conn.commit()  # never left idle in a transaction
                 except Exception:
                     log.warning("ingest: lost the leader's database session")
                     self._release_leader()
