@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from central.app import Central
 from central.config import parse_config
-from central.db.models import Lane, LaneEntry, LaneStatus, Member
+from central.db.models import DownlinkOutbox, Lane, LaneEntry, LaneStatus, Member
 from central.ingest.commit import export_lane
 from central.services import members, points
 from edge.pricing import RuleBundle
@@ -171,6 +171,21 @@ def test_one_worker_lanes_to_central_and_back(tmp_path: Path, db_url: str,
         assert rules_seen and rules_seen[-1].version == "central-test-1"
         assert not entry_sync.refusals.counts and not exit_sync.refusals.counts
         assert worker.stats["committed"] == len(want())
+        # a forged batch (another key) is refused and counted, never committed or acked
+        n = len(committed(c))
+        forged = codec.encode_batch("mall-1", "entry-1", [codec.encode_entry(
+            entry_store.entries(0, 1)[0])], 1, 1, b"not the key", T0)
+        got = _mqtt_roundtrip(broker.port, publish=("parkedge/mall-1/lane/entry-1/ledger",
+                                                    forged, False))
+        assert wait_until(lambda: worker.stats["rejected_bad_hmac"] == 1)
+        assert len(committed(c)) == n and got == []
+        # the outbox: a row a service wrote is published (retained here) and marked
+        with c.tx() as s:
+            s.add(DownlinkOutbox(site_id="mall-1", topic="lane/exit-1/prepaid",
+                                 payload='{"v":1}', retain=True, created_at=T0))
+        assert wait_until(lambda: _outbox_done(c))
+        assert _mqtt_roundtrip(broker.port, subscribe="parkedge/mall-1/lane/exit-1/prepaid"
+                               ) == [b'{"v":1}']
     finally:
         for sy in (entry_sync, exit_sync):
             sy.stop()
@@ -178,6 +193,34 @@ def test_one_worker_lanes_to_central_and_back(tmp_path: Path, db_url: str,
         entry_store.close()
         exit_store.close()
         c.close()
+
+
+def _outbox_done(c: Central) -> bool:
+    with c.tx() as s:
+        return all(r.published_at is not None for r in s.scalars(select(DownlinkOutbox)))
+
+
+def _mqtt_roundtrip(port: int, *, subscribe: str | None = None,
+                    publish: tuple[str, bytes, bool] | None = None) -> list[bytes]:
+    """Publish one message and/or collect what a topic holds (its retained copy) for 1 s."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[bytes] = []
+    cl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+    cl.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    cl.connect("127.0.0.1", port)
+    cl.loop_start()
+    try:
+        if subscribe:
+            cl.subscribe(subscribe, qos=1)
+        if publish:
+            cl.publish(publish[0], publish[1], qos=1, retain=publish[2]).wait_for_publish(5)
+        time.sleep(1.0)
+    finally:
+        cl.disconnect()
+        cl.loop_stop()
+    return got
 
 
 def _status(c: Central, lane_id: str) -> tuple[str, int] | None:
