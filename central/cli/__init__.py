@@ -343,6 +343,21 @@ def _worker(c: Central, client_id: str | None) -> IngestWorker:
         _fail(f"ingest: {exc}", 2)
 
 
+@app.command("export-lane")
+def export_lane(lane: Annotated[str, typer.Argument(help="lane id")],
+                config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """Central's copy of a lane's ledger as JSON lines, in seq order, exactly as the lane
+    hashed it: the input of `parkedge ledger recover --central-export`."""
+    from central.ingest.commit import export_lane as rows
+    c = _central(config)
+    try:
+        with c.tx() as s:
+            for e in rows(s, lane):
+                typer.echo(json.dumps(e, ensure_ascii=False, sort_keys=True))
+    finally:
+        c.close()
+
+
 @app.command()
 def ingest(config: ConfigOpt = Path(DEFAULT_CONFIG),
            client_id: Annotated[str | None, typer.Option(

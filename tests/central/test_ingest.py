@@ -70,6 +70,25 @@ def test_group_commit_is_exactly_once_and_acks_duplicates(central: Any) -> None:
     assert exported[0] == b1.entries[0]  # exactly as the lane hashed it
 
 
+def test_export_lane_cli_feeds_ledger_recover(central: Any, cfg: Any, tmp_path: Any) -> None:
+    """`parkedge-central export-lane` writes what `parkedge ledger recover` reads."""
+    from typer.testing import CliRunner
+
+    from central.cli import app
+    from edge.store.recover import read_central_export
+    from tests.central.helpers import RULES
+
+    committer(central).commit([batch("exit-1", [entry("exit-1", i) for i in range(1, 4)])])
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[site]\nsite_id = "mall-1"\ntimezone = "Asia/Shanghai"\n'
+                    f'[database]\nurl = "{cfg.database.url}"\n'
+                    f'[rules]\nbundle = "{RULES}"\n', encoding="utf-8")
+    r = CliRunner().invoke(app, ["export-lane", "exit-1", "-c", str(conf)])
+    assert r.exit_code == 0, r.output
+    rows = read_central_export(r.output.splitlines(), "export")
+    assert [row["seq"] for row in rows] == [1, 2, 3]
+
+
 def test_seq_conflict_is_refused_and_the_rest_of_the_group_commits(central: Any) -> None:
     c = committer(central)
     c.commit([batch("entry-1", [entry("entry-1", i) for i in range(1, 4)])])
