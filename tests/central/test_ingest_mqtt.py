@@ -341,3 +341,56 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
         stopped = [json.loads(line) for line in (tmp_path / f"w{i}.log").read_text()
                    .splitlines() if "stopping; committed" in line]
         assert stopped and int(stopped[0]["msg"].split()[3]) > 0, stopped
+
+
+def test_offline_overdraft_flags_then_new_points_settle(tmp_path: Path, db_url: str,
+                                                        broker: MosquittoBroker) -> None:
+    """Two lanes offline each spend their allowance + overdraft (more than the balance):
+    back online, central takes every deduction (never refuses what happened), the account
+    is below zero and flagged on every lane; points earned at central (a POS-like accrual,
+    no lane involved) pay the debt first and the new state reaches the lanes."""
+    d, pub = site_config(tmp_path, db_url, broker.port)
+    c = Central.from_config(parse_config(d))
+    enrol_m1(c, 150)
+    worker = c.ingest_worker(client_id="central-test")
+    worker.start()
+    pairs = [lane(tmp_path, lane_id, broker.port, pub) for lane_id in KEYS]
+    syncs = [sy for _st, sy in pairs]
+    try:
+        for sy in syncs:
+            sy.start()
+        assert wait_until(lambda: all(sy.spend_limit("M1") == 150 for sy in syncs))
+        broker.kill()
+        assert wait_until(lambda: not any(sy.link.subscribed.is_set() for sy in syncs), 15)
+        for st, sy in pairs:
+            for k in range(4):
+                n = min(40, sy.spend_limit("M1", overdraft=10))
+                if n:
+                    deduct(st, f"{st.lane_id}-x{k}", n, 0, k)
+        broker.start()
+        for sy in syncs:
+            sy.notify()
+        assert wait_until(lambda: _sums(c) == (150 - 220,) * 3
+                          and all(sy.backlog() == 0 for sy in syncs), 60), _sums(c)
+        # flagged (overdrawn): no lane deducts anything
+        assert wait_until(lambda: all(sy.spend_limit("M1", overdraft=10) == 0 for sy in syncs))
+        with c.tx() as s:
+            m = points.lock_member(s, "M1")
+            points.accrue(s, c.rules, m, 100, T0 + timedelta(hours=2), lot_id="pos-1",
+                          source="purchase")
+        assert wait_until(lambda: all(sy.spend_limit("M1") == 30 for sy in syncs), 20)
+        with c.tx() as s:
+            assert points.ledger_sums(s, "M1") == (30, 30, 30)
+            assert points.spendable(s, "M1", T0 + timedelta(hours=3)) == 30  # debt repaid
+    finally:
+        for sy in syncs:
+            sy.stop()
+        worker.stop()
+        for st, _sy in pairs:
+            st.close()
+        c.close()
+
+
+def _sums(c: Central) -> tuple[int, int, int]:
+    with c.tx() as s:
+        return points.ledger_sums(s, "M1")
