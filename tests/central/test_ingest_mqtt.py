@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parkedge_sim.broker import MosquittoBroker
 from sqlalchemy import func, select
 
+from central import metrics
 from central.app import Central
 from central.config import parse_config
 from central.db.models import DownlinkOutbox, Lane, LaneEntry, LaneStatus, Member
@@ -164,6 +165,8 @@ def test_one_worker_lanes_to_central_and_back(tmp_path: Path, db_url: str,
                                                 for e in exit_store.entries(0, 100)]
             assert {r.lane_id: r.kind for r in s.scalars(select(Lane))} == {
                 "entry-1": "entry", "exit-1": "exit"}
+        assert (metrics.REGISTRY.get_sample_value("central_ingest_entries_total",
+                                                  {"lane": "exit-1"}) or 0) >= 3
         # the balance after ingest, with applied[exit-1], went back to the lanes
         assert wait_until(lambda: exit_sync.spend_limit("M1") == 475
                           and entry_sync.spend_limit("M1") == 475)
@@ -256,6 +259,15 @@ def to_toml(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _leader(tmp_path: Path) -> int | None:
+    """Which worker process says it is the leader (from its log)."""
+    for i in range(3):
+        log = tmp_path / f"w{i}.log"
+        if log.exists() and "this worker is the leader" in log.read_text():
+            return i
+    return None
+
+
 def _spawn(cfg: Path, name: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "central", "ingest", "-c", str(cfg),
                              "--client-id", name], cwd=REPO, stdout=log.open("wb"),
@@ -293,6 +305,9 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
             syncs.append(sy)
             sy.start()
         assert wait_until(lambda: syncs[1].spend_limit("M1") == 100_000, 60)
+        assert wait_until(lambda: _leader(tmp_path) is not None, 30)
+        killed = _leader(tmp_path)
+        assert killed is not None
         spent = 0
         for rnd in range(6):
             write_events(stores[0], 150, rnd * 150)
@@ -302,9 +317,9 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
             write_events(stores[1], 50, 10_000 + rnd * 50)
             for sy in syncs:
                 sy.notify()
-            if rnd == 2:  # mid-run: whichever worker is busy loses its transaction
+            if rnd == 2:  # mid-run, the leader: its transaction and its publishing role
                 time.sleep(0.05)
-                procs[0].send_signal(signal.SIGKILL)
+                procs[killed].send_signal(signal.SIGKILL)
             time.sleep(0.2)
         def want() -> set[str]:
             return {e.entry_id for st in stores for e in st.entries(0, 100_000)}
@@ -319,8 +334,8 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
                 assert export_lane(s, st.lane_id) == [codec.entry_to_wire(e)
                                                       for e in st.entries(0, 100_000)]
             assert s.scalar(select(func.count()).select_from(Member)) == 1
-        assert procs[0].wait(5) == -signal.SIGKILL
-        assert all(p.poll() is None for p in procs[1:])  # the others still serve
+        assert procs[killed].wait(5) == -signal.SIGKILL
+        assert all(p.poll() is None for i, p in enumerate(procs) if i != killed)
         assert wait_until(lambda: syncs[1].spend_limit("M1") == 100_000 - spent, 30)
     finally:
         for sy in syncs:
@@ -337,7 +352,7 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
                 p.kill()
         c.close()
     # the survivors both took a share of the batches (the shared subscription)
-    for i in (1, 2):
+    for i in {0, 1, 2} - {killed}:
         stopped = [json.loads(line) for line in (tmp_path / f"w{i}.log").read_text()
                    .splitlines() if "stopping; committed" in line]
         assert stopped and int(stopped[0]["msg"].split()[3]) > 0, stopped
