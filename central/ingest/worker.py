@@ -337,7 +337,18 @@ class IngestWorker:
     # ---------------------------------------------------------------- lanes
     def _upsert_lanes(self) -> None:
         """The configured lanes in ``lanes`` (the pages list them); a lane no longer in the
-        config is disabled, not deleted (its entries stay)."""
+        config is disabled, not deleted (its entries stay). Workers starting together may
+        race on the first insert: the loser finds the rows and updates them."""
+        for attempt in range(3):
+            try:
+                self._upsert_lanes_once()
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
+
+    def _upsert_lanes_once(self) -> None:
         now = self.central.clock()
         with self.central.tx() as s:
             have = {r.lane_id: r for r in s.scalars(select(Lane).where(

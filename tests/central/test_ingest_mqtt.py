@@ -409,3 +409,39 @@ def test_offline_overdraft_flags_then_new_points_settle(tmp_path: Path, db_url: 
 def _sums(c: Central) -> tuple[int, int, int]:
     with c.tx() as s:
         return points.ledger_sums(s, "M1")
+
+
+def test_workers_starting_together_both_record_the_lanes(tmp_path: Path, db_url: str) -> None:
+    """Another worker's uncommitted insert of the same lane rows makes this one's insert
+    wait and then fail on the key (PostgreSQL): it tries again and updates instead."""
+    import threading
+
+    from central.db.models import Lane as LaneRow
+
+    d, _pub = site_config(tmp_path, db_url, 1883)  # never connects
+    c = Central.from_config(parse_config(d))
+    worker = c.ingest_worker(client_id="w-test")
+    errors: list[BaseException] = []
+
+    def start_worker() -> None:
+        try:
+            worker._upsert_lanes()
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    try:
+        with c.tx() as s:  # the other worker, mid-transaction
+            for lane_id in KEYS:
+                s.add(LaneRow(site_id="mall-1", lane_id=lane_id, name="", kind="entry",
+                              enabled=True, created_at=T0))
+            s.flush()
+            t = threading.Thread(target=start_worker)
+            t.start()
+            t.join(0.5)
+        t.join(30)
+        assert not errors, errors
+        with c.tx() as s:
+            assert {r.lane_id: r.kind for r in s.scalars(select(LaneRow))} == {
+                "entry-1": "entry", "exit-1": "exit"}
+    finally:
+        c.close()
