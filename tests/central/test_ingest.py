@@ -298,3 +298,22 @@ def test_ingest_imports_no_lane_and_no_simulator() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_check_config_names_missing_or_open_key_files(tmp_path: Any) -> None:
+    import os
+
+    from central.config import check, parse_config
+    from tests.central.helpers import config_dict
+
+    (tmp_path / "keys").mkdir()
+    open_key = tmp_path / "keys" / "exit-1.key"
+    open_key.write_text("k")
+    os.chmod(open_key, 0o644)
+    cfg = parse_config(config_dict(ingest={
+        "signing_key": {"file": str(tmp_path / "none.key")}, "keys_dir": str(tmp_path / "keys"),
+        "lanes": [{"id": "entry-1", "kind": "entry"}, {"id": "exit-1", "kind": "exit"}]}))
+    errs = dict(check(cfg))
+    assert "does not exist" in errs["ingest.signing_key"]
+    assert "does not exist" in errs["ingest.lanes[0].key"]
+    assert "0600" in errs["ingest.lanes[1].key"]
