@@ -81,7 +81,9 @@ def member_state(s: Session, member_id: str, applied: Mapping[str, int], allowan
                            .order_by(Coupon.coupon_id).limit(500)))
     v = int(m.version)
     prev = v - 1 if prev_version is None or prev_version >= v else prev_version
-    return codec.MemberState(m.member_id, v, max(prev, 0), m.tier, m.name or None,
+    # lanes refuse a whole state whose name is not printable: send what they can show
+    name = "".join(ch for ch in (m.name or "") if ch.isprintable())[:200] or None
+    return codec.MemberState(m.member_id, v, max(prev, 0), m.tier, name,
                              bool(m.blocked), m.balance < 0, True, int(m.balance), plates,
                              allowance, dict(applied), coupons)
 

@@ -317,3 +317,23 @@ def test_check_config_names_missing_or_open_key_files(tmp_path: Any) -> None:
     assert "does not exist" in errs["ingest.signing_key"]
     assert "does not exist" in errs["ingest.lanes[0].key"]
     assert "0600" in errs["ingest.lanes[1].key"]
+
+
+def test_member_state_is_one_every_lane_accepts(central: Any) -> None:
+    """A name central took (a newline pasted into it) must not make the lanes refuse the
+    member's whole state: it goes out printable, signed, and parses as the lanes parse."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from central.ingest import state
+    from edge.sync import codec
+
+    with central.tx() as s:
+        members.enrol(s, central.rules, member_id="M1", phone=None, name="Li\nNa",
+                      tier="member", now=at("2026-03-01 10:00"))
+    key = Ed25519PrivateKey.generate()
+    with central.tx() as s:
+        m = state.member_state(s, "M1", {"exit-1": 4}, 100)
+    assert m is not None
+    got = codec.parse_member(codec.encode_member(m, "mall-1", key), "mall-1", key.public_key())
+    assert (got.name, got.applied, got.balance, got.flagged) == ("LiNa", {"exit-1": 4}, 0,
+                                                                 False)
