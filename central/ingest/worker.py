@@ -506,7 +506,7 @@ class IngestWorker:
     def _publish_members(self) -> int:
         """Every member whose version moved, signed, retained, in one ordered stream."""
         n = 0
-        while True:
+        for _round in range(4):  # at most 2,000 a tick: batches wait behind this thread
             with self.central.tx() as s:
                 todo = state.members_to_publish(s)
             if not todo:
@@ -525,6 +525,8 @@ class IngestWorker:
             metrics.INGEST_PUBLISHED.labels("member").inc(len(todo))
             if len(todo) < 500:
                 return n
+        self._wake.set()  # more to publish: go on at the next wake
+        return n
 
     def _drain_outbox(self) -> int:
         """Publish what services queued, in id order, and mark it (at least once: a crash
