@@ -147,6 +147,7 @@ def test_one_worker_lanes_to_central_and_back(tmp_path: Path, db_url: str,
             sy.start()
         # the member state central signed reached the exit lane
         assert wait_until(lambda: exit_sync.spend_limit("M1") == 500)
+        assert wait_until(lambda: _have_roster(entry_sync, exit_sync))
         write_events(entry_store, 40)
         deduct(exit_store, "x-1", 30, 0, 10)
         deduct(exit_store, "x-2", 0, 5, 20)
@@ -196,6 +197,13 @@ def test_one_worker_lanes_to_central_and_back(tmp_path: Path, db_url: str,
         entry_store.close()
         exit_store.close()
         c.close()
+
+
+def _have_roster(*syncs: LaneSync) -> bool:
+    """Every lane has central's signed roster (a snapshot can bring member states to a lane
+    before the leader's first tick has published the roster: at a site's very first start
+    the first session events would be refused as from unknown lanes)."""
+    return all(sy.state.lane_roster()[1].keys() == KEYS.keys() for sy in syncs)
 
 
 def _outbox_done(c: Central) -> bool:
@@ -305,6 +313,7 @@ def test_three_workers_one_killed_every_entry_once(tmp_path: Path, pg_url: str |
             syncs.append(sy)
             sy.start()
         assert wait_until(lambda: syncs[1].spend_limit("M1") == 100_000, 60)
+        assert wait_until(lambda: _have_roster(*syncs), 30)
         assert wait_until(lambda: _leader(tmp_path) is not None, 30)
         killed = _leader(tmp_path)
         assert killed is not None
@@ -375,6 +384,7 @@ def test_offline_overdraft_flags_then_new_points_settle(tmp_path: Path, db_url: 
         for sy in syncs:
             sy.start()
         assert wait_until(lambda: all(sy.spend_limit("M1") == 150 for sy in syncs))
+        assert wait_until(lambda: _have_roster(*syncs))
         broker.kill()
         assert wait_until(lambda: not any(sy.link.subscribed.is_set() for sy in syncs), 15)
         for st, sy in pairs:
