@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.config import CentralConfig, load_rules
 from central.db import make_engine, session_factory, upgrade
 from edge.pricing import RuleBundle
+
+if TYPE_CHECKING:
+    from central.ingest.worker import IngestWorker
 
 
 def utcnow() -> datetime:
@@ -46,6 +50,13 @@ class Central:
         """One transaction: committed when the block ends, rolled back on any exception."""
         with self.sessions.begin() as s:
             yield s
+
+    def ingest_worker(self, client_id: str | None = None) -> IngestWorker:
+        """An MQTT ingest worker on this database (``parkedge-central ingest``, or inside
+        ``serve`` with ``ingest.enabled``)."""
+        from central.ingest.worker import Deps, IngestWorker
+        return IngestWorker(Deps(self.cfg, self.engine, self.sessions, self.rules, self.clock),
+                            client_id=client_id)
 
     def close(self) -> None:
         self.engine.dispose()

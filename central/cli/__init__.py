@@ -9,7 +9,7 @@ import os
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -17,6 +17,9 @@ from central.app import Central
 from central.config import CentralConfig, ConfigError, check, load_config
 from central.services import audit
 from central.services.errors import ServiceError
+
+if TYPE_CHECKING:
+    from central.ingest.worker import IngestWorker
 
 app = typer.Typer(name="parkedge-central", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -314,13 +317,67 @@ def perks(month: Annotated[str | None, typer.Option(help="YYYY-MM (default: now'
 
 @app.command()
 def serve(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
-    """Serve the web API (uvicorn) and run the jobs; loopback unless TLS and an admin exist."""
+    """Serve the web API (uvicorn) and run the jobs; loopback unless TLS and an admin exist.
+    With ``ingest.enabled`` an ingest worker runs in the same process."""
     from central.web.serve import serve as run
     c = _central(config)
+    worker = None
     try:
+        if c.cfg.ingest.enabled:
+            worker = _worker(c, None)
+            worker.start()
         run(c)
     except ServiceError as exc:
         _fail(str(exc), 2)
+    finally:
+        if worker is not None:
+            worker.stop()
+        c.close()
+
+
+def _worker(c: Central, client_id: str | None) -> IngestWorker:
+    from central.config import SecretError
+    try:
+        return c.ingest_worker(client_id)
+    except (SecretError, ValueError) as exc:
+        _fail(f"ingest: {exc}", 2)
+
+
+@app.command("export-lane")
+def export_lane(lane: Annotated[str, typer.Argument(help="lane id")],
+                config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """Central's copy of a lane's ledger as JSON lines, in seq order, exactly as the lane
+    hashed it: the input of `parkedge ledger recover --central-export`."""
+    from central.ingest.commit import export_lane as rows
+    c = _central(config)
+    try:
+        with c.tx() as s:
+            for e in rows(s, lane):
+                typer.echo(json.dumps(e, ensure_ascii=False, sort_keys=True))
+    finally:
+        c.close()
+
+
+@app.command()
+def ingest(config: ConfigOpt = Path(DEFAULT_CONFIG),
+           client_id: Annotated[str | None, typer.Option(
+               help="MQTT client id (default central-<host>-<pid>)")] = None) -> None:
+    """Run one ingest worker: lane ledgers in (shared subscription), acks and signed states
+    out. Start several (against PostgreSQL) to share the load; SIGTERM stops it."""
+    import signal
+
+    from central import logs
+    c = _central(config)
+    logs.setup(c.cfg.logging.level, c.cfg.logging.json_lines)
+    worker = _worker(c, client_id)
+    if c.cfg.metrics.listen:
+        from central.metrics import start_metrics_server
+        start_metrics_server(c.cfg.metrics.listen)
+    signal.signal(signal.SIGTERM, lambda *_a: worker.request_stop())
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         c.close()
 

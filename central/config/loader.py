@@ -51,6 +51,16 @@ def _resolve(data: dict[str, Any], base: Path) -> None:
             sec[key] = str(p if p.is_absolute() else base / p)
     fix("rules", "bundle")
     fix("web", "tls_cert")
+    for key in ("keys_dir",):
+        fix("ingest", key)
+    for key in ("ca_file", "cert_file", "key_file"):
+        fix("mqtt", key)
+    ing = data.get("ingest")
+    if isinstance(ing, dict) and isinstance(ing.get("signing_key"), dict) and \
+            isinstance(ing["signing_key"].get("file"), str):
+        ing["signing_key"] = dict(ing["signing_key"])
+        p = Path(ing["signing_key"]["file"]).expanduser()
+        ing["signing_key"]["file"] = str(p if p.is_absolute() else base / p)
     web = data.get("web")
     if isinstance(web, dict) and isinstance(web.get("tls_key"), dict) and \
             isinstance(web["tls_key"].get("file"), str):
@@ -110,6 +120,11 @@ def check(cfg: CentralConfig) -> list[tuple[str, str]]:
         errs.append(("web.tls_cert", f"{cfg.web.tls_cert} does not exist"))
     if cfg.web.tls_key is not None and (p := cfg.web.tls_key.problem()):
         errs.append(("web.tls_key", p))
+    if cfg.ingest.signing_key is not None and (p := cfg.ingest.signing_key.problem()):
+        errs.append(("ingest.signing_key", p))
+    for i, lane in enumerate(cfg.ingest.lanes):
+        if (p := cfg.ingest.lane_key(lane).problem()):
+            errs.append((f"ingest.lanes[{i}].key", p))
     try:
         load_rules(cfg)
     except ConfigError as exc:

@@ -159,6 +159,83 @@ class LoggingConfig(Section):
                              description="one JSON object per log line (journald)")
 
 
+class MqttConfig(Section):
+    """The site's broker, as the lanes use it (docs/sync-protocol.md)."""
+
+    broker: str = Field(default="127.0.0.1:1883", description='"host:port" of the broker')
+    client_id: str = Field(default="", max_length=64, description="default "
+                           "central-<host>-<pid>: every worker needs its own")
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: Path | None = Field(default=None, description="CA bundle: TLS to the broker")
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(default=15, ge=5, le=30)
+
+    @field_validator("broker")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:1883"')
+        return v
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.broker.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class LaneConfig(Section):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^\w+(?:[-.]\w+)*$",
+                    description="the lane id (its store's lane_id, its MQTT client id)")
+    name: str = Field(default="", max_length=200)
+    kind: Literal["entry", "exit"]
+    key: Secret | None = Field(default=None, description="the lane's sync.hmac_key; default "
+                                                         "{file = <keys_dir>/<id>.key}")
+
+
+class IngestConfig(Section):
+    """The lanes' ledgers in, acks and signed states out (central/ingest)."""
+
+    enabled: bool = Field(default=False, description="`serve` also runs an ingest worker")
+    signing_key: Secret | None = Field(
+        default=None, description="central's Ed25519 key, PEM (`keygen`): {file = ...}")
+    keys_dir: Path | None = Field(default=None, description="folder of <lane>.key files "
+                                                            "(0600), the lanes' HMAC keys")
+    lanes: list[LaneConfig] = Field(default_factory=list)
+    allowance: int = Field(default=100, ge=0, le=10**9,
+                           description="points a lane may deduct offline per account")
+    share_group: str = Field(default="central", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                             description="MQTT shared subscription group of the workers")
+    group_max: int = Field(default=32, ge=1, le=1000,
+                           description="batches committed in one transaction at most")
+    publish_interval_s: float = Field(default=0.5, gt=0, le=60,
+                                      description="member states / outbox poll")
+    stall_alert_s: float = Field(default=300.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _keys(self) -> IngestConfig:
+        ids = [lane.id for lane in self.lanes]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"lanes: {', '.join(dup)} listed twice")
+        for lane in self.lanes:
+            if lane.key is None and self.keys_dir is None:
+                raise ValueError(f"lanes: {lane.id} has no key and no keys_dir is set")
+        if self.enabled and self.signing_key is None:
+            raise ValueError("signing_key: required when enabled")
+        if self.signing_key is not None and self.signing_key.kind != "file":
+            raise ValueError("signing_key must be a {file = ...} (PEM from `keygen`)")
+        return self
+
+    def lane_key(self, lane: LaneConfig) -> Secret:
+        if lane.key is not None:
+            return lane.key
+        assert self.keys_dir is not None  # checked above
+        return Secret("file", str(self.keys_dir / f"{lane.id}.key"))
+
+
 class CentralConfig(Section):
     site: SiteConfig
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -169,3 +246,5 @@ class CentralConfig(Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)

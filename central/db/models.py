@@ -206,3 +206,109 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     result: Mapped[str | None] = mapped_column(Text)
+
+
+# ---------------------------------------------------------------- ingest (#13: lanes' ledgers)
+# Written by central/ingest; read by the pages (lane_status, lane_entries) and the prepayment
+# service (it inserts downlink_outbox rows). Migration 0002.
+
+
+class Lane(Base):
+    """A lane of a site, as configured (``[[ingest.lanes]]``): its roster entry."""
+
+    __tablename__ = "lanes"
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lane_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(8))  # entry|exit
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LaneEntry(Base):
+    """Every ledger entry a lane sent, exactly as the lane hashed it: ``at`` and
+    ``recorded`` are the store's fixed-width UTC text (``2026-11-23T08:00:00.000000+00:00``,
+    which sorts as time), ``payload`` its canonical JSON, so a lane's chain can be exported
+    and re-verified. (lane_id, seq) and entry_id are unique: that is what makes the lanes'
+    at-least-once delivery exactly-once here, whichever worker commits."""
+
+    __tablename__ = "lane_entries"
+    __table_args__ = (UniqueConstraint("lane_id", "seq", name="uq_lane_entries_lane_seq"),
+                      Index("ix_lane_entries_member_at", "member_id", "at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lane_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_id: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[str] = mapped_column(String(40), index=True)
+    recorded: Mapped[str] = mapped_column(String(40))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    member_id: Mapped[str | None] = mapped_column(String(128))
+    plate: Mapped[str | None] = mapped_column(String(32))
+    rules_version: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LaneFlagged(Base):
+    """Entries recorded with fields central could not take (docs/sync-protocol.md, Flagged
+    entries): why, and the entry exactly as received."""
+
+    __tablename__ = "lane_flagged"
+    entry_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lane_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(300))
+    raw: Mapped[str] = mapped_column(Text)
+
+
+class LaneStatus(Base):
+    """The last status a lane published (retained), and whether its backlog is stalled."""
+
+    __tablename__ = "lane_status"
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lane_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(8))  # online|offline
+    backlog: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    stalled: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DownlinkOutbox(Base):
+    """Messages to the lanes, written in the transaction of the change that causes them and
+    published (QoS 1, in id order) by the ingest leader, which then sets ``published_at``.
+    ``topic`` is relative to ``parkedge/{site}/``; ``payload`` the full signed message."""
+
+    __tablename__ = "downlink_outbox"
+    __table_args__ = (Index("ix_downlink_outbox_pending", "published_at", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    retain: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class MemberPublished(Base):
+    """The member state version last published (retained) to the lanes: the publisher sends
+    every member whose ``members.version`` is past it, with it as ``prev_version``."""
+
+    __tablename__ = "member_published"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RulesPublished(Base):
+    """Serials of the signed rule bundles published: a new bundle gets the next serial."""
+
+    __tablename__ = "rules_published"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    version: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)

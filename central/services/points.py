@@ -48,6 +48,7 @@ def accrue(s: Session, rules: RuleBundle, m: Member, points: int, earned_at: dat
     s.add(lot)
     _entry(s, m, "points_earned", points, earned_at, lot_id=lot_id, ref=ref,
            unique_key=f"earn:{lot_id}")
+    repay_debt(s, m, lot)
     return lot
 
 
@@ -143,3 +144,16 @@ def ledger_sums(s: Session, member_id: str) -> tuple[int, int, int]:
     lots = s.scalar(select(func.coalesce(func.sum(PointsLot.remaining), 0))
                     .where(PointsLot.member_id == member_id))
     return int(bal or 0), int(ent or 0), int(lots or 0)
+
+
+def repay_debt(s: Session, m: Member, lot: PointsLot) -> None:
+    """A new lot first pays the member's debt lot (``debt:<member>``: what lanes spent
+    offline beyond the lots, central/ingest), so nothing is spendable while in debt. No
+    entry: the sum of the lots does not change."""
+    debt = s.scalar(select(PointsLot).where(PointsLot.lot_id == f"debt:{m.member_id}")
+                    .with_for_update())
+    if debt is None or debt.remaining >= 0:
+        return
+    pay = min(-debt.remaining, lot.remaining)
+    lot.remaining -= pay
+    debt.remaining += pay
