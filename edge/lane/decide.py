@@ -29,7 +29,7 @@ from edge.pricing import (
     quote_exit,
 )
 from edge.pricing.types import CouponKind
-from edge.store import ExitRecord, ExitResult, MemberView, Session, Store
+from edge.store import ExitRecord, ExitResult, MemberView, Session, Store, prepayments
 from edge.store.reader import Reader
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class _ExitLook:
     member_id: str | None = None
     view: MemberView | None = None
     previous_exit: datetime | None = None
+    #: central prepayments of this stay (pay station, portal): priced and settled here
+    prepaid: tuple[prepayments.Prepayment, ...] = ()
 
 
 def exact_match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
@@ -179,6 +181,8 @@ class Decider:
                 plate=the_plate,
                 lane_id=self.policy.lane_id,
                 previous_exit=look.previous_exit,
+                paid_at=max((p.paid_at for p in look.prepaid), default=None),
+                paid_amount=sum((p.amount for p in look.prepaid), Decimal("0.00")),
             ),
             snapshot,
             rules,
@@ -202,6 +206,7 @@ class Decider:
                 earned_expires_at=quote.earned_expires_at,
                 quote=quote.to_json(),
                 flags=tuple(flags) + tuple(quote.flags),
+                prepaid=tuple((p.payment_id, p.amount) for p in look.prepaid),
             )
         )
         if result.replayed:
@@ -244,7 +249,9 @@ class Decider:
                 member_id = m.member_id if m else None
             view = r.member_view(member_id, now, p.tz) if member_id else None
             previous = self._previous_exit(r, the_plate, session)
-        return replace(look, member_id=member_id, view=view, previous_exit=previous)
+            paid = prepayments.for_exit(r.c, session, now) if session is not None else ()
+        return replace(look, member_id=member_id, view=view, previous_exit=previous,
+                       prepaid=paid)
 
     def _exit_decision(
         self, plate: str, quote: Quote, result: ExitResult, *, uncertain: bool
