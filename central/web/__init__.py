@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from central import metrics
 from central.logs import ThrottledLog
 from central.services.errors import ServiceError
-from central.web import api, pos
+from central.web import api, pos, prepay
 from central.web.security import BodyLimit
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def create_app(c: Central) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pos.router)
+    app.include_router(prepay.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
