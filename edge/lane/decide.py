@@ -29,7 +29,8 @@ from edge.pricing import (
     quote_exit,
 )
 from edge.pricing.types import CouponKind
-from edge.store import ExitRecord, ExitResult, MemberView, Session, Store, prepayments
+from edge.store import ExitRecord, ExitResult, MemberView, Session, Store
+from edge.store import prepayments as store_prepaid
 from edge.store.reader import Reader
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class _ExitLook:
     view: MemberView | None = None
     previous_exit: datetime | None = None
     #: central prepayments of this stay (pay station, portal): priced and settled here
-    prepaid: tuple[prepayments.Prepayment, ...] = ()
+    prepaid: tuple[store_prepaid.Prepayment, ...] = ()
 
 
 def exact_match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
@@ -249,7 +250,7 @@ class Decider:
                 member_id = m.member_id if m else None
             view = r.member_view(member_id, now, p.tz) if member_id else None
             previous = self._previous_exit(r, the_plate, session)
-            paid = prepayments.for_exit(r.c, session, now) if session is not None else ()
+            paid = store_prepaid.for_exit(r.c, session, now) if session is not None else ()
         return replace(look, member_id=member_id, view=view, previous_exit=previous,
                        prepaid=paid)
 
