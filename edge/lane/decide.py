@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
+import edge.store.prepayments as store_prepaid
 from edge.lane import messages
 from edge.lane.machine import Decision
 from edge.lpr.source import PlateRead
@@ -30,7 +31,6 @@ from edge.pricing import (
 )
 from edge.pricing.types import CouponKind
 from edge.store import ExitRecord, ExitResult, MemberView, Session, Store
-from edge.store import prepayments as store_prepaid
 from edge.store.reader import Reader
 
 log = logging.getLogger(__name__)
