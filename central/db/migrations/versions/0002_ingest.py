@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (column lists as Alembic writes them)
 """PLACEHOLDER for the ingest helper's 0002 (dropped at merge): creates ONLY downlink_outbox,
 with the columns of the agreed contract, so that 0003 (prepayments) can be written now.
 
