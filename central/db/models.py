@@ -208,21 +208,6 @@ class JobRun(Base):
     result: Mapped[str | None] = mapped_column(Text)
 
 
-class DownlinkOutbox(Base):
-    """PLACEHOLDER (dropped at merge: the ingest helper's model of migration 0002 replaces
-    it). Messages to the lanes, written in the transaction of the change they announce and
-    published by the outbox publisher; ``topic`` is relative to ``parkedge/{site}/``."""
-
-    __tablename__ = "downlink_outbox"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    site_id: Mapped[str] = mapped_column(Text)
-    topic: Mapped[str] = mapped_column(Text)
-    payload: Mapped[str] = mapped_column(Text)
-    retain: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-
-
 class Prepayment(Base):
     """A stay paid at central (pay station, member portal) before the car leaves. Sent to
     the site's lanes as a signed, retained ``prepaid`` message through ``downlink_outbox``
