@@ -312,3 +312,25 @@ class RulesPublished(Base):
     version: Mapped[str] = mapped_column(String(128))
     digest: Mapped[str] = mapped_column(String(64))
     published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Prepayment(Base):
+    """A stay paid at central (pay station, member portal) before the car leaves. Sent to
+    the site's lanes as a signed, retained ``prepaid`` message through ``downlink_outbox``
+    in the same transaction; the exit lane prices and settles it (docs/sync-protocol.md).
+    The payment id is the idempotency key: a retried request records it once."""
+
+    __tablename__ = "prepayments"
+    payment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    plate: Mapped[str] = mapped_column(String(32), index=True)
+    member_id: Mapped[str | None] = mapped_column(ForeignKey("members.member_id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Cents)
+    paid_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    entry_event_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(80))  # pay station id or staff:<name>
+    digest: Mapped[str] = mapped_column(String(64))  # what was asked: a replay must match
+    message: Mapped[str] = mapped_column(Text)  # the signed prepaid message as sent
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # retained copy removed

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from central import metrics
 from central.logs import ThrottledLog
 from central.services.errors import ServiceError
-from central.web import api, pages, pos
+from central.web import api, pages, pos, prepay
 from central.web.security import BodyLimit
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ def create_app(c: Central) -> FastAPI:
                   description="Members, points lots, rewards, figures and the POS feed of "
                               "the parking points programme.")
     app.state.central = c
+    if c.cfg.ingest.signing_key is not None:  # what the prepaid messages are signed with
+        from central.ingest.state import load_signing_key
+
+        app.state.signing_key = load_signing_key(c.cfg.ingest.signing_key.get())
 
     @app.exception_handler(ServiceError)
     async def _service(r: Request, exc: ServiceError) -> JSONResponse:
@@ -86,6 +90,7 @@ def create_app(c: Central) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pos.router)
+    app.include_router(prepay.router)
     pages.install(app)
 
     @app.get("/healthz", include_in_schema=False)

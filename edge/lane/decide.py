@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
+import edge.store.prepayments as store_prepaid
 from edge.lane import messages
 from edge.lane.machine import Decision
 from edge.lpr.source import PlateRead
@@ -65,6 +66,8 @@ class _ExitLook:
     member_id: str | None = None
     view: MemberView | None = None
     previous_exit: datetime | None = None
+    #: central prepayments of this stay (pay station, portal): priced and settled here
+    prepaid: tuple[store_prepaid.Prepayment, ...] = ()
 
 
 def exact_match(read: PlateRead, open_plates: list[str]) -> tuple[str | None, str, bool]:
@@ -187,6 +190,8 @@ class Decider:
                 plate=the_plate,
                 lane_id=self.policy.lane_id,
                 previous_exit=look.previous_exit,
+                paid_at=max((p.paid_at for p in look.prepaid), default=None),
+                paid_amount=sum((p.amount for p in look.prepaid), Decimal("0.00")),
             ),
             snapshot,
             rules,
@@ -210,6 +215,7 @@ class Decider:
                 earned_expires_at=quote.earned_expires_at,
                 quote=quote.to_json(),
                 flags=tuple(flags) + tuple(quote.flags),
+                prepaid=tuple((p.payment_id, p.amount) for p in look.prepaid),
             )
         )
         if result.replayed:
@@ -256,7 +262,9 @@ class Decider:
                 member_id = m.member_id if m else None
             view = r.member_view(member_id, now, p.tz) if member_id else None
             previous = self._previous_exit(r, the_plate, session)
-        return replace(look, member_id=member_id, view=view, previous_exit=previous)
+            paid = store_prepaid.for_exit(r.c, session, now) if session is not None else ()
+        return replace(look, member_id=member_id, view=view, previous_exit=previous,
+                       prepaid=paid)
 
     def _exit_decision(
         self, plate: str, quote: Quote, result: ExitResult, *, uncertain: bool

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from edge.store import checks, ledger, members, sessions
+from edge.store import checks, ledger, members, prepayments, sessions
 from edge.store.codec import ts, ts_opt
 from edge.store.engine import Db
 from edge.store.ledger import Draft
@@ -85,6 +85,8 @@ def record_exit(tx: Tx, rec: ExitRecord) -> ExitResult:
         if found is not None:
             member, before = found
     entries = _exit_entries(tx, rec, sid, fee, payable, lots, earned)
+    if rec.prepaid:
+        entries += prepayments.consume(tx, rec.prepaid, sid, rec.plate, mid, rec.exited_at)
     after = members.spendable(c, member.member_id, rec.exited_at) if member else None
     status = "owed" if payable > 0 else "closed"
     c.execute(
@@ -260,6 +262,7 @@ def reverse_exit(tx: Tx, session_id: str, at: datetime, reason: str) -> list[Led
             "unrecovered": s.points_earned - take, "reason": reason}))
     if mid and members.get_member(c, mid) is not None:
         members.refresh_balance(c, mid)
+    out += prepayments.release(tx, session_id, s.plate, mid, at, reason)
     c.execute(
         "UPDATE sessions SET status = 'open', exited_at = NULL, exit_lane = NULL, "
         "fee = NULL, payable = NULL, paid = '0', points_deducted = 0, points_earned = 0, "

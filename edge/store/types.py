@@ -163,6 +163,9 @@ class ExitRecord:
     earned_expires_at: datetime | None
     quote: dict[str, Any]
     flags: tuple[str, ...] = ()
+    #: ``(payment_id, amount)`` of central prepayments this exit settles (already inside
+    #: ``payable``): marked used, each with a ``payment_received`` entry, in the same commit.
+    prepaid: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -787,3 +787,70 @@ def parse_rules(raw: bytes, public_key: Ed25519PublicKey, site: str) -> SignedRu
                                                 "not verify") from None
     _site(d, site, f"rules serial {serial}")
     return SignedRules(serial, bundle)
+
+
+# ---------------------------------------------------------------- prepayments (down)
+#: A prepayment larger than this is refused (a day's parking is far below it; a forged
+#: 10**30 must not reach the pricing engine).
+MAX_PREPAID_AMOUNT = Decimal(100_000)
+#: How long after paying a prepayment may still be applied at the exit (central sets
+#: ``expires_at``; a lane refuses a longer one as ``schema``).
+MAX_PREPAID_TTL_S = 7 * 24 * 3600
+PREPAID_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Prepaid:
+    """Money paid at central (pay station, member portal) for a stay still in the car park.
+
+    ``entry_event_id`` names the stay when central knows it; else the exit lane takes the
+    plate's open stay that began before ``paid_at``."""
+
+    payment_id: str
+    plate: str
+    amount: Decimal
+    paid_at: datetime
+    expires_at: datetime
+    member_id: str | None = None
+    entry_event_id: str | None = None
+    source: str | None = None
+
+
+def prepaid_to_wire(p: Prepaid, site: str) -> dict[str, Any]:
+    return {"v": VERSION, "type": "prepaid", "site": site, "payment_id": p.payment_id,
+            "plate": p.plate, "amount": p.amount, "paid_at": p.paid_at,
+            "expires_at": p.expires_at, "member_id": p.member_id,
+            "entry_event_id": p.entry_event_id, "source": p.source}
+
+
+def encode_prepaid(p: Prepaid, site: str, key: Ed25519PrivateKey) -> bytes:
+    """Central side: the retained ``prepaid`` message, signed by central for ``site``."""
+    return canonical(sign_ed25519(prepaid_to_wire(p, site), key))
+
+
+def parse_prepaid(raw: bytes, site: str, public_key: Ed25519PublicKey | None) -> Prepaid:
+    """Authenticate (central's signature, this site) and range-check a prepayment. The
+    clock checks (paid in the future, expired) are the caller's: the codec reads no clock."""
+    d = _obj(raw, PREPAID_MAX_BYTES)
+    _typed(d, "prepaid")
+    verify_ed25519(d, public_key, f"prepaid {str(d.get('payment_id'))[:64]!r}")
+    _site(d, site, "prepayment")
+    text = _str(d, "amount", max_len=24)
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise SyncMessageError("schema", f"amount: {text!r} is not a decimal") from None
+    if (not amount.is_finite() or not 0 <= amount <= MAX_PREPAID_AMOUNT
+            or amount != amount.quantize(Decimal("0.01"))):
+        raise SyncMessageError("schema", f"amount: {text!r} must be 0..{MAX_PREPAID_AMOUNT} "
+                                         "with at most 2 decimals")
+    paid_at, expires_at = _when(d, "paid_at"), _when(d, "expires_at")
+    if not 0 < (expires_at - paid_at).total_seconds() <= MAX_PREPAID_TTL_S:
+        raise SyncMessageError("schema", "expires_at: must be after paid_at, by at most "
+                                         f"{MAX_PREPAID_TTL_S // 86400} days")
+    source = d.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > 64
+                               or not source.isprintable()):
+        raise SyncMessageError("schema", "source: expected null or <= 64 printable characters")
+    return Prepaid(_id(d, "payment_id"), _plate(d, "plate"), amount, paid_at, expires_at,
+                   _id(d, "member_id", opt=True), _id(d, "entry_event_id", opt=True), source)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge.pricing import BundleError, RuleBundle, parse_bundle
 from edge.store import Store, StoreError
 from edge.store import members as store_members
+from edge.store import prepayments as store_prepaid
 from edge.store.codec import ts
 from edge.sync import codec, topics
 from edge.sync.codec import SyncMessageError
@@ -93,10 +94,11 @@ class Downlink:
         self._t_snapshot = topics.snapshot(site, self.lane)
         self._p_members = topics.members_all(site)[:-1]
         self._p_sessions = topics.sessions_all(site)[:-1]
+        self._p_prepaid = topics.prepaid_all(site)[:-1]
 
     def subscriptions(self) -> list[str]:
         return [self._t_lanes, self._t_rules, self._t_snapshot, topics.members_all(self.site),
-                topics.sessions_all(self.site)]
+                topics.sessions_all(self.site), topics.prepaid_all(self.site)]
 
     def on_connect(self) -> None:
         """After every (re)connect: deltas may have been missed, ask for everything."""
@@ -134,6 +136,8 @@ class Downlink:
                 if s.origin != self.lane:
                     self._session_sane(s)
                 self._session(s)
+            elif topic.startswith(self._p_prepaid):
+                self._prepaid(topic, payload)
             else:
                 self._reject("unknown_topic", topic)
         except SyncMessageError as exc:
@@ -286,6 +290,33 @@ class Downlink:
         # correction: corrections are for real corrections)
         closed = self.store.close_cached(target.session_id, s.origin)
         self.applied["session_closed" if closed is not None else "session_closed_dup"] += 1
+
+    # ---------------------------------------------------------------- prepayments
+    def _prepaid(self, topic: str, payload: bytes) -> None:
+        """A payment made at central for a stay here: verified, range-checked, kept with a
+        ledger entry (``edge.store.prepayments``), settled by the exit of that stay."""
+        if not payload:  # central cleared the retained copy of an expired prepayment
+            self.applied["prepaid_cleared"] += 1
+            return
+        p = codec.parse_prepaid(payload, self.site, self.public_key)
+        if topic != topics.prepaid(self.site, p.payment_id):
+            raise SyncMessageError("schema", f"prepayment {p.payment_id!r} on {topic}")
+        now = self._wall()
+        if p.paid_at > now + MAX_CLOCK_SKEW:
+            raise SyncMessageError("future", f"prepayment {p.payment_id!r} paid at "
+                                             f"{p.paid_at.isoformat()}")
+        if p.expires_at < now:  # an old retained copy: nothing to settle any more
+            self.applied["prepaid_expired"] += 1
+            return
+        try:
+            new = store_prepaid.receive(self.store, store_prepaid.Prepayment(
+                p.payment_id, p.plate, p.amount, p.paid_at, p.expires_at, p.member_id,
+                p.entry_event_id, p.source), now)
+        except StoreError as exc:
+            if str(exc).startswith("payment_id:"):
+                raise SyncMessageError("prepaid_conflict", str(exc)) from None
+            raise
+        self.applied["prepaid" if new else "prepaid_dup"] += 1
 
     # ---------------------------------------------------------------- rules
     def _rules(self, payload: bytes) -> None:

@@ -91,3 +91,14 @@ def lane_of(topic: str) -> str | None:
     """``parkedge/{site}/lane/{lane}/...`` -> lane, else None."""
     parts = topic.split("/")
     return parts[3] if len(parts) >= 5 and parts[0] == ROOT and parts[2] == "lane" else None
+
+
+def prepaid(site: str, payment_id: str) -> str:
+    """Central's signed prepayment, retained per payment (docs/sync-protocol.md)."""
+    _check(site, payment_id)
+    return f"{ROOT}/{site}/prepaid/{payment_id}"
+
+
+def prepaid_all(site: str) -> str:
+    _check(site)
+    return f"{ROOT}/{site}/prepaid/+"

@@ -1,0 +1,186 @@
+"""Prepayments: money paid at central (pay station, member portal) before the car leaves.
+
+Central sends each one to the site's lanes as a signed ``prepaid`` message
+(docs/sync-protocol.md). The lane keeps it here, unused, with a ``lane_event``
+``prepaid_received`` in the ledger (so the receipt is in the lane's ledger too); the exit
+of that plate's stay hands it to the pricing engine (``paid_amount``/``paid_at``: within the
+bundle's ``pay_grace_minutes`` nothing more is owed, after it only the extra time) and, in
+the exit's own transaction, marks it used with a ``payment_received`` entry (method
+``prepaid``). A reversed exit gives it back. Idempotent on the payment id.
+
+The table lives in the lane's file but outside the versioned store schema (created here,
+``IF NOT EXISTS``), so the prepayment feature needs no store migration step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from edge.store import checks
+from edge.store.codec import parse_ts, ts
+from edge.store.engine import Db
+from edge.store.types import EntryKind, LedgerEntry, Session, StoreError
+
+if TYPE_CHECKING:
+    from edge.store.store import Store
+    from edge.store.tx import Tx
+
+#: A payment made at central may carry a time a little after the lane's exit time (two
+#: clocks): it still belongs to that exit.
+CLOCK_SKEW = timedelta(seconds=120)
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS prepayments (
+        payment_id TEXT PRIMARY KEY,
+        plate TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        paid_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        member_id TEXT,
+        entry_event_id TEXT,
+        source TEXT,
+        received_at TEXT NOT NULL,
+        used_session TEXT,
+        used_at TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_prepayments_plate ON prepayments (plate, used_session)",
+)
+
+
+@dataclass(frozen=True)
+class Prepayment:
+    payment_id: str
+    plate: str
+    amount: Decimal
+    paid_at: datetime
+    expires_at: datetime
+    member_id: str | None = None
+    entry_event_id: str | None = None
+    source: str | None = None
+
+
+def ensure(c: Db) -> None:
+    for stmt in DDL:
+        c.execute(stmt)
+
+
+def _exists(c: Db) -> bool:
+    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                     "name = 'prepayments'").fetchone() is not None
+
+
+def _same(row: tuple[object, ...], p: Prepayment) -> bool:
+    return (row[0] == p.plate and Decimal(str(row[1])) == p.amount
+            and row[2] == ts(p.paid_at) and row[3] == ts(p.expires_at)
+            and row[4] == p.entry_event_id)
+
+
+def receive(store: Store, p: Prepayment, at: datetime) -> bool:
+    """Keep a prepayment and record its receipt in the ledger, in one transaction.
+
+    True if new; False for the same payment again (a retained copy, a QoS 1 duplicate).
+    The same payment id with other content is refused (``StoreError``)."""
+    checks.nonempty(p.payment_id, "payment_id")
+    checks.nonempty(p.plate, "plate")
+    amount = checks.amount(p.amount, "amount")
+    with store._tx() as tx:
+        c = tx.conn
+        ensure(c)
+        old = c.execute("SELECT plate, amount, paid_at, expires_at, entry_event_id FROM "
+                        "prepayments WHERE payment_id = :i", {"i": p.payment_id}).fetchone()
+        if old is not None:
+            if not _same(tuple(old), p):
+                raise StoreError(f"payment_id: prepayment {p.payment_id!r} already received "
+                                 "with other content")
+            return False
+        c.execute("INSERT INTO prepayments (payment_id, plate, amount, paid_at, expires_at, "
+                  "member_id, entry_event_id, source, received_at) VALUES "
+                  "(:i, :p, :a, :t, :x, :m, :e, :s, :r)",
+                  {"i": p.payment_id, "p": p.plate, "a": str(amount), "t": ts(p.paid_at),
+                   "x": ts(p.expires_at), "m": p.member_id, "e": p.entry_event_id,
+                   "s": p.source, "r": ts(at)})
+        sid = c.execute("SELECT session_id FROM sessions WHERE plate = :p AND "
+                        "status = 'open'", {"p": p.plate}).fetchone()
+        tx.append(EntryKind.LANE_EVENT, at, plate=p.plate, member_id=p.member_id,
+                  session_id=sid[0] if sid else None, payload={
+                      "event": "prepaid_received", "detail": {
+                          "payment_id": p.payment_id, "amount": amount,
+                          "paid_at": p.paid_at.isoformat(),
+                          "expires_at": p.expires_at.isoformat(),
+                          "entry_event_id": p.entry_event_id, "source": p.source}})
+        return True
+
+
+def for_exit(c: Db, session: Session, exited_at: datetime) -> tuple[Prepayment, ...]:
+    """The unused prepayments of this stay: same plate, paid after it began (and before
+    the exit, give or take the clocks' skew), not expired, and naming this stay when they
+    name one."""
+    if not _exists(c):
+        return ()
+    rows = c.execute(
+        "SELECT payment_id, plate, amount, paid_at, expires_at, member_id, entry_event_id, "
+        "source FROM prepayments WHERE plate = :p AND used_session IS NULL "
+        "AND paid_at >= :e AND paid_at <= :x AND expires_at >= :now ORDER BY paid_at",
+        {"p": session.plate, "e": ts(session.entered_at),
+         "x": ts(exited_at + CLOCK_SKEW), "now": ts(exited_at)}).fetchall()
+    out = []
+    for r in rows:
+        if r[6] is not None and r[6] != session.entry_event_id:
+            continue
+        out.append(Prepayment(r[0], r[1], Decimal(r[2]), parse_ts(r[3]), parse_ts(r[4]),
+                              r[5], r[6], r[7]))
+    return tuple(out)
+
+
+def consume(tx: Tx, uses: tuple[tuple[str, Decimal], ...], session_id: str, plate: str,
+            member_id: str | None, at: datetime) -> list[LedgerEntry]:
+    """Inside the exit's transaction: mark each used by this stay, one ``payment_received``
+    each. A prepayment already used (another exit won a race) refuses the whole exit."""
+    c = tx.conn
+    out = []
+    for pid, amount in uses:
+        row = c.execute("SELECT amount, paid_at FROM prepayments WHERE payment_id = :i "
+                        "AND used_session IS NULL", {"i": pid}).fetchone()
+        if row is None or Decimal(row[0]) != amount:
+            raise StoreError(f"prepaid: prepayment {pid!r} is unknown or already used")
+        c.execute("UPDATE prepayments SET used_session = :s, used_at = :t "
+                  "WHERE payment_id = :i", {"s": session_id, "t": ts(at), "i": pid})
+        out.append(tx.append(EntryKind.PAYMENT_RECEIVED, at, session_id=session_id,
+                             member_id=member_id, plate=plate, payload={
+                                 "amount": amount, "method": "prepaid",
+                                 "payment_id": pid, "paid_at": row[1],
+                                 "idem_key": f"prepaid:{pid}"}))
+    return out
+
+
+def release(tx: Tx, session_id: str, plate: str, member_id: str | None, at: datetime,
+            reason: str) -> list[LedgerEntry]:
+    """A reversed exit: its prepayments count again for the stay's next exit."""
+    c = tx.conn
+    if not _exists(c):
+        return []
+    rows = c.execute("SELECT payment_id, amount FROM prepayments WHERE used_session = :s",
+                     {"s": session_id}).fetchall()
+    out = []
+    for pid, amount in rows:
+        c.execute("UPDATE prepayments SET used_session = NULL, used_at = NULL "
+                  "WHERE payment_id = :i", {"i": pid})
+        out.append(tx.append(EntryKind.CORRECTION, at, session_id=session_id,
+                             member_id=member_id, plate=plate, payload={
+                                 "action": "prepaid_returned", "payment_id": pid,
+                                 "amount": amount, "reason": reason}))
+    return out
+
+
+def list_all(store: Store) -> list[dict[str, object]]:
+    """Every prepayment this lane holds (for tests, reports, the operator)."""
+    with store._read() as c:
+        if not _exists(c):
+            return []
+        cols = ("payment_id", "plate", "amount", "paid_at", "expires_at", "member_id",
+                "entry_event_id", "source", "received_at", "used_session", "used_at")
+        rows = c.execute(f"SELECT {', '.join(cols)} FROM prepayments ORDER BY paid_at")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
