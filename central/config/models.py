@@ -65,6 +65,14 @@ class DatabaseConfig(Section):
                              '({file = "/path"} or {env = "VARIABLE"})')
         return v
 
+    @model_validator(mode="after")
+    def _password_only_for_postgresql(self) -> DatabaseConfig:
+        # SQLite has no password: SQLAlchemy would fail with a traceback at the first connect
+        if self.password is not None and self.url.startswith("sqlite:///"):
+            raise ValueError("password: SQLite has none; drop database.password or use "
+                             "a postgresql+psycopg:// url")
+        return self
+
 
 class RulesConfig(Section):
     bundle: Path = Field(description="the site's rule bundle (TOML, as `parkedge rules check`)")

@@ -48,6 +48,7 @@ def test_minimal_config_loads_and_resolves_paths(tmp_path: Path) -> None:
     ({"web": {"listen": "example.org"}}, "web.listen", "IP address"),
     ({"database": {"url": "mysql://x"}}, "database.url", "must start with"),
     ({"database": {"url": "postgresql+psycopg://u:pw@h/db"}}, "database.url", "password"),
+    ({"database": {"password": {"env": "PGPASS"}}}, "database", "SQLite has none"),
     ({"database": {"password": "hunter2hunter2"}}, "database.password", "not written inline"),
     ({"points": {"cost_per_point": "NaN"}}, "points.cost_per_point", ""),
     ({"jobs": {"expiry_at": "25:00"}}, "jobs.expiry_at", "pattern"),
@@ -70,11 +71,14 @@ def test_missing_section_is_required() -> None:
     assert ("rules", "required") in ei.value.errors
 
 
+PG_URL = "postgresql+psycopg://central@127.0.0.1/central"  # a password needs PostgreSQL
+
+
 def test_secret_file_must_be_owner_only(tmp_path: Path) -> None:
     f = tmp_path / "pw"
     f.write_text("s3cret\n")
     f.chmod(0o644)
-    cfg = parse_config(config_dict(database={"password": {"file": str(f)}}))
+    cfg = parse_config(config_dict(database={"password": {"file": str(f)}, "url": PG_URL}))
     errs = check(cfg)
     assert errs and errs[0][0] == "database.password" and "chmod 600" in errs[0][1]
     f.chmod(0o600)
@@ -83,7 +87,8 @@ def test_secret_file_must_be_owner_only(tmp_path: Path) -> None:
 
 
 def test_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = parse_config(config_dict(database={"password": {"env": "CENTRAL_TEST_PW"}}))
+    cfg = parse_config(config_dict(database={"password": {"env": "CENTRAL_TEST_PW"},
+                                             "url": PG_URL}))
     assert check(cfg)[0][0] == "database.password"
     monkeypatch.setenv("CENTRAL_TEST_PW", "pw")
     assert check(cfg) == []
