@@ -32,12 +32,15 @@ from edge.lpr.grammar import CN_ALNUM, CN_CITY_LETTERS, CN_LETTERS, DIGITS, LETT
 from edge.lpr.plate_rec import INPUT_H, INPUT_W
 
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc")
+# real plate glyphs are of a medium weight: half the Chinese plates use the Regular cut
+CJK_FONTS = (CJK_FONT, Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"))
 LATIN_FONTS = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf"),
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
 )
 FONT_LICENCES = {
     CJK_FONT.name: "SIL Open Font License 1.1 (fonts-noto-cjk)",
+    CJK_FONTS[1].name: "SIL Open Font License 1.1 (fonts-noto-cjk)",
     LATIN_FONTS[0].name: "Bitstream Vera licence (fonts-dejavu-core)",
     LATIN_FONTS[1].name: "Bitstream Vera licence (fonts-dejavu-core)",
 }
@@ -209,7 +212,9 @@ def plate_text(kind: str, rng: Rng) -> str:
 
 @lru_cache(maxsize=8)
 def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
+    # Noto CJK collections: face 2 is Simplified Chinese (face 0, Japanese, draws some hanzi
+    # in their Japanese forms)
+    return ImageFont.truetype(path, size, index=2 if path.endswith(".ttc") else 0)
 
 
 @lru_cache(maxsize=8192)
@@ -297,8 +302,8 @@ def _cn_single_row(kind: str, text: str, rng: Rng, s: float) -> Flat:
     total = len(text) * cw + (len(text) - 2) * gap + mid
     x = (W - total) / 2
     y = (H - 90) / 2
+    font = str(CJK_FONTS[int(rng.integers(len(CJK_FONTS)))])
     for i, ch in enumerate(text):
-        font = str(CJK_FONT)
         colour = fg
         if ch in "警" and kind == "cn_white":
             colour = (30, 30, 200)
@@ -500,7 +505,7 @@ def _perspective_crop(img: np.ndarray, rng: Rng, out_w: int, out_h: int) -> np.n
     )
     # the finder's crop: the plate's quad, loosened or tightened, corners jittered
     ctr = dst_plate.mean(axis=0)
-    grow = rng.uniform(-0.03, 0.12, 2)
+    grow = rng.uniform(-0.08, 0.12, 2)  # tight crops cut into the frame, as real ones do
     quad = ctr + (dst_plate - ctr) * (1 + grow)
     quad = quad + rng.normal(0, 0.025, (4, 2)) * (w * 0.5, h)
     if rng.random() < 0.5:  # often the crop is axis-aligned, not deskewed

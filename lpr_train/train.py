@@ -160,8 +160,10 @@ def main() -> None:
     net = PlateCRNN()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
+    prior_minutes = 0.0
     if args.resume and args.checkpoint.is_file():
-        state = torch.load(args.checkpoint)
+        state = torch.load(args.checkpoint, weights_only=False)  # our own file
+        prior_minutes = float(state.get("minutes", 0.0))
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -185,7 +187,7 @@ def main() -> None:
             else ((step - first) / args.steps)
         )
         for g in opt.param_groups:
-            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+            g["lr"] = float(args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))))
         logits = net(x)  # N x T x C
         logp = logits.log_softmax(2).transpose(0, 1)  # T x N x C
         t = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
@@ -204,7 +206,13 @@ def main() -> None:
         if step % args.export_every == 0 or done:
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save(
-                {"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, args.checkpoint
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                    "minutes": prior_minutes + (time.monotonic() - t0) / 60,
+                },
+                args.checkpoint,
             )
             export(net, args.out)
             note = {
@@ -216,6 +224,8 @@ def main() -> None:
                 "batch": args.batch,
                 "samples_seen": step * args.batch,
                 "train_minutes_this_run": round((time.monotonic() - t0) / 60, 1),
+                "train_minutes_total": round(prior_minutes + (time.monotonic() - t0) / 60, 1),
+                "resumed_from_step": first,
                 "loss": round(smooth, 4),
                 "lr": args.lr,
                 "torch": torch.__version__,
