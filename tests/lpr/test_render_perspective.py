@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hardware-sim"))
 
-from parkedge_sim.render import Scene, render_frame  # noqa: E402
+from parkedge_sim.render import Scene, render_frame
 
 
 def _plate_mask(yaw: float) -> np.ndarray:
