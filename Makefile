@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup sysdeps demo test test-slow lint typecheck bench clean
+.PHONY: setup sysdeps demo test test-slow lint typecheck bench clean train-lpr
 
 sysdeps:
 	@missing=""; \
@@ -52,6 +52,16 @@ bench: setup
 	$(PY) bench/lane_latency.py
 	$(PY) bench/sync_drain.py
 	$(PY) bench/lpr.py
+
+# The plate recogniser (#15): synthetic plates only, fixed seed, one torch thread at the lowest
+# priority (the machine is shared); writes edge/lpr/models/plate_crnn.onnx and its .json note.
+# LPR_MINUTES=120 trains longer; LPR_RESUME=--resume continues from build/lpr_train/.
+LPR_MINUTES ?= 40
+LPR_SEED    ?= 15
+train-lpr: setup
+	$(PIP) install -q -e '.[train]'
+	nice -n 19 $(PY) -m lpr_train.train --minutes $(LPR_MINUTES) --seed $(LPR_SEED) $(LPR_RESUME)
+	$(PY) -m lpr_train.evaluate ../shared/lpr-data/cn_crops
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

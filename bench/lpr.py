@@ -142,6 +142,53 @@ def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
     return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 1)}
 
 
+def plate_rec_alone(folder: Path) -> dict[str, float] | None:
+    """The plate-specific recogniser (``edge/lpr/plate_rec.py``, #15) alone on the same
+    ground-truth crops as ``ocr_ceiling`` (labels corrected the same way), no grammar: what
+    the network reads. Two-row plates are not split here."""
+    from edge.lpr.evaluate import apply_corrections, read_corrections, read_labels
+    from edge.lpr.pipeline import load_image
+    from edge.lpr.plate_rec import PlateRecogniser
+
+    rec = PlateRecogniser()
+    ok = n = 0
+    times = []
+    labels = apply_corrections(read_labels(folder), read_corrections(LABEL_FIXES, folder.name))
+    for label in labels:
+        try:
+            img = load_image(folder / label.file)
+        except ValueError:
+            n += 1
+            continue
+        if label.box:
+            x, y, w, h = label.box
+            img = img[max(0, y) : y + h, max(0, x) : x + w]
+            if img.shape[0] < 4 or img.shape[1] < 4:
+                n += 1
+                continue
+        elif folder.name != "cn_crops":
+            continue
+        t0 = time.perf_counter()
+        got = rec.read([img])[0].text
+        times.append((time.perf_counter() - t0) * 1000)
+        n += 1
+        ok += got == label.plate
+    if not n:
+        return None
+    return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 2)}
+
+
+def _plate_rec_table(data: Path) -> dict[str, Any]:
+    """One row per folder: the plate recogniser alone on its ground-truth crops."""
+    out: dict[str, Any] = {}
+    for folder in sorted(data.iterdir()):
+        if (folder / "labels.csv").is_file():
+            r = plate_rec_alone(folder)
+            if r is not None:
+                out[folder.name] = r
+    return out
+
+
 def _prefix(rnd: random.Random, provinces: list[str]) -> str:
     """A random province and one of the city letters it issues (A..K where it has them): the
     same draws as before the city-letter table, so only impossible plates (宁K) change."""
@@ -350,6 +397,13 @@ def daemon_bench(cars: int) -> dict[str, float]:
         return asyncio.run(run(Path(tmp)))
 
 
+def _print_plate_rec(table: dict[str, Any]) -> None:
+    print("\n| set | n | plate CRNN alone on GT crops (no grammar) | p50 ms |")
+    print("|---|---|---|---|")
+    for name, r in table.items():
+        print(f"| {name} | {r['n']} | {r['exact']:.1%} | {r['p50_ms']} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "lpr-data")
@@ -361,9 +415,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
     ap.add_argument("--no-calibration", action="store_true", help="skip the confidence tables")
     ap.add_argument("--calibrate", nargs=2, metavar=("DIR", "GRAMMAR"), help=argparse.SUPPRESS)
+    ap.add_argument("--plate-rec-only", action="store_true", help="only the plate CRNN table")
     args = ap.parse_args()
     if args.calibrate:
         _calibrate_one(Path(args.calibrate[0]), args.calibrate[1])
+        return
+    if args.plate_rec_only:
+        _print_plate_rec(_plate_rec_table(args.data))
         return
 
     folders = [d for d in sorted(args.data.iterdir()) if (d / "labels.csv").is_file()]
@@ -406,7 +464,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        if name in ("stream", "daemon", "calibration"):
+        if name in ("stream", "daemon", "calibration", "plate_rec_alone"):
             continue
         p = r["pipeline"]
         c = r["ocr_on_truth_crops"]
@@ -453,6 +511,9 @@ def main() -> None:
             f"{dm['arrive_to_passed_p50_ms']} ms, RSS idle {dm['idle_rss_mb']} MB, "
             f"peak (VmHWM) {dm['peak_rss_mb']} MB (goal ≤ {DAEMON_RSS_GOAL_MB:.0f})"
         )
+    plate_rec = _plate_rec_table(args.data)
+    _print_plate_rec(plate_rec)
+    results["plate_rec_alone"] = {"pipeline": plate_rec, "ocr_on_truth_crops": None}
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -100,13 +100,52 @@ class Scene:
 
     width: int = 1920
     height: int = 1080
-    plate_width: int = 300  # pixels across the plate in the frame
-    yaw: float = 0.0  # -1..1 perspective squeeze of one side
-    tilt_deg: float = 0.0
+    plate_width: int = 300  # pixels across the plate, seen head-on, in the frame
+    yaw: float = 0.0  # -1..1: the plate turned by yaw x 60 degrees about its vertical axis
+    tilt_deg: float = 0.0  # roll in the image plane
+    pitch_deg: float = 0.0  # camera above the plate looking down (its top edge farther)
+    focal_px: float = 0.0  # pinhole focal length; 0 = a 70-degree lane camera across ``width``
     brightness: float = 1.0  # 0.4 dusk .. 1.4 glare
     blur: int = 0  # Gaussian kernel radius
     noise: float = 4.0  # sensor noise sigma
     seed: int = 0
+
+
+YAW_MAX_DEG = 60.0
+LANE_CAMERA_HFOV_DEG = 70.0  # a 4 mm lens on a 1/2.8" sensor, the usual lane camera
+
+
+def plate_quad(
+    s: Scene, width_px: float, height_px: float, centre: tuple[float, float]
+) -> np.ndarray:
+    """The plate's four corners (TL, TR, BR, BL) in the frame under true perspective.
+
+    The plate is a flat rectangle in 3D, turned by the scene's yaw (about its vertical axis) and
+    pitch, seen by a pinhole camera placed so that, head-on, it would be ``width_px`` wide: the
+    far edge comes out shorter than the near one and the far half narrower than the near half,
+    as in a real angled shot (the former squeeze only slanted the top and bottom edges).
+    """
+    f = s.focal_px or (s.width / 2) / np.tan(np.radians(LANE_CAMERA_HFOV_DEG / 2))
+    half_w, half_h = width_px / 2, height_px / 2
+    dist = f  # in pixel units of the plate: head-on, the plate spans width_px at distance f
+    yaw = np.radians(max(-1.0, min(1.0, s.yaw)) * YAW_MAX_DEG)
+    pitch = np.radians(s.pitch_deg)
+    corners = np.array(
+        [[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]], np.float64
+    )
+    out = []
+    for x, y in corners:
+        # yaw about the vertical axis: +yaw sends the right edge away from the camera
+        x1, z1 = x * np.cos(yaw), x * np.sin(yaw)
+        # pitch about the horizontal axis: the top edge away from a camera looking down
+        y2, z2 = y * np.cos(pitch), z1 - y * np.sin(pitch)
+        depth = dist + z2
+        out.append((centre[0] + f * x1 / depth, centre[1] + f * y2 / depth))
+    quad: np.ndarray = np.array(out, np.float32)
+    if s.tilt_deg:
+        rot = cv2.getRotationMatrix2D(centre, s.tilt_deg, 1.0)
+        quad = cv2.transform(quad[None], rot)[0].astype(np.float32)
+    return quad
 
 
 def render_frame(plate: str | None, scene: Scene | None = None) -> np.ndarray:
@@ -140,20 +179,7 @@ def render_frame(plate: str | None, scene: Scene | None = None) -> np.ndarray:
         fh, fw = flat.shape[:2]
         pw_eff = round(pw * fw / (fh * 440 / 140))
         src = np.array([[0, 0], [fw, 0], [fw, fh], [0, fh]], np.float32)
-        squeeze = s.yaw * ph * 0.25
-        x0, y0 = cx - pw_eff / 2, cy
-        dst: np.ndarray = np.array(
-            [
-                [x0, y0 + max(0, squeeze)],
-                [x0 + pw_eff, y0 + max(0, -squeeze)],
-                [x0 + pw_eff, y0 + ph - max(0, -squeeze)],
-                [x0, y0 + ph - max(0, squeeze)],
-            ],
-            np.float32,
-        )
-        if s.tilt_deg:
-            rot = cv2.getRotationMatrix2D((cx, cy + ph / 2), s.tilt_deg, 1.0)
-            dst = cv2.transform(dst[None], rot)[0].astype(np.float32)
+        dst = plate_quad(s, pw_eff, ph, (cx, cy + ph / 2))
         m = cv2.getPerspectiveTransform(src, dst)
         warped = cv2.warpPerspective(flat, m, (W, H))
         mask = cv2.warpPerspective(np.ones((fh, fw), np.float32), m, (W, H))[..., None]
