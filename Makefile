@@ -44,7 +44,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 lint: setup
-	$(VENV)/bin/ruff check edge hardware-sim tests bench central
+	$(VENV)/bin/ruff check edge hardware-sim tests bench central lpr_train
 	$(VENV)/bin/mypy
 
 bench: setup
