@@ -70,3 +70,16 @@ def test_the_demo_is_a_simulator_command_not_a_lane_command() -> None:
     sim = subprocess.run([sys.executable, "-m", "parkedge_sim.cli", "demo", "--help"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert sim.returncode == 0 and "--keep" in sim.stdout, sim.stdout + sim.stderr
+
+
+def test_the_sync_codec_comes_without_the_lanes_sync_service() -> None:
+    """Central imports ``edge.sync.codec``; the package must not pull in the lane's sync
+    service (``LaneSync``: paho's client, the lane's metrics) with it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edge.sync import codec, topics; "
+            "assert 'edge.sync.service' not in sys.modules, 'service loaded'; "
+            "from edge.sync import LaneSync; assert LaneSync.__name__ == 'LaneSync'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
