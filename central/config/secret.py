@@ -1,4 +1,7 @@
-"""Central's secrets: read from a file (owner-only mode) or the environment, never inline.
+"""Central's secrets: read from a file or the environment, never inline.
+
+A file follows the lane's one rule for every secret file (``edge.secret_files``: regular,
+mode 0600/0400, owned by the reading user or root).
 
 Central holds database passwords and the signing key of a whole site, so unlike the lane
 config a literal in the TOML is refused: the file would end up in backups and tickets.
@@ -7,33 +10,17 @@ config a literal in the TOML is refused: the file would end up in backups and ti
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from edge.secret_files import secret_file_problem
+
 
 class SecretError(Exception):
     """A secret could not be read (unset variable, missing, empty or too-open file)."""
-
-
-def file_mode_problem(path: Path) -> str | None:
-    """Why ``path`` may not hold a secret, or None (a regular file, mode 0600 or 0400)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"secret file {path} does not exist"
-    except OSError as exc:
-        return f"secret file {path} cannot be read: {exc.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"secret file {path} is not a regular file"
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        return (f"secret file {path} is readable by group/others (mode {mode:04o}); "
-                f"it must be 0600 or 0400 (chmod 600 {path})")
-    return None
 
 
 class Secret:
@@ -52,7 +39,7 @@ class Secret:
                 raise SecretError(f"environment variable {self.ref} is not set or empty")
             return value
         path = Path(self.ref)
-        problem = file_mode_problem(path)
+        problem = secret_file_problem(path)
         if problem:
             raise SecretError(problem)
         try:

@@ -86,6 +86,19 @@ def test_secret_file_must_be_owner_only(tmp_path: Path) -> None:
     assert check(cfg) == []
 
 
+def test_secret_file_owned_by_another_account_is_refused(tmp_path: Path) -> None:
+    """The lane's one rule for every secret file holds at central too (#12 item 10)."""
+    f = tmp_path / "pw"
+    f.write_text("s3cret\n")
+    f.chmod(0o600)
+    if os.geteuid() != 0:
+        pytest.skip("chown to another account needs root")
+    os.chown(f, 65534, 65534)  # nobody
+    cfg = parse_config(config_dict(database={"password": {"file": str(f)}, "url": PG_URL}))
+    errs = check(cfg)
+    assert errs and errs[0][0] == "database.password" and "owned by" in errs[0][1]
+
+
 def test_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = parse_config(config_dict(database={"password": {"env": "CENTRAL_TEST_PW"},
                                              "url": PG_URL}))
