@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,13 @@ def _calibrate_one(folder: Path, grammar: str) -> None:
     print(json.dumps(calibration(report.reads, THRESHOLDS)))
 
 
-def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
-    """The bare OCR engine on the labelled boxes (or the whole image for crop sets)."""
+def _score_crops(folder: Path, read: Callable[[Any], str],
+                 digits: int) -> dict[str, float] | None:
+    """``read`` on each labelled box of ``folder`` (the whole image for crop sets), labels
+    corrected as everywhere in this bench: exact share and p50 of ``read`` alone."""
     from edge.lpr.evaluate import apply_corrections, read_corrections, read_labels
-    from edge.lpr.grammar import grammar_by_name
-    from edge.lpr.pipeline import Recogniser, load_image
+    from edge.lpr.pipeline import load_image
 
-    rec = Recogniser(grammar_by_name(grammar), detector=False)  # crops only: no finding
     ok = n = 0
     times = []
     labels = apply_corrections(read_labels(folder), read_corrections(LABEL_FIXES, folder.name))
@@ -133,49 +134,33 @@ def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
         elif folder.name != "cn_crops":
             continue
         t0 = time.perf_counter()
-        got = rec.read_crop(img).plate
+        got = read(img)
         times.append((time.perf_counter() - t0) * 1000)
         n += 1
         ok += got == label.plate
     if not n:
         return None
-    return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 1)}
+    return {"n": n, "exact": round(ok / n, 4),
+            "p50_ms": round(statistics.median(times), digits)}
+
+
+def ocr_ceiling(folder: Path, grammar: str) -> dict[str, float] | None:
+    """The bare OCR engine on the labelled boxes (or the whole image for crop sets)."""
+    from edge.lpr.grammar import grammar_by_name
+    from edge.lpr.pipeline import Recogniser
+
+    rec = Recogniser(grammar_by_name(grammar), detector=False)  # crops only: no finding
+    return _score_crops(folder, lambda img: rec.read_crop(img).plate, 1)
 
 
 def plate_rec_alone(folder: Path) -> dict[str, float] | None:
     """The plate-specific recogniser (``edge/lpr/plate_rec.py``, #15) alone on the same
     ground-truth crops as ``ocr_ceiling`` (labels corrected the same way), no grammar: what
     the network reads. Two-row plates are not split here."""
-    from edge.lpr.evaluate import apply_corrections, read_corrections, read_labels
-    from edge.lpr.pipeline import load_image
     from edge.lpr.plate_rec import PlateRecogniser
 
     rec = PlateRecogniser()
-    ok = n = 0
-    times = []
-    labels = apply_corrections(read_labels(folder), read_corrections(LABEL_FIXES, folder.name))
-    for label in labels:
-        try:
-            img = load_image(folder / label.file)
-        except ValueError:
-            n += 1
-            continue
-        if label.box:
-            x, y, w, h = label.box
-            img = img[max(0, y) : y + h, max(0, x) : x + w]
-            if img.shape[0] < 4 or img.shape[1] < 4:
-                n += 1
-                continue
-        elif folder.name != "cn_crops":
-            continue
-        t0 = time.perf_counter()
-        got = rec.read([img])[0].text
-        times.append((time.perf_counter() - t0) * 1000)
-        n += 1
-        ok += got == label.plate
-    if not n:
-        return None
-    return {"n": n, "exact": round(ok / n, 4), "p50_ms": round(statistics.median(times), 2)}
+    return _score_crops(folder, lambda img: rec.read([img])[0].text, 2)
 
 
 def _plate_rec_table(data: Path) -> dict[str, Any]:
