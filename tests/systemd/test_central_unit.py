@@ -5,7 +5,6 @@ tells systemd READY=1 only once migrated and bound (Type=notify)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.systemd.units import Unit, analyze, load, one
+
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
 SINGLE = SYSTEMD / "parkedge-central.service"
@@ -28,43 +29,6 @@ MAX_EXPOSURE = 1.5
 BIN = "/opt/parkedge/.venv/bin/parkedge-central"
 CONF = "/etc/parkedge-central/central.toml"
 RULES = ROOT / "config" / "rules.mall.example.toml"
-
-Unit = dict[str, dict[str, list[str]]]
-
-
-def parse_unit(text: str) -> Unit:
-    """systemd's INI dialect: repeated keys accumulate, '#'/';' comments, '\\' continuation."""
-    unit: Unit = {}
-    section: dict[str, list[str]] | None = None
-    pending = ""
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = pending + raw.strip()
-        pending = ""
-        if not line or line[0] in "#;":
-            continue
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
-            continue
-        if line.startswith("["):
-            assert line.endswith("]"), f"line {number}: bad section header {line!r}"
-            section = unit.setdefault(line[1:-1], {})
-            continue
-        assert section is not None, f"line {number}: key outside a section"
-        key, sep, value = line.partition("=")
-        assert sep, f"line {number}: not key=value: {line!r}"
-        section.setdefault(key.strip(), []).append(value.strip())
-    return unit
-
-
-def load(path: Path) -> Unit:
-    return parse_unit(path.read_text(encoding="utf-8"))
-
-
-def one(unit: Unit, key: str, section: str = "Service") -> str:
-    values = unit[section].get(key)
-    assert values, f"[{section}] {key}= missing"
-    return values[-1]
-
 
 SANDBOX = {
     "User": "parkedge-central",
@@ -145,19 +109,6 @@ def test_sysusers_and_tmpfiles() -> None:
     # Secrets: owner-only, as central.config.secret insists.
     assert entries["/etc/parkedge-central/db.pw"][2] in ("0400", "0600")
     assert entries["/etc/parkedge-central/*.key"][2] in ("0400", "0600")
-
-
-def analyze(path: Path) -> tuple[float, str]:
-    exe = shutil.which("systemd-analyze")
-    if exe is None:
-        pytest.skip("systemd-analyze is missing: install the Debian package 'systemd' "
-                    "(make test's sysdeps should install it)")
-    result = subprocess.run([exe, "security", "--offline=true", "--no-pager", str(path)],
-                            capture_output=True, text=True, timeout=60)
-    out = result.stdout + result.stderr
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", out)
-    assert match, out
-    return float(match.group(1)), out
 
 
 @pytest.mark.parametrize("path", UNITS, ids=lambda p: p.name)
