@@ -22,12 +22,19 @@ from central.db.models import (
     Purchase,
     Redemption,
     Reward,
-    StaffUser,
 )
-from central.services import audit, members, points, purchases, rewards, sessions, staff
+from central.services import (
+    audit,
+    members,
+    points,
+    purchases,
+    rewards,
+    sessions,
+    signin,
+    staff,
+)
 from central.services.errors import Refused
 from central.services.figures import figures as compute_figures
-from central.services.passwords import verify_password
 from central.web.schemas import (
     Adjustment,
     LoginResponse,
@@ -118,24 +125,21 @@ def _set_cookie(response: Response, name: str, token: str, hours: int) -> None:
                         samesite="strict", path="/")
 
 
-def _throttled(request: Request, s: Session, keys: list[str]) -> JSONResponse | None:
-    c = central_of(request)
-    now, web = c.clock(), c.cfg.web
-    if any(sessions.failures(s, k, now, web.login_window_minutes) >= web.login_max_failures
-           for k in keys):
-        metrics.LOGINS_THROTTLED.labels(keys[0].split(":", 1)[0]).inc()
+def refused_sign_in(exc: signin.SignInRefused) -> int:
+    """Count a refused sign-in; its HTTP status (429 throttled, 401 wrong credentials)."""
+    if exc.why == "throttled":
+        metrics.LOGINS_THROTTLED.labels(exc.kind).inc()
+        return 429
+    metrics.LOGINS_FAILED.labels(exc.kind).inc()
+    return 401
+
+
+def _refused_json(request: Request, exc: signin.SignInRefused, field: str) -> JSONResponse:
+    if refused_sign_in(exc) == 429:
+        minutes = central_of(request).cfg.web.login_window_minutes
         return JSONResponse({"error": "rate_limited", "field": "password",
                              "message": "too many failed sign-ins; try again later"},
-                            status_code=429,
-                            headers={"Retry-After": str(web.login_window_minutes * 60)})
-    return None
-
-
-def _failed(request: Request, s: Session, keys: list[str], field: str) -> JSONResponse:
-    now = central_of(request).clock()
-    metrics.LOGINS_FAILED.labels(keys[0].split(":", 1)[0]).inc()
-    for k in keys:
-        sessions.note_failure(s, k, now)
+                            status_code=429, headers={"Retry-After": str(minutes * 60)})
     return JSONResponse({"error": "unauthenticated", "field": field,
                          "message": "wrong credentials"}, status_code=401)
 
@@ -146,18 +150,12 @@ def _client(request: Request) -> str:
 
 @router.post("/staff/login", response_model=LoginResponse, tags=["auth"])
 def staff_login(body: StaffLogin, request: Request, response: Response, s: DB) -> Any:
-    keys = [f"staff:{body.username}", f"ip:{_client(request)}"]
-    if (limited := _throttled(request, s, keys)) is not None:
-        return limited
-    u = s.get(StaffUser, body.username)
-    ok = verify_password(u.password_hash if u else None, body.password)
-    if u is None or not ok or u.disabled:
-        return _failed(request, s, keys, "password")
     c = central_of(request)
-    sessions.clear_failures(s, keys[0])
-    new = sessions.open_session(s, "staff", u.username, c.clock(), c.cfg.web.session_hours)
-    audit.record(s, actor=f"staff:{u.username}", action="staff.login",
-                 target=f"user:{u.username}", at=c.clock(), after={"ip": _client(request)})
+    try:
+        u, new = signin.staff(s, body.username, body.password, client=_client(request),
+                              now=c.clock(), web=c.cfg.web)
+    except signin.SignInRefused as exc:
+        return _refused_json(request, exc, "password")
     _set_cookie(response, STAFF_COOKIE, new.token, c.cfg.web.session_hours)
     return LoginResponse(subject=u.username, role=u.role, csrf_token=new.csrf_token)
 
@@ -180,19 +178,12 @@ def staff_me(who: Reader) -> Any:
 def member_login(body: MemberLogin, request: Request, response: Response, s: DB) -> Any:
     if (body.password is None) == (body.code is None):
         raise http_error(422, "password", "give either password or code", "invalid")
-    keys = [f"member:{body.phone}", f"ip:{_client(request)}"]
-    if (limited := _throttled(request, s, keys)) is not None:
-        return limited
     c = central_of(request)
-    m = s.scalar(select(Member).where(Member.phone == body.phone))
-    if body.password is not None:
-        ok = verify_password(m.password_hash if m else None, body.password)
-    else:
-        ok = m is not None and members.use_code(s, m.member_id, body.code or "", c.clock())
-    if m is None or not ok or m.blocked:
-        return _failed(request, s, keys, "password" if body.password else "code")
-    sessions.clear_failures(s, keys[0])
-    new = sessions.open_session(s, "member", m.member_id, c.clock(), c.cfg.web.session_hours)
+    try:
+        m, new = signin.member(s, body.phone, password=body.password, code=body.code,
+                               client=_client(request), now=c.clock(), web=c.cfg.web)
+    except signin.SignInRefused as exc:
+        return _refused_json(request, exc, "password" if body.password else "code")
     _set_cookie(response, MEMBER_COOKIE, new.token, c.cfg.web.session_hours)
     return LoginResponse(subject=m.member_id, role="member", csrf_token=new.csrf_token)
 

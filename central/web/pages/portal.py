@@ -18,9 +18,8 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from central.db.models import Member, PointsLot, Reward
-from central.services import members, points, rewards, sessions
+from central.services import members, points, rewards, sessions, signin
 from central.services.errors import ServiceError
-from central.services.passwords import verify_password
 from central.web import api
 from central.web.pages import (
     LOGIN_COOKIE,
@@ -61,19 +60,15 @@ async def login_post(request: Request, s: DB) -> Response:
     nxt = safe_next(f.get("next"), "")
     if not login_token_ok(request, f.get("login_token")):
         return _login_form(request, "wrong_credentials", phone, nxt, 403)
-    keys = [f"member:{phone}", f"ip:{api._client(request)}"]
-    if api._throttled(request, s, keys) is not None:
-        return _login_form(request, "too_many", phone, nxt, 429)
     c = central_of(request)
-    m = s.scalar(select(Member).where(Member.phone == phone)) if phone else None
-    ok = verify_password(m.password_hash if m else None, secret)
-    if not ok and m is not None and secret.isdigit() and len(secret) == 8:
-        ok = members.use_code(s, m.member_id, secret, c.clock())
-    if m is None or not ok or m.blocked:
-        api._failed(request, s, keys, "password")
-        return _login_form(request, "wrong_credentials", phone, nxt, 401)
-    sessions.clear_failures(s, keys[0])
-    new = sessions.open_session(s, "member", m.member_id, c.clock(), c.cfg.web.session_hours)
+    code = secret if secret.isdigit() and len(secret) == 8 else None  # a one-time code
+    try:
+        _m, new = signin.member(s, phone, password=secret, code=code,
+                                client=api._client(request), now=c.clock(), web=c.cfg.web)
+    except signin.SignInRefused as exc:
+        status = api.refused_sign_in(exc)
+        error = "too_many" if status == 429 else "wrong_credentials"
+        return _login_form(request, error, phone, nxt, status)
     resp = RedirectResponse(nxt or "/m", 303)
     api._set_cookie(resp, MEMBER_COOKIE, new.token, c.cfg.web.session_hours)
     resp.delete_cookie(LOGIN_COOKIE, path="/")

@@ -12,11 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
-from central.db.models import Member, Plate, Redemption, Reward, StaffUser
-from central.services import audit, campaigns, members, points, rewards, sessions
+from central.db.models import Member, Plate, Redemption, Reward
+from central.services import audit, campaigns, members, points, rewards, sessions, signin
 from central.services.errors import ServiceError
 from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
-from central.services.passwords import verify_password
 from central.services.staff import allowed
 from central.web import api
 from central.web.pages import (
@@ -58,20 +57,14 @@ async def login_post(request: Request, s: DB) -> Response:
     nxt = safe_next(f.get("next"), "")
     if not login_token_ok(request, f.get("login_token")):
         return _login_form(request, "wrong_credentials", username, nxt, 403)
-    keys = [f"staff:{username}", f"ip:{api._client(request)}"]
-    if api._throttled(request, s, keys) is not None:
-        return _login_form(request, "too_many", username, nxt, 429)
-    u = s.get(StaffUser, username) if username else None
-    ok = verify_password(u.password_hash if u else None, password)
-    if u is None or not ok or u.disabled:
-        api._failed(request, s, keys, "password")
-        return _login_form(request, "wrong_credentials", username, nxt, 401)
     c = central_of(request)
-    sessions.clear_failures(s, keys[0])
-    new = sessions.open_session(s, "staff", u.username, c.clock(), c.cfg.web.session_hours)
-    audit.record(s, actor=f"staff:{u.username}", action="staff.login",
-                 target=f"user:{u.username}", at=c.clock(),
-                 after={"ip": api._client(request), "via": "page"})
+    try:
+        u, new = signin.staff(s, username, password, client=api._client(request),
+                              now=c.clock(), web=c.cfg.web, via="page")
+    except signin.SignInRefused as exc:
+        status = api.refused_sign_in(exc)
+        error = "too_many" if status == 429 else "wrong_credentials"
+        return _login_form(request, error, username, nxt, status)
     resp = RedirectResponse(nxt or HOME.get(u.role, "/members"), 303)
     api._set_cookie(resp, STAFF_COOKIE, new.token, c.cfg.web.session_hours)
     resp.delete_cookie(LOGIN_COOKIE, path="/")
