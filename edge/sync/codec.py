@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.fields import FieldError, check_id, check_plate
 from edge.store.codec import ts
+from edge.store.prepayments import Prepayment
 from edge.store.types import EntryKind, LedgerEntry
 
 VERSION = 1
@@ -799,21 +800,11 @@ MAX_PREPAID_TTL_S = 7 * 24 * 3600
 PREPAID_MAX_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class Prepaid:
-    """Money paid at central (pay station, member portal) for a stay still in the car park.
-
-    ``entry_event_id`` names the stay when central knows it; else the exit lane takes the
-    plate's open stay that began before ``paid_at``."""
-
-    payment_id: str
-    plate: str
-    amount: Decimal
-    paid_at: datetime
-    expires_at: datetime
-    member_id: str | None = None
-    entry_event_id: str | None = None
-    source: str | None = None
+#: Money paid at central (pay station, member portal) for a stay still in the car park: the
+#: message carries exactly the row the lane keeps (``entry_event_id`` names the stay when
+#: central knows it; else the exit lane takes the plate's open stay that began before
+#: ``paid_at``), so the wire and the store share one type.
+Prepaid = Prepayment
 
 
 def prepaid_to_wire(p: Prepaid, site: str) -> dict[str, Any]:

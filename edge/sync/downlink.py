@@ -309,9 +309,7 @@ class Downlink:
             self.applied["prepaid_expired"] += 1
             return
         try:
-            new = store_prepaid.receive(self.store, store_prepaid.Prepayment(
-                p.payment_id, p.plate, p.amount, p.paid_at, p.expires_at, p.member_id,
-                p.entry_event_id, p.source), now)
+            new = store_prepaid.receive(self.store, p, now)
         except StoreError as exc:
             if str(exc).startswith("payment_id:"):
                 raise SyncMessageError("prepaid_conflict", str(exc)) from None
