@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -46,22 +46,11 @@ class Marks:
         seqs = c.execute(text("SELECT seq FROM lane_entries WHERE lane_id = :l AND seq > :u "
                               "ORDER BY seq LIMIT :n"),
                          {"l": lane, "u": self.upto, "n": _ABOVE_LIMIT}).scalars().all()
-        runs = ranges_of([int(s) for s in seqs])
+        runs = codec.ranges_of([int(s) for s in seqs])
         if runs and runs[0][0] == self.upto + 1:
             self.upto = runs.pop(0)[1]
         self.ranges = tuple(runs[: codec.MAX_ACK_RANGES])
         return self
-
-
-def ranges_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted seqs -> inclusive (lo, hi) runs."""
-    out: list[tuple[int, int]] = []
-    for s in seqs:
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        elif not out or s > out[-1][1]:
-            out.append((s, s))
-    return out
 
 
 def member_state(s: Session, member_id: str, applied: Mapping[str, int], allowance: int,

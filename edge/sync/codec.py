@@ -421,6 +421,17 @@ class Ack:
     batch_id: str | None
 
 
+def ranges_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted seqs -> inclusive (lo, hi) runs: the ``ranges`` of an ack (both centrals)."""
+    out: list[tuple[int, int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        elif not out or s > out[-1][1]:
+            out.append((s, s))
+    return out
+
+
 def encode_ack(lane: str, upto: int, ranges: Sequence[tuple[int, int]],
                batch_id: str | None, key: bytes) -> bytes:
     """An ack MACed with the lane's own key (acks are per lane, central holds the key)."""

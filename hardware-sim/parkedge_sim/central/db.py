@@ -559,12 +559,3 @@ class CentralDB:
         return (0, None) if r is None else (int(r[0]), json.loads(r[1]))
 
 
-def ranges_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted seqs -> inclusive (lo, hi) runs."""
-    out: list[tuple[int, int]] = []
-    for s in seqs:
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        elif not out or s > out[-1][1]:
-            out.append((s, s))
-    return out

@@ -32,7 +32,7 @@ from edge.config.secret import read_secret_file
 from edge.fields import check_id, check_plate
 from edge.pricing import MemberSnapshot, earn_for_purchase, parse_bundle
 from edge.sync import codec, topics
-from parkedge_sim.central.db import CentralDB, CommitResult, ranges_of
+from parkedge_sim.central.db import CentralDB, CommitResult
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class _Marks:
             self.above.discard(self.upto)
 
     def ranges(self) -> list[tuple[int, int]]:
-        return ranges_of(sorted(self.above))[: codec.MAX_ACK_RANGES]
+        return codec.ranges_of(sorted(self.above))[: codec.MAX_ACK_RANGES]
 
 
 class CentralServer:
