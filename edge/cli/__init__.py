@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from edge.config import Config
 
 app = typer.Typer(
     name="parkedge",
@@ -11,6 +17,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def config_or_exit(path: Path) -> Config:
+    """The controller's config, or every error as ``key.path: reason`` on stderr and exit
+    status 2 (the status the unit does not restart)."""
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for key, reason in exc.errors:
+            typer.echo(f"{key}: {reason}" if key else reason, err=True)
+        raise typer.Exit(2) from None
 
 
 def _register() -> None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from edge.cli import app
-from edge.config import ConfigError, load_config
+from edge.cli import app, config_or_exit
+from edge.config import ConfigError
 
 
 @app.command("run")
@@ -16,12 +16,7 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="The controller's TOML config.")],
 ) -> None:
     """Run the lane daemon: logs JSON lines to stdout, notifies systemd when ready."""
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for path, reason in exc.errors:
-            typer.echo(f"{path}: {reason}" if path else reason, err=True)
-        raise typer.Exit(2) from None
+    cfg = config_or_exit(config)
     from edge.app import run_lane
     from edge.logs import setup_logging
 

@@ -24,8 +24,7 @@ from typing import Annotated
 
 import typer
 
-from edge.cli import app
-from edge.config import ConfigError, load_config
+from edge.cli import app, config_or_exit
 from edge.config.models import Config
 
 # Kernel modules that register a class's major on load: a class allowed by name only gets a
@@ -153,10 +152,5 @@ def systemd_dropin(
     config: Annotated[Path, typer.Option("--config", "-c", help="The controller's TOML config.")],
 ) -> None:
     """Print a systemd drop-in allowing exactly the device classes the config's devices use."""
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for path, reason in exc.errors:
-            typer.echo(f"{path}: {reason}" if path else reason, err=True)
-        raise typer.Exit(2) from None
+    cfg = config_or_exit(config)
     typer.echo(render_dropin(cfg, config), nl=False)
