@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (column lists as Alembic writes them)
 """pay station API keys; prepayment refunds; lanes disabled by staff (kept disabled when
 an ingest worker starts).
 
