@@ -376,9 +376,15 @@ def perks(month: Annotated[str | None, typer.Option(help="YYYY-MM (default: now'
 def serve(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
     """Serve the web API (uvicorn) and run the jobs; loopback unless TLS and an admin exist.
     With ``ingest.enabled`` an ingest worker runs in the same process."""
+    import signal
+
     from central.web.serve import serve as run
     c = _central(config)
     worker = None
+    # uvicorn handles SIGTERM (drains requests), then restores the handler it found and
+    # raises the signal again: with the default one the process died right there, before
+    # the ingest worker below was stopped. Ours ends the process through the finally.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if c.cfg.ingest.enabled:
             worker = _worker(c, None)
@@ -390,6 +396,10 @@ def serve(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
         if worker is not None:
             worker.stop()
         c.close()
+
+
+def _exit_on_sigterm(_sig: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _worker(c: Central, client_id: str | None) -> IngestWorker:
