@@ -152,10 +152,12 @@ def test_only_operations_registers_and_disables_lanes_audited(
     r = client.post("/api/sites/other/lanes", json={"lane_id": "X3", "kind": "exit"},
                     headers=h)
     assert r.status_code == 404 and r.json()["field"] == "site_id"
-    for body, field in [({"enabled": False}, "reason"), ({"reason": "x"}, "enabled"),
-                        ({"enabled": "no", "reason": "x"}, "enabled"),
-                        ({"enabled": False, "reason": ""}, "reason"),
-                        ({"enabled": False, "reason": "x", "by": "me"}, "by")]:
+    patches: list[tuple[dict[str, Any], str]] = [
+        ({"enabled": False}, "reason"), ({"reason": "x"}, "enabled"),
+        ({"enabled": "no", "reason": "x"}, "enabled"), ({"enabled": 0, "reason": "x"}, "enabled"),
+        ({"enabled": False, "reason": ""}, "reason"),
+        ({"enabled": False, "reason": "x", "by": "me"}, "by")]
+    for body, field in patches:
         r = client.patch(f"/api/sites/{SITE}/lanes/E1", json=body, headers=h)
         assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
     r = client.patch(f"/api/sites/{SITE}/lanes/NOPE", json={"enabled": False, "reason": "x"},
