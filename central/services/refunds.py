@@ -17,7 +17,8 @@ the refund (the protocol has no revocation message yet): central then receives t
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -25,29 +26,43 @@ from sqlalchemy.orm import Session
 
 from central.db.models import DownlinkOutbox, LaneEntry, Prepayment
 from central.services.errors import Invalid, NotFound, Refused
+from edge.store.codec import ts
+
+#: A lane uses a prepayment at an exit between its ``paid_at`` (less the lanes' clock skew)
+#: and its ``expires_at``; a reversed exit gives it back later. The margins bound the scan
+#: of ``lane_entries`` (by its ``at`` index) without missing either.
+BEFORE = timedelta(days=1)
+AFTER = timedelta(days=7)
 
 
-def lane_uses(s: Session, payment_id: str) -> list[dict[str, Any]]:
-    """The lanes' uses of this payment still standing: each exit that took it, less those a
-    reversed exit gave back (in the order the lanes wrote them)."""
-    like = f"%{payment_id}%"  # a coarse filter; the payload is checked below
+def lane_uses(s: Session, payments: Sequence[Prepayment]) -> dict[str, list[dict[str, Any]]]:
+    """payment id -> the lanes' uses of it still standing: each exit that took it, less
+    those a reversed exit gave back (in the order the lanes wrote them). One query over the
+    time window of all ``payments`` (``lane_entries.at`` is indexed), however many."""
+    out: dict[str, list[dict[str, Any]]] = {p.payment_id: [] for p in payments}
+    if not payments:
+        return out
+    lo = ts(min(p.paid_at for p in payments) - BEFORE)
+    hi = ts(max(p.expires_at for p in payments) + AFTER)
     rows = s.scalars(select(LaneEntry).where(
-        LaneEntry.kind.in_(("payment_received", "correction")), LaneEntry.payload.like(like))
+        LaneEntry.at >= lo, LaneEntry.at <= hi,
+        LaneEntry.kind.in_(("payment_received", "correction")),
+        LaneEntry.payload.like("%prepaid%"))  # coarse; each payload is checked below
         .order_by(LaneEntry.at, LaneEntry.id))
-    used: list[dict[str, Any]] = []
     for r in rows:
         p = json.loads(r.payload)
-        if (r.kind == "payment_received" and p.get("method") == "prepaid"
-                and p.get("payment_id") == payment_id):
-            used.append({"lane_id": r.lane_id, "seq": r.seq, "at": r.at,
+        uses = out.get(str(p.get("payment_id")))
+        if uses is None:
+            continue
+        if r.kind == "payment_received" and p.get("method") == "prepaid":
+            uses.append({"lane_id": r.lane_id, "seq": r.seq, "at": r.at,
                          "session_id": r.session_id})
-        elif (r.kind == "correction" and p.get("action") == "prepaid_returned"
-              and p.get("payment_id") == payment_id):
-            used = [u for u in used if u["session_id"] != r.session_id]
-    return used
+        elif r.kind == "correction" and p.get("action") == "prepaid_returned":
+            uses[:] = [u for u in uses if u["session_id"] != r.session_id]
+    return out
 
 
-def prepayment_json(s: Session, p: Prepayment) -> dict[str, Any]:
+def prepayment_json(p: Prepayment, used_by: list[dict[str, Any]]) -> dict[str, Any]:
     def iso(v: datetime | None) -> str | None:
         return v.isoformat() if v else None
 
@@ -57,14 +72,18 @@ def prepayment_json(s: Session, p: Prepayment) -> dict[str, Any]:
             "source": p.source, "created_at": iso(p.created_at),
             "cleared_at": iso(p.cleared_at), "refunded_at": iso(p.refunded_at),
             "refunded_by": p.refunded_by, "refund_reason": p.refund_reason,
-            "used_by": lane_uses(s, p.payment_id)}
+            "used_by": used_by}
+
+
+def _one(s: Session, p: Prepayment) -> dict[str, Any]:
+    return prepayment_json(p, lane_uses(s, [p])[p.payment_id])
 
 
 def get(s: Session, payment_id: str) -> dict[str, Any]:
     p = s.get(Prepayment, payment_id)
     if p is None:
         raise NotFound("payment_id", f"unknown prepayment {payment_id!r}")
-    return prepayment_json(s, p)
+    return _one(s, p)
 
 
 def listing(s: Session, *, plate: str | None = None, member_id: str | None = None,
@@ -77,7 +96,9 @@ def listing(s: Session, *, plate: str | None = None, member_id: str | None = Non
     if refunded is not None:
         q = q.where(Prepayment.refunded_at.is_not(None) if refunded
                     else Prepayment.refunded_at.is_(None))
-    return [prepayment_json(s, p) for p in s.scalars(q.limit(limit))]
+    rows = list(s.scalars(q.limit(limit)))
+    uses = lane_uses(s, rows)
+    return [prepayment_json(p, uses[p.payment_id]) for p in rows]
 
 
 def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetime
@@ -90,8 +111,8 @@ def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetim
     if p is None:
         raise NotFound("payment_id", f"unknown prepayment {payment_id!r}")
     if p.refunded_at is not None:
-        return prepayment_json(s, p), False
-    used = lane_uses(s, payment_id)
+        return _one(s, p), False
+    used = lane_uses(s, [p])[payment_id]
     if used:
         u = used[0]
         raise Refused("payment_id", f"prepayment {payment_id!r} was used by lane "
@@ -104,4 +125,4 @@ def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetim
     if p.cleared_at is None:
         p.cleared_at = now
     s.flush()
-    return prepayment_json(s, p), True
+    return prepayment_json(p, []), True

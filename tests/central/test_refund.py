@@ -136,7 +136,14 @@ def test_list_and_one_with_filters_and_bad_queries(central: Any,
     _pay(c, "p2", "12.50")
     with c.tx() as s:
         refunds.refund(s, "p2", actor="staff:ops", reason="x", now=c.now)
+    _pay(c, "p3")
+    _exit_used(c, "p3", 1, "sess-3")
     login(client, "aud")
+    used = {p["payment_id"]: [u["session_id"] for u in p["used_by"]]
+            for p in client.get("/api/prepayments").json()}
+    assert used == {"p1": [], "p2": [], "p3": ["sess-3"]}  # one query for the whole page
+    with c.tx() as s:
+        s.delete(s.get(Prepayment, "p3"))
     assert {p["payment_id"] for p in client.get("/api/prepayments").json()} == {"p1", "p2"}
     got = client.get("/api/prepayments", params={"refunded": "true"}).json()
     assert [(p["payment_id"], p["amount"]) for p in got] == [("p2", "12.50")]
