@@ -138,6 +138,12 @@ def test_api_records_with_the_key_once_and_names_bad_fields(central: Any) -> Non
         r = client.post(URL, content=b"x" * (2 * 1024 * 1024),
                         headers={**h, "content-type": "application/json"})
         assert r.status_code == 413
+        for content in (b'{"payment_id": "n1", "plate": "A1", "amount": 1e400}',
+                        b'{"payment_id": "n2", "plate": "A1", "amount": NaN}',
+                        b'{"payment_id": "n3", "plate": "A1", "amount": Infinity}'):
+            r = client.post(URL, content=content, headers={
+                **h, "content-type": "application/json"})
+            assert r.status_code == 422 and r.json()["field"] == "amount", r.text
         r = client.post(URL, content=b'{"payment_id": ', headers={
             **h, "content-type": "application/json"})
         assert r.status_code == 422

@@ -80,6 +80,12 @@ def test_refund_once_audited_and_cleared_from_the_broker(central: Any,
                         ({"reason": "x", "amount": "1.00"}, "amount")]:
         r = client.post(url, json=body, headers=h)
         assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    for content in (b'{"reason": NaN}', b'{"reason": 1e400}'):
+        r = client.post(url, content=content, headers={**h, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "reason", r.text
+    r = client.post(url, content=b'{"reason": "' + b"r" * 300_000 + b'"}',
+                    headers={**h, "content-type": "application/json"})
+    assert r.status_code == 413
     r = client.post("/api/prepayments/nope/refund", json={"reason": "x"}, headers=h)
     assert r.status_code == 404 and r.json()["field"] == "payment_id"
     r = client.post("/api/prepayments/..%2Fx/refund", json={"reason": "x"}, headers=h)

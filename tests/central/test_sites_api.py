@@ -160,6 +160,17 @@ def test_only_operations_registers_and_disables_lanes_audited(
     for body, field in patches:
         r = client.patch(f"/api/sites/{SITE}/lanes/E1", json=body, headers=h)
         assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    raw: list[tuple[bytes, int, str]] = [
+        (b'{"enabled": NaN, "reason": "x"}', 422, "enabled"),
+        (b'{"enabled": 1e400, "reason": "x"}', 422, "enabled"),
+        (b'{"enabled": false, "reason": 1e400}', 422, "reason"),
+        (b'{"enabled": false,', 422, ""),
+        (b'{"enabled": false, "reason": "' + b"x" * 300_000 + b'"}', 413, "body")]
+    for content, status, field in raw:
+        r = client.patch(f"/api/sites/{SITE}/lanes/E1", content=content,
+                         headers={**h, "content-type": "application/json"})
+        assert r.status_code == status, (content[:40], r.text)
+        assert not field or r.json()["field"] == field, (content[:40], r.text)
     r = client.patch(f"/api/sites/{SITE}/lanes/NOPE", json={"enabled": False, "reason": "x"},
                      headers=h)
     assert r.status_code == 404 and r.json()["field"] == "lane_id"
