@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from sqlalchemy.orm import Session
 
 from central.services import audit, prepay
 from central.web.schemas import Id, Money, PlateText
@@ -88,7 +89,7 @@ def post_prepayment(body: PrepaymentRequest, request: Request, who: PointsAdjust
     return record(request, s, body, source=body.source or who.actor, actor=who.actor)
 
 
-def record(request: Request, s: DB, body: PrepaymentFields, *, source: str,
+def record(request: Request, s: Session, body: PrepaymentFields, *, source: str,
            actor: str) -> JSONResponse:
     """Record (or replay) a prepayment and answer; the audit line for a new one. Shared by
     the staff route and the pay stations' (central/web/paystation.py)."""
