@@ -223,6 +223,9 @@ class Lane(Base):
     kind: Mapped[str] = mapped_column(String(8))  # entry|exit
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # who disabled it (staff:<name>): an ingest worker's start leaves such a lane disabled;
+    # None when enabled, or disabled only because it left the config (migration 0004)
+    disabled_by: Mapped[str | None] = mapped_column(String(80))
 
 
 class LaneEntry(Base):
@@ -334,3 +337,20 @@ class Prepayment(Base):
     message: Mapped[str] = mapped_column(Text)  # the signed prepaid message as sent
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # retained copy removed
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # migration 0004
+    refunded_by: Mapped[str | None] = mapped_column(String(80))
+    refund_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class Paystation(Base):
+    """A pay station that posts prepayments with its own API key (``X-API-Key``): only the
+    key's SHA-256 is kept, as for the shops' POS keys. Revoked keys stay (the audit trail
+    names them), inactive. Migration 0004."""
+
+    __tablename__ = "paystations"
+    paystation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

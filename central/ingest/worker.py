@@ -337,7 +337,8 @@ class IngestWorker:
     # ---------------------------------------------------------------- lanes
     def _upsert_lanes(self) -> None:
         """The configured lanes in ``lanes`` (the pages list them); a lane no longer in the
-        config is disabled, not deleted (its entries stay). Workers starting together may
+        config is disabled, not deleted (its entries stay); one staff disabled
+        (``disabled_by``) is not re-enabled. Workers starting together may
         race on the first insert: the loser finds the rows and updates them."""
         for attempt in range(3):
             try:
@@ -358,8 +359,9 @@ class IngestWorker:
                 if row is None:
                     s.add(Lane(site_id=self.site, lane_id=lane.id, name=lane.name,
                                kind=lane.kind, enabled=True, created_at=now))
-                else:
-                    row.name, row.kind, row.enabled = lane.name, lane.kind, True
+                else:  # a lane staff disabled stays disabled (until staff enable it)
+                    row.name, row.kind = lane.name, lane.kind
+                    row.enabled = row.disabled_by is None
             for row in have.values():
                 row.enabled = False
 

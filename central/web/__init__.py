@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from central import metrics
 from central.logs import ThrottledLog
 from central.services.errors import ServiceError
-from central.web import api, pages, pos, prepay
+from central.web import api, pages, paystation, pos, prepay, refund, sites
 from central.web.security import BodyLimit
 
 if TYPE_CHECKING:
@@ -91,6 +91,9 @@ def create_app(c: Central) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pos.router)
     app.include_router(prepay.router)
+    app.include_router(paystation.router)
+    app.include_router(refund.router)
+    app.include_router(sites.router)
     pages.install(app)
 
     @app.get("/healthz", include_in_schema=False)
