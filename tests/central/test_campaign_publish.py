@@ -1,0 +1,152 @@
+"""Publishing a campaign: the site's bundle (configured + published campaigns) is validated,
+signed and queued in the outbox with the campaign row and its audit line; a real lane on a
+real Mosquitto accepts it through the ingest leader, and accepts the bundle without it after
+an unpublish. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from parkedge_sim.broker import MosquittoBroker
+from sqlalchemy import select
+
+from central.app import Central
+from central.config import parse_config
+from central.db.models import AuditLog, Campaign, DownlinkOutbox
+from central.services import campaign_publish as cp
+from central.services import campaigns
+from central.services.errors import Invalid, NotFound, Refused
+from edge.pricing import RuleBundle
+from edge.pricing.bundle import parse_bundle
+from edge.sync import codec
+from tests.central.helpers import RULES, at
+from tests.central.test_ingest_mqtt import broker, lane, site_config, wait_until
+
+__all__ = ["broker"]  # the fixture, shared with the ingest tests
+
+SITE = "mall-1"
+NIGHT = {"name": "night_x2", "applies_to": "purchase", "time_window": ["18:00", "22:00"],
+         "multiplier": "2"}
+
+
+def _base() -> dict[str, Any]:
+    return campaigns.bundle_data(RULES)
+
+
+def _outbox_rules(s: Any) -> list[DownlinkOutbox]:
+    return list(s.scalars(select(DownlinkOutbox).where(DownlinkOutbox.topic == "rules")
+                          .order_by(DownlinkOutbox.id)))
+
+
+def test_publish_queues_the_signed_site_bundle_and_unpublish_takes_it_out(
+        central: Any) -> None:
+    key = Ed25519PrivateKey.generate()
+    now = at("2026-03-03 10:00")
+    with central.tx() as s:
+        p = cp.publish(s, site=SITE, base=_base(), key=key, campaign=NIGHT,
+                       budget=Decimal("5000"), actor="staff:mkt", now=now)
+    with central.tx() as s:
+        (row,) = _outbox_rules(s)
+        assert row.retain and row.site_id == SITE
+        signed = codec.parse_rules(row.payload.encode(), key.public_key(), SITE)
+        assert signed.serial == p.serial
+        bundle = parse_bundle(signed.bundle)
+        assert [c.name for c in bundle.campaigns][-1] == "night_x2"
+        assert bundle.version == p.bundle_version != "central-test-1"
+        assert cp.site_rules(s, SITE, _base()).version == p.bundle_version
+        c = s.scalar(select(Campaign))
+        assert c is not None and c.state == "published" and c.budget == Decimal("5000.00")
+        assert c.rules_serial == p.serial
+        audit = s.scalars(select(AuditLog).where(AuditLog.action == "campaign.publish")).one()
+        assert audit.actor == "staff:mkt" and json.loads(audit.after)["sent_to_lanes"]
+    # the same name again is refused, nothing written
+    with pytest.raises(Refused), central.tx() as s:
+        cp.publish(s, site=SITE, base=_base(), key=key, campaign=NIGHT, budget=None,
+                   actor="staff:mkt", now=now)
+    # a name of the configured bundle is refused too
+    with pytest.raises(Refused), central.tx() as s:
+        cp.publish(s, site=SITE, base=_base(), key=key,
+                   campaign={**NIGHT, "name": "brand_x3"}, budget=None, actor="staff:mkt",
+                   now=now)
+    # a table the lanes would refuse: refused here, no row, no message
+    with pytest.raises(Invalid), central.tx() as s:
+        cp.publish(s, site=SITE, base=_base(), key=key,
+                   campaign={**NIGHT, "name": "bad", "multiplier": "-3"}, budget=None,
+                   actor="staff:mkt", now=now)
+    with central.tx() as s:
+        assert len(_outbox_rules(s)) == 1 and s.scalar(
+            select(Campaign).where(Campaign.name == "bad")) is None
+    with central.tx() as s:
+        u = cp.unpublish(s, site=SITE, base=_base(), key=key, name="night_x2",
+                         actor="staff:mkt", now=now)
+    assert u.serial == p.serial + 1
+    with central.tx() as s:
+        last = _outbox_rules(s)[-1]
+        bundle = parse_bundle(codec.parse_rules(last.payload.encode(), key.public_key(),
+                                                SITE).bundle)
+        assert "night_x2" not in [c.name for c in bundle.campaigns]
+        assert bundle.version == "central-test-1"
+        assert s.scalar(select(Campaign)).state == "unpublished"  # type: ignore[union-attr]
+        assert [a.action for a in s.scalars(select(AuditLog).order_by(AuditLog.id))] == [
+            "campaign.publish", "campaign.unpublish"]
+        # the page's list keeps it, with its state
+        assert [(x["name"], x["state"]) for x in campaigns.published(s, SITE)] == [
+            ("night_x2", "unpublished")]
+    with pytest.raises(Refused), central.tx() as s:
+        cp.unpublish(s, site=SITE, base=_base(), key=key, name="night_x2",
+                     actor="staff:mkt", now=now)
+    with pytest.raises(NotFound), central.tx() as s:
+        cp.unpublish(s, site=SITE, base=_base(), key=key, name="nope", actor="staff:mkt",
+                     now=now)
+    # published again: the row comes back with the next serial
+    with central.tx() as s:
+        again = cp.publish(s, site=SITE, base=_base(), key=key, campaign=NIGHT, budget=None,
+                           actor="staff:mkt", now=now)
+    assert again.serial == u.serial + 1 and again.bundle_version == p.bundle_version
+
+
+def _names(b: RuleBundle) -> list[str]:
+    return [c.name for c in b.campaigns]
+
+
+def test_a_real_lane_accepts_the_published_campaign_and_its_removal(
+        tmp_path: Path, db_url: str, broker: MosquittoBroker) -> None:
+    d, pub = site_config(tmp_path, db_url, broker.port)
+    c = Central.from_config(parse_config(d))
+    worker = c.ingest_worker(client_id="central-campaigns")
+    worker.start()
+    seen: list[RuleBundle] = []
+    store, sync = lane(tmp_path, "entry-1", broker.port, pub, seen)
+    try:
+        sync.start()
+        assert wait_until(lambda: sync.state.rules_serial()[1] == "central-test-1")
+        with c.tx() as s:
+            p = cp.publish(s, site=SITE, base=_base(), key=worker.signing_key,
+                           campaign=NIGHT, budget=None, actor="staff:mkt", now=c.clock())
+        assert wait_until(lambda: sync.state.rules_serial() == (p.serial, p.bundle_version))
+        assert "night_x2" in _names(seen[-1])
+        assert not sync.refusals.counts
+        # a new leader (restart) republishes the same bundle: the lane keeps it
+        worker.stop()
+        n = len(seen)
+        worker = c.ingest_worker(client_id="central-campaigns-2")
+        worker.start()
+        assert wait_until(lambda: len(seen) > n, timeout=10)  # the republished copy
+        assert _names(seen[-1])[-1] == "night_x2"
+        assert sync.state.rules_serial() == (p.serial, p.bundle_version)
+        with c.tx() as s:
+            u = cp.unpublish(s, site=SITE, base=_base(), key=worker.signing_key,
+                             name="night_x2", actor="staff:mkt", now=c.clock())
+        assert wait_until(lambda: sync.state.rules_serial() == (u.serial, "central-test-1"))
+        assert "night_x2" not in _names(seen[-1])
+        assert not sync.refusals.counts
+    finally:
+        sync.stop()
+        worker.stop()
+        store.close()
+        c.close()
