@@ -21,7 +21,6 @@ import copy
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.ingest import state
 from central.db.models import Campaign, Member, Purchase
+from central.ingest import state
 from central.services.campaign_publish import campaign_json
 from central.services.figures import CENT, month_bounds, month_range
 from edge.pricing import RuleBundle

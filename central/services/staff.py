@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "points:adjust": frozenset({"operations"}),
     "shops:write": frozenset({"operations", "admin"}),
     "rewards:write": frozenset({"marketing"}),
+    "campaigns:write": frozenset({"marketing"}),
     "users:write": frozenset({"admin"}),
 }
 

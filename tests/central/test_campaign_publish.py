@@ -150,3 +150,78 @@ def test_a_real_lane_accepts_the_published_campaign_and_its_removal(
         worker.stop()
         store.close()
         c.close()
+
+
+# ---------------------------------------------------------------- the JSON API
+API_PW = "correct horse battery"
+
+
+def _api_login(client: Any, user: str) -> dict[str, str]:
+    r = client.post("/api/staff/login", json={"username": user, "password": API_PW})
+    assert r.status_code == 200, r.text
+    return {"X-CSRF-Token": r.json()["csrf_token"]}
+
+
+def test_api_lists_validates_publishes_and_unpublishes(central: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from central.services import staff
+    from central.web import create_app
+
+    with central.tx() as s:
+        staff.add_user(s, "mkt", "marketing", API_PW, central.now)
+        staff.add_user(s, "aud", "auditor", API_PW, central.now)
+    app = create_app(central)
+    with TestClient(app, base_url="https://testserver") as client:
+        h = _api_login(client, "mkt")
+        draft = {"name": "night_x2", "time_from": "18:00", "time_to": "22:00",
+                 "multiplier": "2", "budget": "500", "categories": ["dining"]}
+        r = client.post("/api/campaigns/validate", json=draft, headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["campaign"]["time_window"] == ["18:00", "22:00"]
+        assert 'categories = ["dining"]' in r.json()["toml"]
+        # every bad field named, as the form names them
+        r = client.post("/api/campaigns/validate", headers=h, json={
+            **draft, "multiplier": "abc", "time_to": "", "date_from": "2026-13-01"})
+        assert r.status_code == 422
+        assert {e["field"] for e in r.json()["errors"]} >= {"multiplier", "time_from",
+                                                            "date_from"}
+        r = client.post("/api/campaigns/validate", headers=h, json={**draft, "bogus": 1})
+        assert r.status_code == 422 and r.json()["field"] == "bogus"
+        # no signing key: 409, nothing recorded
+        r = client.post("/api/campaigns", json=draft, headers=h)
+        assert r.status_code == 409 and r.json()["field"] == "ingest.signing_key"
+        key = Ed25519PrivateKey.generate()
+        app.state.signing_key = key
+        r = client.post("/api/campaigns", json=draft, headers=h)
+        assert r.status_code == 201, r.text
+        serial = r.json()["rules_serial"]
+        r2 = client.post("/api/campaigns", json=draft, headers=h)  # the name is taken
+        assert r2.status_code == 422 and r2.json()["field"] == "name"
+        names = [(c["name"], c["source"]) for c in client.get("/api/campaigns").json()]
+        assert ("brand_x3", "bundle") in names and ("night_x2", "central") in names
+        one = client.get("/api/campaigns/night_x2").json()
+        assert one["state"] == "published" and one["rules_serial"] == serial
+        assert one["figures"]["points_given"] == 0 and one["budget"] == "500.00"
+        assert client.get("/api/campaigns/brand_x3").json()["source"] == "bundle"
+        assert client.get("/api/campaigns/nope").status_code == 404
+        bundle = client.get("/api/campaigns/bundle").json()
+        assert bundle["campaigns"][-1]["name"] == "night_x2"
+        assert bundle["version"] == r.json()["bundle_version"]
+        assert client.get("/api/campaigns/night_x2/figures").json()["underperforming"] is False
+        # an auditor reads, and may not write
+        client.cookies.clear()
+        ha = _api_login(client, "aud")
+        assert client.get("/api/campaigns").status_code == 200
+        assert client.post("/api/campaigns/validate", json=draft,
+                           headers=ha).status_code == 403
+        assert client.post("/api/campaigns/night_x2/unpublish",
+                           headers=ha).status_code == 403
+        client.cookies.clear()
+        h = _api_login(client, "mkt")
+        assert client.post("/api/campaigns/night_x2/unpublish", headers={}).status_code == 403
+        r = client.post("/api/campaigns/night_x2/unpublish", headers=h)
+        assert r.status_code == 200 and r.json()["rules_serial"] == serial + 1
+        assert client.get("/api/campaigns/night_x2").json()["state"] == "unpublished"
+        assert client.get("/api/campaigns/bundle").json()["version"] == "central-test-1"
+        assert "/api/campaigns/validate" in client.get("/openapi.json").json()["paths"]
