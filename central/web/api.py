@@ -362,7 +362,8 @@ def put_reward(reward_id: str, body: RewardBody, request: Request, who: RewardsW
     before = rewards.reward_json(old) if old else None
     r = rewards.put_reward(s, reward_id=reward_id, kind=body.kind, name=body.name,
                            points=body.points, value=Decimal(body.value), hours=body.hours,
-                           active=body.active)
+                           active=body.active, tiers=body.tiers, category=body.category,
+                           stock=body.stock, known_tiers=central_of(request).rules.tier_names)
     after = rewards.reward_json(r)
     audit.record(s, actor=who.actor, action="reward.put", target=f"reward:{reward_id}",
                  at=central_of(request).clock(), before=before, after=after)

@@ -123,3 +123,59 @@ def test_concurrent_redemptions_never_take_more_than_the_stock(central: Any) -> 
         spent = {m.member_id: m.balance for m in s.scalars(select(Member))}
     assert sorted(m for m, b in spent.items() if b == 90) == oks
     assert all(b == 100 for m, b in spent.items() if m not in oks)
+
+
+def test_rewards_page_and_api_carry_tiers_category_and_stock(central: Any) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from central.services import staff
+    from central.web import create_app
+
+    c = central
+    pw = "correct horse battery"
+    with c.tx() as s:
+        staff.add_user(s, "mkt", "marketing", pw, c.now)
+        m = members.enrol(s, c.rules, member_id="M1", phone="13800000001", name="Li",
+                          tier="member", now=at("2026-01-01 09:00"), password=pw)
+        points.accrue(s, c.rules, m, 500, at("2026-01-01 09:00"), lot_id="seed",
+                      source="test")
+    with TestClient(create_app(c), base_url="https://testserver") as client:
+        page = client.get("/login")
+        tok = re.search(r'name="login_token" value="([^"]*)"', page.text)
+        assert tok
+        client.post("/login", data={"username": "mkt", "password": pw, "next": "",
+                                    "login_token": tok.group(1)})
+        csrf = re.search(r'name="csrf_token" value="([^"]*)"', client.get("/rewards").text)
+        assert csrf
+        form = {"csrf_token": csrf.group(1), "reward_id": "lounge", "name": "Lounge",
+                "points": "50", "value": "20", "kind": "experience", "category": "lifestyle",
+                "stock": "2", "tiers": ["gold"], "active": "on"}
+        r = client.post("/rewards", data=form, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        bad = client.post("/rewards", data={**form, "kind": "parking_hours", "hours": "1"})
+        assert bad.status_code == 422 and 'id="rw-stock-err"' in bad.text
+        page = client.get("/rewards").text
+        row = page[page.index("<td>lounge</td>"):].split("</tr>")[0]
+        assert "lifestyle" in row and "gold" in row and ">2<" in row
+        r = client.post("/api/staff/login", json={"username": "mkt", "password": pw})
+        h = {"X-CSRF-Token": r.json()["csrf_token"]}
+        r = client.put("/api/rewards/mug", headers=h, json={
+            "kind": "merchandise", "name": "Mug", "points": 10, "value": "1.00",
+            "category": "gifts", "stock": 0, "tiers": ["member", "gold"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["stock"] == 0 and r.json()["tiers"] == ["gold", "member"]
+        r = client.put("/api/rewards/mug2", headers=h, json={
+            "kind": "merchandise", "name": "Mug", "points": 10, "value": "1.00",
+            "tiers": ["diamond"]})
+        assert r.status_code == 422 and r.json()["field"] == "tiers"
+        # the member's portal: the gold-only lounge is not offered, the mug is out of stock
+        client.cookies.clear()
+        page = client.get("/m/login")
+        tok = re.search(r'name="login_token" value="([^"]*)"', page.text)
+        assert tok
+        client.post("/m/login", data={"phone": "13800000001", "secret": pw, "next": "",
+                                      "login_token": tok.group(1)})
+        home = client.get("/m").text
+        assert "Lounge" not in home and "Mug" in home and "已兑完" in home

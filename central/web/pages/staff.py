@@ -254,7 +254,8 @@ def rewards_context(s: Any, c: Any) -> dict[str, Any]:
             blocked[r.reward_id] = sum(1 for v in used_by_member.values()
                                        if Decimal(v) + r.value > cap)
     return {"catalogue": cat, "counts": counts, "cap": cap, "month": month, "at_cap": at_cap,
-            "blocked": blocked, "tiers": c.rules.tier_names, "kinds": rewards.KINDS}
+            "blocked": blocked, "tiers": c.rules.tier_names, "kinds": rewards.KINDS,
+            "reward_tiers": {r.reward_id: rewards.tiers_of(r) for r in cat}}
 
 
 @router.get("/rewards", response_class=HTMLResponse)
@@ -290,6 +291,14 @@ async def rewards_post(request: Request, s: DB) -> Response:
             hours = int(f["hours"])
         except ValueError:
             errors["hours"] = "a whole number"
+    stock: int | None = None
+    if f.get("stock", "").strip():
+        try:
+            stock = int(f["stock"])
+        except ValueError:
+            errors["stock"] = "a whole number"
+    raw = await request.form()
+    tiers = [v for v in raw.getlist("tiers") if isinstance(v, str)] or None
     rid = f.get("reward_id", "").strip()
     if not errors:
         old = s.get(Reward, rid)
@@ -298,7 +307,9 @@ async def rewards_post(request: Request, s: DB) -> Response:
             with s.begin_nested():
                 r = rewards.put_reward(s, reward_id=rid, kind=f.get("kind", ""),
                                        name=f.get("name", ""), points=pts, value=value,
-                                       hours=hours, active=f.get("active") == "on")
+                                       hours=hours, active=f.get("active") == "on",
+                                       tiers=tiers, category=f.get("category", "").strip()
+                                       or None, stock=stock, known_tiers=c.rules.tier_names)
                 s.flush()
         except ServiceError as exc:
             errors[exc.field] = exc.message
