@@ -79,3 +79,35 @@ def test_an_unpublished_campaign_counts_until_it_was_unpublished(central: Any) -
                              at("2026-03-12 12:00"))
     assert f.end == at("2026-03-03 12:30")
     assert (f.points_given, f.members_reached) == (40, 1)  # M2's purchase came after
+
+
+def test_the_campaign_page_shows_its_figures_and_flag(central: Any) -> None:
+    import json
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from central.services import staff
+    from central.web import create_app
+
+    c = central
+    _seed(c)
+    c.now = at("2026-03-12 12:00")
+    pw = "correct horse battery"
+    with c.tx() as s:
+        staff.add_user(s, "aud", "auditor", pw, c.now)
+    with TestClient(create_app(c), base_url="https://testserver") as client:
+        r = client.post("/api/staff/login", json={"username": "aud", "password": pw})
+        assert r.status_code == 200
+        page = client.get("/campaigns/tuesday_x2")
+        assert page.status_code == 200, page.text
+        assert re.search(r'id="cf-given">70<', page.text)
+        assert re.search(r'id="cf-reached">2<', page.text)
+        m = re.search(r'id="cf-data">(.*?)</script>', page.text)
+        assert m and json.loads(m.group(1))["f"]["points_by_day"][1] == 70
+        assert 'id="underperforming"' not in page.text  # ¥3.50 for ¥150 brought
+        listing = client.get("/campaigns").text
+        assert 'href="/campaigns/tuesday_x2"' in listing
+        assert client.get("/campaigns/nope").status_code == 404
+        api = client.get("/api/campaigns/tuesday_x2/figures").json()
+        assert api["points_given"] == 70 and api["underperforming"] is False

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
-from central.db.models import Member, Plate, Redemption, Reward
+from central.db.models import Campaign, Member, Plate, Redemption, Reward
 from central.services import (
     audit,
     campaign_publish,
@@ -23,6 +23,7 @@ from central.services import (
     sessions,
     signin,
 )
+from central.services.campaign_figures import campaign_figures
 from central.services.errors import ServiceError
 from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
 from central.services.staff import allowed
@@ -398,6 +399,23 @@ def site_base(s: Any, c: Any) -> dict[str, Any]:
     """The site's bundle as the lanes run it: the configured one plus published campaigns."""
     return campaign_publish.site_bundle(s, c.cfg.site.site_id,
                                         campaigns.bundle_data(c.cfg.rules.bundle))
+
+
+@router.get("/campaigns/{name}", response_class=HTMLResponse)
+def campaign_page(name: str, request: Request, s: DB) -> Response:
+    """One campaign published here: its state, its own figures as charts, its table."""
+    who = staff_of(request, s, "campaigns")
+    c = central_of(request)
+    row = s.scalar(select(Campaign).where(Campaign.site_id == c.cfg.site.site_id,
+                                          Campaign.name == name))
+    if row is None:
+        return _campaigns_render(request, s, who, status=404,
+                                 page_error=f"unknown campaign {name[:64]!r}")
+    f = campaign_figures(s, row, campaigns.bundle_data(c.cfg.rules.bundle),
+                         c.cfg.points.cost_per_point, c.clock())
+    cj = campaign_publish.campaign_json(row)
+    return Ctx(request, who).render("campaign.html", c=cj, f=f.json(),
+                                    toml=campaigns.to_toml(cj["campaign"]))
 
 
 async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
