@@ -139,7 +139,7 @@ def campaign_figures(s: Session, row: Campaign, base: dict[str, Any], cost_per_p
     before = visit_days(s, with_, lo - length, lo) if length else {}
     during = visit_days(s, with_, lo, hi) if length else {}
     spend, spend_before = _spend(s, lo, hi), _spend(s, lo - length, lo)
-    days = []
+    days: list[str] = []
     d = lo.astimezone(with_.tz).date()
     last = (hi - timedelta(microseconds=1)).astimezone(with_.tz).date()
     while d <= last and len(days) < MAX_DAYS and length:

@@ -91,7 +91,7 @@ def test_publish_queues_the_signed_site_bundle_and_unpublish_takes_it_out(
                                                 SITE).bundle)
         assert "night_x2" not in [c.name for c in bundle.campaigns]
         assert bundle.version == "central-test-1"
-        assert s.scalar(select(Campaign)).state == "unpublished"  # type: ignore[union-attr]
+        assert s.scalar(select(Campaign)).state == "unpublished"
         assert [a.action for a in s.scalars(select(AuditLog).order_by(AuditLog.id))] == [
             "campaign.publish", "campaign.unpublish"]
         # the page's list keeps it, with its state
