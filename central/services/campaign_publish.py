@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -66,6 +67,25 @@ def site_bundle(s: Session, site: str, base: dict[str, Any]) -> dict[str, Any]:
 def site_rules(s: Session, site: str, base: dict[str, Any]) -> RuleBundle:
     """The rule bundle the lanes run now (for forecasts and figures)."""
     return parse_bundle(site_bundle(s, site, base))
+
+
+_parsed: dict[tuple[str, str], RuleBundle] = {}
+
+
+def current_rules(s: Session, site: str, path: Path, configured: RuleBundle) -> RuleBundle:
+    """What central earns purchases with: ``configured`` while nothing is published here,
+    else the site's bundle, parsed once per content (a cache keyed by the bundle's digest,
+    so every worker agrees whichever of them published)."""
+    if not published_rows(s, site):
+        return configured
+    bundle = site_bundle(s, site, state.bundle_json(path))
+    key = (site, hashlib.sha256(codec.canonical(bundle)).hexdigest())
+    got = _parsed.get(key)
+    if got is None:
+        if len(_parsed) >= 16:
+            _parsed.clear()
+        got = _parsed[key] = parse_bundle(bundle)
+    return got
 
 
 def _lock(s: Session) -> None:

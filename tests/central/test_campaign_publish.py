@@ -225,3 +225,39 @@ def test_api_lists_validates_publishes_and_unpublishes(central: Any) -> None:
         assert client.get("/api/campaigns/night_x2").json()["state"] == "unpublished"
         assert client.get("/api/campaigns/bundle").json()["version"] == "central-test-1"
         assert "/api/campaigns/validate" in client.get("/openapi.json").json()["paths"]
+
+
+def test_pos_purchases_earn_with_the_published_campaign(central: Any) -> None:
+    """Purchases earn at central: a purchase campaign published here applies to them, and
+    no longer after it is unpublished."""
+    from fastapi.testclient import TestClient
+
+    from central.services import members, purchases
+    from central.web import create_app
+
+    key = Ed25519PrivateKey.generate()
+    with central.tx() as s:
+        api_key = purchases.add_shop(s, "shoe-2", "Shoes", "retail")
+        members.enrol(s, central.rules, member_id="M1", phone=None, name="Li", tier="member",
+                      now=at("2026-01-01 09:00"))
+    buy = {"shop_id": "shoe-2", "member_id": "M1", "amount": "60.00",
+           "at": "2026-03-03T10:00:00+08:00"}  # a Tuesday: retail ¥60 is 60 points
+    h = {"X-API-Key": api_key}
+    with TestClient(create_app(central), base_url="https://testserver") as client:
+        r = client.post("/api/pos/purchases", json={**buy, "idempotency_key": "p1"}, headers=h)
+        assert r.status_code == 201 and r.json()["points"] == 60
+        with central.tx() as s:
+            cp.publish(s, site=SITE, base=_base(), key=key,
+                       campaign={"name": "retail_x2", "applies_to": "purchase",
+                                 "categories": ["retail"], "multiplier": "2"},
+                       budget=None, actor="staff:mkt", now=central.now)
+        r = client.post("/api/pos/purchases", json={**buy, "idempotency_key": "p2"}, headers=h)
+        assert r.status_code == 201 and "retail_x2" in r.json()["rules_fired"]
+        assert r.json()["points"] == 40  # 120, but 100 a day with the first 60
+        with central.tx() as s:
+            cp.unpublish(s, site=SITE, base=_base(), key=key, name="retail_x2",
+                         actor="staff:mkt", now=central.now)
+        central.now = at("2026-03-04 12:00")
+        buy["at"] = "2026-03-04T10:00:00+08:00"
+        r = client.post("/api/pos/purchases", json={**buy, "idempotency_key": "p3"}, headers=h)
+        assert r.json()["points"] == 60 and "retail_x2" not in r.json()["rules_fired"]
