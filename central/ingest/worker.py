@@ -45,7 +45,7 @@ from central.config import CentralConfig
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
-from central.services.campaign_publish import site_bundle
+from central.services.campaign_publish import lock, site_bundle
 from edge.pricing import RuleBundle
 from edge.sync import codec, topics
 
@@ -492,6 +492,7 @@ class IngestWorker:
             qos=1, retain=True)
         base = state.bundle_json(self.central.cfg.rules.bundle)
         with self.central.tx() as s:  # the configured bundle plus the published campaigns
+            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
             bundle = site_bundle(s, self.site, base)
             serial = state.rules_serial(s, bundle, self.central.clock())
         self._client.publish(topics.rules(self.site), codec.sign_rules(

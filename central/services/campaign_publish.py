@@ -88,7 +88,8 @@ def current_rules(s: Session, site: str, path: Path, configured: RuleBundle) -> 
     return got
 
 
-def _lock(s: Session) -> None:
+def lock(s: Session) -> None:
+    """Serialise whatever gives a bundle its serial (publishes, the leader's republish)."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK})
 
@@ -114,7 +115,7 @@ def publish(s: Session, *, site: str, base: dict[str, Any], key: Ed25519PrivateK
     """Record ``campaign`` (a ``[[campaigns]]`` table already checked by ``read_form``) as
     published and queue the new bundle, audited. A published name is refused (409); an
     unpublished one is published again with the new table."""
-    _lock(s)
+    lock(s)
     name = str(campaign.get("name", ""))
     if not name:
         raise Invalid("name", "required")
@@ -144,7 +145,7 @@ def publish(s: Session, *, site: str, base: dict[str, Any], key: Ed25519PrivateK
 def unpublish(s: Session, *, site: str, base: dict[str, Any], key: Ed25519PrivateKey,
               name: str, actor: str, now: datetime) -> Published:
     """Take a published campaign out of the site's bundle and queue the bundle, audited."""
-    _lock(s)
+    lock(s)
     row = s.scalar(select(Campaign).where(Campaign.site_id == site, Campaign.name == name)
                    .with_for_update())
     if row is None:
