@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from central.db.models import Coupon, Redemption, Reward
+from central.db.models import Coupon, Member, Redemption, Reward
 from central.services.errors import Forbidden, Invalid, NotFound, Refused
 from central.services.points import lock_member, spend
 from edge.fields import FieldError, check_id
@@ -119,6 +119,32 @@ def redeemed_value(s: Session, member_id: str, month: str) -> Decimal:
     v = s.scalar(select(func.sum(Redemption.value)).where(
         Redemption.member_id == member_id, Redemption.month == month))
     return v if isinstance(v, Decimal) else Decimal("0.00")  # SUM keeps the Cents type
+
+
+def catalogue_for(s: Session, rules: RuleBundle, member_id: str, spendable: int,
+                  now: datetime) -> dict[str, Any]:
+    """The active rewards a member's tier may redeem, each saying whether it can be redeemed
+    now and, if not, why (points short, the monthly cap, out of stock): the cap shown where
+    it bites."""
+    m = s.get(Member, member_id)
+    if m is None:
+        raise NotFound("member_id", f"unknown member {member_id!r}")
+    month = month_of(rules, now)
+    cap = rules.monthly_cap_value
+    used = redeemed_value(s, member_id, month)
+    left = None if cap is None else max(cap - used, Decimal("0.00"))
+    out = []
+    for r in s.scalars(select(Reward).where(Reward.active.is_(True))
+                       .order_by(Reward.points, Reward.reward_id)):
+        allowed = tiers_of(r)
+        if allowed is not None and m.tier not in allowed:
+            continue
+        why = ("out_of_stock" if r.stock == 0 else
+               "monthly_cap" if left is not None and r.value > left else
+               "points" if r.points > spendable else None)
+        out.append({**reward_json(r), "redeemable": why is None, "why_not": why})
+    return {"month": month, "cap": None if cap is None else str(cap), "redeemed": str(used),
+            "cap_left": None if left is None else str(left), "rewards": out}
 
 
 @dataclass(frozen=True)

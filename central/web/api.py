@@ -219,8 +219,13 @@ def my_redemptions(who: AMember, s: DB) -> Any:
 
 
 @router.get("/me/rewards", tags=["member portal"])
-def my_rewards(who: AMember, s: DB) -> Any:
-    return rewards_view(s, True)
+def my_rewards(who: AMember, request: Request, s: DB) -> Any:
+    """The rewards this member's tier may redeem; each says whether it can be redeemed now
+    and why not (``points``, ``monthly_cap``, ``out_of_stock``); the month's cap beside."""
+    c = central_of(request)
+    now = c.clock()
+    return rewards.catalogue_for(s, c.rules, who.member_id,
+                                 points.spendable(s, who.member_id, now), now)
 
 
 @router.post("/me/redemptions", status_code=201, tags=["member portal"])

@@ -181,3 +181,27 @@ def test_rewards_page_and_api_carry_tiers_category_and_stock(central: Any) -> No
                                       "login_token": tok.group(1)})
         home = client.get("/m").text
         assert "Lounge" not in home and "Mug" in home and "已兑完" in home
+        mine = client.get("/api/me/rewards").json()
+        assert [(r["reward_id"], r["why_not"]) for r in mine["rewards"]] == [
+            ("mug", "out_of_stock")]
+        assert mine["cap_left"] == "200.00"
+
+
+def test_the_members_catalogue_says_why_not(central: Any) -> None:
+    c = central
+    with c.tx() as s:
+        _member(c, s, "M1", "member", 100)
+        for rid, kind, pts, value, kw in [
+                ("spa", "experience", 10, "190", {}),  # over the cap after the mug
+                ("mug", "merchandise", 10, "20", {"stock": 1}),
+                ("bag", "merchandise", 500, "5", {}),  # more points than M1 has
+                ("vip", "experience", 5, "1", {"tiers": ["gold"]})]:  # not M1's tier
+            rewards.put_reward(s, reward_id=rid, kind=kind, name=rid, points=pts,
+                               value=Decimal(value), **kw)
+        rewards.redeem(s, c.rules, member_id="M1", reward_id="mug", redemption_key="k1",
+                       now=NOW)
+    with c.tx() as s:
+        cat = rewards.catalogue_for(s, c.rules, "M1", points.spendable(s, "M1", NOW), NOW)
+    assert (cat["cap"], cat["redeemed"], cat["cap_left"]) == ("200", "20.00", "180.00")
+    why = {r["reward_id"]: r["why_not"] for r in cat["rewards"]}
+    assert why == {"mug": "out_of_stock", "spa": "monthly_cap", "bag": "points"}
