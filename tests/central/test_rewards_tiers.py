@@ -191,11 +191,12 @@ def test_the_members_catalogue_says_why_not(central: Any) -> None:
     c = central
     with c.tx() as s:
         _member(c, s, "M1", "member", 100)
-        for rid, kind, pts, value, kw in [
-                ("spa", "experience", 10, "190", {}),  # over the cap after the mug
-                ("mug", "merchandise", 10, "20", {"stock": 1}),
-                ("bag", "merchandise", 500, "5", {}),  # more points than M1 has
-                ("vip", "experience", 5, "1", {"tiers": ["gold"]})]:  # not M1's tier
+        catalogue: list[tuple[str, str, int, str, dict[str, Any]]] = [
+            ("spa", "experience", 10, "190", {}),  # over the cap after the mug
+            ("mug", "merchandise", 10, "20", {"stock": 1}),
+            ("bag", "merchandise", 500, "5", {}),  # more points than M1 has
+            ("vip", "experience", 5, "1", {"tiers": ["gold"]})]  # not M1's tier
+        for rid, kind, pts, value, kw in catalogue:
             rewards.put_reward(s, reward_id=rid, kind=kind, name=rid, points=pts,
                                value=Decimal(value), **kw)
         rewards.redeem(s, c.rules, member_id="M1", reward_id="mug", redemption_key="k1",
