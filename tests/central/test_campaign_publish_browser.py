@@ -105,6 +105,7 @@ def test_publish_through_the_form_and_the_lane_accepts_it(site: dict[str, Any],
     page.goto(site["url"] + "/campaigns/evening_x2")
     page.wait_for_selector("body[data-charts=ready]")
     assert page.locator("#cf-given").inner_text() == "0"
+    shot(page, "campaign-figures")
     with page.expect_navigation():
         page.goto(site["url"] + "/campaigns")
     with page.expect_navigation():
