@@ -162,6 +162,17 @@ def unpublish(s: Session, *, site: str, base: dict[str, Any], key: Ed25519Privat
     return Published(name, serial, version)
 
 
+def sent_bundle(s: Session, site: str, serial: int) -> dict[str, Any] | None:
+    """The bundle exactly as it was signed under ``serial`` (from the outbox), if kept."""
+    for row in s.scalars(select(DownlinkOutbox).where(DownlinkOutbox.site_id == site,
+                                                      DownlinkOutbox.topic == "rules")
+                         .order_by(DownlinkOutbox.id.desc())):
+        msg = json.loads(row.payload)
+        if msg.get("serial") == serial and isinstance(msg.get("bundle"), dict):
+            return dict(msg["bundle"])
+    return None
+
+
 def campaign_json(r: Campaign) -> dict[str, Any]:
     return {"name": r.name, "campaign": json.loads(r.body), "state": r.state,
             "budget": None if r.budget is None else str(r.budget),

@@ -167,6 +167,21 @@ def one(name: str, request: Request, who: Reader, s: DB) -> Any:
             "figures": fig.json()}
 
 
+@router.get("/{name}/bundle")
+def its_bundle(name: str, request: Request, who: Reader, s: DB) -> Any:
+    """The campaign's table (and TOML), and the site bundle it was published in, as signed
+    and sent to the lanes (serial and version)."""
+    r = _row(s, request, name)
+    if r is None:
+        raise http_error(404, "name", f"unknown campaign {name!r}", "notfound")
+    cj = campaign_publish.campaign_json(r)
+    sent = None if r.rules_serial is None else campaign_publish.sent_bundle(
+        s, _site(request), r.rules_serial)
+    return {"name": r.name, "campaign": cj["campaign"], "toml": campaigns.to_toml(
+        cj["campaign"]), "rules_serial": r.rules_serial, "bundle_version": r.bundle_version,
+        "bundle": sent}
+
+
 @router.get("/{name}/figures")
 def figures(name: str, request: Request, who: Reader, s: DB) -> Any:
     """Points it gave, members reached, visits and spend against the window before, cost

@@ -209,6 +209,10 @@ def test_api_lists_validates_publishes_and_unpublishes(central: Any) -> None:
         assert bundle["campaigns"][-1]["name"] == "night_x2"
         assert bundle["version"] == r.json()["bundle_version"]
         assert client.get("/api/campaigns/night_x2/figures").json()["underperforming"] is False
+        its = client.get("/api/campaigns/night_x2/bundle").json()
+        assert its["rules_serial"] == serial and its["bundle"]["version"] == bundle["version"]
+        assert its["bundle"]["campaigns"][-1] == its["campaign"]
+        assert its["toml"].startswith("[[campaigns]]")
         # an auditor reads, and may not write
         client.cookies.clear()
         ha = _api_login(client, "aud")
