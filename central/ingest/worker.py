@@ -45,6 +45,7 @@ from central.config import CentralConfig
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
+from central.services.campaign_publish import lock, site_bundle
 from edge.pricing import RuleBundle
 from edge.sync import codec, topics
 
@@ -491,8 +492,10 @@ class IngestWorker:
         self._client.publish(topics.lanes(self.site), state.roster(
             self.site, self.lane_keys, self._roster_serial, self.signing_key),
             qos=1, retain=True)
-        bundle = state.bundle_json(self.central.cfg.rules.bundle)
-        with self.central.tx() as s:
+        base = state.bundle_json(self.central.cfg.rules.bundle)
+        with self.central.tx() as s:  # the configured bundle plus the published campaigns
+            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
+            bundle = site_bundle(s, self.site, base)
             serial = state.rules_serial(s, bundle, self.central.clock())
         self._client.publish(topics.rules(self.site), codec.sign_rules(
             bundle, serial, self.signing_key, self.site), qos=1, retain=True)

@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "shops:write": frozenset({"operations", "admin"}),
     "lanes:write": frozenset({"operations"}),
     "rewards:write": frozenset({"marketing"}),
+    "campaigns:write": frozenset({"marketing"}),
     "users:write": frozenset({"admin"}),
 }
 
