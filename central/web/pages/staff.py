@@ -32,7 +32,7 @@ from central.web.security import DB, STAFF_COOKIE, central_of
 
 router = APIRouter(include_in_schema=False)
 HOME = {"marketing": "/overview", "auditor": "/overview", "admin": "/overview",
-        "operations": "/members"}
+        "operations": "/ops"}
 
 
 # ------------------------------------------------------------------ sign-in

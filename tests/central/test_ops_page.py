@@ -1,0 +1,159 @@
+"""The site operations page without a browser, on SQLite and PostgreSQL: the snapshot as a
+service (``central.services.ops``) over ledgers written by real lane stores and committed by
+the real ingest committer; the page, its live part and its JSON by role (marketing refused);
+a stalled or silent lane red and saying so; money per day in the site's zone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from central.db.models import Lane, LaneStatus
+from central.ingest.commit import Committer
+from central.services import ops, staff
+from central.web import create_app
+from edge.store import ExitRecord, Store
+from edge.store.codec import ts
+from edge.store.types import LedgerEntry
+from edge.sync.codec import Batch
+from tests.central.helpers import at
+from tests.central.test_pages import PW, sign_in
+
+
+def wire(e: LedgerEntry) -> dict[str, Any]:
+    return {"entry_id": e.entry_id, "lane_id": e.lane_id, "seq": e.seq, "kind": str(e.kind),
+            "at": ts(e.at), "recorded": ts(e.recorded), "session_id": e.session_id,
+            "member_id": e.member_id, "plate": e.plate, "rules_version": e.rules_version,
+            "payload": e.payload, "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+def ingest(c: Any, store: Store) -> int:
+    """Commit the lane's whole ledger as the ingest worker would; the last seq."""
+    es = [wire(e) for e in store.entries(0, 10_000)]
+    Committer(c.engine, c.sessions, c.rules, c.clock).commit([Batch(
+        "mall-1", store.lane_id, "b1", es[0]["seq"], es[-1]["seq"], tuple(es))])
+    return int(es[-1]["seq"])
+
+
+def exit_of(store: Store, plate: str, sid: str, when: Any, payable: str) -> None:
+    store.record_exit(ExitRecord(
+        exit_event_id=f"x-{plate}", session_id=sid, plate=plate, exited_at=when,
+        member_id=None, rules_version="central-test-1", fee=Decimal(payable),
+        payable=Decimal(payable), points_deducted=0, lots_used=(), coupons_used=(),
+        points_earned=0, earned_expires_at=None, quote={}))
+
+
+@pytest.fixture
+def lanes(central: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Two lanes of mall-1 with a morning on them (site time +08:00; now 10:00)."""
+    c = central
+    entry, exit_ = Store.open(tmp_path / "entry-1.db", "entry-1"), \
+        Store.open(tmp_path / "exit-1.db", "exit-1")
+    sids = {}
+    for plate, when, conf in [("粤B00001", at("2026-03-02 22:00"), 0.88),
+                              ("粤B00002", at("2026-03-03 08:10"), 0.934),
+                              ("粤B00003", at("2026-03-03 09:05"), 0.71),
+                              ("粤B00004", at("2026-03-03 09:20"), 0.99)]:
+        s, _ = entry.record_entry(plate=plate, entered_at=when, event_id=f"e-{plate}",
+                                  detail={"confidence": conf, "source": "camera"})
+        sids[plate] = s.session_id
+        exit_.cache_session(session_id=s.session_id, plate=plate, entered_at=when,
+                            event_id=f"e-{plate}", entry_lane="entry-1")
+    entry.cancel_entry(sids["粤B00004"], at("2026-03-03 09:21"), "reversed away")
+    entry.record_lane_event("blacklisted", at("2026-03-03 09:30"), plate="粤B66666",
+                            detail={"direction": "entry"})
+    entry.record_lane_event("device_down", at("2026-03-03 09:40"),
+                            detail={"device": "camera"})
+    entry.record_manual_open("fire drill", "guard-7", at("2026-03-03 09:45"))
+    # yesterday's car leaves at 09:10 and pays 12.50; 粤B00002 leaves at 09:50 and pays 8
+    exit_of(exit_, "粤B00001", sids["粤B00001"], at("2026-03-03 09:10"), "12.50")
+    exit_.record_payment(sids["粤B00001"], Decimal("12.50"), "cash", at("2026-03-03 09:11"),
+                         "p1")
+    exit_of(exit_, "粤B00002", sids["粤B00002"], at("2026-03-03 09:50"), "8")
+    exit_.record_payment(sids["粤B00002"], Decimal("8"), "wechat", at("2026-03-03 09:51"), "p2")
+    exit_.record_lane_event("unknown_plate", at("2026-03-03 09:55"), plate="粤B77777")
+    exit_.record_lane_event("device_down", at("2026-03-03 09:00"), detail={"device": "loops"})
+    exit_.record_lane_event("device_recovered", at("2026-03-03 09:20"),
+                            detail={"device": "loops"})
+    last = {"entry-1": ingest(c, entry), "exit-1": ingest(c, exit_)}
+    with c.tx() as s:
+        for lane, kind in [("entry-1", "entry"), ("exit-1", "exit")]:
+            s.add(Lane(site_id="mall-1", lane_id=lane, name=lane.upper(), kind=kind,
+                       enabled=True, created_at=c.now))
+            s.add(LaneStatus(site_id="mall-1", lane_id=lane, state="online", backlog=0,
+                             last_acked_seq=last[lane], last_seen_at=c.now, stalled=False,
+                             updated_at=c.now))
+        for name, role in [("ops", "operations"), ("mkt", "marketing"), ("aud", "auditor"),
+                           ("adm", "admin")]:
+            staff.add_user(s, name, role, PW, c.now)
+    yield {"sids": sids, "last": last}
+    entry.close()
+    exit_.close()
+
+
+def snap(c: Any) -> dict[str, Any]:
+    with c.tx() as s:
+        return ops.snapshot(s, c.now, c.cfg.site.tz)
+
+
+def test_occupancy_now_and_by_hour(central: Any, lanes: dict[str, Any]) -> None:
+    o = snap(central)["occupancy"]["mall-1"]
+    # inside at 10:00: 粤B00003 only (B1 left 09:10, B2 09:50, B4 reversed away at entry)
+    assert o["open_now"] == 1
+    assert o["hours"] == [f"{h:02d}:00" for h in range(11)]  # 00:00 .. 10:00 (now)
+    by = dict(zip(o["hours"], o["by_hour"], strict=True))
+    assert by["00:00"] == 1 and by["08:00"] == 1  # yesterday's car, overnight
+    assert by["09:00"] == 2  # B1 still in, B2 came 08:10
+    assert by["10:00"] == 1
+    central.now = at("2026-03-03 10:17")
+    o = snap(central)["occupancy"]["mall-1"]
+    assert o["hours"][-2:] == ["10:00", "10:17"] and o["by_hour"][-1] == 1
+
+
+def test_lanes_devices_plates_manual_money(central: Any, lanes: dict[str, Any]) -> None:
+    d = snap(central)
+    by = {v["lane_id"]: v for v in d["lanes"]}
+    assert by["entry-1"]["state"] == "online" and not by["entry-1"]["stalled"]
+    assert by["entry-1"]["devices"] == {"barrier": "ok", "loops": "ok", "display": "ok",
+                                        "camera": "down"}
+    assert by["entry-1"]["red"]  # a camera down makes the lane red
+    assert by["exit-1"]["devices"]["loops"] == "ok" and not by["exit-1"]["red"]
+    assert by["exit-1"]["last_acked_seq"] == lanes["last"]["exit-1"]
+    assert by["exit-1"]["last_acked_kind"] == "lane_event"
+    assert by["entry-1"]["last_acked_kind"] == "manual_open"
+    assert d["manual_opens"] == [{"at": ts(at("2026-03-03 09:45")), "lane": "entry-1",
+                                  "operator": "guard-7", "reason": "fire drill",
+                                  "session_id": ""}]
+    assert [(e["event"], e["plate"]) for e in d["plate_events"]] == [
+        ("unknown_plate", "粤B77777"), ("blacklisted", "粤B66666")]
+    conf = {(p["plate"], p["what"]): p["confidence"] for p in d["plates"]}
+    assert conf[("粤B00002", "session_opened")] == "0.934"
+    assert conf[("粤B00002", "session_closed")] is None  # an exit row carries none
+    assert conf[("粤B77777", "unknown_plate")] is None
+    assert [a["event"] for a in d["alerts"]][:3] == ["device_down", "device_recovered",
+                                                      "device_down"]
+    money = dict(zip(d["money"]["days"], d["money"]["amounts"], strict=True))
+    assert money["2026-03-03"] == "20.50" and money["2026-03-02"] == "0.00"
+    assert d["money"]["days"][-1] == "2026-03-03" and len(d["money"]["days"]) == 14
+
+
+def test_money_counts_the_site_day_not_the_utc_day(central: Any, lanes: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """07:30 on the 3rd in Shanghai is 23:30 UTC on the 2nd: it is the 3rd's money."""
+    st = Store.open(tmp_path / "exit-2.db", "exit-2")
+    s, _ = st.record_entry(plate="粤B00009", entered_at=at("2026-03-03 07:00"), event_id="e9")
+    exit_of(st, "粤B00009", s.session_id, at("2026-03-03 07:29"), "3.30")
+    st.record_payment(s.session_id, Decimal("3.30"), "cash", at("2026-03-03 07:30"), "p9")
+    s2, _ = st.record_entry(plate="粤B00008", entered_at=at("2026-03-02 23:00"), event_id="e8")
+    exit_of(st, "粤B00008", s2.session_id, at("2026-03-02 23:58"), "1")
+    st.record_payment(s2.session_id, Decimal("1"), "cash", at("2026-03-02 23:59"), "p8")
+    ingest(central, st)
+    st.close()
+    money = dict(zip(*snap(central)["money"].values(), strict=True))
+    assert money["2026-03-03"] == "23.80" and money["2026-03-02"] == "1.00"
