@@ -157,3 +157,90 @@ def test_money_counts_the_site_day_not_the_utc_day(central: Any, lanes: dict[str
     st.close()
     money = dict(zip(*snap(central)["money"].values(), strict=True))
     assert money["2026-03-03"] == "23.80" and money["2026-03-02"] == "1.00"
+
+
+@pytest.fixture
+def client(central: Any, lanes: dict[str, Any]) -> Iterator[TestClient]:
+    with TestClient(create_app(central), base_url="https://testserver") as cl:
+        yield cl
+
+
+@pytest.mark.parametrize("user,status", [("ops", 200), ("adm", 200), ("aud", 200),
+                                         ("mkt", 403)])
+def test_who_may_open_it(client: TestClient, user: str, status: int) -> None:
+    assert sign_in(client, user).status_code == 303
+    for path in ("/ops", "/ops/live", "/ops/data"):
+        r = client.get(path)
+        assert r.status_code == status, (user, path)
+    nav = client.get("/members").text
+    assert ('href="/ops"' in nav) == (status == 200)  # the nav offers it only to whom it may
+    if status == 403:
+        assert "您的角色无权访问此页面" in r.text
+        assert "粤B00003" not in r.text
+
+
+def test_signed_out_goes_to_sign_in(client: TestClient) -> None:
+    r = client.get("/ops/data", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/ops/data"
+
+
+def test_operations_lands_on_it(client: TestClient) -> None:
+    assert sign_in(client, "ops").headers["location"] == "/ops"
+
+
+def _lane_row(html: str, lane: str) -> str:
+    start = html.index(f'data-lane="{lane}"')
+    return html[start:html.index("</tr>", start)]
+
+
+def test_page_in_site_time_both_languages(client: TestClient) -> None:
+    sign_in(client, "ops")
+    html = client.get("/ops").text
+    assert "现场运营" in html and "2 条车道在线,0 条离线,0 条积压停滞" in html
+    assert "2026-03-03 09:45:00" in html and "guard-7" in html and "fire drill" in html
+    assert "01:45:00" not in html  # never UTC
+    assert "¥20.50" in html and "0.934" in html and "粤B66666" in html and "黑名单车辆" in html
+    row = _lane_row(html, "entry-1")
+    assert 'class="red"' in row and "摄像机: 故障" in row  # red, and says which device
+    assert "在线" in row and "积压停滞" not in row
+    assert 'class="red"' not in _lane_row(html, "exit-1")
+    assert "/static/vendor/chartjs/chart.umd.min.js" in html and "http" not in \
+        html.split("<script src=")[1][:10]
+    client.get("/lang/en")
+    html = client.get("/ops").text
+    assert "Site operations" in html and "2 lanes online, 0 offline" in html
+    assert "Camera: Down" in _lane_row(html, "entry-1") and "Manual opens" in html
+
+
+def test_a_stalled_or_silent_lane_is_red_and_says_so(central: Any,
+                                                     client: TestClient) -> None:
+    sign_in(client, "ops")
+    with central.tx() as s:
+        st = s.get(LaneStatus, ("mall-1", "exit-1"))
+        st.backlog, st.stalled = 37, True
+    row = _lane_row(client.get("/ops/live").text, "exit-1")
+    assert 'class="red"' in row and 'data-stalled="true"' in row
+    assert "积压停滞:条目未被确认" in row and ">37<" in row
+    with central.tx() as s:
+        st = s.get(LaneStatus, ("mall-1", "exit-1"))
+        st.stalled, st.state = False, "offline"
+    row = _lane_row(client.get("/ops/live").text, "exit-1")
+    assert 'class="red"' in row and 'data-state="offline"' in row and "离线" in row
+    # "online" but not heard for longer than the heartbeat allows: offline, and why
+    with central.tx() as s:
+        st = s.get(LaneStatus, ("mall-1", "exit-1"))
+        st.state, st.last_seen_at = "online", central.now - timedelta(seconds=181)
+    row = _lane_row(client.get("/ops/live").text, "exit-1")
+    assert 'data-state="offline"' in row and "超过 180 秒未收到状态" in row
+    d = client.get("/ops/data").json()
+    assert {v["lane_id"]: v["why"] for v in d["lanes"]}["exit-1"] == "stale"
+
+
+def test_live_part_and_json_agree(client: TestClient) -> None:
+    sign_in(client, "aud")
+    live = client.get("/ops/live")
+    assert live.headers["cache-control"] == "no-store"
+    assert "<html" not in live.text and 'id="ops-data"' in live.text
+    d = client.get("/ops/data").json()
+    assert d["occupancy"]["mall-1"]["open_now"] == 1
+    assert f'id="occ-mall-1">{d["occupancy"]["mall-1"]["open_now"]}<' in live.text
