@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from central.db.models import Lane, LaneEntry, LaneStatus
@@ -84,7 +84,11 @@ def lanes(s: Session, now: datetime) -> list[LaneView]:
             state = st.state
             if state == "online" and (now - st.last_seen_at).total_seconds() > STATUS_STALE_S:
                 state, why = "offline", "stale"
-            acked = st.last_acked_seq
+            # the lane's own word, or what central committed (and so acked) if later: a
+            # lane's last will carries the watermark of when it connected
+            committed = s.scalar(select(func.max(LaneEntry.seq)).where(
+                LaneEntry.lane_id == key[1])) or 0
+            acked = max(st.last_acked_seq, int(committed))
             e = s.scalar(select(LaneEntry).where(LaneEntry.lane_id == key[1],
                                                  LaneEntry.seq == acked)) if acked else None
             if e is not None:
@@ -134,6 +138,8 @@ def occupancy(s: Session, now: datetime, tz: ZoneInfo) -> dict[str, dict[str, An
         .order_by(LaneEntry.at, LaneEntry.id)).all()
     spans: dict[str, list[Any]] = {}  # session -> [site, opened_at, ended_at | None]
     for lane, kind, at, sid, payload in rows:
+        if sid is None:
+            continue
         if kind == "session_opened":
             if sid not in spans:
                 spans[sid] = [sites.get(lane, ""), at, None]

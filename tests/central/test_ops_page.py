@@ -212,7 +212,7 @@ def test_page_in_site_time_both_languages(client: TestClient) -> None:
     assert "Camera: Down" in _lane_row(html, "entry-1") and "Manual opens" in html
 
 
-def test_a_stalled_or_silent_lane_is_red_and_says_so(central: Any,
+def test_a_stalled_or_silent_lane_is_red_and_says_so(central: Any, lanes: dict[str, Any],
                                                      client: TestClient) -> None:
     sign_in(client, "ops")
     with central.tx() as s:
@@ -226,6 +226,12 @@ def test_a_stalled_or_silent_lane_is_red_and_says_so(central: Any,
         st.stalled, st.state = False, "offline"
     row = _lane_row(client.get("/ops/live").text, "exit-1")
     assert 'class="red"' in row and 'data-state="offline"' in row and "离线" in row
+    # a last will carries the watermark of when the lane connected: central's commits win
+    with central.tx() as s:
+        s.get(LaneStatus, ("mall-1", "exit-1")).last_acked_seq = 0
+    d = client.get("/ops/data").json()
+    assert {v["lane_id"]: v["last_acked_seq"] for v in d["lanes"]}["exit-1"] == \
+        lanes["last"]["exit-1"]
     # "online" but not heard for longer than the heartbeat allows: offline, and why
     with central.tx() as s:
         st = s.get(LaneStatus, ("mall-1", "exit-1"))
