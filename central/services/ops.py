@@ -128,18 +128,28 @@ def occupancy(s: Session, now: datetime, tz: ZoneInfo) -> dict[str, dict[str, An
     A stay is open from its ``session_opened`` until a ``session_closed`` or a correction
     that ends it (reversed at the entry, superseded by a new entry); ``session_reopened``
     (a car that backed away from the exit) opens it again. Rows of every lane count once
-    per stay: state is kept by session id, in time order."""
+    per stay: state is kept by session id, in time order. Only corrections' payloads are
+    read (they are few); opens and closes are three short columns each."""
     sites = _site_of(s)
     lo = utc_text(now - timedelta(days=OPEN_LOOKBACK_DAYS))
-    rows = s.execute(select(LaneEntry.lane_id, LaneEntry.kind, LaneEntry.at,
-                            LaneEntry.session_id, LaneEntry.payload).where(
-        LaneEntry.at >= lo, LaneEntry.session_id.is_not(None),
-        LaneEntry.kind.in_(("session_opened", "session_closed", "correction")))
-        .order_by(LaneEntry.at, LaneEntry.id)).all()
+    in_window = (LaneEntry.at >= lo, LaneEntry.session_id.is_not(None))
+    events: list[tuple[str, int, str, str, str]] = []  # (at, order, kind, session, lane)
+    for lane, kind, at, sid, rid in s.execute(select(
+            LaneEntry.lane_id, LaneEntry.kind, LaneEntry.at, LaneEntry.session_id,
+            LaneEntry.id).where(*in_window, LaneEntry.kind.in_(
+                ("session_opened", "session_closed")))):
+        events.append((at, rid, kind, sid, lane))
+    for lane, at, sid, rid, payload in s.execute(select(
+            LaneEntry.lane_id, LaneEntry.at, LaneEntry.session_id, LaneEntry.id,
+            LaneEntry.payload).where(*in_window, LaneEntry.kind == "correction")):
+        action = json.loads(payload).get("action")
+        if action in ENDS:
+            events.append((at, rid, "session_closed", sid, lane))
+        elif action == "session_reopened":
+            events.append((at, rid, "session_reopened", sid, lane))
+    events.sort()
     spans: dict[str, list[Any]] = {}  # session -> [site, opened_at, ended_at | None]
-    for lane, kind, at, sid, payload in rows:
-        if sid is None:
-            continue
+    for at, _rid, kind, sid, lane in events:
         if kind == "session_opened":
             if sid not in spans:
                 spans[sid] = [sites.get(lane, ""), at, None]
@@ -149,11 +159,7 @@ def occupancy(s: Session, now: datetime, tz: ZoneInfo) -> dict[str, dict[str, An
             continue  # opened before the window
         if kind == "session_closed":
             span[2] = span[2] or at
-            continue
-        action = json.loads(payload).get("action")
-        if action in ENDS:
-            span[2] = span[2] or at
-        elif action == "session_reopened":
+        else:
             span[2] = None
     local = now.astimezone(tz)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -161,14 +167,16 @@ def occupancy(s: Session, now: datetime, tz: ZoneInfo) -> dict[str, dict[str, An
     if marks[-1] < local:
         marks.append(local)  # and now, between two hours
     mark_text = [utc_text(m) for m in marks]
-    now_text = utc_text(now)
+    now_text, first = utc_text(now), mark_text[0]
     out: dict[str, dict[str, Any]] = {}
     for site in sorted(set(sites.values()) | {sp[0] for sp in spans.values()}):
         out[site] = {"open_now": 0, "hours": [m.strftime("%H:%M") for m in marks],
                      "by_hour": [0] * len(marks)}
     for site, opened, ended in spans.values():
+        if (ended is not None and ended <= first) or opened > now_text:
+            continue  # over before today began, or not yet begun
         o = out[site]
-        if opened <= now_text and (ended is None or ended > now_text):
+        if ended is None or ended > now_text:
             o["open_now"] += 1
         for i, m in enumerate(mark_text):
             if opened <= m and (ended is None or ended > m):
