@@ -3,11 +3,11 @@ day, kept per process and fed only the lane entries committed since the last loo
 
 Why: counting the stays open now reads a month of entries (about 165,000 rows with two
 million a year), seconds on every refresh of every open page. A tally reads that month
-once, then only new rows by primary key. Rows are read again from ``MARGIN`` ids below
-the last seen (and skipped by id when seen): on PostgreSQL an id is taken when a row is
-inserted but seen when its transaction commits, so a slower transaction can commit a lower
-id after a higher one was read. The result is the same as counting afresh (a test
-feeds the rows in many orders and compares).
+once, then only new rows by primary key, and the ids it has not seen yet below the last
+one (up to ``MARGIN`` below): on PostgreSQL an id is taken when a row is inserted but seen
+when its transaction commits, so a slower transaction can commit a lower id after a higher
+one was read. The result is the same as counting afresh (a test feeds the rows in many
+orders and compares).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from central.db.models import Lane, LaneEntry
 
 OPEN_LOOKBACK_DAYS = 30
 MONEY_DAYS = 14
-MARGIN = 10_000  # ids re-read below the last seen: transactions still open then
+MARGIN = 10_000  # how far below the last id a late commit is still waited for
+MAX_HOLES = 2_000
 ENDS = ("entry_cancelled", "superseded")  # corrections that end a stay
 DEVICE_EVENTS = ("device_down", "device_recovered")
 
@@ -81,13 +82,10 @@ class Tally:
     devices: dict[tuple[str, str], tuple[str, int, str]] = field(default_factory=dict)
     money: dict[date, Decimal] = field(default_factory=dict)
     last_id: int = 0
-    seen: set[int] = field(default_factory=set)  # ids above last_id - MARGIN already fed
+    holes: set[int] = field(default_factory=set)  # ids not (yet) seen below last_id
 
     def feed(self, rid: int, lane: str, kind: str, at: str, sid: str | None,
              payload: str) -> None:
-        if rid in self.seen or (rid <= self.last_id - MARGIN and self.last_id):
-            return
-        self.seen.add(rid)
         if kind == "session_opened" and sid:
             st = self.stays.setdefault(sid, Stay())
             if st.opened is None or (at, rid) < st.opened:
@@ -117,18 +115,31 @@ class Tally:
         self.sites = {r.lane_id: r.site_id for r in s.scalars(select(Lane))}
         top = int(s.scalar(select(func.max(LaneEntry.id))) or 0)
         if top < self.last_id:  # rows gone (a restore, a test emptying the table)
-            self.stays, self.devices, self.money, self.seen = {}, {}, {}, set()
+            self.stays, self.devices, self.money, self.holes = {}, {}, {}, set()
             self.last_id = 0
         if not self.last_id:
             lo = utc_text(now - timedelta(days=OPEN_LOOKBACK_DAYS))
-            q = select(*COLUMNS).where(LaneEntry.at >= lo, LaneEntry.id <= top, WANTED)
+            for row in s.execute(select(*COLUMNS).where(LaneEntry.at >= lo,
+                                                        LaneEntry.id <= top, WANTED)):
+                self.feed(*row)
+            present = set(s.scalars(select(LaneEntry.id).where(
+                LaneEntry.id > top - MARGIN, LaneEntry.id <= top)))
         else:
-            q = select(*COLUMNS).where(LaneEntry.id > self.last_id - MARGIN, WANTED)
-        for row in s.execute(q.order_by(LaneEntry.id)):
-            self.feed(*row)
-            top = max(top, row[0])
-        self.last_id = max(self.last_id, top)
-        self.seen = {i for i in self.seen if i > self.last_id - MARGIN}
+            cond = LaneEntry.id > self.last_id
+            if self.holes:
+                cond = or_(cond, LaneEntry.id.in_(sorted(self.holes)))
+            present = set()
+            for row in s.execute(select(*COLUMNS, WANTED).where(cond)):
+                present.add(row[0])
+                if row[-1]:
+                    self.feed(*row[:-1])
+            top = max(present | {top})
+        start = max(self.last_id, top - MARGIN)
+        self.holes = {i for i in self.holes | set(range(start + 1, top + 1))
+                      if i > top - MARGIN} - present
+        if len(self.holes) > MAX_HOLES:  # rolled-back inserts leave ids never used
+            self.holes = set(sorted(self.holes)[-MAX_HOLES:])
+        self.last_id = top
         self._prune(now)
 
     def _prune(self, now: datetime) -> None:
