@@ -60,16 +60,16 @@ class Stay:
     site: str = ""
     opened: tuple[str, int] | None = None  # (at, id) of its session_opened
     ends: list[tuple[str, int, bool]] = field(default_factory=list)  # (at, id, ends?)
+    ended: str | None = None  # kept by settle(): None while open
 
-    def ended(self) -> str | None:
-        """When it ended (None: open), the later end/reopen events winning in time order."""
-        assert self.opened is not None
+    def settle(self) -> None:
+        """When it ended, the end and reopen events after its opening in time order."""
         out: str | None = None
         for at, rid, ends in sorted(self.ends):
-            if (at, rid) < self.opened:
+            if self.opened is not None and (at, rid) < self.opened:
                 continue
             out = (out or at) if ends else None
-        return out
+        self.ended = out
 
 
 @dataclass
@@ -90,13 +90,17 @@ class Tally:
             st = self.stays.setdefault(sid, Stay())
             if st.opened is None or (at, rid) < st.opened:
                 st.opened, st.site = (at, rid), self.sites.get(lane, "")
+                st.settle()
         elif kind == "session_closed" and sid:
-            self.stays.setdefault(sid, Stay()).ends.append((at, rid, True))
+            st = self.stays.setdefault(sid, Stay())
+            st.ends.append((at, rid, True))
+            st.settle()
         elif kind == "correction" and sid:
             action = json.loads(payload).get("action")
             if action in ENDS or action == "session_reopened":
-                self.stays.setdefault(sid, Stay()).ends.append(
-                    (at, rid, action != "session_reopened"))
+                st = self.stays.setdefault(sid, Stay())
+                st.ends.append((at, rid, action != "session_reopened"))
+                st.settle()
         elif kind == "payment_received":
             d = datetime.fromisoformat(at).astimezone(self.tz).date()
             amount = Decimal(str(json.loads(payload).get("amount", "0")))
@@ -145,7 +149,7 @@ class Tally:
     def _prune(self, now: datetime) -> None:
         lo = utc_text(now - timedelta(days=OPEN_LOOKBACK_DAYS + 1))
         for sid in [k for k, st in self.stays.items()
-                    if st.opened is not None and st.opened[0] < lo and st.ended() is not None]:
+                    if st.opened is not None and st.opened[0] < lo and st.ended is not None]:
             del self.stays[sid]
         first = now.astimezone(self.tz).date() - timedelta(days=MONEY_DAYS + 1)
         for d in [d for d in self.money if d < first]:
@@ -174,7 +178,7 @@ class Tally:
         for st in self.stays.values():
             if st.opened is None or st.opened[0] < lo or st.opened[0] > now_text:
                 continue
-            opened, ended = st.opened[0], st.ended()
+            opened, ended = st.opened[0], st.ended
             if ended is not None and ended <= mark_text[0]:
                 continue  # over before today began
             o = out[st.site]
