@@ -230,7 +230,7 @@ T: dict[str, tuple[str, str]] = {
     "ops_auto": ("每 {n} 秒自动刷新", "Refreshes every {n} s"),
     "ops_site": ("站点", "Site"),
     "ops_inside_now": ("场内车辆", "Vehicles inside now"),
-    "ops_day": ("今日场内车辆(每小时末)", "Vehicles inside today (end of each hour)"),
+    "ops_day": ("今日场内车辆(整点及现在)", "Vehicles inside today (each full hour, and now)"),
     "ops_day_def": ("开启且尚未出场(或被更正结束)的停车记录;只计最近 {n} 天内入场的车辆。", "Stays opened and not yet closed (or ended by a correction); only stays begun in the last {n} days count."),
     "ops_vehicles": ("车辆", "Vehicles"),
     "ops_lanes": ("车道", "Lanes"),
