@@ -277,6 +277,8 @@ def test_operations_see_the_car_park_and_a_killed_lane_goes_offline(
     row = page.locator("#lanes tr[data-lane='exit-1']")
     assert row.get_attribute("class") == "red" and "离线" in row.inner_text()
     assert "1 条车道在线,1 条离线" in page.inner_text("#ops-summary")
+    # a screen reader hears the change (once), not every refresh
+    assert page.inner_text("#ops-announce").startswith("1 条车道在线,1 条离线")
     assert page.locator("#lanes tr[data-lane='entry-1'][data-state='online']").count() == 1
     print(f"exit-1 killed: offline on the page after {took:.1f} s")
     shot(page, "ops-lane-offline")

@@ -53,7 +53,10 @@
       if (html === null) { return; }
       var open = {};  // keep the money table open if the reader opened it
       live.querySelectorAll("details[id], details.table-view").forEach(function (el, i) { open[i] = el.open; });
+      var before = live.querySelector("#ops-counts").textContent;
       live.innerHTML = html;
+      var after = live.querySelector("#ops-counts").textContent;
+      if (after !== before) { document.getElementById("ops-announce").textContent = after; }
       live.querySelectorAll("details[id], details.table-view").forEach(function (el, i) { if (open[i]) { el.open = true; } });
       draw();
     }).catch(function () { /* central unreachable: keep the last picture, try again */ })
