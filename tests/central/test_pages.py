@@ -152,7 +152,7 @@ def test_sign_in_form_token_roles_and_language(site: tuple[Any, TestClient]) -> 
     r = client.get("/campaigns")  # the bundle's campaigns, read-only for now
     assert r.status_code == 200 and "weekend_x2" in r.text and "×2" in r.text
     client.cookies.clear()
-    assert sign_in(client, "ops").headers["location"] == "/members"
+    assert sign_in(client, "ops").headers["location"] == "/ops"
     r = client.get("/overview")
     assert r.status_code == 403 and "无权" in r.text
     assert client.get("/campaigns").status_code == 403

@@ -117,8 +117,9 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-ROLE_NAV = {"mkt": ["概览", "活动", "奖励", "会员"], "ops": ["奖励", "会员"],
-            "aud": ["概览", "活动", "奖励", "会员"], "adm": ["概览", "奖励", "会员"]}
+ROLE_NAV = {"mkt": ["概览", "活动", "奖励", "会员"], "ops": ["现场运营", "奖励", "会员"],
+            "aud": ["概览", "现场运营", "活动", "奖励", "会员"],
+            "adm": ["概览", "现场运营", "奖励", "会员"]}
 
 
 @pytest.mark.parametrize("user", ["mkt", "ops", "aud", "adm"])

@@ -48,8 +48,9 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "campaigns": frozenset({"marketing", "auditor"}),
     "rewards": frozenset({"marketing", "auditor", "admin", "operations"}),
     "members": frozenset({"marketing", "auditor", "admin", "operations"}),
+    "ops": frozenset({"operations", "auditor", "admin"}),  # read-only: nothing to change there
 }
-NAV = ("overview", "campaigns", "rewards", "members")
+NAV = ("overview", "ops", "campaigns", "rewards", "members")
 
 
 class LoginRequired(Exception):
@@ -149,10 +150,11 @@ def login_token_ok(request: Request, sent: str | None) -> bool:
 
 
 def install(app: FastAPI) -> None:
-    from central.web.pages import portal, staff
+    from central.web.pages import ops, portal, staff
 
     app.mount("/static", StaticFiles(directory=str(WEB / "static")), name="static")
     app.include_router(staff.router)
+    app.include_router(ops.router)
     app.include_router(portal.router)
 
     @app.exception_handler(LoginRequired)

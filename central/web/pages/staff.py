@@ -43,7 +43,7 @@ from edge.pricing.bundle import parse_bundle
 
 router = APIRouter(include_in_schema=False)
 HOME = {"marketing": "/overview", "auditor": "/overview", "admin": "/overview",
-        "operations": "/members"}
+        "operations": "/ops"}
 
 
 # ------------------------------------------------------------------ sign-in
