@@ -45,6 +45,14 @@ class Base(DeclarativeBase):
 
 class Member(Base):
     __tablename__ = "members"
+    # member search (name or phone digits anywhere): trigram GIN indexes on PostgreSQL
+    # (pg_trgm, migration 0005), plain indexes on SQLite (the trial store, small)
+    __table_args__ = (
+        Index("ix_members_name_trgm", "name", postgresql_using="gin",
+              postgresql_ops={"name": "gin_trgm_ops"}),
+        Index("ix_members_phone_trgm", "phone", postgresql_using="gin",
+              postgresql_ops={"phone": "gin_trgm_ops"}),
+    )
     member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     phone: Mapped[str | None] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -58,6 +66,8 @@ class Member(Base):
 
 class Plate(Base):
     __tablename__ = "plates"
+    __table_args__ = (Index("ix_plates_plate_trgm", "plate", postgresql_using="gin",
+                            postgresql_ops={"plate": "gin_trgm_ops"}),)
     plate: Mapped[str] = mapped_column(String(16), primary_key=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
     bound_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -334,3 +344,56 @@ class Prepayment(Base):
     message: Mapped[str] = mapped_column(Text)  # the signed prepaid message as sent
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # retained copy removed
+
+
+# ------------------------------------------------------ figure rollups (#14: pages at scale)
+# Written only by central/services/rollup.py (the minute job), read by figures.overview with
+# the entries past the mark. Days and months are the SITE's (``tz`` in the mark row). 0005.
+
+
+class FiguresDaily(Base):
+    """Sums per site-local day: entries by (kind, their lot's source), purchases
+    (``purchase``: key ``points`` or ``base``), redemptions (``redemption``: the reward kind)."""
+
+    __tablename__ = "figures_daily"
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, site zone
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    value_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberDay(Base):
+    """Points a member earned on a site-local day; ``visits`` counts the accruals that are
+    not manual adjustments (a day with one is a visit)."""
+
+    __tablename__ = "member_days"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    visits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberMonth(Base):
+    """``member_days`` summed per site-local month: the overview's active members and
+    visit buckets read these (one row per active member and month)."""
+
+    __tablename__ = "member_months"
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    visit_days: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupMark(Base):
+    """How far the rollups go: the last folded id of each source table, and the zone the
+    days are in (another zone = the rollups are rebuilt). One row, ``name='figures'``."""
+
+    __tablename__ = "rollup_marks"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64))
+    entries_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchases_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    redemptions_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    folded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
