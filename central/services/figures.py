@@ -346,7 +346,7 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
     a render reads a few hundred rows a month, not the ledger; equal to ``overview_raw``."""
     months = month_range(first, last)
     marks = rollup.read_marks(s, rules.tz, lock=True)
-    if not months or rollup.tail_size(s, marks) > TAIL_MAX:
+    if not months or marks is None or rollup.tail_size(s, marks) > TAIL_MAX:
         return overview_raw(s, rules, cost_per_point, first, last, now)
     tail = rollup.read_tail(s, rules, marks)
     lo_day, hi_day = f"{months[0]}-01", f"{_next_month(months[-1])}-01"

@@ -53,15 +53,16 @@ class Marks:
     redemptions: int = 0
 
 
-def read_marks(s: Session, tz: ZoneInfo, *, lock: bool = False) -> Marks:
-    """The marks, or zeros if none or made in another zone. ``lock`` (the pages) holds the
-    row FOR SHARE on PostgreSQL so no fold commits between the rollups and the tail read."""
+def read_marks(s: Session, tz: ZoneInfo, *, lock: bool = False) -> Marks | None:
+    """The marks, or None if nothing was folded yet or the rollups are in another zone
+    (then they must not be read). ``lock`` (the pages) holds the row FOR SHARE on
+    PostgreSQL so no fold commits between the rollups and the tail read."""
     q = select(RollupMark).where(RollupMark.name == MARK)
     if lock:
         q = q.with_for_update(read=True)
     row = s.scalar(q)
     if row is None or row.tz != str(tz):
-        return Marks()
+        return None
     return Marks(row.entries_id, row.purchases_id, row.redemptions_id)
 
 
