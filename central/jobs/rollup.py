@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from central.services import rollup
+from central.services.figures import default_period
 
 if TYPE_CHECKING:
     from central.app import Central
@@ -25,6 +26,8 @@ def run_rollup(c: Central, now: datetime | None = None) -> rollup.Marks:
         upto = rollup.safe_ids(s)
     with c.tx() as s:
         done = rollup.fold(s, c.rules, upto, now)
+        # the overview's default period: its visit groups ready before anyone asks
+        rollup.period_groups(s, *default_period(c.rules.tz, now), now)
     if done != rollup.Marks():
         log.info("rollup: folded %d entries, %d purchases, %d redemptions", done.entries,
                  done.purchases, done.redemptions)

@@ -91,8 +91,19 @@ def figures(s: Session, tz: ZoneInfo, cost_per_point: Decimal) -> dict[str, Any]
 # the docs and the tests name the same thing.
 DEFINITIONS = ("issued", "redeemed", "rate", "average", "cost", "popular", "visits", "expiring")
 EXPIRING_DAYS = (30, 60, 90)
-VISIT_BUCKETS = ((1, 2, "1-2"), (3, 5, "3-5"), (6, 10, "6-10"), (11, 20, "11-20"),
-                 (21, 10**9, "21+"))
+VISIT_BUCKETS = rollup.VISIT_BUCKETS
+bucket_of = rollup.bucket_of
+DEFAULT_MONTHS = 6
+
+
+def default_period(tz: ZoneInfo, now: datetime) -> tuple[str, str]:
+    """The overview's period when none is asked: the last six site months, this one
+    included (the rollup job keeps its visit groups ready)."""
+    this = now.astimezone(tz)
+    y, m = this.year, this.month - (DEFAULT_MONTHS - 1)
+    if m <= 0:
+        y, m = y - 1, m + 12
+    return f"{y:04d}-{m:02d}", this.strftime("%Y-%m")
 
 
 def month_range(first: str, last: str) -> list[str]:
@@ -266,14 +277,6 @@ class Groups:
         return sum(g[0] for g in self.by.values())
 
 
-def bucket_of(visit_days: int) -> int:
-    """Index in VISIT_BUCKETS, or -1 for no visit."""
-    for i, (lo_v, hi_v, _label) in enumerate(VISIT_BUCKETS):
-        if lo_v <= visit_days <= hi_v:
-            return i
-    return -1
-
-
 def _finish(s: Session, months: list[str], sums: Sums, groups: Groups, ever_issued: int,
             cost_per_point: Decimal, now: datetime) -> dict[str, Any]:
     """The page's figures from the period's sums plus what is read live (balances, lots)."""
@@ -367,7 +370,7 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
         fd.kind == "points_earned", fd.day < hi_day)) or 0)
     ever_issued += sum(v[0] for (d, kind, _k), v in tail.daily.items()
                        if kind == "points_earned" and d < hi_day)
-    groups = _groups(s, months, tail, lo_day, hi_day)
+    groups = _groups(s, months, tail, lo_day, hi_day, now)
     return _finish(s, months, out, groups, ever_issued, cost_per_point, now)
 
 
@@ -401,20 +404,13 @@ def _series(months: list[str], sums: dict[tuple[str, str, str], list[int]]) -> S
 
 
 def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str,
-            hi_day: str) -> Groups:
-    """Active members by visit bucket: summed per member by the database over
-    ``member_months`` (5 rows back), then the tail's members moved to their new bucket."""
+            hi_day: str, now: datetime) -> Groups:
+    """Active members by visit bucket: the period's kept groups (rollup.period_groups),
+    then the tail's members moved to their new bucket."""
     mm = MemberMonth
-    per = (select(mm.member_id, func.sum(mm.earned).label("e"),
-                  func.sum(mm.visit_days).label("v"))
-           .where(mm.month >= months[0], mm.month <= months[-1])
-           .group_by(mm.member_id).subquery())
-    b = case((per.c.v < 1, -1), *[(per.c.v <= hi_v, i) for i, (_l, hi_v, _x)
-                                  in enumerate(VISIT_BUCKETS)], else_=-1).label("b")
     groups = Groups()
-    for i, n, e in s.execute(select(b, func.count(), func.sum(per.c.e)).group_by(text("b"))):
-        g = groups.by[int(i)]
-        g[0], g[1] = int(n), int(e or 0)
+    for b, (n, pts) in rollup.period_groups(s, months[0], months[-1], now).items():
+        groups.by[b] = [n, pts]
     days: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for (mid, d), ev in tail.member_days.items():
         if lo_day <= d < hi_day:

@@ -19,10 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text
+from sqlalchemy import CursorResult, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from central.db.models import (
@@ -36,10 +36,17 @@ from central.db.models import (
     Redemption,
     Reward,
     RollupMark,
+    VisitGroup,
+    VisitGroupPeriod,
 )
+from central.db.types import UtcDateTime
 from edge.pricing import RuleBundle
 
 MARK = "figures"
+# visit days in a period -> the overview's groups; index -1: earned without a visit
+VISIT_BUCKETS = ((1, 2, "1-2"), (3, 5, "3-5"), (6, 10, "6-10"), (11, 20, "11-20"),
+                 (21, 10**9, "21+"))
+MAX_PERIODS = 24  # periods whose visit groups the folds keep; others are grouped per render
 TABLES = (("entries_id", "points_entries"), ("purchases_id", "purchases"),
           ("redemptions_id", "redemptions"))
 
@@ -195,7 +202,7 @@ def _lock_mark(s: Session, tz: ZoneInfo, now: datetime) -> RollupMark:
     row = s.scalars(select(RollupMark).where(RollupMark.name == MARK)
                     .with_for_update()).one()
     if row.tz != str(tz):
-        for model in (FiguresDaily, MemberDay, MemberMonth):
+        for model in (FiguresDaily, MemberDay, MemberMonth, VisitGroup, VisitGroupPeriod):
             s.query(model).delete()
         row.tz, row.entries_id, row.purchases_id, row.redemptions_id = str(tz), 0, 0, 0
         row.folded_at = now
@@ -233,9 +240,12 @@ def _fold_python(s: Session, rules: RuleBundle, after: Marks, hi: Marks) -> None
         s.execute(_UPSERT_MEMBER_DAY, [{"m": m, "day": d, "e": v[0], "v": v[1]}
                                        for (m, d), v in t.member_days.items()])
         touched = {(m, d[:7]) for m, d in t.member_days}
+        who = [{"m": m} for m in sorted({m for m, _d in touched})]
+        _move_groups(s, -1, "mm.member_id = :m", who)
         s.execute(text(_MONTHS_FROM_DAYS.format(
             where="d.member_id = :m AND substr(d.day, 1, 7) = :month")),
             [{"m": m, "month": mo} for m, mo in sorted(touched)])
+        _move_groups(s, 1, "mm.member_id = :m", who)
 
 
 def _fold_sql(s: Session, rules: RuleBundle, after: Marks, hi: Marks) -> None:
@@ -279,10 +289,70 @@ def _fold_sql(s: Session, rules: RuleBundle, after: Marks, hi: Marks) -> None:
         ON CONFLICT (member_id, day) DO UPDATE SET
           earned = member_days.earned + excluded.earned,
           visits = member_days.visits + excluded.visits"""), p)
+    who = """mm.member_id IN (SELECT DISTINCT e.member_id FROM points_entries e
+        WHERE e.kind = 'points_earned' AND e.id > :e0 AND e.id <= :e1)"""
+    _move_groups(s, -1, who, p)
     s.execute(text(_MONTHS_FROM_DAYS.format(where="""(d.member_id, substr(d.day, 1, 7)) IN (
         SELECT DISTINCT e.member_id, to_char(timezone(:tz, e.at), 'YYYY-MM')
         FROM points_entries e WHERE e.kind = 'points_earned'
           AND e.id > :e0 AND e.id <= :e1)""")), p)
+    _move_groups(s, 1, who, p)
+
+
+# ------------------------------------------------------------------ visit groups per period
+def bucket_of(visit_days: int) -> int:
+    """Index in VISIT_BUCKETS, or -1 for no visit."""
+    for i, (lo_v, hi_v, _label) in enumerate(VISIT_BUCKETS):
+        if lo_v <= visit_days <= hi_v:
+            return i
+    return -1
+
+
+_BUCKET = "(CASE WHEN v < 1 THEN -1 " + " ".join(
+    f"WHEN v <= {hi_v} THEN {i}" for i, (_l, hi_v, _x) in enumerate(VISIT_BUCKETS)) \
+    + " ELSE -1 END)"
+_ADD_GROUPS = """ ON CONFLICT (first, last, bucket) DO UPDATE SET
+    members = visit_groups.members + excluded.members,
+    points = visit_groups.points + excluded.points"""
+
+
+def _move_groups(s: Session, sign: int, where: str, params: Any) -> None:
+    """Take the given members out of (-1) or put them into (+1) every kept period's groups,
+    from their member_months as they are now: a fold does -1, updates the months, +1."""
+    s.execute(text(f"""
+        INSERT INTO visit_groups (first, last, bucket, members, points)
+        SELECT first, last, {_BUCKET}, {sign} * count(*), {sign} * sum(e) FROM (
+          SELECT p.first AS first, p.last AS last, mm.member_id AS member_id,
+                 sum(mm.earned) AS e, sum(mm.visit_days) AS v
+          FROM visit_group_periods p
+          JOIN member_months mm ON mm.month >= p.first AND mm.month <= p.last
+          WHERE {where} GROUP BY p.first, p.last, mm.member_id) t
+        WHERE 1 = 1 GROUP BY first, last, {_BUCKET}""" + _ADD_GROUPS), params)
+
+
+def period_groups(s: Session, first: str, last: str, now: datetime
+                  ) -> dict[int, list[int]]:
+    """Bucket -> [members, points] of the folded member-months of ``first``..``last``.
+    A period not kept yet is grouped once here and kept (up to MAX_PERIODS), so the next
+    renders and the folds find it; call it with the mark held (pages: FOR SHARE)."""
+    key = (VisitGroupPeriod.first == first) & (VisitGroupPeriod.last == last)
+    if s.scalar(select(func.count()).select_from(VisitGroupPeriod).where(key)):
+        return {int(b): [int(n), int(p)] for b, n, p in s.execute(
+            select(VisitGroup.bucket, VisitGroup.members, VisitGroup.points).where(
+                VisitGroup.first == first, VisitGroup.last == last))}
+    grouped = f"""SELECT {_BUCKET} AS b, count(*) AS n, sum(e) AS pts FROM (
+        SELECT member_id, sum(earned) AS e, sum(visit_days) AS v FROM member_months
+        WHERE month >= :first AND month <= :last GROUP BY member_id) t GROUP BY {_BUCKET}"""
+    args = {"first": first, "last": last, "now": now}
+    kept = int(s.scalar(select(func.count()).select_from(VisitGroupPeriod)) or 0)
+    keep = text("""INSERT INTO visit_group_periods (first, last, built_at)
+                   VALUES (:first, :last, :now) ON CONFLICT (first, last) DO NOTHING"""
+                ).bindparams(bindparam("now", type_=UtcDateTime()))
+    if kept < MAX_PERIODS and cast(CursorResult[Any], s.execute(keep, args)).rowcount == 1:
+        s.execute(text(f"""INSERT INTO visit_groups (first, last, bucket, members, points)
+            SELECT :first, :last, b, n, pts FROM ({grouped}) g"""), args)
+        return period_groups(s, first, last, now)
+    return {int(b): [int(n), int(p or 0)] for b, n, p in s.execute(text(grouped), args)}
 
 
 def rollup_counts(s: Session) -> dict[str, int]:
@@ -291,5 +361,5 @@ def rollup_counts(s: Session) -> dict[str, int]:
             for m in (FiguresDaily, MemberDay, MemberMonth)}
 
 
-__all__ = ["Marks", "Tail", "fold", "read_marks", "read_tail", "rollup_counts", "safe_ids",
-           "tail_size", "ypp_of"]
+__all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "fold", "period_groups",
+           "read_marks", "read_tail", "rollup_counts", "safe_ids", "tail_size", "ypp_of"]

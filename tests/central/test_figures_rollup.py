@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from central.db.models import FiguresDaily, MemberDay, MemberMonth
+from central.db.models import FiguresDaily, MemberDay, MemberMonth, VisitGroup, VisitGroupPeriod
 from central.jobs.rollup import run_rollup
 from central.services import members, points, purchases, rewards
 from central.services.figures import overview, overview_raw
@@ -67,7 +67,8 @@ def counts(c: Any) -> tuple[int, ...]:
     with c.tx() as s:
         return tuple(int(s.scalar(select(func.coalesce(func.sum(col), 0))) or 0)
                      for col in (FiguresDaily.points, FiguresDaily.n, MemberDay.earned,
-                                 MemberDay.visits, MemberMonth.visit_days))
+                                 MemberDay.visits, MemberMonth.visit_days,
+                                 VisitGroup.members, VisitGroup.points))
 
 
 def add_tail(c: Any) -> None:
@@ -98,14 +99,16 @@ def test_rollups_equal_raw_before_after_and_with_a_tail(mall: Any) -> None:
     with c.tx() as s:
         assert tail_size(s, marks_of(s, c)) == 0
     same(c)
+    with c.tx() as s:  # the job's default period and the ones the pages asked for, kept
+        assert s.scalar(select(func.count()).select_from(VisitGroupPeriod)) == len(PERIODS) + 1
     folded = counts(c)
     add_tail(c)
     with c.tx() as s:
         assert tail_size(s, marks_of(s, c)) > 0
     same(c)  # rollups + the unfolded tail
-    assert counts(c) == folded  # reading never writes
+    assert counts(c) == folded  # reading never writes the rollups
     run_rollup(c)
-    same(c)
+    same(c)  # the kept periods' visit groups moved by the fold
     after = counts(c)
     assert after != folded
     assert run_rollup(c) == Marks()  # a second run finds nothing left

@@ -15,7 +15,13 @@ from sqlalchemy import func, select, union
 from central.db.models import Member, Plate, Redemption, Reward
 from central.services import audit, campaigns, members, points, rewards, sessions, signin
 from central.services.errors import ServiceError
-from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
+from central.services.figures import (
+    DEFINITIONS,
+    EXPIRING_DAYS,
+    default_period,
+    month_range,
+    overview,
+)
 from central.services.staff import allowed
 from central.web import api
 from central.web.pages import (
@@ -106,12 +112,9 @@ def overview_page(request: Request, s: DB, start: str | None = None,
     who = staff_of(request, s, "overview")
     c = central_of(request)
     now = c.clock()
-    this = now.astimezone(c.cfg.site.tz)
-    y, m = this.year, this.month - 5
-    if m <= 0:
-        y, m = y - 1, m + 12
-    first = _month(start, f"{y:04d}-{m:02d}")
-    last = _month(end, this.strftime("%Y-%m"))
+    d_first, d_last = default_period(c.cfg.site.tz, now)
+    first = _month(start, d_first)
+    last = _month(end, d_last)
     if last < first:
         first, last = last, first
     first = month_range(first, last)[0] if month_range(first, last) else first

@@ -1,4 +1,5 @@
-"""figure rollups (figures_daily, member_days, member_months, rollup_marks) and the member
+"""figure rollups (figures_daily, member_days, member_months, rollup_marks, visit_groups,
+visit_group_periods), the expiring lots' covering index, and the member
 search's trigram indexes (pg_trgm on PostgreSQL: ``CREATE EXTENSION IF NOT EXISTS pg_trgm``,
 a trusted extension the database owner may create; plain indexes on SQLite).
 
@@ -54,6 +55,23 @@ def upgrade() -> None:
     sa.Column('folded_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_rollup_marks'))
     )
+    op.create_table('visit_groups',
+    sa.Column('first', sa.String(length=7), nullable=False),
+    sa.Column('last', sa.String(length=7), nullable=False),
+    sa.Column('bucket', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('members', sa.BigInteger(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('first', 'last', 'bucket', name=op.f('pk_visit_groups'))
+    )
+    op.create_table('visit_group_periods',
+    sa.Column('first', sa.String(length=7), nullable=False),
+    sa.Column('last', sa.String(length=7), nullable=False),
+    sa.Column('built_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('first', 'last', name=op.f('pk_visit_group_periods'))
+    )
+    op.create_index('ix_points_lots_expiring', 'points_lots', ['expires_at'], unique=False,
+                    postgresql_include=['remaining'], postgresql_where=sa.text('remaining > 0'),
+                    sqlite_where=sa.text('remaining > 0'))
     if op.get_bind().dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         for name, table, col in TRGM:
@@ -66,6 +84,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, table, _col in TRGM:
         op.drop_index(name, table_name=table)
+    op.drop_index('ix_points_lots_expiring', table_name='points_lots')
+    op.drop_table('visit_group_periods')
+    op.drop_table('visit_groups')
     op.drop_table('rollup_marks')
     op.drop_table('member_months')
     op.drop_table('member_days')
