@@ -23,6 +23,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import CursorResult, bindparam, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from central.db.models import (
@@ -46,6 +47,7 @@ MARK = "figures"
 # visit days in a period -> the overview's groups; index -1: earned without a visit
 VISIT_BUCKETS = ((1, 2, "1-2"), (3, 5, "3-5"), (6, 10, "6-10"), (11, 20, "11-20"),
                  (21, 10**9, "21+"))
+LOCK_WAIT = "2s"  # a page waits this long for a fold, then reads the raw ledger
 MAX_PERIODS = 24  # periods whose visit groups the folds keep; others are grouped per render
 TABLES = (("entries_id", "points_entries"), ("purchases_id", "purchases"),
           ("redemptions_id", "redemptions"))
@@ -63,11 +65,21 @@ class Marks:
 def read_marks(s: Session, tz: ZoneInfo, *, lock: bool = False) -> Marks | None:
     """The marks, or None if nothing was folded yet or the rollups are in another zone
     (then they must not be read). ``lock`` (the pages) holds the row FOR SHARE on
-    PostgreSQL so no fold commits between the rollups and the tail read."""
+    PostgreSQL so no fold commits between the rollups and the tail read; a fold holding it
+    longer than LOCK_WAIT (the first fold of a large ledger) gives None too."""
     q = select(RollupMark).where(RollupMark.name == MARK)
-    if lock:
-        q = q.with_for_update(read=True)
-    row = s.scalar(q)
+    pg = s.get_bind().dialect.name == "postgresql"
+    if not (lock and pg):
+        row = s.scalar(q)
+    else:
+        try:
+            with s.begin_nested():
+                s.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+                row = s.scalar(q.with_for_update(read=True))
+        except OperationalError:  # lock_timeout: a long fold is running
+            return None
+        finally:
+            s.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
     if row is None or row.tz != str(tz):
         return None
     return Marks(row.entries_id, row.purchases_id, row.redemptions_id)
@@ -187,7 +199,7 @@ def safe_ids(s: Session) -> Marks:
     """The highest ids whose rows are all committed (see the module's docstring). Run it
     in a transaction of its own and end that at once: it holds the locks till then."""
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SET LOCAL lock_timeout = '5s'"))
+        s.execute(text("SET LOCAL lock_timeout = '1s'"))
         s.execute(text("LOCK TABLE points_entries, purchases, redemptions IN SHARE MODE"))
     ids = [int(s.scalar(text(f"SELECT coalesce(max(id), 0) FROM {t}")) or 0)
            for _c, t in TABLES]

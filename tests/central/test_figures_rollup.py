@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from central.db.models import FiguresDaily, MemberDay, MemberMonth, VisitGroup, VisitGroupPeriod
+from central.db.models import (
+    FiguresDaily,
+    MemberDay,
+    MemberMonth,
+    RollupMark,
+    VisitGroup,
+    VisitGroupPeriod,
+)
 from central.jobs.rollup import run_rollup
 from central.services import members, points, purchases, rewards
 from central.services.figures import overview, overview_raw
@@ -155,3 +163,19 @@ def test_another_time_zone_rebuilds(mall: Any) -> None:
     with c.tx() as s:
         assert tail_size(s, marks_of(s, c)) == 0
     same(c)
+
+
+def test_a_long_fold_does_not_hold_the_page(mall: Any) -> None:
+    """While a fold holds the mark (the first fold of a large ledger takes minutes), the
+    overview waits LOCK_WAIT at most, then sums the raw ledger (PostgreSQL; SQLite's writer
+    lock does not stop its readers)."""
+    c = mall
+    if c.engine.dialect.name != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    run_rollup(c)
+    add_tail(c)
+    with c.tx() as holder:
+        holder.scalars(select(RollupMark).with_for_update()).all()
+        t0 = time.monotonic()
+        same(c)  # both readers: the rollup one falls back after the wait
+        assert time.monotonic() - t0 < 4 * 2 + 10
