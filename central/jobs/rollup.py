@@ -10,6 +10,8 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import OperationalError
+
 from central.services import rollup
 from central.services.figures import default_period
 
@@ -22,8 +24,15 @@ log = logging.getLogger(__name__)
 def run_rollup(c: Central, now: datetime | None = None) -> rollup.Marks:
     """Fold what was committed since the last run; returns the rows folded per table."""
     now = now or c.clock()
-    with c.tx() as s:
-        upto = rollup.safe_ids(s)
+    ids = []
+    try:
+        for _col, table in rollup.TABLES:
+            with c.tx() as s:
+                ids.append(rollup.safe_id(s, table))
+    except OperationalError:  # lock_timeout: a long writer; the next minute folds it
+        log.info("rollup: %s busy, skipped", rollup.TABLES[len(ids)][1])
+        return rollup.Marks()
+    upto = rollup.Marks(*ids)
     with c.tx() as s:
         done = rollup.fold(s, c.rules, upto, now)
         # the overview's default period: its visit groups ready before anyone asks

@@ -9,7 +9,7 @@ trial store with no time zones in SQL, folds in Python with the same ``Tail`` th
 for what is not folded yet.
 
 Why a fold stops at ids it can trust: on PostgreSQL a transaction may commit id 100 after
-id 101; ``safe_ids`` takes a brief SHARE lock on each table (waits for the writers in
+id 101; ``safe_id`` takes a brief SHARE lock on each table (waits for the writers in
 flight, blocks new ones for that instant) so every id up to the max it reads is committed.
 """
 
@@ -195,15 +195,17 @@ _MONTHS_FROM_DAYS = """
         visit_days = excluded.visit_days"""
 
 
-def safe_ids(s: Session) -> Marks:
-    """The highest ids whose rows are all committed (see the module's docstring). Run it
-    in a transaction of its own and end that at once: it holds the locks till then."""
+def safe_id(s: Session, table: str) -> int:
+    """The highest id of ``table`` (one of TABLES) whose rows are all committed (see the
+    module's docstring). Run it in a transaction of its own and end that at once: it holds
+    the lock till then. One table per transaction: holding one while waiting for another
+    could deadlock with a writer that inserts them in the other order."""
+    if table not in {t for _c, t in TABLES}:
+        raise ValueError(table)
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SET LOCAL lock_timeout = '1s'"))
-        s.execute(text("LOCK TABLE points_entries, purchases, redemptions IN SHARE MODE"))
-    ids = [int(s.scalar(text(f"SELECT coalesce(max(id), 0) FROM {t}")) or 0)
-           for _c, t in TABLES]
-    return Marks(*ids)
+        s.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
+    return int(s.scalar(text(f"SELECT coalesce(max(id), 0) FROM {table}")) or 0)
 
 
 def _lock_mark(s: Session, tz: ZoneInfo, now: datetime) -> RollupMark:
@@ -223,7 +225,7 @@ def _lock_mark(s: Session, tz: ZoneInfo, now: datetime) -> RollupMark:
 
 
 def fold(s: Session, rules: RuleBundle, upto: Marks, now: datetime) -> Marks:
-    """Fold everything past the mark up to ``upto`` (from ``safe_ids``) into the rollups and
+    """Fold everything past the mark up to ``upto`` (from ``safe_id``) into the rollups and
     move the mark; returns how many rows of each table were folded. Commit is the caller's."""
     row = _lock_mark(s, rules.tz, now)
     after = Marks(row.entries_id, row.purchases_id, row.redemptions_id)
@@ -374,4 +376,4 @@ def rollup_counts(s: Session) -> dict[str, int]:
 
 
 __all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "fold", "period_groups",
-           "read_marks", "read_tail", "rollup_counts", "safe_ids", "tail_size", "ypp_of"]
+           "read_marks", "read_tail", "rollup_counts", "safe_id", "tail_size", "ypp_of"]
