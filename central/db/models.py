@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +47,14 @@ class Base(DeclarativeBase):
 
 class Member(Base):
     __tablename__ = "members"
+    # member search (name or phone digits anywhere): trigram GIN indexes on PostgreSQL
+    # (pg_trgm, migration 0007), plain indexes on SQLite (the trial store, small)
+    __table_args__ = (
+        Index("ix_members_name_trgm", "name", postgresql_using="gin",
+              postgresql_ops={"name": "gin_trgm_ops"}),
+        Index("ix_members_phone_trgm", "phone", postgresql_using="gin",
+              postgresql_ops={"phone": "gin_trgm_ops"}),
+    )
     member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     phone: Mapped[str | None] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -59,6 +68,8 @@ class Member(Base):
 
 class Plate(Base):
     __tablename__ = "plates"
+    __table_args__ = (Index("ix_plates_plate_trgm", "plate", postgresql_using="gin",
+                            postgresql_ops={"plate": "gin_trgm_ops"}),)
     plate: Mapped[str] = mapped_column(String(16), primary_key=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
     bound_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -66,6 +77,11 @@ class Plate(Base):
 
 class PointsLot(Base):
     __tablename__ = "points_lots"
+    # the overview's points expiring in 30/60/90 days: an index-only range scan (0007)
+    __table_args__ = (Index("ix_points_lots_expiring", "expires_at",
+                            postgresql_include=["remaining"],
+                            postgresql_where=text("remaining > 0"),
+                            sqlite_where=text("remaining > 0")),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     lot_id: Mapped[str] = mapped_column(String(160), unique=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
@@ -382,3 +398,79 @@ class Campaign(Base):
     unpublished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     rules_serial: Mapped[int | None] = mapped_column(BigInteger)  # the bundle it went out in
     bundle_version: Mapped[str | None] = mapped_column(String(128))
+
+
+# ------------------------------------------------------ figure rollups (#14: pages at scale)
+# Written only by central/services/rollup.py (the minute job), read by figures.overview with
+# the entries past the mark. Days and months are the SITE's (``tz`` in the mark row). 0007.
+
+
+class FiguresDaily(Base):
+    """Sums per site-local day: entries by (kind, their lot's source), purchases
+    (``purchase``: key ``points`` or ``base``), redemptions (``redemption``: the reward kind)."""
+
+    __tablename__ = "figures_daily"
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, site zone
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    value_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberDay(Base):
+    """Points a member earned on a site-local day; ``visits`` counts the accruals that are
+    not manual adjustments (a day with one is a visit)."""
+
+    __tablename__ = "member_days"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    visits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberMonth(Base):
+    """``member_days`` summed per site-local month: the overview's active members and
+    visit buckets read these (one row per active member and month)."""
+
+    __tablename__ = "member_months"
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    visit_days: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupMark(Base):
+    """How far the rollups go: the last folded id of each source table, and the zone the
+    days are in (another zone = the rollups are rebuilt). One row, ``name='figures'``."""
+
+    __tablename__ = "rollup_marks"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64))
+    entries_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchases_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    redemptions_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    folded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class VisitGroup(Base):
+    """Active members of a period (site months ``first``..``last``) by visit bucket (the
+    index in figures.VISIT_BUCKETS, -1: earned without a visit) and the points they earned.
+    Kept for the periods in ``visit_group_periods`` and moved member by member by each fold,
+    so the overview never groups a period's member-months per member."""
+
+    __tablename__ = "visit_groups"
+    first: Mapped[str] = mapped_column(String(7), primary_key=True)
+    last: Mapped[str] = mapped_column(String(7), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    members: Mapped[int] = mapped_column(BigInteger, default=0)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class VisitGroupPeriod(Base):
+    """The periods ``visit_groups`` holds (the page's default and those viewed)."""
+
+    __tablename__ = "visit_group_periods"
+    first: Mapped[str] = mapped_column(String(7), primary_key=True)
+    last: Mapped[str] = mapped_column(String(7), primary_key=True)
+    built_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -24,6 +24,7 @@ from central import metrics
 from central.db.models import JobRun
 from central.jobs.prepaid import EVERY as CLEAR_EVERY
 from central.jobs.prepaid import run_clear_prepaid
+from central.jobs.rollup import run_rollup
 from central.services import perks, points
 from central.services.points import Expired
 
@@ -88,8 +89,9 @@ def _note_run(c: Central, job: str, now: datetime, result: dict[str, object]) ->
 
 
 def build_scheduler(c: Central) -> BackgroundScheduler:
-    """APScheduler with expiry and perks at the configured site-local times, and the
-    expired-prepayment clearing every ``CLEAR_EVERY`` (not started)."""
+    """APScheduler with expiry and perks at the configured site-local times, the
+    expired-prepayment clearing every ``CLEAR_EVERY`` and the figure rollup every minute
+    (not started)."""
     tz = c.cfg.site.tz
     sched = BackgroundScheduler(timezone=tz)
     eh, em = (int(x) for x in c.cfg.jobs.expiry_at.split(":"))
@@ -101,4 +103,6 @@ def build_scheduler(c: Central) -> BackgroundScheduler:
                   max_instances=1, misfire_grace_time=24 * 3600)
     sched.add_job(run_clear_prepaid, IntervalTrigger(seconds=CLEAR_EVERY.total_seconds()),
                   args=[c], id="clear_prepaid", coalesce=True, max_instances=1)
+    sched.add_job(run_rollup, IntervalTrigger(minutes=1), args=[c], id="rollup",
+                  coalesce=True, max_instances=1)
     return sched

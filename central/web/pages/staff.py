@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, union
 
 from central.db.models import Campaign, Member, Plate, Redemption, Reward
 from central.services import (
@@ -25,7 +25,13 @@ from central.services import (
 )
 from central.services.campaign_figures import campaign_figures
 from central.services.errors import ServiceError
-from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
+from central.services.figures import (
+    DEFINITIONS,
+    EXPIRING_DAYS,
+    default_period,
+    month_range,
+    overview,
+)
 from central.services.staff import allowed
 from central.web import api
 from central.web.pages import (
@@ -117,12 +123,9 @@ def overview_page(request: Request, s: DB, start: str | None = None,
     who = staff_of(request, s, "overview")
     c = central_of(request)
     now = c.clock()
-    this = now.astimezone(c.cfg.site.tz)
-    y, m = this.year, this.month - 5
-    if m <= 0:
-        y, m = y - 1, m + 12
-    first = _month(start, f"{y:04d}-{m:02d}")
-    last = _month(end, this.strftime("%Y-%m"))
+    d_first, d_last = default_period(c.cfg.site.tz, now)
+    first = _month(start, d_first)
+    last = _month(end, d_last)
     if last < first:
         first, last = last, first
     first = month_range(first, last)[0] if month_range(first, last) else first
@@ -135,16 +138,21 @@ def overview_page(request: Request, s: DB, start: str | None = None,
 
 # ------------------------------------------------------------------ members
 def search_members(s: Any, q: str, limit: int = 50) -> list[Member]:
-    """By name (contains), phone (prefix or digits contained) or plate (normalised)."""
+    """By name (contains), phone (prefix or digits contained) or plate (normalised). One
+    indexed lookup per field, united (an OR across tables would scan every member): on
+    PostgreSQL the LIKEs use the trigram indexes (migration 0007)."""
     q = q.strip()
     if not q:
         return list(s.scalars(select(Member).order_by(Member.member_id).limit(limit)))
-    like = f"%{q.replace('%', '').replace('_', '')}%"
-    plate_q = q.replace(" ", "").replace("·", "").upper()
-    by_plate = select(Plate.member_id).where(Plate.plate.like(f"%{plate_q}%"))
-    return list(s.scalars(select(Member).where(or_(
-        Member.name.like(like), Member.phone.like(like), Member.member_id == q,
-        Member.member_id.in_(by_plate))).order_by(Member.member_id).limit(limit)))
+    bare = q.replace("%", "").replace("_", "")
+    like = f"%{bare}%"
+    plate_q = bare.replace(" ", "").replace("·", "").upper()
+    ids = union(select(Member.member_id).where(Member.name.like(like)),
+                select(Member.member_id).where(Member.phone.like(like)),
+                select(Member.member_id).where(Member.member_id == q),
+                select(Plate.member_id).where(Plate.plate.like(f"%{plate_q}%"))).subquery()
+    return list(s.scalars(select(Member).where(Member.member_id.in_(select(ids.c.member_id)))
+                          .order_by(Member.member_id).limit(limit)))
 
 
 @router.get("/members", response_class=HTMLResponse)
