@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_demo_site_runs_end_to_end() -> None:
     r = subprocess.run([sys.executable, "-m", "parkedge_sim.cli", "demo"], capture_output=True,
-                       text=True, timeout=170, cwd=ROOT)
+                       text=True, timeout=420, cwd=ROOT)
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     for lane in ("E1", "X1"):
