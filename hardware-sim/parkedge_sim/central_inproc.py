@@ -28,9 +28,11 @@ from sqlalchemy.orm import Session
 from central.app import Central
 from central.config import parse_config
 from central.db.models import LaneEntry, LaneFlagged, LaneStatus, Member, Shop
+from central.ingest import state
 from central.ingest.commit import export_lane
 from central.services import members, points, purchases, rewards
 from central.services.purchases import PosLimits, PurchaseIn
+from edge.sync import codec
 
 
 def _secret(path: Path, data: bytes) -> str:
@@ -97,9 +99,16 @@ class Reader:
         with self.c.tx() as s:
             return list(export_lane(s, lane))
 
-    def ledger_sums(self, member_id: str) -> tuple[int, int, int]:
+    def points_from_entries(self, member_id: str) -> int:
+        """The sum of the member's points entries (its balance, if all is well)."""
         with self.c.tx() as s:
-            return points.ledger_sums(s, member_id)
+            return points.ledger_sums(s, member_id)[1]
+
+    def member_state(self, member_id: str, applied: Mapping[str, int], allowance: int
+                     ) -> codec.MemberState | None:
+        """The state central would sign for the lanes."""
+        with self.c.tx() as s:
+            return state.member_state(s, member_id, applied, allowance)
 
 
 class InProcessCentral:
