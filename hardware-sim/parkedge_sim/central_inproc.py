@@ -220,6 +220,13 @@ class InProcessCentral:
             points.adjust(s, self.central.rules, member_id, delta,
                           when or self.central.clock(), reason="test", ref=ref)
 
+    def settle(self, member_id: str, points_: int) -> None:
+        """Points paid in to clear an overdraft (a staff correction)."""
+        with self.tx() as s:
+            n = s.scalar(select(func.count()).select_from(Member)) or 0
+            points.adjust(s, self.central.rules, member_id, points_, self.central.clock(),
+                          reason="overdraft settled", ref=f"settle-{member_id}-{n}-{points_}")
+
     def purchase(self, purchase_id: str, member_id: str, amount: Decimal, category: str,
                  when: datetime, *, brand: str | None = None) -> int:
         """A POS sale at a shop of ``category`` (registered on first use). Idempotent."""
