@@ -135,8 +135,9 @@ class IngestWorker:
     # ---------------------------------------------------------------- paho thread
     def subscriptions(self) -> list[str]:
         g = self.icfg.share_group
-        return [f"$share/{g}/{topics.all_ledgers(self.site)}",
-                f"$share/{g}/{topics.snapshot_request(self.site)}",
+        share = f"$share/{g}/" if g else ""  # "": one worker, any broker
+        return [f"{share}{topics.all_ledgers(self.site)}",
+                f"{share}{topics.snapshot_request(self.site)}",
                 topics.all_statuses(self.site)]
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -557,6 +558,18 @@ class IngestWorker:
                 return n
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
+        if wanted is None:
+            # A full request (every reconnect) also gets the roster and the rule bundle on
+            # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
+            # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
+            bundle = state.bundle_json(self.central.cfg.rules.bundle)
+            with self.central.tx() as s:
+                serial = state.rules_serial(s, bundle, self.central.clock())
+            self._roster_serial = self._roster_serial or int(time.time())
+            self._client.publish(topics.snapshot(self.site, lane), state.roster(
+                self.site, self.lane_keys, self._roster_serial, self.signing_key), qos=1)
+            self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
+                bundle, serial, self.signing_key, self.site), qos=1)
         applied = self.applied()
         with self.central.tx() as s:
             ids = list(wanted) if wanted is not None else state.member_ids(s)

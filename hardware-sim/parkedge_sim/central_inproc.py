@@ -121,7 +121,7 @@ class InProcessCentral:
                  tls: tuple[str, str | None, str | None] | None = None,
                  username: str | None = None, password: str | None = None,
                  stall_alert_s: float = 300.0, lane_kinds: Mapping[str, str] | None = None,
-                 timezone: str = "Asia/Shanghai") -> None:
+                 timezone: str = "Asia/Shanghai", share_group: str = "central") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.site = site
@@ -161,6 +161,7 @@ class InProcessCentral:
             "ingest": {"signing_key": {"file": _secret(workdir / "signing.pem", pem)},
                        "keys_dir": str(keys), "allowance": allowance,
                        "publish_interval_s": 0.1, "stall_alert_s": stall_alert_s,
+                       "share_group": share_group,
                        "lanes": [{"id": lane, "kind": kinds.get(lane, "exit" if "x" in
                                                                  lane.lower() else "entry")}
                                  for lane in lane_keys]}})
@@ -255,8 +256,16 @@ class InProcessCentral:
             return rewards.redeem(s, self.central.rules, member_id=member_id,
                                   reward_id=reward_id, redemption_key=redemption_id, now=when)
 
-    def publish_rules(self, bundle: Mapping[str, Any]) -> None:
-        """A new rule bundle for the site: written where central's config points, then the
-        worker publishes it (signed, a higher serial) as it does at every reconnect."""
+    @property
+    def roster_serial(self) -> int:
+        return self.worker._roster_serial
+
+    def publish_rules(self, bundle: Mapping[str, Any]) -> int:
+        """A new rule bundle for the site: written where central's config points, its serial
+        recorded, then the worker publishes it (signed) as it does at every reconnect."""
         self.rules_file.write_text(bundle_toml(bundle), encoding="utf-8")
-        self.worker._reconnected.set()
+        with self.tx() as s:
+            serial = state.rules_serial(s, state.bundle_json(self.rules_file),
+                                        self.central.clock())
+        self.worker._reconnected.set()  # the reconnect path republishes roster and rules
+        return serial
