@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -144,14 +143,16 @@ lanes = [
         return env
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Migrate, then start the ingest worker and the web server; returns once the web
-        server answers ``/healthz`` and the worker has run."""
+    def start(self, timeout_s: float = 30.0, *, web: bool = True) -> None:
+        """Migrate, then start the ingest worker and (``web``) the web server; returns once
+        the web server answers ``/healthz`` (without it: once the worker runs)."""
         if not self.config.exists():
             self.write_config()
         self.cli("migrate")
-        for name, args in (("ingest", ["ingest", "--client-id", f"central-{self.site}-1"]),
-                           ("serve", ["serve"])):
+        runs = [("ingest", ["ingest", "--client-id", f"central-{self.site}-1"])]
+        if web:
+            runs.append(("serve", ["serve"]))
+        for name, args in runs:
             log = (self.workdir / f"central-{name}.log").open("ab")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "central", *args, "--config", str(self.config)],
@@ -163,7 +164,7 @@ lanes = [
                 if p.poll() is not None:
                     raise RuntimeError(f"parkedge-central {name} exited with {p.returncode}: "
                                        f"{self.log_tail(name)}")
-            if self._healthy():
+            if not web or self._healthy():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"parkedge-central serve did not answer on {self.url}")
@@ -279,10 +280,3 @@ class Api:
             raise RuntimeError(f"{method} {path}: {status} {out}")
         return out
 
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
