@@ -41,11 +41,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import metrics
-from central.config import CentralConfig
+from central.config import CentralConfig, SecretError
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
 from edge.pricing import RuleBundle
+from edge.secret_files import secret_file_problem
 from edge.sync import codec, topics
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ class IngestWorker:
         c.reconnect_delay_set(min_delay=1, max_delay=4)
         if mq.username:
             c.username_pw_set(mq.username, mq.password.get() if mq.password else None)
+        if mq.key_file is not None:  # the TLS private key: the rule of every secret file
+            problem = secret_file_problem(mq.key_file)
+            if problem:
+                raise SecretError(f"mqtt.key_file: {problem}")
         if mq.ca_file is not None:
             c.tls_set(ca_certs=str(mq.ca_file),
                       certfile=None if mq.cert_file is None else str(mq.cert_file),
