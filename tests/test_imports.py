@@ -53,11 +53,11 @@ def test_the_check_sees_every_form_of_import() -> None:
         "from parkedge_sim.lane_config import X\n"
         "def f():\n"
         "    from parkedge_sim import demo\n"
-        "    importlib.import_module('parkedge_sim.central')\n"
+        "    importlib.import_module('parkedge_sim.central_node')\n"
         "    __import__('parkedge_sim')\n"
         "from . import parkedge_sim_like\n"
         "import parkedge_simulator\n"
-        "x = 'parkedge_sim.central in a string is no import'\n"
+        "x = 'parkedge_sim.central_node in a string is no import'\n"
     )
     assert [h.split()[0] for h in simulator_imports(src, "t.py")] == [
         "t.py:1", "t.py:2", "t.py:3", "t.py:5", "t.py:6", "t.py:7"]
