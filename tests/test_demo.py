@@ -1,7 +1,8 @@
-"""``parkedge-sim demo`` end to end, as `make demo` runs it: the whole site (broker, central,
-two lane daemons with their own ledgers reading plates from video) must finish with exit 0,
-every lane entry at central exactly once, both hash chains intact, and the stays priced as
-the rules say."""
+"""``parkedge-sim demo`` end to end, as `make demo` runs it: the whole site (broker,
+``parkedge-central`` on SQLite, two lane daemons with their own ledgers reading plates from
+video) must finish with exit 0, every lane entry at central exactly once, both hash chains
+intact, the stays priced as the rules say, and #13's central parts done: a member enrolled
+by the CLI, a POS purchase through the API, a prepaid exit, the perks and expiry jobs."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def test_the_demo_site_runs_end_to_end() -> None:
     assert rows["粤B12345"][6] == "0.00"  # monthly pass
     # plates read from the video stream reached the exit lane through MQTT
     assert "X1 out 闽D5K233" in out and "E1 REFUSED 粤B66666" in out
+    # central: the CLI enrolment, the gold tier's coupons from the perks job, a POS sale
+    assert "member M-2001 enrolled (silver)" in out
+    assert "perks job for 2026-11 (bench month): granted 2 coupons" in out
+    assert "through POST /api/pos/purchases: 18 points" in out
+    assert "the till's retry answered 200, nothing more earned" in out
+    # paid at central, out within the grace: nothing owed at the exit
+    assert "prepaid exit OK: opened, nothing to pay" in out
+    assert rows["浙A8P2Q6"][6:9] == ["16.00", "0", "0.00"] or rows["浙A8P2Q6"][7:9] == [
+        "0", "0.00"], rows["浙A8P2Q6"]
+    # the expiry job on the bench clock reached both lanes' member caches
+    assert "lanes' balances after the expiry equal central" in out

@@ -6,6 +6,7 @@ functions and ``importlib.import_module("parkedge_sim...")`` count too."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,15 @@ def test_the_sync_codec_comes_without_the_lanes_sync_service() -> None:
             "from edge.sync import LaneSync; assert LaneSync.__name__ == 'LaneSync'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_simulator_keeps_no_central_of_its_own() -> None:
+    """#13: the demo, the lane sync tests and the drain bench run on ``parkedge-central``
+    (through ``parkedge_sim.central_node`` / ``central_inproc``); the bench stand-in is gone."""
+    assert not (ROOT / "hardware-sim" / "parkedge_sim" / "central").exists()
+    stand_in = re.compile(r"parkedge_sim[./]central\b(?!_)")
+    hits = [f"{f.relative_to(ROOT)}:{n}" for part in ("hardware-sim", "edge", "central", "tests")
+            for f in sorted((ROOT / part).rglob("*.py")) if f != Path(__file__).resolve()
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+            if stand_in.search(line)]
+    assert hits == [], hits
