@@ -49,7 +49,15 @@ def site_broker(request: pytest.FixtureRequest) -> Any:
 
 def _central(tmp_path: Path, site_broker: Any) -> Any:
     """Central's ingest on the broker: plain subscriptions (one worker) on RabbitMQ 3.10,
-    which grants ``$share/...`` and delivers nothing on it (docs/brokers.md)."""
+    which grants ``$share/...`` and delivers nothing on it (docs/brokers.md). The brokers
+    are the session's: the rules and roster an earlier test's central left retained are
+    cleared first (each test's central numbers its bundles from 1 in its own database)."""
+    w = Watcher(site_broker.port, f"parkedge/{SITE}/none")
+    try:
+        for t in (topics.rules(SITE), topics.lanes(SITE)):
+            w.publish(t, b"", retain=True)
+    finally:
+        w.close()
     return make_central(tmp_path, site_broker.port,
                         share_group="" if isinstance(site_broker, RabbitMQBroker) else "central")
 
