@@ -27,9 +27,11 @@ app = typer.Typer(name="parkedge-central", no_args_is_help=True, add_completion=
 user_app = typer.Typer(no_args_is_help=True, help="Staff accounts.")
 member_app = typer.Typer(no_args_is_help=True, help="Members.")
 shop_app = typer.Typer(no_args_is_help=True, help="Shops that send purchases (POS).")
+paystation_app = typer.Typer(no_args_is_help=True, help="Pay stations that post prepayments.")
 app.add_typer(user_app, name="user")
 app.add_typer(member_app, name="member")
 app.add_typer(shop_app, name="shop")
+app.add_typer(paystation_app, name="paystation")
 
 DEFAULT_CONFIG = "/etc/parkedge-central/central.toml"
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="PARKEDGE_CENTRAL_CONFIG",
@@ -265,6 +267,61 @@ def shop_add(shop_id: str, category: Annotated[str, typer.Option()],
     _run(c, go)
 
 
+# ------------------------------------------------------------------ pay stations
+@paystation_app.command("add")
+def paystation_add(paystation_id: str, name: Annotated[str, typer.Option()] = "",
+                   config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """Register a pay station; prints its API key once (only a digest is stored)."""
+    from central.services import paystations
+    c = _central(config)
+
+    def go() -> None:
+        with c.tx() as s:
+            now = c.clock()
+            key = paystations.add(s, paystation_id, name, now)
+            audit.record(s, actor=_actor(), action="paystation.add",
+                         target=f"paystation:{paystation_id}", at=now,
+                         after={"paystation_id": paystation_id, "name": name or paystation_id})
+        typer.echo(key)
+    _run(c, go)
+
+
+@paystation_app.command("revoke")
+def paystation_revoke(paystation_id: str, config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """Stop a pay station's API key at once (the pay station stays listed, inactive)."""
+    from central.services import paystations
+    c = _central(config)
+
+    def go() -> None:
+        with c.tx() as s:
+            now = c.clock()
+            if paystations.revoke(s, paystation_id, now):
+                audit.record(s, actor=_actor(), action="paystation.revoke",
+                             target=f"paystation:{paystation_id}", at=now,
+                             before={"active": True}, after={"active": False})
+                typer.echo(f"pay station {paystation_id} revoked")
+            else:
+                typer.echo(f"pay station {paystation_id} was already revoked")
+    _run(c, go)
+
+
+@paystation_app.command("list")
+def paystation_list(as_json: Annotated[bool, typer.Option("--json")] = False,
+                    config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """The pay stations (never their keys)."""
+    from central.services import paystations
+    c = _central(config)
+    with c.tx() as s:
+        rows = paystations.listing(s)
+    c.close()
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        state = "active" if r["active"] else f"revoked {r['revoked_at']}"
+        typer.echo(f"{r['paystation_id']}\t{r['name']}\t{state}")
+
+
 # ------------------------------------------------------------------ figures and jobs
 @app.command()
 def figures(as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -319,9 +376,15 @@ def perks(month: Annotated[str | None, typer.Option(help="YYYY-MM (default: now'
 def serve(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
     """Serve the web API (uvicorn) and run the jobs; loopback unless TLS and an admin exist.
     With ``ingest.enabled`` an ingest worker runs in the same process."""
+    import signal
+
     from central.web.serve import serve as run
     c = _central(config)
     worker = None
+    # uvicorn handles SIGTERM (drains requests), then restores the handler it found and
+    # raises the signal again: with the default one the process died right there, before
+    # the ingest worker below was stopped. Ours ends the process through the finally.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if c.cfg.ingest.enabled:
             worker = _worker(c, None)
@@ -333,6 +396,10 @@ def serve(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
         if worker is not None:
             worker.stop()
         c.close()
+
+
+def _exit_on_sigterm(_sig: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _worker(c: Central, client_id: str | None) -> IngestWorker:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -116,6 +117,7 @@ class Purchase(Base):
 
 class Reward(Base):
     __tablename__ = "rewards"
+    __table_args__ = (CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),)
     reward_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # parking_hours|discount|merchandise|experience
     name: Mapped[str] = mapped_column(String(200))
@@ -123,6 +125,11 @@ class Reward(Base):
     value: Mapped[Decimal] = mapped_column(Cents)  # yuan: what the monthly cap counts
     hours: Mapped[int | None] = mapped_column(Integer)  # parking_hours: the coupon's hours
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # migration 0006: JSON list of the tiers that may redeem (NULL: every tier), a category
+    # for the pages, and the stock of a physical reward (NULL: unlimited; never below 0)
+    tiers: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(32))
+    stock: Mapped[int | None] = mapped_column(Integer)
 
 
 class Redemption(Base):
@@ -223,6 +230,9 @@ class Lane(Base):
     kind: Mapped[str] = mapped_column(String(8))  # entry|exit
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # who disabled it (staff:<name>): an ingest worker's start leaves such a lane disabled;
+    # None when enabled, or disabled only because it left the config (migration 0004)
+    disabled_by: Mapped[str | None] = mapped_column(String(80))
 
 
 class LaneEntry(Base):
@@ -334,3 +344,41 @@ class Prepayment(Base):
     message: Mapped[str] = mapped_column(Text)  # the signed prepaid message as sent
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # retained copy removed
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # migration 0004
+    refunded_by: Mapped[str | None] = mapped_column(String(80))
+    refund_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class Paystation(Base):
+    """A pay station that posts prepayments with its own API key (``X-API-Key``): only the
+    key's SHA-256 is kept, as for the shops' POS keys. Revoked keys stay (the audit trail
+    names them), inactive. Migration 0004."""
+
+    __tablename__ = "paystations"
+    paystation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Campaign(Base):
+    """A campaign published from the pages or the API (migration 0006). The site's bundle
+    sent to the lanes is the configured bundle plus every ``published`` campaign's table
+    (``body``, JSON); unpublishing keeps the row (its figures stay) and sends the bundle
+    without it."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (UniqueConstraint("site_id", "name", name="uq_campaigns_site_name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    budget: Mapped[Decimal | None] = mapped_column(Cents)
+    state: Mapped[str] = mapped_column(String(16))  # published|unpublished
+    published_by: Mapped[str] = mapped_column(String(80))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    unpublished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    rules_serial: Mapped[int | None] = mapped_column(BigInteger)  # the bundle it went out in
+    bundle_version: Mapped[str | None] = mapped_column(String(128))

@@ -45,6 +45,7 @@ from central.config import CentralConfig, SecretError
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
+from central.services.campaign_publish import lock, site_bundle
 from edge.pricing import RuleBundle
 from edge.secret_files import secret_file_problem
 from edge.sync import codec, topics
@@ -343,7 +344,8 @@ class IngestWorker:
     # ---------------------------------------------------------------- lanes
     def _upsert_lanes(self) -> None:
         """The configured lanes in ``lanes`` (the pages list them); a lane no longer in the
-        config is disabled, not deleted (its entries stay). Workers starting together may
+        config is disabled, not deleted (its entries stay); one staff disabled
+        (``disabled_by``) is not re-enabled. Workers starting together may
         race on the first insert: the loser finds the rows and updates them."""
         for attempt in range(3):
             try:
@@ -364,8 +366,9 @@ class IngestWorker:
                 if row is None:
                     s.add(Lane(site_id=self.site, lane_id=lane.id, name=lane.name,
                                kind=lane.kind, enabled=True, created_at=now))
-                else:
-                    row.name, row.kind, row.enabled = lane.name, lane.kind, True
+                else:  # a lane staff disabled stays disabled (until staff enable it)
+                    row.name, row.kind = lane.name, lane.kind
+                    row.enabled = row.disabled_by is None
             for row in have.values():
                 row.enabled = False
 
@@ -495,8 +498,10 @@ class IngestWorker:
         self._client.publish(topics.lanes(self.site), state.roster(
             self.site, self.lane_keys, self._roster_serial, self.signing_key),
             qos=1, retain=True)
-        bundle = state.bundle_json(self.central.cfg.rules.bundle)
-        with self.central.tx() as s:
+        base = state.bundle_json(self.central.cfg.rules.bundle)
+        with self.central.tx() as s:  # the configured bundle plus the published campaigns
+            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
+            bundle = site_bundle(s, self.site, base)
             serial = state.rules_serial(s, bundle, self.central.clock())
         self._client.publish(topics.rules(self.site), codec.sign_rules(
             bundle, serial, self.signing_key, self.site), qos=1, retain=True)

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import IntegrityError
 
 from central import metrics
 from central.db.models import JobRun
+from central.jobs.prepaid import EVERY as CLEAR_EVERY
+from central.jobs.prepaid import run_clear_prepaid
 from central.services import perks, points
 from central.services.points import Expired
 
@@ -85,7 +88,8 @@ def _note_run(c: Central, job: str, now: datetime, result: dict[str, object]) ->
 
 
 def build_scheduler(c: Central) -> BackgroundScheduler:
-    """APScheduler with both jobs at the configured site-local times (not started)."""
+    """APScheduler with expiry and perks at the configured site-local times, and the
+    expired-prepayment clearing every ``CLEAR_EVERY`` (not started)."""
     tz = c.cfg.site.tz
     sched = BackgroundScheduler(timezone=tz)
     eh, em = (int(x) for x in c.cfg.jobs.expiry_at.split(":"))
@@ -95,4 +99,6 @@ def build_scheduler(c: Central) -> BackgroundScheduler:
     sched.add_job(run_perks, CronTrigger(day=c.cfg.jobs.perks_day, hour=ph, minute=pm,
                                          timezone=tz), args=[c], id="perks", coalesce=True,
                   max_instances=1, misfire_grace_time=24 * 3600)
+    sched.add_job(run_clear_prepaid, IntervalTrigger(seconds=CLEAR_EVERY.total_seconds()),
+                  args=[c], id="clear_prepaid", coalesce=True, max_instances=1)
     return sched

@@ -10,19 +10,17 @@ current bundle, the bundle with the campaign), each replay keeping its own daily
 per member and site-local day. Sessions join the replay when central stores them (the
 lanes' ingest): ``edge.pricing.simulate`` replays those.
 
-Storage without a migration: a published campaign is the audit line ``campaign.publish``
-(append-only, who and when, the campaign and the bundle version it produced). The MQTT
-publishing to the lanes is the hook ``publish_to_lanes`` (TODO: the ingest publisher).
+Publishing (``campaign_publish``): a campaign row, the site's new bundle signed into the
+downlink outbox, an audit line, in one transaction. The form is validated against the
+site's bundle as the lanes run it (the configured one plus the published campaigns).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.db.models import AuditLog, Member, Purchase
+from central.db.models import Campaign, Member, Purchase
+from central.ingest import state
+from central.services.campaign_publish import campaign_json
 from central.services.figures import CENT, month_bounds, month_range
 from edge.pricing import RuleBundle
 from edge.pricing.bundle import BundleError, parse_bundle
@@ -59,8 +59,8 @@ class CampaignForm:
 
 
 def bundle_data(path: Path) -> dict[str, Any]:
-    with path.open("rb") as f:
-        return tomllib.load(f)
+    """The configured bundle as JSON-ready values (what the lanes are sent)."""
+    return state.bundle_json(path)
 
 
 def _list(v: str) -> list[str]:
@@ -219,31 +219,9 @@ def to_toml(c: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_to_lanes(bundle: RuleBundle, campaign: dict[str, Any]) -> bool:
-    """TODO(ingest publisher): sign the bundle and publish it to the site's lanes over MQTT
-    (the publisher another branch is building). Until then nothing is sent: the campaign is
-    recorded as published at central only, and this returns False so the page says so."""
-    return False
-
-
-def published(s: Session, limit: int = 50) -> list[dict[str, Any]]:
-    """Campaigns published from the pages (their audit lines), newest first."""
-    rows = s.scalars(select(AuditLog).where(AuditLog.action == "campaign.publish")
-                     .order_by(AuditLog.id.desc()).limit(limit))
-    out = []
-    for r in rows:
-        after = json.loads(r.after) if r.after else {}
-        out.append({"at": r.at, "actor": r.actor, **after})
-    return out
-
-
-def record_publish(s: Session, *, actor: str, at: datetime, form: CampaignForm,
-                   sent: bool) -> None:
-    from central.services import audit
-
-    assert form.campaign is not None and form.bundle is not None
-    audit.record(s, actor=actor, action="campaign.publish",
-                 target=f"campaign:{form.campaign['name']}", at=at,
-                 after={"campaign": form.campaign, "bundle_version": form.bundle.version,
-                        "budget": str(form.budget) if form.budget is not None else None,
-                        "sent_to_lanes": sent})
+def published(s: Session, site: str) -> list[dict[str, Any]]:
+    """The site's campaigns published from the pages or the API (either state), newest
+    first."""
+    rows = s.scalars(select(Campaign).where(Campaign.site_id == site)
+                     .order_by(Campaign.published_at.desc(), Campaign.id.desc()))
+    return [campaign_json(r) for r in rows]

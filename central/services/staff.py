@@ -21,7 +21,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "members:write": frozenset({"operations", "admin"}),
     "points:adjust": frozenset({"operations"}),
     "shops:write": frozenset({"operations", "admin"}),
+    "lanes:write": frozenset({"operations"}),
     "rewards:write": frozenset({"marketing"}),
+    "campaigns:write": frozenset({"marketing"}),
     "users:write": frozenset({"admin"}),
 }
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from central import metrics
 from central.logs import ThrottledLog
 from central.services.errors import ServiceError
-from central.web import api, pages, pos, prepay
+from central.web import api, campaigns_api, pages, paystation, pos, prepay, refund, sites
 from central.web.security import BodyLimit
 
 if TYPE_CHECKING:
@@ -89,8 +89,12 @@ def create_app(c: Central) -> FastAPI:
                             status_code=503, headers={"Retry-After": "5"})
 
     app.include_router(api.router)
+    app.include_router(campaigns_api.router)
     app.include_router(pos.router)
     app.include_router(prepay.router)
+    app.include_router(paystation.router)
+    app.include_router(refund.router)
+    app.include_router(sites.router)
     pages.install(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -219,8 +219,13 @@ def my_redemptions(who: AMember, s: DB) -> Any:
 
 
 @router.get("/me/rewards", tags=["member portal"])
-def my_rewards(who: AMember, s: DB) -> Any:
-    return rewards_view(s, True)
+def my_rewards(who: AMember, request: Request, s: DB) -> Any:
+    """The rewards this member's tier may redeem; each says whether it can be redeemed now
+    and why not (``points``, ``monthly_cap``, ``out_of_stock``); the month's cap beside."""
+    c = central_of(request)
+    now = c.clock()
+    return rewards.catalogue_for(s, c.rules, who.member_id,
+                                 points.spendable(s, who.member_id, now), now)
 
 
 @router.post("/me/redemptions", status_code=201, tags=["member portal"])
@@ -362,7 +367,8 @@ def put_reward(reward_id: str, body: RewardBody, request: Request, who: RewardsW
     before = rewards.reward_json(old) if old else None
     r = rewards.put_reward(s, reward_id=reward_id, kind=body.kind, name=body.name,
                            points=body.points, value=Decimal(body.value), hours=body.hours,
-                           active=body.active)
+                           active=body.active, tiers=body.tiers, category=body.category,
+                           stock=body.stock, known_tiers=central_of(request).rules.tier_names)
     after = rewards.reward_json(r)
     audit.record(s, actor=who.actor, action="reward.put", target=f"reward:{reward_id}",
                  at=central_of(request).clock(), before=before, after=after)

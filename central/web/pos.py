@@ -10,22 +10,32 @@ from __future__ import annotations
 import csv
 import io
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from central import metrics
-from central.services import purchases
+from central.services import campaign_publish, purchases
 from central.services.errors import ServiceError
 from central.services.purchases import PosLimits, PurchaseIn
 from central.web.schemas import PurchaseRequest, PurchaseResponse
 from central.web.security import DB, AShop, central_of, http_error
+from edge.pricing import RuleBundle
+
+if TYPE_CHECKING:
+    from central.app import Central
 
 router = APIRouter(prefix="/api/pos", tags=["pos"])
 CSV_COLUMNS = ("shop_id", "idempotency_key", "member_id", "amount", "at", "brand")
 MAX_CSV_ROWS = 10_000
+
+
+def _rules(s: Session, c: Central) -> RuleBundle:
+    """The site's bundle with the campaigns published at central (they earn here too)."""
+    return campaign_publish.current_rules(s, c.cfg.site.site_id, c.cfg.rules.bundle, c.rules)
 
 
 def _limits(request: Request) -> PosLimits:
@@ -48,7 +58,7 @@ def _out(r: purchases.PurchaseResult) -> dict[str, Any]:
              responses={200: {"description": "a replay: the first answer, nothing earned"}})
 def post_purchase(body: PurchaseRequest, request: Request, shop: AShop, s: DB) -> Any:
     c = central_of(request)
-    r = purchases.record_purchase(s, c.rules, _to_in(body), c.clock(), shop=shop,
+    r = purchases.record_purchase(s, _rules(s, c), _to_in(body), c.clock(), shop=shop,
                                   limits=_limits(request))
     s.flush()
     _count(r)
@@ -90,11 +100,12 @@ async def post_purchases_csv(request: Request, shop: AShop, s: DB) -> Any:
             raise http_error(422, f"line {line}: {field}",
                              str(e["msg"]).removeprefix("Value error, "), "invalid") from None
     c = central_of(request)
+    rules = _rules(s, c)
     out = []
     done: list[purchases.PurchaseResult] = []
     for line, body in rows:
         try:
-            r = purchases.record_purchase(s, c.rules, _to_in(body), c.clock(), shop=shop,
+            r = purchases.record_purchase(s, rules, _to_in(body), c.clock(), shop=shop,
                                           limits=_limits(request))
         except ServiceError as exc:
             raise type(exc)(f"line {line}: {exc.field}", exc.message) from None

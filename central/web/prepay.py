@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from sqlalchemy.orm import Session
 
 from central.services import audit, prepay
 from central.web.schemas import Id, Money, PlateText
@@ -29,7 +30,9 @@ from central.web.security import DB, PointsAdjust, central_of, http_error
 router = APIRouter(prefix="/api", tags=["prepayments"])
 
 
-class PrepaymentRequest(Body):
+class PrepaymentFields(Body):
+    """What a pay station sends (its source is its key's pay station)."""
+
     payment_id: Id = Field(description="unique per payment; a retry with it records once")
     plate: PlateText | None = Field(default=None, description="the car; or member_id alone "
                                     "for a member with one plate")
@@ -39,7 +42,6 @@ class PrepaymentRequest(Body):
                                           "(default: now), with a UTC offset")
     entry_event_id: Id | None = Field(default=None, description="the stay's entry event, "
                                       "when the pay station knows it")
-    source: Id | None = Field(default=None, description="the pay station's id")
 
     @field_validator("paid_at", mode="before")
     @classmethod
@@ -55,6 +57,10 @@ class PrepaymentRequest(Body):
         if not 2000 <= d.year <= 2100:
             raise ValueError("out of range (years 2000..2100)")
         return d
+
+
+class PrepaymentRequest(PrepaymentFields):
+    source: Id | None = Field(default=None, description="the pay station's id")
 
 
 class PrepaymentResponse(BaseModel):
@@ -80,18 +86,25 @@ def _signing_key(request: Request) -> Ed25519PrivateKey:
              responses={200: {"description": "a replay: the first answer, nothing new"}})
 def post_prepayment(body: PrepaymentRequest, request: Request, who: PointsAdjust,
                     s: DB) -> Any:
+    return record(request, s, body, source=body.source or who.actor, actor=who.actor)
+
+
+def record(request: Request, s: Session, body: PrepaymentFields, *, source: str,
+           actor: str) -> JSONResponse:
+    """Record (or replay) a prepayment and answer; the audit line for a new one. Shared by
+    the staff route and the pay stations' (central/web/paystation.py)."""
     c = central_of(request)
     key = _signing_key(request)
     now = c.clock()
     r = prepay.prepay(s, c.cfg.site.site_id, payment_id=body.payment_id,
                       amount=Decimal(body.amount), paid_at=body.paid_at, now=now, key=key,
-                      source=body.source or who.actor, plate=body.plate,
+                      source=source, plate=body.plate,
                       member_id=body.member_id, entry_event_id=body.entry_event_id)
     out = PrepaymentResponse(payment_id=r.payment_id, plate=r.plate, member_id=r.member_id,
                              amount=str(r.amount), paid_at=r.paid_at, expires_at=r.expires_at,
                              replayed=r.replayed).model_dump(mode="json")
     if not r.replayed:
-        audit.record(s, actor=who.actor, action="prepayment.add",
+        audit.record(s, actor=actor, action="prepayment.add",
                      target=f"prepayment:{r.payment_id}", at=now, after=out)
     s.flush()
     return JSONResponse(out, status_code=200 if r.replayed else 201)

@@ -106,6 +106,11 @@ class RewardBody(Request):
     value: Money = Field(description="yuan, counted against the monthly redemption cap")
     hours: int | None = Field(default=None, ge=1, le=72)
     active: bool = True
+    tiers: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] | None = Field(
+        default=None, max_length=20, description="the tiers that may redeem; null: every tier")
+    category: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    stock: int | None = Field(default=None, ge=0, le=1_000_000,
+                              description="merchandise and experiences; null: no limit")
 
 
 class RedeemBody(Request):

@@ -325,13 +325,20 @@ def test_campaign_forecast_equals_the_engine_and_publish(site: tuple[Any, TestCl
     r = client.post("/campaigns/forecast", data={**CAMPAIGN, "budget": "1.50",
                                                  "csrf_token": csrf})
     assert "超出预算" in r.text  # ¥2.00 of extra points against a ¥1.50 budget
-    # publish: recorded with who and when, the lanes hook not wired yet
+    # publish without a signing key: nothing can go to the lanes, nothing is recorded
+    r = client.post("/campaigns/publish", data={**CAMPAIGN, "csrf_token": csrf},
+                    follow_redirects=False)
+    assert r.status_code == 422 and "signing_key" in r.text
+    # with one: the campaign, the signed bundle in the outbox and the audit line
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    client.app.state.signing_key = Ed25519PrivateKey.generate()  # type: ignore[attr-defined]
     r = client.post("/campaigns/publish", data={**CAMPAIGN, "csrf_token": csrf},
                     follow_redirects=False)
     assert r.status_code == 303
     page = client.get("/campaigns")
-    assert "tuesday_x2" in page.text and "待下发" in page.text
+    assert "tuesday_x2" in page.text and "已下发" in page.text
     with c.tx() as s:
         e = audit.entries(s, 1)[0]
     assert e["action"] == "campaign.publish" and e["actor"] == "staff:mkt"
-    assert e["after"]["campaign"]["multiplier"] == "2" and e["after"]["sent_to_lanes"] is False
+    assert e["after"]["campaign"]["multiplier"] == "2" and e["after"]["sent_to_lanes"] is True

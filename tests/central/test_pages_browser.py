@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.app import Central
 from central.config import parse_config
@@ -47,6 +49,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port = free_port()
     db = tmp / "central.db"
     cfg_path = tmp / "central.toml"
+    key = tmp / "site.key"  # campaigns are published signed (nothing listens here)
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    key.chmod(0o600)
     cfg_path.write_text(f"""
 [site]
 site_id = "mall-1"
@@ -61,6 +68,8 @@ listen = "127.0.0.1"
 port = {port}
 [jobs]
 enabled = false
+[ingest]
+signing_key = {{ file = "{key}" }}
 [logging]
 json_lines = true
 """)

@@ -335,7 +335,7 @@ def test_scheduler_runs_jobs_at_site_times(central: Any) -> None:
 
     sched = build_scheduler(central)
     jobs = {j.id: j for j in sched.get_jobs()}
-    assert set(jobs) == {"expiry", "perks"}
+    assert set(jobs) == {"expiry", "perks", "clear_prepaid"}  # see test_clear_prepaid_job
     base = at("2026-03-31 23:00")
     nxt = jobs["expiry"].trigger.get_next_fire_time(None, base)
     assert nxt == at("2026-04-01 00:10")

@@ -99,9 +99,13 @@ def portal_context(s: Any, c: Any, member_id: str) -> dict[str, Any]:
     cat = []
     for r in s.scalars(select(Reward).where(Reward.active.is_(True))
                        .order_by(Reward.points, Reward.reward_id)):
+        allowed = rewards.tiers_of(r)
+        if allowed is not None and m.tier not in allowed:
+            continue  # another tier's reward: nothing this member could ever redeem
         over_cap = left is not None and r.value > left
-        cat.append({"r": r, "affordable": r.points <= spendable and not over_cap,
-                    "short": max(0, r.points - spendable), "over_cap": over_cap})
+        out = r.stock == 0
+        cat.append({"r": r, "affordable": r.points <= spendable and not over_cap and not out,
+                    "short": max(0, r.points - spendable), "over_cap": over_cap, "out": out})
     coupons = [cp for cp in api.coupons_view(s, member_id) if cp["used_at"] is None]
     return {"m": m, "spendable": spendable, "soon": soon, "cap": cap, "cap_left": left,
             "catalogue": cat, "coupons": coupons, "history": history_lines(s, member_id, 20),

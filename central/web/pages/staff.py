@@ -12,8 +12,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
-from central.db.models import Member, Plate, Redemption, Reward
-from central.services import audit, campaigns, members, points, rewards, sessions, signin
+from central.db.models import Campaign, Member, Plate, Redemption, Reward
+from central.services import (
+    audit,
+    campaign_publish,
+    campaigns,
+    members,
+    points,
+    rewards,
+    sessions,
+    signin,
+)
+from central.services.campaign_figures import campaign_figures
 from central.services.errors import ServiceError
 from central.services.figures import DEFINITIONS, EXPIRING_DAYS, month_range, overview
 from central.services.staff import allowed
@@ -29,6 +39,7 @@ from central.web.pages import (
     staff_of,
 )
 from central.web.security import DB, STAFF_COOKIE, central_of
+from edge.pricing.bundle import parse_bundle
 
 router = APIRouter(include_in_schema=False)
 HOME = {"marketing": "/overview", "auditor": "/overview", "admin": "/overview",
@@ -244,7 +255,8 @@ def rewards_context(s: Any, c: Any) -> dict[str, Any]:
             blocked[r.reward_id] = sum(1 for v in used_by_member.values()
                                        if Decimal(v) + r.value > cap)
     return {"catalogue": cat, "counts": counts, "cap": cap, "month": month, "at_cap": at_cap,
-            "blocked": blocked, "tiers": c.rules.tier_names, "kinds": rewards.KINDS}
+            "blocked": blocked, "tiers": c.rules.tier_names, "kinds": rewards.KINDS,
+            "reward_tiers": {r.reward_id: rewards.tiers_of(r) for r in cat}}
 
 
 @router.get("/rewards", response_class=HTMLResponse)
@@ -280,6 +292,14 @@ async def rewards_post(request: Request, s: DB) -> Response:
             hours = int(f["hours"])
         except ValueError:
             errors["hours"] = "a whole number"
+    stock: int | None = None
+    if f.get("stock", "").strip():
+        try:
+            stock = int(f["stock"])
+        except ValueError:
+            errors["stock"] = "a whole number"
+    raw = await request.form()
+    tiers = [v for v in raw.getlist("tiers") if isinstance(v, str)] or None
     rid = f.get("reward_id", "").strip()
     if not errors:
         old = s.get(Reward, rid)
@@ -288,7 +308,9 @@ async def rewards_post(request: Request, s: DB) -> Response:
             with s.begin_nested():
                 r = rewards.put_reward(s, reward_id=rid, kind=f.get("kind", ""),
                                        name=f.get("name", ""), points=pts, value=value,
-                                       hours=hours, active=f.get("active") == "on")
+                                       hours=hours, active=f.get("active") == "on",
+                                       tiers=tiers, category=f.get("category", "").strip()
+                                       or None, stock=stock, known_tiers=c.rules.tier_names)
                 s.flush()
         except ServiceError as exc:
             errors[exc.field] = exc.message
@@ -304,7 +326,7 @@ async def rewards_post(request: Request, s: DB) -> Response:
 
 # ------------------------------------------------------------------ campaigns (read-only)
 def campaign_rows(rules: Any) -> list[dict[str, Any]]:
-    """The bundle's campaigns as the page lists them (the form and forecast come next)."""
+    """The bundle's campaigns as the page lists them."""
     out = []
     for cp in rules.campaigns:
         cond = []
@@ -339,7 +361,9 @@ CAMPAIGN_EDITORS = frozenset({"marketing"})
 
 def _campaigns_render(request: Request, s: Any, who: Any, *, form: Any = None,
                       fc: Any = None, status: int = 200, fc_first: str = "",
-                      fc_last: str = "", published_ok: str | None = None) -> Response:
+                      fc_last: str = "", published_ok: str | None = None,
+                      unpublished_ok: str | None = None,
+                      page_error: str | None = None) -> Response:
     c = central_of(request)
     this = c.clock().astimezone(c.cfg.site.tz)
     if not fc_last:
@@ -351,21 +375,47 @@ def _campaigns_render(request: Request, s: Any, who: Any, *, form: Any = None,
         fc_first = f"{y:04d}-{m:02d}"
     values = form.values if form is not None else {}
     return Ctx(request, who).render(
-        "campaigns.html", status=status, rows=campaign_rows(c.rules),
-        published=campaigns.published(s), may_edit=who.role in CAMPAIGN_EDITORS,
+        "campaigns.html", status=status, rows=campaign_rows(parse_bundle(site_base(s, c))),
+        published=campaigns.published(s, c.cfg.site.site_id), may_edit=who.role in CAMPAIGN_EDITORS,
         values=values, errors=form.errors if form is not None else {},
         fc=fc.json() if fc is not None else None,
         campaign_toml=campaigns.to_toml(form.campaign) if form is not None
         and form.campaign else "",
         tiers=c.rules.tier_names, classes=c.rules.vehicle_classes, days=campaigns.DAYS,
         groups=sorted(c.rules.model.earn.groups),
-        fc_first=fc_first, fc_last=fc_last, published_ok=published_ok)
+        fc_first=fc_first, fc_last=fc_last, published_ok=published_ok,
+        unpublished_ok=unpublished_ok, page_error=page_error)
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
 def campaigns_page(request: Request, s: DB) -> Response:
     who = staff_of(request, s, "campaigns")
-    return _campaigns_render(request, s, who, published_ok=request.query_params.get("ok"))
+    q = request.query_params
+    return _campaigns_render(request, s, who, published_ok=q.get("ok"),
+                             unpublished_ok=q.get("unpublished"), page_error=q.get("error"))
+
+
+def site_base(s: Any, c: Any) -> dict[str, Any]:
+    """The site's bundle as the lanes run it: the configured one plus published campaigns."""
+    return campaign_publish.site_bundle(s, c.cfg.site.site_id,
+                                        campaigns.bundle_data(c.cfg.rules.bundle))
+
+
+@router.get("/campaigns/{name}", response_class=HTMLResponse)
+def campaign_page(name: str, request: Request, s: DB) -> Response:
+    """One campaign published here: its state, its own figures as charts, its table."""
+    who = staff_of(request, s, "campaigns")
+    c = central_of(request)
+    row = s.scalar(select(Campaign).where(Campaign.site_id == c.cfg.site.site_id,
+                                          Campaign.name == name))
+    if row is None:
+        return _campaigns_render(request, s, who, status=404,
+                                 page_error=f"unknown campaign {name[:64]!r}")
+    f = campaign_figures(s, row, campaigns.bundle_data(c.cfg.rules.bundle),
+                         c.cfg.points.cost_per_point, c.clock())
+    cj = campaign_publish.campaign_json(row)
+    return Ctx(request, who).render("campaign.html", c=cj, f=f.json(),
+                                    toml=campaigns.to_toml(cj["campaign"]))
 
 
 async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
@@ -374,8 +424,7 @@ async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
     who = staff_of(request, s, "campaigns", f.get("csrf_token"))
     if who.role not in CAMPAIGN_EDITORS:
         raise PageForbidden(who)
-    c = central_of(request)
-    form = campaigns.read_form(raw, campaigns.bundle_data(c.cfg.rules.bundle))
+    form = campaigns.read_form(raw, site_base(s, central_of(request)))
     return who, form, f
 
 
@@ -393,18 +442,56 @@ async def campaign_forecast(request: Request, s: DB) -> Response:
                                  fc_last=last)
     rate = Decimal(overview(s, c.rules, c.cfg.points.cost_per_point, first, last,
                             c.clock())["redemption_rate_pct"])
-    fc = campaigns.forecast(s, c.rules, form.bundle, form.campaign["name"], first, last,
+    base = parse_bundle(site_base(s, c))
+    fc = campaigns.forecast(s, base, form.bundle, form.campaign["name"], first, last,
                             c.cfg.points.cost_per_point, rate, form.budget)
     return _campaigns_render(request, s, who, form=form, fc=fc, fc_first=first,
                              fc_last=last)
 
 
+def _signing_key(request: Request) -> Any:
+    return getattr(request.app.state, "signing_key", None)
+
+
 @router.post("/campaigns/publish", response_class=HTMLResponse)
-async def campaign_publish(request: Request, s: DB) -> Response:
+async def campaign_publish_post(request: Request, s: DB) -> Response:
+    """Publish: the site's new bundle, signed, queued for the lanes; audited."""
     who, form, _f = await _campaign_form(request, s)
+    key = _signing_key(request)
+    if key is None and not form.errors:
+        form.errors["name"] = "ingest.signing_key is not configured: nothing can be " \
+                              "signed for the lanes"
     if form.errors:
         return _campaigns_render(request, s, who, form=form, status=422)
     c = central_of(request)
-    sent = campaigns.publish_to_lanes(form.bundle, form.campaign)
-    campaigns.record_publish(s, actor=who.actor, at=c.clock(), form=form, sent=sent)
+    try:
+        with s.begin_nested():
+            campaign_publish.publish(
+                s, site=c.cfg.site.site_id, base=campaigns.bundle_data(c.cfg.rules.bundle),
+                key=key, campaign=form.campaign, budget=form.budget, actor=who.actor,
+                now=c.clock())
+    except ServiceError as exc:
+        form.errors[exc.field if exc.field in form.values else "name"] = exc.message
+        return _campaigns_render(request, s, who, form=form, status=exc.status)
     return RedirectResponse(f"/campaigns?ok={quote(form.campaign['name'])}", 303)
+
+
+@router.post("/campaigns/unpublish", response_class=HTMLResponse)
+async def campaign_unpublish_post(request: Request, s: DB) -> Response:
+    f = await form_of(request)
+    who = staff_of(request, s, "campaigns", f.get("csrf_token"))
+    if who.role not in CAMPAIGN_EDITORS:
+        raise PageForbidden(who)
+    c = central_of(request)
+    key = _signing_key(request)
+    name = f.get("name", "")
+    if key is None:
+        return RedirectResponse("/campaigns?error=no_signing_key", 303)
+    try:
+        with s.begin_nested():
+            campaign_publish.unpublish(s, site=c.cfg.site.site_id,
+                                       base=campaigns.bundle_data(c.cfg.rules.bundle),
+                                       key=key, name=name, actor=who.actor, now=c.clock())
+    except ServiceError as exc:
+        return RedirectResponse(f"/campaigns?error={quote(exc.message[:200])}", 303)
+    return RedirectResponse(f"/campaigns?unpublished={quote(name)}", 303)

@@ -1,0 +1,128 @@
+"""Refund of a prepayment, and the prepayments as staff see them.
+
+A prepayment can be refunded until a lane has used it: once an exit lane has let the car
+out on it (its ledger's ``payment_received`` with ``idem_key`` ``prepaid:<id>``, reached
+central through ingest, and not given back by a reversed exit's ``prepaid_returned``), the
+money paid for a stay that happened and the refund is refused (409): a wrong charge after
+the car left is a desk correction, not a refund.
+
+A refund clears the payment's retained ``prepaid`` message (an empty retained publish, in
+the same transaction), so a lane that connects later never learns it. A lane that already
+holds it and is cut off from central could still let the car out on it before it hears of
+the refund (the protocol has no revocation message yet): central then receives that lane's
+``payment_received`` for a refunded payment, and ``GET /api/prepayments/{id}`` shows both
+``refunded_at`` and ``used_by`` for the desk to settle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from central.db.models import DownlinkOutbox, LaneEntry, Prepayment
+from central.services.errors import Invalid, NotFound, Refused
+from edge.store.codec import ts
+
+#: A lane uses a prepayment at an exit between its ``paid_at`` (less the lanes' clock skew)
+#: and its ``expires_at``; a reversed exit gives it back later. The margins bound the scan
+#: of ``lane_entries`` (by its ``at`` index) without missing either.
+BEFORE = timedelta(days=1)
+AFTER = timedelta(days=7)
+
+
+def lane_uses(s: Session, payments: Sequence[Prepayment]) -> dict[str, list[dict[str, Any]]]:
+    """payment id -> the lanes' uses of it still standing: each exit that took it, less
+    those a reversed exit gave back (in the order the lanes wrote them). One query over the
+    time window of all ``payments`` (``lane_entries.at`` is indexed), however many."""
+    out: dict[str, list[dict[str, Any]]] = {p.payment_id: [] for p in payments}
+    if not payments:
+        return out
+    lo = ts(min(p.paid_at for p in payments) - BEFORE)
+    hi = ts(max(p.expires_at for p in payments) + AFTER)
+    rows = s.scalars(select(LaneEntry).where(
+        LaneEntry.at >= lo, LaneEntry.at <= hi,
+        LaneEntry.kind.in_(("payment_received", "correction")),
+        LaneEntry.payload.like("%prepaid%"))  # coarse; each payload is checked below
+        .order_by(LaneEntry.at, LaneEntry.id))
+    for r in rows:
+        p = json.loads(r.payload)
+        uses = out.get(str(p.get("payment_id")))
+        if uses is None:
+            continue
+        if r.kind == "payment_received" and p.get("method") == "prepaid":
+            uses.append({"lane_id": r.lane_id, "seq": r.seq, "at": r.at,
+                         "session_id": r.session_id})
+        elif r.kind == "correction" and p.get("action") == "prepaid_returned":
+            uses[:] = [u for u in uses if u["session_id"] != r.session_id]
+    return out
+
+
+def prepayment_json(p: Prepayment, used_by: list[dict[str, Any]]) -> dict[str, Any]:
+    def iso(v: datetime | None) -> str | None:
+        return v.isoformat() if v else None
+
+    return {"payment_id": p.payment_id, "site_id": p.site_id, "plate": p.plate,
+            "member_id": p.member_id, "amount": str(p.amount), "paid_at": iso(p.paid_at),
+            "expires_at": iso(p.expires_at), "entry_event_id": p.entry_event_id,
+            "source": p.source, "created_at": iso(p.created_at),
+            "cleared_at": iso(p.cleared_at), "refunded_at": iso(p.refunded_at),
+            "refunded_by": p.refunded_by, "refund_reason": p.refund_reason,
+            "used_by": used_by}
+
+
+def _one(s: Session, p: Prepayment) -> dict[str, Any]:
+    return prepayment_json(p, lane_uses(s, [p])[p.payment_id])
+
+
+def get(s: Session, payment_id: str) -> dict[str, Any]:
+    p = s.get(Prepayment, payment_id)
+    if p is None:
+        raise NotFound("payment_id", f"unknown prepayment {payment_id!r}")
+    return _one(s, p)
+
+
+def listing(s: Session, *, plate: str | None = None, member_id: str | None = None,
+            refunded: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    q = select(Prepayment).order_by(Prepayment.paid_at.desc(), Prepayment.payment_id)
+    if plate is not None:
+        q = q.where(Prepayment.plate == plate)
+    if member_id is not None:
+        q = q.where(Prepayment.member_id == member_id)
+    if refunded is not None:
+        q = q.where(Prepayment.refunded_at.is_not(None) if refunded
+                    else Prepayment.refunded_at.is_(None))
+    rows = list(s.scalars(q.limit(limit)))
+    uses = lane_uses(s, rows)
+    return [prepayment_json(p, uses[p.payment_id]) for p in rows]
+
+
+def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetime
+           ) -> tuple[dict[str, Any], bool]:
+    """Refund under the payment's row lock; returns (the payment, whether this call did it:
+    a second refund of the same payment changes nothing and answers the first)."""
+    if not 1 <= len(reason) <= 200:
+        raise Invalid("reason", "1..200 characters")
+    p = s.get(Prepayment, payment_id, with_for_update=True)
+    if p is None:
+        raise NotFound("payment_id", f"unknown prepayment {payment_id!r}")
+    if p.refunded_at is not None:
+        return _one(s, p), False
+    used = lane_uses(s, [p])[payment_id]
+    if used:
+        u = used[0]
+        raise Refused("payment_id", f"prepayment {payment_id!r} was used by lane "
+                                    f"{u['lane_id']} at {u['at']} (the car left): not "
+                                    "refundable; correct it at the desk")
+    p.refunded_at, p.refunded_by, p.refund_reason = now, actor, reason
+    s.execute(insert(DownlinkOutbox).values(
+        site_id=p.site_id, topic=f"prepaid/{payment_id}", payload="", retain=True,
+        created_at=now, published_at=None))
+    if p.cleared_at is None:
+        p.cleared_at = now
+    s.flush()
+    return prepayment_json(p, []), True
