@@ -498,15 +498,21 @@ class IngestWorker:
         self._client.publish(topics.lanes(self.site), state.roster(
             self.site, self.lane_keys, self._roster_serial, self.signing_key),
             qos=1, retain=True)
-        base = state.bundle_json(self.central.cfg.rules.bundle)
-        with self.central.tx() as s:  # the configured bundle plus the published campaigns
-            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
-            bundle = site_bundle(s, self.site, base)
-            serial = state.rules_serial(s, bundle, self.central.clock())
+        bundle, serial = self._site_rules()
         self._client.publish(topics.rules(self.site), codec.sign_rules(
             bundle, serial, self.signing_key, self.site), qos=1, retain=True)
         metrics.INGEST_PUBLISHED.labels("roster").inc()
         metrics.INGEST_PUBLISHED.labels("rules").inc()
+
+    def _site_rules(self) -> tuple[dict[str, Any], int]:
+        """The site's bundle (the configured one plus the published campaigns) and its
+        serial."""
+        base = state.bundle_json(self.central.cfg.rules.bundle)
+        with self.central.tx() as s:
+            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
+            bundle = site_bundle(s, self.site, base)
+            serial = state.rules_serial(s, bundle, self.central.clock())
+        return bundle, serial
 
     def applied(self) -> dict[str, int]:
         """Every lane's committed watermark, fresh from the database."""
@@ -572,9 +578,7 @@ class IngestWorker:
             # A full request (every reconnect) also gets the roster and the rule bundle on
             # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
             # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
-            bundle = state.bundle_json(self.central.cfg.rules.bundle)
-            with self.central.tx() as s:
-                serial = state.rules_serial(s, bundle, self.central.clock())
+            bundle, serial = self._site_rules()
             self._roster_serial = self._roster_serial or int(time.time())
             self._client.publish(topics.snapshot(self.site, lane), state.roster(
                 self.site, self.lane_keys, self._roster_serial, self.signing_key), qos=1)

@@ -31,6 +31,7 @@ from central.db.models import LaneEntry, LaneFlagged, LaneStatus, Member, Shop
 from central.ingest import state
 from central.ingest.commit import export_lane
 from central.services import members, points, purchases, rewards
+from central.services.campaign_publish import lock, site_bundle
 from central.services.purchases import PosLimits, PurchaseIn
 from edge.sync import codec
 
@@ -264,8 +265,10 @@ class InProcessCentral:
         """A new rule bundle for the site: written where central's config points, its serial
         recorded, then the worker publishes it (signed) as it does at every reconnect."""
         self.rules_file.write_text(bundle_toml(bundle), encoding="utf-8")
-        with self.tx() as s:
-            serial = state.rules_serial(s, state.bundle_json(self.rules_file),
+        with self.tx() as s:  # as the worker numbers it: with the published campaigns
+            lock(s)
+            serial = state.rules_serial(s, site_bundle(s, self.site,
+                                                       state.bundle_json(self.rules_file)),
                                         self.central.clock())
         self.worker._reconnected.set()  # the reconnect path republishes roster and rules
         return serial
