@@ -27,6 +27,8 @@ def test_the_demo_site_runs_end_to_end() -> None:
     assert out.count("exactly once") == 2, out[-2000:]
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line and line[0] in "沪苏浙皖粤鲁豫闽京" and " | " not in line}
+    # every stay has its row (a plate misread from the video would show here)
+    assert {"沪A12345", "苏E9B7K2", "粤B12345", "浙A8P2Q6"} <= set(rows), out[-5000:]
     # the gold member: 3-hour coupon then points, nothing left to pay
     assert rows["沪A12345"][6:9] == ["38.50", "5", "0.00"], rows["沪A12345"]
     # too few points: 3 points spent, the rest paid at the pay station
