@@ -213,7 +213,11 @@ def raw_subscriber(port: int, count: int) -> int:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-sub")
     c.on_message = on_message
     c.on_subscribe = on_subscribe
-    c.on_connect = lambda cl, *_a: (_nodelay(cl), cl.subscribe(RAW_TOPIC, qos=1))
+    def on_connect(cl: mqtt.Client, *_a: object) -> None:
+        _nodelay(cl)
+        cl.subscribe(RAW_TOPIC, qos=1)
+
+    c.on_connect = on_connect
     c.connect("127.0.0.1", port)
     c.loop_start()
     ok = done.wait(300)

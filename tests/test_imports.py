@@ -33,7 +33,7 @@ def simulator_imports(source: str, filename: str) -> list[str]:
             callee = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if callee in ("import_module", "__import__") and isinstance(node.args[0].value, str):
                 names = [node.args[0].value]
-        found += [f"{filename}:{node.lineno} {n}" for n in names if _forbidden(n)]
+        found += [f"{filename}:{getattr(node, 'lineno', 0)} {n}" for n in names if _forbidden(n)]
     return found
 
 

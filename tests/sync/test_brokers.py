@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ def _central(tmp_path: Path, site_broker: Any) -> Any:
         w.close()
     return make_central(tmp_path, site_broker.port,
                         share_group="" if isinstance(site_broker, RabbitMQBroker) else "central")
+
+
+def _got(w: Watcher, payload: bytes) -> bool:
+    return any(p == payload for _t, p, _r in w.got)
 
 
 class Watcher:
@@ -234,7 +239,7 @@ def test_a_dot_in_a_topic_level_splits_it_on_rabbitmq(rabbitmq: Any, broker: Any
         watchers.append(w)
         w.publish(f"parkedge/{SITE}/lane/a.b/ledger", b"x")
         w.publish(f"parkedge/{SITE}/lane/ab/ledger", b"y")
-        assert wait_until(lambda w=w: any(p == b"y" for _t, p, _r in w.got), 10)
+        assert wait_until(partial(_got, w, b"y"), 10)
         time.sleep(0.3)
         got[name] = sorted(p for _t, p, _r in w.got)
     assert got == {"mosquitto": [b"x", b"y"], "rabbitmq": [b"y"]}

@@ -119,8 +119,8 @@ def test_a_stay_across_lanes_keeps_one_session_id_and_writes_no_correction(
         assert kinds["session_opened"] == 2 and kinds["session_closed"] == 2
         assert kinds["correction"] == 0
         assert central.db.balance("M1") == 90
-        for s in (entry, exit_, other):
-            assert s.verify().ok
+        for st in (entry, exit_, other):
+            assert st.verify().ok
     finally:
         for s in syncs:
             s.stop()
