@@ -1,8 +1,9 @@
-"""Drain a lane's unacked backlog to the bench central server through a real Mosquitto.
+"""Drain a lane's unacked backlog to ``parkedge-central`` through a real Mosquitto.
 
 Builds a lane ledger with ``--n`` unacked entries, starts Mosquitto on a free loopback port
-and the central server in its own process, then measures how fast ``LaneSync`` gets every
-entry committed *and acknowledged*, and how much this (lane) process's RSS grows meanwhile.
+and one ``parkedge-central ingest`` worker (SQLite, ``parkedge_sim.central_node``) in its
+own process, then measures how fast ``LaneSync`` gets every entry committed *and
+acknowledged*, and how much this (lane) process's RSS grows meanwhile.
 In the same run it sends the same bytes (the same signed batch payloads) with bare paho
 clients at QoS 1 through the same broker to a subscriber process that receives every one,
 with the lane's window of messages in flight: the transport's ceiling for comparison. It
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from parkedge_sim.central_node import CentralNode, NodeLane
 
 from edge.store import EntryKind, Store
 from edge.store import ledger as _ledger
@@ -39,6 +41,7 @@ from edge.sync.link import LinkSettings
 from edge.sync.service import LaneSync
 
 SITE, LANE, KEY = "bench", "lane-1", "bench-key"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:
@@ -101,7 +104,8 @@ def wait_central(port: int, timeout: float = 60) -> None:
     answered = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
     c.on_message = lambda *_a: answered.set()
-    c.on_connect = lambda cl, *_a: cl.subscribe(topics.snapshot(SITE, "bench-probe"), qos=1)
+    # central answers a configured lane only: the probe asks as the lane, before it starts
+    c.on_connect = lambda cl, *_a: cl.subscribe(topics.snapshot(SITE, LANE), qos=1)
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
@@ -110,7 +114,7 @@ def wait_central(port: int, timeout: float = 60) -> None:
             if time.monotonic() > end:
                 raise RuntimeError(f"central did not answer within {timeout} s")
             c.publish(topics.snapshot_request(SITE),
-                      codec.encode_snapshot_request("bench-probe", [], "bench"), qos=1)
+                      codec.encode_snapshot_request(LANE, [], "bench"), qos=1)
     finally:
         c.loop_stop()
         c.disconnect()
@@ -209,7 +213,11 @@ def raw_subscriber(port: int, count: int) -> int:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-sub")
     c.on_message = on_message
     c.on_subscribe = on_subscribe
-    c.on_connect = lambda cl, *_a: (_nodelay(cl), cl.subscribe(RAW_TOPIC, qos=1))
+    def on_connect(cl: mqtt.Client, *_a: object) -> None:
+        _nodelay(cl)
+        cl.subscribe(RAW_TOPIC, qos=1)
+
+    c.on_connect = on_connect
     c.connect("127.0.0.1", port)
     c.loop_start()
     ok = done.wait(300)
@@ -285,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                         "set_tcp_nodelay true\n")  # small acks must not wait for Nagle
         procs: list[subprocess.Popen[bytes]] = []
+        node: CentralNode | None = None
         try:
             procs.append(subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -298,25 +307,24 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 build_backlog(d / "lane.db", a.n)
             setup_s = time.monotonic() - t
-            key_file = d / "lane-1.hmac"  # keys go to central in files, never in argv
-            key_file.write_text(KEY)
-            key_file.chmod(0o600)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "parkedge_sim.central", "--broker", f"127.0.0.1:{port}",
-                 "--site", SITE, "--db", f"sqlite:///{d / 'central.db'}",
-                 "--lane-key-file", f"{LANE}={key_file}", "--signing-key", str(d / "rules.key")],
-                stdout=subprocess.DEVNULL, stderr=(d / "central.log").open("wb")))
+            # keys go to central in files, never in argv (central_node writes them 0600)
+            (d / "central").mkdir()
+            node = CentralNode(d / "central", SITE, port, (NodeLane(LANE, "entry", KEY),),
+                               ROOT / "config" / "rules.example.toml")
+            node.start(web=False)
             wait_central(port)
             res = drain(d / "lane.db", port, a.n, a.batch, a.bytes, a.window,
-                        {"central": procs[1].pid, "broker": procs[0].pid})
+                        {"central": node.procs["ingest"].pid, "broker": procs[0].pid})
             if res["resends"]:  # a batch waited a full ack timeout: say why if central knows
-                sys.stderr.write((d / "central.log").read_text(errors="replace")[-4000:])
+                sys.stderr.write(node.log_tail("ingest", 4000))
             res.update(raw_publish(d / "lane.db", port, a.n, a.batch, a.bytes, a.window,
                                    procs[0].pid))
             res["ratio_to_raw"] = res["entries_per_s"] / res["raw_per_s"]
             res["n"] = a.n
             res["setup_s"] = setup_s
         finally:
+            if node is not None:
+                node.stop()
             for p in reversed(procs):
                 p.terminate()
                 try:

@@ -6,6 +6,7 @@ functions and ``importlib.import_module("parkedge_sim...")`` count too."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def simulator_imports(source: str, filename: str) -> list[str]:
             callee = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if callee in ("import_module", "__import__") and isinstance(node.args[0].value, str):
                 names = [node.args[0].value]
-        found += [f"{filename}:{node.lineno} {n}" for n in names if _forbidden(n)]
+        found += [f"{filename}:{getattr(node, 'lineno', 0)} {n}" for n in names if _forbidden(n)]
     return found
 
 
@@ -53,11 +54,11 @@ def test_the_check_sees_every_form_of_import() -> None:
         "from parkedge_sim.lane_config import X\n"
         "def f():\n"
         "    from parkedge_sim import demo\n"
-        "    importlib.import_module('parkedge_sim.central')\n"
+        "    importlib.import_module('parkedge_sim.central_node')\n"
         "    __import__('parkedge_sim')\n"
         "from . import parkedge_sim_like\n"
         "import parkedge_simulator\n"
-        "x = 'parkedge_sim.central in a string is no import'\n"
+        "x = 'parkedge_sim.central_node in a string is no import'\n"
     )
     assert [h.split()[0] for h in simulator_imports(src, "t.py")] == [
         "t.py:1", "t.py:2", "t.py:3", "t.py:5", "t.py:6", "t.py:7"]
@@ -83,3 +84,15 @@ def test_the_sync_codec_comes_without_the_lanes_sync_service() -> None:
             "from edge.sync import LaneSync; assert LaneSync.__name__ == 'LaneSync'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_simulator_keeps_no_central_of_its_own() -> None:
+    """#13: the demo, the lane sync tests and the drain bench run on ``parkedge-central``
+    (through ``parkedge_sim.central_node`` / ``central_inproc``); the bench stand-in is gone."""
+    assert not (ROOT / "hardware-sim" / "parkedge_sim" / "central").exists()
+    stand_in = re.compile(r"parkedge_sim[./]central\b(?!_)")
+    hits = [f"{f.relative_to(ROOT)}:{n}" for part in ("hardware-sim", "edge", "central", "tests")
+            for f in sorted((ROOT / part).rglob("*.py")) if f != Path(__file__).resolve()
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+            if stand_in.search(line)]
+    assert hits == [], hits

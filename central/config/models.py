@@ -214,8 +214,10 @@ class IngestConfig(Section):
     lanes: list[LaneConfig] = Field(default_factory=list)
     allowance: int = Field(default=100, ge=0, le=10**9,
                            description="points a lane may deduct offline per account")
-    share_group: str = Field(default="central", pattern=r"^[A-Za-z0-9_-]{1,32}$",
-                             description="MQTT shared subscription group of the workers")
+    share_group: str = Field(default="central", pattern=r"^[A-Za-z0-9_-]{0,32}$",
+                             description="MQTT shared subscription group of the workers; "
+                                         '"" = plain subscriptions, one worker (RabbitMQ '
+                                         "3.10 delivers nothing on $share, docs/brokers.md)")
     group_max: int = Field(default=32, ge=1, le=1000,
                            description="batches committed in one transaction at most")
     publish_interval_s: float = Field(default=0.5, gt=0, le=60,

@@ -41,12 +41,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import metrics
-from central.config import CentralConfig
+from central.config import CentralConfig, SecretError
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
 from central.services.campaign_publish import lock, site_bundle
 from edge.pricing import RuleBundle
+from edge.secret_files import secret_file_problem
 from edge.sync import codec, topics
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class IngestWorker:
         c.reconnect_delay_set(min_delay=1, max_delay=4)
         if mq.username:
             c.username_pw_set(mq.username, mq.password.get() if mq.password else None)
+        if mq.key_file is not None:  # the TLS private key: the rule of every secret file
+            problem = secret_file_problem(mq.key_file)
+            if problem:
+                raise SecretError(f"mqtt.key_file: {problem}")
         if mq.ca_file is not None:
             c.tls_set(ca_certs=str(mq.ca_file),
                       certfile=None if mq.cert_file is None else str(mq.cert_file),
@@ -136,8 +141,9 @@ class IngestWorker:
     # ---------------------------------------------------------------- paho thread
     def subscriptions(self) -> list[str]:
         g = self.icfg.share_group
-        return [f"$share/{g}/{topics.all_ledgers(self.site)}",
-                f"$share/{g}/{topics.snapshot_request(self.site)}",
+        share = f"$share/{g}/" if g else ""  # "": one worker, any broker
+        return [f"{share}{topics.all_ledgers(self.site)}",
+                f"{share}{topics.snapshot_request(self.site)}",
                 topics.all_statuses(self.site)]
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -492,15 +498,21 @@ class IngestWorker:
         self._client.publish(topics.lanes(self.site), state.roster(
             self.site, self.lane_keys, self._roster_serial, self.signing_key),
             qos=1, retain=True)
-        base = state.bundle_json(self.central.cfg.rules.bundle)
-        with self.central.tx() as s:  # the configured bundle plus the published campaigns
-            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
-            bundle = site_bundle(s, self.site, base)
-            serial = state.rules_serial(s, bundle, self.central.clock())
+        bundle, serial = self._site_rules()
         self._client.publish(topics.rules(self.site), codec.sign_rules(
             bundle, serial, self.signing_key, self.site), qos=1, retain=True)
         metrics.INGEST_PUBLISHED.labels("roster").inc()
         metrics.INGEST_PUBLISHED.labels("rules").inc()
+
+    def _site_rules(self) -> tuple[dict[str, Any], int]:
+        """The site's bundle (the configured one plus the published campaigns) and its
+        serial."""
+        base = state.bundle_json(self.central.cfg.rules.bundle)
+        with self.central.tx() as s:
+            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
+            bundle = site_bundle(s, self.site, base)
+            serial = state.rules_serial(s, bundle, self.central.clock())
+        return bundle, serial
 
     def applied(self) -> dict[str, int]:
         """Every lane's committed watermark, fresh from the database."""
@@ -562,6 +574,16 @@ class IngestWorker:
                 return n
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
+        if wanted is None:
+            # A full request (every reconnect) also gets the roster and the rule bundle on
+            # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
+            # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
+            bundle, serial = self._site_rules()
+            self._roster_serial = self._roster_serial or int(time.time())
+            self._client.publish(topics.snapshot(self.site, lane), state.roster(
+                self.site, self.lane_keys, self._roster_serial, self.signing_key), qos=1)
+            self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
+                bundle, serial, self.signing_key, self.site), qos=1)
         applied = self.applied()
         with self.central.tx() as s:
             ids = list(wanted) if wanted is not None else state.member_ids(s)

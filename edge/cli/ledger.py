@@ -163,8 +163,8 @@ def check(
 @ledger_app.command("recover")
 def recover_cmd(
     central_export: Annotated[list[Path], typer.Option(
-        "--central-export", help="JSON lines of central's copy (python -m "
-        "parkedge_sim.central --db URL --export-lane LANE); repeat per lane sharing the file.")],
+        "--central-export", help="JSON lines of central's copy (parkedge-central "
+        "export-lane LANE -c central.toml); repeat per lane sharing the file.")],
     db: DbOpt = None,
     config: ConfigOpt = None,
     lane: Annotated[str | None, typer.Option(help="Lane id (default: [lane] id).")] = None,

@@ -72,7 +72,7 @@ def _row(d: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def read_central_export(lines: Iterable[str], origin: str) -> list[dict[str, Any]]:
-    """JSON lines from ``python -m parkedge_sim.central --export-lane LANE``."""
+    """JSON lines from ``parkedge-central export-lane LANE``."""
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -265,26 +265,14 @@ def _daemon_request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     return request(Path(path), payload)
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def central(ctx: typer.Context) -> None:
-    """The bench central server (ledger intake, balances, signed rules, marketing page);
-    `parkedge-sim central --help` lists its options."""
-    from parkedge_sim.central.cli import main as central_main
-
-    raise typer.Exit(central_main(list(ctx.args)))
-
-
 @app.command()
 def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the temporary site directory afterwards.")
     ] = False,
 ) -> None:
-    """Run a whole simulated site (broker, central, entry and exit lane daemons on the
-    simulator) through scripted vehicles; what `make demo` runs."""
+    """Run a whole simulated site (broker, parkedge-central, entry and exit lane daemons on
+    the simulator) through scripted vehicles; what `make demo` runs."""
     from parkedge_sim.demo import run_demo
 
     raise typer.Exit(run_demo(keep=keep))

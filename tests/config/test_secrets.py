@@ -18,6 +18,7 @@ from edge.config.secret import read_secret_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config"
 VALUE = "hunter2-very-secret-value"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exit_config(**sync: Any) -> dict[str, Any]:
@@ -190,71 +191,104 @@ def test_password_over_plain_mqtt_refused_unless_allowed() -> None:
     parse_config(exit_config(broker_url=plain, password=None, username=""))
 
 
-# --- central: keys from files, never argv -----------------------------------------------------
+# --- central (parkedge-central): keys from files, never argv --------------------------------
+
+
+def _central_config(tmp_path: Path, **mqtt: Any) -> Path:
+    """A parkedge-central config whose ingest reads the site key and lane keys from files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    if not (tmp_path / "signing.pem").exists():
+        write_secret(tmp_path / "signing.pem", 0o600, pem)
+    (tmp_path / "lanes").mkdir(exist_ok=True)
+    extra = "".join(f'{k} = "{v}"\n' for k, v in mqtt.items())
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f"""[site]
+site_id = "mall"
+timezone = "Asia/Shanghai"
+[database]
+url = "sqlite:///{tmp_path / 'c.db'}"
+migrate_on_start = true
+[rules]
+bundle = "{ROOT / 'config' / 'rules.example.toml'}"
+[mqtt]
+broker = "127.0.0.1:1"
+{extra}[ingest]
+signing_key = {{ file = "{tmp_path / 'signing.pem'}" }}
+keys_dir = "{tmp_path / 'lanes'}"
+lanes = [{{ id = "entry-1", kind = "entry" }}]
+""", encoding="utf-8")
+    return cfg
+
+
+def _worker(cfg: Path) -> Any:
+    from central.app import Central
+    from central.config import load_config
+
+    return Central.from_config(load_config(cfg)).ingest_worker("secrets-test")
+
+
+def _ingest(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "central", "ingest", "--config", str(cfg),
+                           *args], capture_output=True, text=True, timeout=60)
 
 
 def test_central_signing_key_follows_the_secret_rule(tmp_path: Path) -> None:
-    from parkedge_sim.central.cli import load_signing_key
+    from central.config import SecretError as CentralSecretError
 
-    path = tmp_path / "rules.key"
-    created = load_signing_key(path)  # first use of a bench: created owner-only
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    assert load_signing_key(path).public_key() == created.public_key()
-    os.chmod(path, 0o644)
-    with pytest.raises(SecretError, match=r"--signing-key: .*mode 0644"):
-        load_signing_key(path)
-
-
-def _central(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    from parkedge_sim.broker import free_port
-
-    return subprocess.Popen(
-        [sys.executable, "-m", "parkedge_sim.central", "--site", "mall",
-         "--broker", f"127.0.0.1:{free_port()}", "--db", f"sqlite:///{tmp_path / 'c.db'}",
-         "--signing-key", str(tmp_path / "rules.key"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    cfg = _central_config(tmp_path)
+    write_secret(tmp_path / "lanes" / "entry-1.key", 0o600)
+    _worker(cfg)  # owner-only: taken
+    os.chmod(tmp_path / "signing.pem", 0o644)
+    with pytest.raises(CentralSecretError, match=r"signing.pem.*0644"):
+        _worker(cfg)
 
 
 def test_central_refuses_lane_keys_on_the_command_line(tmp_path: Path) -> None:
-    proc = _central(tmp_path, "--lane-key", f"entry-1={VALUE}")
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "visible to every user" in out and "--lane-key-file" in out
+    """parkedge-central has no option that takes a key: a key on argv is a usage error."""
+    cfg = _central_config(tmp_path)
+    r = _ingest(cfg, "--lane-key", f"entry-1={VALUE}")
+    assert r.returncode == 2 and "--lane-key" in r.stderr
+    helps = [subprocess.run([sys.executable, "-m", "central", *cmd, "--help"],
+                            capture_output=True, text=True, timeout=60).stdout
+             for cmd in (["ingest"], ["serve"])]
+    assert not any("key" in h.lower() for h in helps), helps
 
 
 def test_central_refuses_an_open_lane_key_file(tmp_path: Path) -> None:
-    key = write_secret(tmp_path / "entry-1.hmac", 0o644)
-    proc = _central(tmp_path, "--lane-key-file", f"entry-1={key}")
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "--lane-key-file entry-1: secret file" in out and "0644" in out
+    cfg = _central_config(tmp_path)
+    write_secret(tmp_path / "lanes" / "entry-1.key", 0o644)
+    r = _ingest(cfg)
+    assert r.returncode == 2
+    assert "entry-1.key" in r.stderr and "0644" in r.stderr
 
 
 def test_central_reads_lane_keys_from_files_not_argv(tmp_path: Path) -> None:
-    from parkedge_sim.central.cli import load_lane_keys
-
-    key = write_secret(tmp_path / "entry-1.hmac", 0o600)
+    cfg = _central_config(tmp_path)
+    key = write_secret(tmp_path / "lanes" / "entry-1.key", 0o600)
     # The same bytes the lane signs with (Secret.get() of its sync.hmac_key file).
     lane_side = Secret.from_file(key).get().encode("utf-8")
-    assert load_lane_keys([f"entry-1={key}"]) == {"entry-1": lane_side}
-    proc = _central(tmp_path, "--lane-key-file", f"entry-1={key}")
+    assert _worker(cfg).lane_keys == {"entry-1": lane_side}
+    proc = subprocess.Popen([sys.executable, "-m", "central", "ingest", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed once the keys are loaded
-        assert "rules public key" in line, line
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-        assert str(key).encode() in cmdline and VALUE.encode() not in cmdline
+        assert str(cfg).encode() in cmdline and VALUE.encode() not in cmdline
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        proc.wait(30)
 
 
 def test_central_tls_private_key_follows_the_secret_rule(tmp_path: Path) -> None:
-    from parkedge_sim.central import CentralServer
+    from central.config import SecretError as CentralSecretError
 
     key = write_secret(tmp_path / "central.key", 0o644, "-----BEGIN PRIVATE KEY-----\n")
-    with pytest.raises(SecretError, match=r"central TLS key_file: secret file .*0644"):
-        CentralServer(host="127.0.0.1", port=1, site="mall", lane_keys={},
-                      db_url=f"sqlite:///{tmp_path / 'c.db'}",
-                      tls=(str(tmp_path / "ca.pem"), str(tmp_path / "c.pem"), str(key)))
+    cfg = _central_config(tmp_path, ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "c.pem",
+                          key_file=key)
+    write_secret(tmp_path / "lanes" / "entry-1.key", 0o600)
+    with pytest.raises(CentralSecretError, match=r"mqtt.key_file: secret file .*0644"):
+        _worker(cfg)

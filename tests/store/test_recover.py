@@ -1,6 +1,6 @@
 """``parkedge ledger recover`` (#12 item 4): a lane's ledger damaged for real (WAL truncated or
-deleted, header zeroed) is rebuilt from the real bench central's copy (its SQLite database,
-exported with ``python -m parkedge_sim.central --export-lane``) plus what is left locally;
+deleted, header zeroed) is rebuilt from ``parkedge-central``'s copy (its SQLite database,
+exported with ``parkedge-central export-lane``) plus what is left locally;
 the rebuilt chain is byte-identical to the lane's, verified, and the damaged files are kept."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from parkedge_sim.central.db import CentralDB
-
+from central.app import Central
+from central.config import load_config
+from central.ingest.commit import Committer
 from edge.store import EntryKind, LedgerEntry, Store
 from edge.store.guard import check_ledger, hwm_path
 from edge.sync import codec
 from tests.store.test_startup_check import crash_image, delete_wal, truncate_wal, zero_header
 
 KEY = b"recover-test-key"
+RULES = Path(__file__).resolve().parents[2] / "config" / "rules.example.toml"
 
 
 def entries_of(db: Path) -> list[LedgerEntry]:
@@ -32,22 +34,27 @@ def entries_of(db: Path) -> list[LedgerEntry]:
 
 
 def central_with(tmp: Path, entries: list[LedgerEntry]) -> Path:
-    """The real bench central's database holding ``entries`` as the lane sent them, then its
-    export file."""
-    url = f"sqlite:///{tmp / 'central.db'}"
-    db = CentralDB(url)
+    """parkedge-central's database holding ``entries`` as the lane sent them (committed by
+    its ingest's committer), then its export file."""
+    conf, db = tmp / "central.toml", tmp / "central.db"
+    conf.write_text(f'[site]\nsite_id = "s"\ntimezone = "Asia/Shanghai"\n'
+                    f'[database]\nurl = "sqlite:///{db}"\n'
+                    f'[rules]\nbundle = "{RULES}"\n', encoding="utf-8")
+    c = Central.from_config(load_config(conf), migrate=True)
     try:
+        committer = Committer(c.engine, c.sessions, c.rules, c.clock)
         for i in range(0, len(entries), 10):
             part = entries[i:i + 10]
             raw = codec.encode_batch("s", "X1", [codec.encode_entry(e) for e in part],
                                      part[0].seq, part[-1].seq, KEY, datetime.now(UTC))
-            db.commit_batch(codec.parse_batch(raw, {"X1": KEY}.get))
+            out_ = committer.commit([codec.parse_batch(raw, {"X1": KEY}.get)])
+            assert not any(isinstance(r, codec.SyncMessageError) for r in out_.results)
     finally:
-        db.close()
+        c.close()
     out = tmp / "central-X1.jsonl"
     with out.open("w") as f:
-        subprocess.run([sys.executable, "-m", "parkedge_sim.central", "--db", url,
-                        "--export-lane", "X1"], stdout=f, check=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "central", "export-lane", "X1", "-c", str(conf)],
+                       stdout=f, check=True, timeout=60)
     return out
 
 

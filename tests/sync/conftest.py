@@ -1,4 +1,5 @@
-"""Real Mosquitto brokers on free loopback ports, lane stores, lane syncs and a central."""
+"""Real Mosquitto brokers on free loopback ports, lane stores, lane syncs and a central
+(``parkedge-central``'s ingest worker in the test's process, on SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from parkedge_sim.broker import MosquittoBroker as Broker  # killable, on a free port
 from parkedge_sim.broker import free_port
-from parkedge_sim.central import CentralServer
-from parkedge_sim.central.web import MarketingWeb
+from parkedge_sim.central_inproc import InProcessCentral
 from sqlalchemy import create_engine, text
 
-from edge.pricing import parse_bundle
-from edge.rules_holder import RulesHolder
 from edge.store import Store
 from edge.sync.link import LinkSettings
 from edge.sync.service import LaneSync
@@ -95,13 +91,13 @@ def make_sync(store: Store, port: int, **kw: object) -> LaneSync:
     return LaneSync(store, site=SITE, settings=settings, **args)  # type: ignore[arg-type]
 
 
-def make_central(tmp_path: Path, port: int, **kw: object) -> CentralServer:
-    args: dict[str, object] = {"db_url": f"sqlite:///{tmp_path / 'central.db'}",
-                               "client_id": f"central-{free_port()}",
-                               "signing_key": CENTRAL_KEY}
+def make_central(tmp_path: Path, port: int, **kw: Any) -> InProcessCentral:
+    """The site's central (SQLite in ``tmp_path`` unless ``db_url=``), its rules the
+    example bundle, every lane of ``KEYS`` configured."""
+    args: dict[str, Any] = {"client_id": f"central-{free_port()}", "signing_key": CENTRAL_KEY}
     args.update(kw)
-    return CentralServer(host="127.0.0.1", port=port, site=SITE, lane_keys=KEYS,
-                         **args)  # type: ignore[arg-type]
+    return InProcessCentral(tmp_path / "central", port=port, site=SITE,
+                            lane_keys=KEYS, rules=REPO / "config/rules.example.toml", **args)
 
 
 def write_events(store: Store, n: int, start: int = 0) -> None:
@@ -138,35 +134,3 @@ def example_bundle(version: str) -> dict[str, Any]:
     d = tomllib.loads((REPO / "config/rules.example.toml").read_text("utf-8"))
     d["version"] = version
     return d
-
-
-@dataclass
-class WebSite:
-    """Central with its signing key and marketing page, and one lane (exit-1) syncing with it,
-    its rule bundle held as the daemon holds it."""
-
-    central: CentralServer
-    web: MarketingWeb
-    lane: Store
-    sync: LaneSync
-    holder: RulesHolder
-
-
-@contextmanager
-def web_site(tmp_path: Path, port: int, version: str) -> Iterator[WebSite]:
-    key = Ed25519PrivateKey.generate()
-    central = make_central(tmp_path, port, signing_key=key, rules_bundle=example_bundle(version))
-    central.start()
-    holder = RulesHolder(parse_bundle(example_bundle(version)), clock=lambda: datetime.now(UTC))
-    lane = make_store(tmp_path, "exit-1")
-    sync = make_sync(lane, port, public_key_hex=public_hex(key), on_rules=holder.offer)
-    sync.start()
-    web = MarketingWeb(central)
-    web.start()
-    try:
-        assert wait_until(lambda: central.connected.is_set() and sync.link.subscribed.is_set())
-        yield WebSite(central, web, lane, sync, holder)
-    finally:
-        web.stop()
-        sync.stop()
-        central.stop()

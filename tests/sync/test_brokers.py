@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from parkedge_sim.rabbitmq import RabbitMQBroker
 
 from edge.pricing import parse_bundle
 from edge.rules_holder import RulesHolder
@@ -44,6 +46,25 @@ LANE_PROC = Path(__file__).with_name("lane_proc.py")
 def site_broker(request: pytest.FixtureRequest) -> Any:
     """The session's Mosquitto, then the session's RabbitMQ node."""
     return request.getfixturevalue("broker" if request.param == "mosquitto" else "rabbitmq")
+
+
+def _central(tmp_path: Path, site_broker: Any) -> Any:
+    """Central's ingest on the broker: plain subscriptions (one worker) on RabbitMQ 3.10,
+    which grants ``$share/...`` and delivers nothing on it (docs/brokers.md). The brokers
+    are the session's: the rules and roster an earlier test's central left retained are
+    cleared first (each test's central numbers its bundles from 1 in its own database)."""
+    w = Watcher(site_broker.port, f"parkedge/{SITE}/none")
+    try:
+        for t in (topics.rules(SITE), topics.lanes(SITE)):
+            w.publish(t, b"", retain=True)
+    finally:
+        w.close()
+    return make_central(tmp_path, site_broker.port,
+                        share_group="" if isinstance(site_broker, RabbitMQBroker) else "central")
+
+
+def _got(w: Watcher, payload: bytes) -> bool:
+    return any(p == payload for _t, p, _r in w.got)
 
 
 class Watcher:
@@ -78,7 +99,7 @@ def watchers() -> Iterator[list[Watcher]]:
 
 
 def test_batches_reach_central_and_are_acked(tmp_path: Path, site_broker: Any) -> None:
-    central = make_central(tmp_path, site_broker.port)
+    central = _central(tmp_path, site_broker)
     central.start()
     lane = make_store(tmp_path, "entry-1")
     sync = make_sync(lane, site_broker.port, batch_max_entries=20)
@@ -98,7 +119,7 @@ def test_member_state_reaches_a_lane_that_subscribed_later(tmp_path: Path,
                                                            site_broker: Any) -> None:
     """The state is published (retained) before the lane exists: on RabbitMQ the retained
     copy never comes through ``members/+``; the snapshot answer on connect brings it."""
-    central = make_central(tmp_path, site_broker.port)
+    central = _central(tmp_path, site_broker)
     central.start()
     assert wait_until(central.connected.is_set)
     central.add_member("M7", balance=640, plates=("粤B77777",))
@@ -120,7 +141,7 @@ def test_rules_and_roster_reach_a_lane_whose_broker_lost_the_retained_copies(
     RabbitMQ cluster node other than central's, played here by clearing them — still gets
     both, signed, in central's answer to its snapshot request (failed before: it waited for
     a retained copy that never came)."""
-    central = make_central(tmp_path, site_broker.port)
+    central = _central(tmp_path, site_broker)
     central.start()
     assert wait_until(central.connected.is_set)
     serial = central.publish_rules(example_bundle("campaign-b1"))
@@ -134,7 +155,7 @@ def test_rules_and_roster_reach_a_lane_whose_broker_lost_the_retained_copies(
     sync.start()
     try:
         assert wait_until(lambda: sync.state.rules_serial() == (serial, "campaign-b1"), 20)
-        assert wait_until(lambda: sync.state.lane_roster()[0] == central._roster_serial, 5)
+        assert wait_until(lambda: sync.state.lane_roster()[0] == central.roster_serial, 5)
         assert set(sync.state.lane_roster()[1]) == set(KEYS)
         assert sync.refusals.counts == {}, sync.refusals.counts
     finally:
@@ -143,7 +164,7 @@ def test_rules_and_roster_reach_a_lane_whose_broker_lost_the_retained_copies(
 
 
 def test_rules_reach_a_lane_that_connects_later(tmp_path: Path, site_broker: Any) -> None:
-    central = make_central(tmp_path, site_broker.port)
+    central = _central(tmp_path, site_broker)
     central.start()
     assert wait_until(central.connected.is_set)
     serial = central.publish_rules(example_bundle("campaign-b2"))
@@ -198,7 +219,7 @@ def test_a_central_that_subscribes_later_learns_every_lane_status(
     try:
         assert wait_until(sync.link.subscribed.is_set)
         time.sleep(1.0)  # its status is out (retained) before central subscribes
-        central = make_central(tmp_path, site_broker.port)
+        central = _central(tmp_path, site_broker)
         central.start()
         assert wait_until(lambda: "entry-1" in central.lane_status, 10), central.lane_status
         assert central.lane_status["entry-1"]["state"] == "online"
@@ -218,7 +239,7 @@ def test_a_dot_in_a_topic_level_splits_it_on_rabbitmq(rabbitmq: Any, broker: Any
         watchers.append(w)
         w.publish(f"parkedge/{SITE}/lane/a.b/ledger", b"x")
         w.publish(f"parkedge/{SITE}/lane/ab/ledger", b"y")
-        assert wait_until(lambda w=w: any(p == b"y" for _t, p, _r in w.got), 10)
+        assert wait_until(partial(_got, w, b"y"), 10)
         time.sleep(0.3)
         got[name] = sorted(p for _t, p, _r in w.got)
     assert got == {"mosquitto": [b"x", b"y"], "rabbitmq": [b"y"]}

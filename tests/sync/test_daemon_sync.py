@@ -1,5 +1,6 @@
-"""The real lane daemon with ``[sync] enabled``: its ledger reaches the bench central server
-through a real Mosquitto, signed and acknowledged, while the lane keeps working."""
+"""The real lane daemon with ``[sync] enabled``: its ledger reaches ``parkedge-central``
+(its ingest worker) through a real Mosquitto, signed and acknowledged, while the lane keeps
+working."""
 
 from __future__ import annotations
 

@@ -17,10 +17,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from parkedge_sim.central.db import entries
-from parkedge_sim.central.figures import history
 from sqlalchemy import select
 
+from central.db.models import LaneEntry
 from edge.store import EntryKind, ExitRecord, Store
 from edge.sync import codec, topics
 from tests.sync.conftest import (
@@ -53,10 +52,16 @@ def _kinds(store: Store) -> list[str]:
 
 
 def _central_rows(central: Any) -> list[tuple[str, str, str | None, str]]:
-    with central.db.engine.connect() as c:
-        return [(r.lane_id, r.kind, r.session_id, r.payload) for r in c.execute(
-            select(entries.c.lane_id, entries.c.kind, entries.c.session_id,
-                   entries.c.payload).order_by(entries.c.id))]
+    with central.tx() as s:
+        return [(r.lane_id, r.kind, r.session_id, r.payload) for r in s.execute(
+            select(LaneEntry.lane_id, LaneEntry.kind, LaneEntry.session_id,
+                   LaneEntry.payload).order_by(LaneEntry.id))]
+
+
+def _member_entries(central: Any, member_id: str) -> list[str]:
+    """The kinds of the lane entries central holds for the member (its stays)."""
+    with central.tx() as s:
+        return list(s.scalars(select(LaneEntry.kind).where(LaneEntry.member_id == member_id)))
 
 
 def test_a_stay_across_lanes_keeps_one_session_id_and_writes_no_correction(
@@ -110,12 +115,12 @@ def test_a_stay_across_lanes_keeps_one_session_id_and_writes_no_correction(
                     if s == sid and kind in ("session_opened", "session_closed")] == [
                 ("entry-1", "session_opened"), ("exit-1", "session_closed")]
         # the member's history: two arrivals, two departures, nothing cancelled
-        kinds = Counter(h["kind"] for h in history(central.db, "M1"))
+        kinds = Counter(_member_entries(central, "M1"))
         assert kinds["session_opened"] == 2 and kinds["session_closed"] == 2
         assert kinds["correction"] == 0
         assert central.db.balance("M1") == 90
-        for s in (entry, exit_, other):
-            assert s.verify().ok
+        for st in (entry, exit_, other):
+            assert st.verify().ok
     finally:
         for s in syncs:
             s.stop()

@@ -84,7 +84,7 @@ def test_forged_batch_is_still_refused_and_alerts(
         assert wait_until(lambda: central.stats["rejected_bad_hmac"] >= 1, 10)
         assert wait_until(lambda: sync.backlog_stalled, 10)
         assert wait_until(lambda: central.stalled_lanes() == ["exit-1"], 10)
-        assert central.stats["lanes_stalled"] == 1
+        assert central.lane_status["exit-1"]["backlog_stalled"]  # lane_status.stalled
         assert any(r.levelno == logging.ERROR and "bad_hmac" in r.getMessage()
                    for r in caplog.records)
         assert any(r.levelno == logging.ERROR and "backlog stalled" in r.getMessage()

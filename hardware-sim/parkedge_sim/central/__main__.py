@@ -1,3 +1,0 @@
-from parkedge_sim.central.cli import main
-
-raise SystemExit(main())
