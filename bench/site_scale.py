@@ -133,6 +133,7 @@ def amqp_worker_class() -> Any:
 
         amqp_port = 0
         prefetch = 256
+        amqp_ready = threading.Event()  # one worker per process: a class attribute will do
 
         def subscriptions(self) -> list[str]:
             return [topics.all_statuses(self.site)]
@@ -164,7 +165,6 @@ def amqp_worker_class() -> Any:
                 conn.process_data_events(time_limit=0.2)
             conn.close()
 
-    AmqpIngestWorker.amqp_ready = threading.Event()  # type: ignore[attr-defined]
     return AmqpIngestWorker
 
 

@@ -1,4 +1,5 @@
-"""Smoke run of bench/site_scale.py (#16): a few lanes with the real sync code, on each broker."""
+"""Smoke run of bench/site_scale.py (#16): a few lanes with the real sync code against central's
+ingest on PostgreSQL, on each broker (RabbitMQ: the workers' AMQP queue needs its AMQP port)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_site_scale_smoke(kind: str, request: pytest.FixtureRequest) -> None:
     """On the session's brokers (a RabbitMQ node takes seconds to start)."""
     node: Any = request.getfixturevalue("broker" if kind == "mosquitto" else "rabbitmq")
     out = subprocess.run([sys.executable, str(REPO / "bench/site_scale.py"), "--smoke",
-                          "--json", "--broker", kind, "--port", str(node.port)],
+                          "--json", "--broker", kind, "--port", str(node.port),
+                          *(["--amqp-port", str(node.amqp_port)] if kind == "rabbitmq" else [])],
                          capture_output=True, text=True,
                          timeout=240, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
