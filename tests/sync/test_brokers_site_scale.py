@@ -26,5 +26,6 @@ def test_site_scale_smoke(kind: str, request: pytest.FixtureRequest) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["lanes"] == 8 and r["workers"] == 1 and r["broker"] == kind
-    assert r["entries_acked"] == r["entries_written"] == r["central_committed"] > 0
+    assert r["entries_acked"] == r["entries_written"] > 0
+    assert r["central_committed"] == r["entries_written"] + r["storm_entries"]
     assert r["entries_per_s"] > 0 and r["lag_p50_ms"] <= r["lag_p99_ms"]
