@@ -170,7 +170,60 @@ def amqp_worker_class() -> Any:
     return AmqpIngestWorker
 
 
-def declare_queue(amqp_port: int) -> None:
+def tuned_class(base: Any) -> Any:
+    """``base`` with the worker changes proposed in docs/scale.md, to measure them before
+    they land in central/ingest/worker.py (``--tuned``): the profile of a 200-lane run spent
+    70 % of the worker's time in ``applied()`` (one query per lane for every snapshot
+    request: lanes squared when a site reconnects), 15 % writing every lane's 5-second status
+    (every worker writes each), 10 % in the once-a-second stall check (one query per lane)."""
+    from central.ingest.worker import IngestWorker
+    from edge.sync import topics
+
+    class Tuned(base):
+        applied_max_age_s = 1.0
+        status_max_age_s = 30.0
+        stall_every_s = 10.0
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self._applied: tuple[float, dict[str, int]] = (-1e9, {})
+            self._status_seen: dict[str, tuple[tuple[Any, ...], float]] = {}
+            self._stall_at = 0.0
+
+        def subscriptions(self) -> list[str]:
+            # one worker writes each status: shared, like the batches
+            subs = [t for t in super().subscriptions() if t != topics.all_statuses(self.site)]
+            if base.subscriptions is IngestWorker.subscriptions:
+                subs.append(f"$share/{self.icfg.share_group}/{topics.all_statuses(self.site)}")
+            # on RabbitMQ the statuses come through the AMQP queue; MQTT needs one topic
+            return subs or [topics.rules(self.site)]
+
+        def applied(self) -> dict[str, int]:
+            # an older watermark only makes a lane spend less (state.member_state): safe
+            at, _marks = self._applied
+            if time.monotonic() - at >= self.applied_max_age_s:
+                self._applied = (time.monotonic(), super().applied())
+            return dict(self._applied[1])
+
+        def _record_status(self, st: dict[str, Any]) -> None:
+            key = (st["state"], st["backlog"], st["last_acked_seq"],
+                   st.get("backlog_stalled", False))
+            seen = self._status_seen.get(str(st["lane"]))
+            now = time.monotonic()
+            if seen is not None and seen[0] == key and now - seen[1] < self.status_max_age_s:
+                return
+            self._status_seen[str(st["lane"])] = (key, now)
+            super()._record_status(st)
+
+        def _check_stalls(self) -> None:
+            if time.monotonic() - self._stall_at >= self.stall_every_s:
+                self._stall_at = time.monotonic()
+                super()._check_stalls()
+
+    return Tuned
+
+
+def declare_queue(amqp_port: int, tuned: bool) -> None:
     """The workers' queue: durable, bound to every lane's ledger and the snapshot requests."""
     import pika
     from parkedge_sim.rabbitmq import PASSWORD, USER
@@ -180,13 +233,34 @@ def declare_queue(amqp_port: int) -> None:
         host="127.0.0.1", port=amqp_port, credentials=pika.PlainCredentials(USER, PASSWORD)))
     ch = conn.channel()
     ch.queue_declare(QUEUE, durable=True)
-    for t in (topics.all_ledgers(SITE), topics.snapshot_request(SITE)):
+    for t in (topics.all_ledgers(SITE), topics.snapshot_request(SITE),
+              *([topics.all_statuses(SITE)] if tuned else [])):
         ch.queue_bind(QUEUE, "amq.topic", routing_key=t.replace("/", ".").replace("+", "*"))
     conn.close()
 
 
-def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, ready: Any,
-               stop: Any, out: Any) -> None:
+def profiled(w: Any) -> Any:
+    """cProfile of the worker's ingest thread (its ``_handle`` and ``_tick``), dumped to
+    ``$SITE_SCALE_PROFILE/<worker>.prof`` at the end: where central's time goes."""
+    import cProfile
+    prof = cProfile.Profile()
+
+    def wrap(f: Any) -> Any:
+        def inner(*args: Any, **kw: Any) -> Any:
+            prof.enable()
+            try:
+                return f(*args, **kw)
+            finally:
+                prof.disable()
+        return inner
+
+    w._handle = wrap(w._handle)
+    w._tick = wrap(w._tick)
+    return prof
+
+
+def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, tuned: bool,
+               ready: Any, stop: Any, out: Any) -> None:
     """One ingest worker process (as ``parkedge-central ingest``); its counters at stop."""
     from central.app import Central
     from central.config import parse_config
@@ -194,13 +268,12 @@ def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, ready: Any
 
     c = Central.from_config(parse_config(cfg))
     deps = Deps(c.cfg, c.engine, c.sessions, c.rules, c.clock)
-    w: IngestWorker
-    if amqp_port is None:
-        w = IngestWorker(deps, client_id=name)
-    else:
-        cls = amqp_worker_class()
+    cls: Any = IngestWorker if amqp_port is None else amqp_worker_class()
+    if amqp_port is not None:
         cls.amqp_port = amqp_port
-        w = cls(deps, client_id=name)
+    if tuned:
+        cls = tuned_class(cls)
+    w: IngestWorker = cls(deps, client_id=name)
     groups = [0, 0]  # groups committed, rows in them
     commit = w.committer.commit
 
@@ -210,6 +283,7 @@ def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, ready: Any
         return commit(bs)
 
     w.committer.commit = counted  # type: ignore[method-assign]
+    prof = profiled(w) if os.environ.get("SITE_SCALE_PROFILE") else None
     w.start()
     ok = w.connected.wait(170)
     if amqp_port is not None:
@@ -219,6 +293,8 @@ def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, ready: Any
     stop.wait()
     out.put({"name": name, **dict(w.stats), "groups": groups[0], "group_rows": groups[1]})
     w.stop()
+    if prof is not None:
+        prof.dump_stats(Path(os.environ["SITE_SCALE_PROFILE"]) / f"{name}.prof")
     c.close()
 
 
@@ -434,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storm-timeout", type=float, default=1800.0)
     ap.add_argument("--smoke", action="store_true",
                     help="8 lanes, 4 per process, 1 vehicle/s each for 5 s, backlog 20")
+    ap.add_argument("--tuned", action="store_true",
+                    help="workers with the changes docs/scale.md proposes (tuned_class)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -454,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.broker == "rabbitmq":
         if amqp_port is None:
             raise SystemExit("--broker rabbitmq --port needs --amqp-port")
-        declare_queue(amqp_port)
+        declare_queue(amqp_port, a.tuned)
     else:
         amqp_port = None
     lanes = lane_ids(a.lanes)
@@ -468,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     ready, wq, lq = ctx.Queue(), ctx.Queue(), ctx.Queue()
     stop, go, storm_go, finish = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     queue_go = ctx.Event()
-    workers = [ctx.Process(target=run_worker, args=(f"central-w{i}", cfg, amqp_port, ready,
-                                                    stop, wq)) for i in range(a.workers)]
+    workers = [ctx.Process(target=run_worker, args=(f"central-w{i}", cfg, amqp_port, a.tuned,
+                                                    ready, stop, wq)) for i in range(a.workers)]
     procs = [ctx.Process(target=run_lanes, args=(lanes[i:i + a.per_proc], port, str(folder),
                                                  public_hex, a, go, queue_go, storm_go, finish,
                                                  lq))
@@ -540,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     rate = None if not drain_s else len(rows) / drain_s
     out = {
-        "lanes": a.lanes, "workers": a.workers, "broker": a.broker,
+        "lanes": a.lanes, "workers": a.workers, "broker": a.broker, "tuned": a.tuned,
         "entries_per_s": percent(rate), "raw_insert_per_s": percent(raw),
         "ratio": None if rate is None or not raw else round(rate / raw, 2),
         "drain_s": None if drain_s is None else round(drain_s, 2),
