@@ -441,15 +441,23 @@ def lags_ms(name: str, since: datetime, until: datetime) -> tuple[int, float | N
         None if row[2] is None else float(row[2])
 
 
-def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datetime | None]:
-    """The storm's rows as central stored them, and central's last commit time."""
+def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datetime | None,
+                                                    dict[str, float]]:
+    """The storm's rows as central stored them, central's last commit time, and the
+    table's bytes per entry on disk (heap, and heap plus its indexes)."""
     import psycopg
     with psycopg.connect(dsn(name)) as c:
         rows = c.execute(f"SELECT {', '.join(COLS)} FROM lane_entries WHERE "
                          "recorded::timestamptz >= %s ORDER BY lane_id, seq",
                          (since,)).fetchall()
         last = c.execute("SELECT max(received_at) FROM lane_entries").fetchone()
-    return rows, None if last is None else last[0]
+        size = c.execute("SELECT pg_relation_size('lane_entries'), "
+                         "pg_total_relation_size('lane_entries'), count(*) "
+                         "FROM lane_entries").fetchone()
+    n = max(1, int(size[2])) if size else 1
+    sizes = {"heap_bytes_per_entry": round(size[0] / n) if size else 0,
+             "bytes_per_entry": round(size[1] / n) if size else 0}
+    return rows, None if last is None else last[0], sizes
 
 
 def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int) -> float:
@@ -592,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         storm_at = datetime.now(UTC)
         storm_go.set()
         drained = phase("drained", a.storm_timeout + 120)
-        rows, last = storm_rows(db, until)
+        rows, last, sizes = storm_rows(db, until)
         drain_s = None if last is None else (last - storm_at).total_seconds()
         finish.set()
         rss_peak = max(peak_rss.values(), default=0.0)
@@ -631,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         "central_committed": sum(s.get("committed", 0) for s in stats),
         "central_duplicates": sum(s.get("duplicates", 0) for s in stats),
         "committed_per_worker": [s.get("committed", 0) for s in stats],
-        "rows_per_group": per_tx, "backlog_per_lane": a.backlog,
+        "rows_per_group": per_tx, **sizes, "backlog_per_lane": a.backlog,
         "duration_s": a.duration, "rate_per_lane": a.rate,
         "broker_startup_s": round(getattr(broker, "startup_s", None) or 0.0, 1),
         "central_ready_s": round(central_ready_s, 1), "warm_s": round(warm_s, 1),
