@@ -81,6 +81,26 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pg_backends(name: str) -> list[int]:
+    """The server processes of the connections to database ``name``."""
+    import psycopg
+    with psycopg.connect(dsn("postgres")) as c:
+        return [int(r[0]) for r in c.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()]
+
+
 def mall_profile(x: float) -> float:
     """Relative arrival rate at ``x`` in [0, 1) of a mall day (10:00-22:00): a late-morning
     peak, a lunch dip and a larger evening peak; the mean over the day is ~1, the peak ~2.2."""
@@ -460,10 +480,12 @@ def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datet
     return rows, None if last is None else last[0], sizes
 
 
-def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int) -> float:
+def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
+               conns: int) -> tuple[float, float]:
     """Rows/s of psycopg alone inserting ``rows`` (renamed ``raw-``) as central does: one
     multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per 4,000 rows, ``per_tx`` rows per
-    transaction, sorted by (lane, seq), ``conns`` connections each taking whole lanes."""
+    transaction, sorted by (lane, seq), ``conns`` connections each taking whole lanes.
+    Also the CPU seconds it took (this process and its PostgreSQL backends)."""
     import psycopg
     chunk = 4000
     one = "(" + ", ".join(["%s"] * len(COLS)) + ")"
@@ -487,15 +509,25 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int) 
                                   tuple(v for r in p for v in r))
 
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     threads = [threading.Thread(target=insert, args=(p,)) for p in mine if p]
     for t in threads:
         t.start()
+    time.sleep(0.2)
+    backends = pg_backends(name)
+    pg0 = cpu_s(backends)  # the connections' first 0.2 s are not counted: close enough
     for t in threads:
         t.join()
-    return len(rows) / (time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    raw_cpu = time.process_time() - cpu0 + cpu_s(backends) - pg0
+    return len(rows) / wall, raw_cpu
 
 
 # ---------------------------------------------------------------- main
+def ms_each(seconds: float | None, n: int) -> float | None:
+    return None if seconds is None or not n else round(seconds * 1000 / n, 3)
+
+
 def percent(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
@@ -597,9 +629,13 @@ def main(argv: list[str] | None = None) -> int:
         n_lag, p50, p99 = lags_ms(db, since, until)
         queue_go.set()
         queued = sum(r["written"] for r in phase("queued", 3600))
+        wpids = [w.pid for w in workers if w.pid]
+        backends = pg_backends(db)
+        cpu0 = (cpu_s(wpids), cpu_s(backends))
         storm_at = datetime.now(UTC)
         storm_go.set()
         drained = phase("drained", a.storm_timeout + 120)
+        cpu1 = (cpu_s(wpids), cpu_s(backends))
         rows, last, sizes = storm_rows(db, until)
         drain_s = None if last is None else (last - storm_at).total_seconds()
         finish.set()
@@ -611,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         sampling.set()
         groups = sum(s["groups"] for s in stats)
         per_tx = max(1, round(sum(s["group_rows"] for s in stats) / max(groups, 1)))
-        raw = raw_insert(db, rows, per_tx, a.workers) if rows else None
+        raw, raw_cpu = raw_insert(db, rows, per_tx, a.workers) if rows else (None, None)
     finally:
         sampling.set()
         finish.set()
@@ -639,7 +675,12 @@ def main(argv: list[str] | None = None) -> int:
         "central_committed": sum(s.get("committed", 0) for s in stats),
         "central_duplicates": sum(s.get("duplicates", 0) for s in stats),
         "committed_per_worker": [s.get("committed", 0) for s in stats],
-        "rows_per_group": per_tx, **sizes, "backlog_per_lane": a.backlog,
+        "rows_per_group": per_tx, **sizes,
+        # CPU per storm entry, whatever the box's load: the workers' processes and their
+        # PostgreSQL backends during the drain; psycopg alone and its backends for raw
+        "central_cpu_ms_per_entry": ms_each(cpu1[0] - cpu0[0], len(rows)),
+        "central_pg_cpu_ms_per_entry": ms_each(cpu1[1] - cpu0[1], len(rows)),
+        "raw_cpu_ms_per_entry": ms_each(raw_cpu, len(rows)), "backlog_per_lane": a.backlog,
         "duration_s": a.duration, "rate_per_lane": a.rate,
         "broker_startup_s": round(getattr(broker, "startup_s", None) or 0.0, 1),
         "central_ready_s": round(central_ready_s, 1), "warm_s": round(warm_s, 1),
