@@ -462,7 +462,7 @@ def lags_ms(name: str, since: datetime, until: datetime) -> tuple[int, float | N
 
 
 def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datetime | None,
-                                                    dict[str, float]]:
+                                                    dict[str, Any]]:
     """The storm's rows as central stored them, central's last commit time, and the
     table's bytes per entry on disk (heap, and heap plus its indexes)."""
     import psycopg
@@ -474,9 +474,13 @@ def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datet
         size = c.execute("SELECT pg_relation_size('lane_entries'), "
                          "pg_total_relation_size('lane_entries'), count(*) "
                          "FROM lane_entries").fetchone()
+        idx = c.execute("SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) "
+                        "FROM pg_index WHERE indrelid = 'lane_entries'::regclass").fetchall()
     n = max(1, int(size[2])) if size else 1
-    sizes = {"heap_bytes_per_entry": round(size[0] / n) if size else 0,
-             "bytes_per_entry": round(size[1] / n) if size else 0}
+    sizes: dict[str, Any] = {
+        "heap_bytes_per_entry": round(size[0] / n) if size else 0,
+        "bytes_per_entry": round(size[1] / n) if size else 0,
+        "index_bytes_per_entry": {str(k): round(int(v) / n) for k, v in idx}}
     return rows, None if last is None else last[0], sizes
 
 
