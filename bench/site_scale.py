@@ -446,8 +446,9 @@ def dsn(name: str) -> str:
 
 
 def lags_ms(name: str, since: datetime, until: datetime) -> tuple[int, float | None,
-                                                                 float | None]:
-    """Lane commit to central commit of the entries recorded in [since, until)."""
+                                                                 float | None, list[int]]:
+    """Lane commit to central commit of the entries recorded in [since, until): count,
+    p50, p99, and the p99 of each fifth of the phase (does the lag grow?)."""
     import psycopg
     with psycopg.connect(dsn(name)) as c:
         row = c.execute(
@@ -456,9 +457,17 @@ def lags_ms(name: str, since: datetime, until: datetime) -> tuple[int, float | N
             "extract(epoch FROM received_at - recorded::timestamptz) * 1000 AS d "
             "FROM lane_entries WHERE recorded::timestamptz >= %s "
             "AND recorded::timestamptz < %s) x", (since, until)).fetchone()
+        fifths = c.execute(
+            "SELECT b, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) FROM (SELECT "
+            "width_bucket(extract(epoch FROM recorded::timestamptz), extract(epoch FROM "
+            "%s::timestamptz), extract(epoch FROM %s::timestamptz), 5) AS b, "
+            "extract(epoch FROM received_at - recorded::timestamptz) * 1000 AS d "
+            "FROM lane_entries WHERE recorded::timestamptz >= %s "
+            "AND recorded::timestamptz < %s) x GROUP BY b ORDER BY b",
+            (since, until, since, until)).fetchall()
     assert row is not None
     return int(row[0]), None if row[1] is None else float(row[1]), \
-        None if row[2] is None else float(row[2])
+        None if row[2] is None else float(row[2]), [round(float(v)) for _b, v in fifths]
 
 
 def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datetime | None,
@@ -630,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         until = datetime.now(UTC)
         rss_steady = max(peak_rss.values(), default=0.0)
         written = sum(r["written"] for r in st)
-        n_lag, p50, p99 = lags_ms(db, since, until)
+        n_lag, p50, p99, p99_fifths = lags_ms(db, since, until)
         queue_go.set()
         queued = sum(r["written"] for r in phase("queued", 3600))
         wpids = [w.pid for w in workers if w.pid]
@@ -671,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": None if rate is None or not raw else round(rate / raw, 2),
         "drain_s": None if drain_s is None else round(drain_s, 2),
         "lag_p50_ms": percent(p50), "lag_p99_ms": percent(p99),
+        "lag_p99_by_fifth_ms": p99_fifths,
         "central_rss_mb": round(rss_peak, 1), "central_rss_steady_mb": round(rss_steady, 1),
         "entries_written": written, "entries_acked": n_lag,
         "steady_all_acked": all(r["acked"] for r in st),
