@@ -633,16 +633,18 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.monotonic()
         warm = phase("warm", 1000)  # every lane connected, got its snapshot, one entry acked
         warm_s = time.monotonic() - t1
+        wpids = [w.pid for w in workers if w.pid]
+        steady0 = (cpu_s(wpids), cpu_s(pg_backends(db)))
         since = datetime.now(UTC)
         go.set()
         st = phase("steady", a.duration + 300)
         until = datetime.now(UTC)
+        steady1 = (cpu_s(wpids), cpu_s(pg_backends(db)))
         rss_steady = max(peak_rss.values(), default=0.0)
         written = sum(r["written"] for r in st)
         n_lag, p50, p99, p99_fifths = lags_ms(db, since, until)
         queue_go.set()
         queued = sum(r["written"] for r in phase("queued", 3600))
-        wpids = [w.pid for w in workers if w.pid]
         backends = pg_backends(db)
         cpu0 = (cpu_s(wpids), cpu_s(backends))
         storm_at = datetime.now(UTC)
@@ -694,7 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         # PostgreSQL backends during the drain; psycopg alone and its backends for raw
         "central_cpu_ms_per_entry": ms_each(cpu1[0] - cpu0[0], len(rows)),
         "central_pg_cpu_ms_per_entry": ms_each(cpu1[1] - cpu0[1], len(rows)),
-        "raw_cpu_ms_per_entry": ms_each(raw_cpu, len(rows)), "backlog_per_lane": a.backlog,
+        "raw_cpu_ms_per_entry": ms_each(raw_cpu, len(rows)),
+        # the same in steady traffic: one entry a batch, statuses, ticks (backends that
+        # came and went in between are missed: a lower bound)
+        "steady_cpu_ms_per_entry": ms_each(steady1[0] - steady0[0], written),
+        "steady_pg_cpu_ms_per_entry": ms_each(steady1[1] - steady0[1], written),
+        "backlog_per_lane": a.backlog,
         "duration_s": a.duration, "rate_per_lane": a.rate,
         "broker_startup_s": round(getattr(broker, "startup_s", None) or 0.0, 1),
         "central_ready_s": round(central_ready_s, 1), "warm_s": round(warm_s, 1),
