@@ -190,7 +190,7 @@ def amqp_worker_class() -> Any:
     return AmqpIngestWorker
 
 
-def tuned_class(base: Any) -> Any:
+def tuned_class(base: Any, lazy: bool = False) -> Any:
     """``base`` with the worker changes proposed in docs/scale.md, to measure them before
     they land in central/ingest/worker.py (``--tuned``): the profile of a 200-lane run spent
     70 % of the worker's time in ``applied()`` (one query per lane for every snapshot
@@ -203,6 +203,7 @@ def tuned_class(base: Any) -> Any:
         applied_max_age_s = 1.0
         status_max_age_s = 30.0
         stall_every_s = 10.0
+        lazy_status = lazy
 
         def __init__(self, *args: Any, **kw: Any) -> None:
             super().__init__(*args, **kw)
@@ -226,8 +227,9 @@ def tuned_class(base: Any) -> Any:
             return dict(self._applied[1])
 
         def _record_status(self, st: dict[str, Any]) -> None:
-            key = (st["state"], st["backlog"], st["last_acked_seq"],
-                   st.get("backlog_stalled", False))
+            key: tuple[Any, ...] = (st["state"], st.get("backlog_stalled", False))
+            if not self.lazy_status:  # else backlog and acked seq at most every 30 s
+                key += (st["backlog"], st["last_acked_seq"])
             seen = self._status_seen.get(str(st["lane"]))
             now = time.monotonic()
             if seen is not None and seen[0] == key and now - seen[1] < self.status_max_age_s:
@@ -279,8 +281,8 @@ def profiled(w: Any) -> Any:
     return prof
 
 
-def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, tuned: bool,
-               ready: Any, stop: Any, out: Any) -> None:
+def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None,
+               tuned: tuple[bool, bool], ready: Any, stop: Any, out: Any) -> None:
     """One ingest worker process (as ``parkedge-central ingest``); its counters at stop."""
     from central.app import Central
     from central.config import parse_config
@@ -291,8 +293,8 @@ def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None, tuned: boo
     cls: Any = IngestWorker if amqp_port is None else amqp_worker_class()
     if amqp_port is not None:
         cls.amqp_port = amqp_port
-    if tuned:
-        cls = tuned_class(cls)
+    if tuned[0]:
+        cls = tuned_class(cls, lazy=tuned[1])
     w: IngestWorker = cls(deps, client_id=name)
     groups = [0, 0]  # groups committed, rows in them
     commit = w.committer.commit
@@ -565,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="8 lanes, 4 per process, 1 vehicle/s each for 5 s, backlog 20")
     ap.add_argument("--tuned", action="store_true",
                     help="workers with the changes docs/scale.md proposes (tuned_class)")
+    ap.add_argument("--lazy-status", action="store_true",
+                    help="with --tuned: a lane's backlog and acked seq written at most "
+                         "every 30 s (its state and stall flag at once)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -599,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     ready, wq, lq = ctx.Queue(), ctx.Queue(), ctx.Queue()
     stop, go, storm_go, finish = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     queue_go = ctx.Event()
-    workers = [ctx.Process(target=run_worker, args=(f"central-w{i}", cfg, amqp_port, a.tuned,
+    workers = [ctx.Process(target=run_worker, args=(f"central-w{i}", cfg, amqp_port,
+                                                    (a.tuned, a.lazy_status),
                                                     ready, stop, wq)) for i in range(a.workers)]
     procs = [ctx.Process(target=run_lanes, args=(lanes[i:i + a.per_proc], port, str(folder),
                                                  public_hex, a, go, queue_go, storm_go, finish,
@@ -678,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = None if not drain_s else len(rows) / drain_s
     out = {
         "lanes": a.lanes, "workers": a.workers, "broker": a.broker, "tuned": a.tuned,
+        "lazy_status": a.lazy_status,
         "entries_per_s": percent(rate), "raw_insert_per_s": percent(raw),
         "ratio": None if rate is None or not raw else round(rate / raw, 2),
         "drain_s": None if drain_s is None else round(drain_s, 2),
