@@ -7,9 +7,11 @@ Two kinds of link, one interface (``Link``): a veth pair shaped with the kernel'
 (``VethLink``) where the kernel has ``sch_netem``, and otherwise (this machine's kernel has
 neither netem nor any tc classifier, nor iptables/nft) a pair of TUN devices with the same
 faults applied by a forwarder thread in userspace (``TunLink``): every IP packet that crosses
-is read from one namespace's TUN and written to the other's after the delay, or dropped. Each site (its lanes and its broker)
-and central get a namespace of their own; the only addresses used are inside namespaces made
-here (10.x.y.z on the veth ends) or on their loopbacks, never on the machine's interfaces.
+is read from one namespace's TUN and written to the other's after the delay, or dropped.
+
+Each site (its lanes and its broker) and central get a namespace of their own; the only
+addresses used are inside namespaces made here (10.x.y.z on the link ends) or on their
+loopbacks, never on the machine's interfaces.
 
 A process joins a namespace by being started while the calling thread is inside it
 (``Namespace.entered()``, ``setns(2)`` on the current thread only: children and sockets made
