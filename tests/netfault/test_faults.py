@@ -1,0 +1,194 @@
+"""Network faults, for real (#16): a site's lanes in their own network namespace behind a
+faulty link to central (30 % loss; 2 s delay ± 0.5 s; a link flapping every 10 s; the site cut
+off), cars coming all the while. After each: every lane entry at central exactly once, every
+balance the sum of its entries, every car passed, offline deductions within the allowance,
+and each stay's session crossed from the entry lane to the exit lane through the site's own
+broker. Small versions (tens of seconds) here; full length (5 min flap, 10 min cut) ``slow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from parkedge_sim.netns import Fault, Link, unavailable_reason
+
+from central.services import points
+from tests.netfault.lanes import (
+    MEMBER,
+    Car,
+    SiteLanes,
+    all_lane_entry_ids,
+    cars_during,
+    central_entry_ids,
+    drive,
+    enrol_member,
+    open_central,
+    start_lanes,
+    unconfirmed_deductions,
+)
+from tests.netfault.site import ALLOWANCE, Topology, topology, wait_until
+
+OVERDRAFT = 0  # the lane's offline_overdraft default
+BALANCE = 1000
+
+
+def _skip_reason() -> str | None:
+    reason = unavailable_reason()
+    if reason:
+        return reason
+    try:
+        import psycopg
+
+        with psycopg.connect("host=/var/run/postgresql user=postgres dbname=postgres",
+                             connect_timeout=3):
+            return None
+    except Exception as exc:  # no server: nothing to test against
+        return f"no PostgreSQL on /var/run/postgresql: {exc.__class__.__name__}"
+
+
+pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "")
+
+
+
+
+@contextmanager
+def netem(link: Link, fault: Fault) -> Iterator[None]:
+    link.set_fault(fault)
+    try:
+        yield
+    finally:
+        link.clear()
+
+
+@contextmanager
+def cut(link: Link) -> Iterator[None]:
+    link.cut()
+    try:
+        yield
+    finally:
+        link.restore()
+
+
+@contextmanager
+def flapping(link: Link, period_s: float = 10.0) -> Iterator[None]:
+    """Down for ``period_s``, up for ``period_s``, ... starting down; up at the end."""
+    stop = threading.Event()
+
+    def flap() -> None:
+        up = False
+        while not stop.is_set():
+            link.set_up(up)
+            up = not up
+            stop.wait(period_s)
+
+    t = threading.Thread(target=flap, name="flap", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(5)
+        link.restore()
+
+
+PLAYS: dict[str, Callable[[Link], object]] = {
+    "loss30": lambda link: netem(link, Fault(loss=0.3)),
+    "delay2s": lambda link: netem(link, Fault(delay_s=2.0, jitter_s=0.5)),
+    "flap10s": flapping,
+    "cut": cut,
+}
+
+
+@dataclass
+class Outcome:
+    cars: list[Car]
+    deducted_during: int
+    lane_ids: set[str]
+    central_ids: list[str]
+    sums: tuple[int, int, int]
+    crossed: dict[str, bool]
+    backlog_drained: bool
+
+
+async def _scenario(topo: Topology, play: str, seconds: float, every_s: float) -> Outcome:
+    c = open_central(topo)
+    try:
+        async with AsyncExitStack() as stack:
+            site = await start_lanes(topo, stack)
+            # before the fault: one stay crosses and reaches central; the member is known
+            warm = Car("沪C00001", *_warm_times())
+            await drive(site, warm)
+            assert await asyncio.to_thread(wait_until, lambda: _synced(site, c), 90), (
+                topo.ingest_log(), site.procs["exit-1"].log_tail())
+            assert await asyncio.to_thread(
+                wait_until, lambda: bool(site.procs["exit-1"].query(
+                    "SELECT 1 FROM members WHERE member_id = ?", MEMBER)), 30)
+            before = unconfirmed_deductions(site)
+            with PLAYS[play](topo.link):  # type: ignore[attr-defined]
+                cars = await cars_during(site, seconds, every_s, first=1, member_every=3)
+                during = unconfirmed_deductions(site) - before
+            drained = await asyncio.to_thread(wait_until, lambda: _synced(site, c), 180)
+            lane_ids = all_lane_entry_ids(site)
+            crossed = {car.plate: site.crossed(car.plate) for car in [warm, *cars]}
+        ids = central_entry_ids(c)
+        with c.tx() as s:
+            sums = points.ledger_sums(s, MEMBER)
+        return Outcome([warm, *cars], during, lane_ids, ids, sums, crossed, drained)
+    finally:
+        c.close()
+
+
+def _warm_times() -> tuple[object, object]:
+    from datetime import timedelta
+
+    from tests.netfault.lanes import T0
+
+    return T0 - timedelta(hours=1), timedelta(minutes=5)
+
+
+def _synced(site: SiteLanes, c: object) -> bool:
+    return all_lane_entry_ids(site) <= set(central_entry_ids(c))  # type: ignore[arg-type]
+
+
+def run(tmp_path: Path, play: str, seconds: float, every_s: float) -> Outcome:
+    with topology(tmp_path) as topo:
+        c = open_central(topo)
+        try:
+            enrol_member(c, BALANCE)
+        finally:
+            c.close()
+        topo.start_ingest()
+        with topo.site_ns.entered():
+            out = asyncio.run(_scenario(topo, play, seconds, every_s))
+        out_stats = getattr(topo.link, "counts", None)
+        print(f"{play}: {len(out.cars)} cars, link {out_stats}, deducted during {out.deducted_during}")
+    return out
+
+
+def check(out: Outcome) -> None:
+    assert out.backlog_drained, "central never got every lane entry after the fault"
+    assert len(out.central_ids) == len(set(out.central_ids)), "an entry twice at central"
+    assert set(out.central_ids) == out.lane_ids, "central holds entries no lane wrote"
+    assert out.sums[0] == out.sums[1] == out.sums[2], out.sums
+    assert all(car.outcomes == ["passed", "passed"] for car in out.cars), [
+        (car.plate, car.outcomes) for car in out.cars if car.outcomes != ["passed", "passed"]]
+    assert all(out.crossed.values()), out.crossed
+    assert out.deducted_during <= ALLOWANCE + OVERDRAFT, out.deducted_during
+
+
+@pytest.mark.parametrize("play", ["loss30", "delay2s", "flap10s", "cut"])
+def test_small(tmp_path: Path, play: str) -> None:
+    check(run(tmp_path, play, seconds=25.0, every_s=4.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("play", "seconds"), [("loss30", 300.0), ("delay2s", 300.0),
+                                               ("flap10s", 300.0), ("cut", 600.0)])
+def test_full_length(tmp_path: Path, play: str, seconds: float) -> None:
+    check(run(tmp_path, play, seconds=seconds, every_s=10.0))
