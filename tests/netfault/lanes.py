@@ -128,7 +128,7 @@ async def cars_during(site: SiteLanes, seconds: float, every_s: float, first: in
     while loop.time() < end:
         started = loop.time()
         is_member = member_every and k % member_every == 0
-        car = Car(MEMBER_PLATE if is_member else f"沪B{k:05d}", T0 + timedelta(minutes=20 * k),
+        car = Car(MEMBER_PLATE if is_member else f"沪B{k:05d}", T0 + timedelta(hours=3 * k),
                   timedelta(hours=2) if is_member else timedelta(minutes=5))
         await drive(site, car)
         cars.append(car)
