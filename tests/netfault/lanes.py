@@ -138,11 +138,11 @@ async def cars_during(site: SiteLanes, seconds: float, every_s: float, first: in
 
 
 def unconfirmed_deductions(site: SiteLanes) -> int:
-    """Points the exit lane deducted for the member, from its ledger (exit entries)."""
+    """Points the exit lane deducted for the member, from its ledger (``points_deducted``)."""
     total = 0
     for _eid, kind, _sid, member, payload in site.ledger("exit-1"):
-        if member == MEMBER and kind in ("exit", "session_closed"):
-            total += int(json.loads(payload).get("points_deducted", 0))
+        if member == MEMBER and kind == "points_deducted":
+            total += int(json.loads(payload)["points"])
     return total
 
 

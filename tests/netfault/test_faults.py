@@ -191,15 +191,16 @@ def check(out: Outcome) -> None:
 
 
 #: edge/sync/uplink.py announces a session to the site's other lanes only when its ledger
-#: entry goes into an uplink batch; with central unreachable (or its acks slow) the window of
-#: unacknowledged batches fills, no new batch is built, so sessions opened meanwhile are never
-#: announced: the exit lane does not know the car (unknown_plate, reversed, blocked).
+#: entry goes into an uplink batch; with central unreachable the window of unacknowledged
+#: batches fills, no new batch is built, so sessions opened meanwhile are not announced until
+#: central is back: the exit lane does not know the car (unknown_plate, reversed, blocked).
+#: A flap (10 s down, 10 s up) refills the window in time; a cut does not.
 NOT_ANNOUNCED = pytest.mark.xfail(
     reason="sessions are announced only as their entries enter an uplink batch, which stops "
            "while central's acks do not come (docs/network_faults.md)", strict=False)
 
 
-@pytest.mark.parametrize("play", ["loss30", "delay2s", pytest.param("flap10s", marks=NOT_ANNOUNCED),
+@pytest.mark.parametrize("play", ["loss30", "delay2s", "flap10s",
                                   pytest.param("cut", marks=NOT_ANNOUNCED)])
 def test_small(tmp_path: Path, play: str) -> None:
     check(run(tmp_path, play, seconds=25.0, every_s=4.0))
@@ -208,7 +209,7 @@ def test_small(tmp_path: Path, play: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("play", "seconds"), [
     ("loss30", 300.0), ("delay2s", 300.0),
-    pytest.param("flap10s", 300.0, marks=NOT_ANNOUNCED),
+    ("flap10s", 300.0),
     pytest.param("cut", 600.0, marks=NOT_ANNOUNCED)])
 def test_full_length(tmp_path: Path, play: str, seconds: float) -> None:
     check(run(tmp_path, play, seconds=seconds, every_s=10.0))
