@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from parkedge_sim.broker import free_port
@@ -25,7 +22,7 @@ from central.app import Central
 from central.config import load_config
 from central.db.models import LaneEntry
 from central.services import members, points
-from tests.netfault.site import LANES, RULES, SITE, Topology, secret_file, wait_until
+from tests.netfault.site import LANES, RULES, SITE, Topology, secret_file
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=TZ)
@@ -48,7 +45,7 @@ class SiteLanes:
 
     def ledger(self, lane: str) -> list[tuple[str, str, str | None, str | None, str]]:
         """(entry_id, kind, session_id, member_id, payload) of the lane's ledger file."""
-        return [tuple(r) for r in self.procs[lane].query(  # type: ignore[misc]
+        return [tuple(r) for r in self.procs[lane].query(
             "SELECT entry_id, kind, session_id, member_id, payload FROM ledger_entries "
             "ORDER BY seq")]
 
@@ -148,12 +145,3 @@ def unconfirmed_deductions(site: SiteLanes) -> int:
 
 def all_lane_entry_ids(site: SiteLanes) -> set[str]:
     return {r[0] for lane in LANES for r in site.ledger(lane)}
-
-
-def lane_db(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-Fault = Callable[[], None]
-Scenario = Callable[[SiteLanes], Awaitable[list[Car]]]
-__all__ = ["Car", "SiteLanes", "wait_until"]

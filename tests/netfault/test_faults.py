@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from parkedge_sim.netns import Fault, Link, unavailable_reason
 
+from central.app import Central
 from central.services import points
 from tests.netfault.lanes import (
     MEMBER,
+    T0,
     Car,
     SiteLanes,
     all_lane_entry_ids,
@@ -53,7 +56,6 @@ def _skip_reason() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "")
-
 
 
 
@@ -97,7 +99,7 @@ def flapping(link: Link, period_s: float = 10.0) -> Iterator[None]:
         link.restore()
 
 
-PLAYS: dict[str, Callable[[Link], object]] = {
+PLAYS: dict[str, Callable[[Link], AbstractContextManager[None]]] = {
     "loss30": lambda link: netem(link, Fault(loss=0.3)),
     "delay2s": lambda link: netem(link, Fault(delay_s=2.0, jitter_s=0.5)),
     "flap10s": flapping,
@@ -126,12 +128,12 @@ async def _scenario(topo: Topology, play: str, seconds: float, every_s: float) -
             # and reaches central
             assert await asyncio.to_thread(wait_until, lambda: _downlink_done(site), 60), (
                 site.procs["exit-1"].log_tail())
-            warm = Car("沪C00001", *_warm_times())
+            warm = Car("沪C00001", T0 - timedelta(hours=3), timedelta(minutes=5))
             await drive(site, warm)
             assert await asyncio.to_thread(wait_until, lambda: _synced(site, c), 90), (
                 topo.ingest_log(), site.procs["exit-1"].log_tail())
             before = unconfirmed_deductions(site)
-            with PLAYS[play](topo.link):  # type: ignore[attr-defined]
+            with PLAYS[play](topo.link):
                 cars = await cars_during(site, seconds, every_s, first=1, member_every=3)
                 during = unconfirmed_deductions(site) - before
             drained = await asyncio.to_thread(wait_until, lambda: _synced(site, c), 180)
@@ -145,22 +147,14 @@ async def _scenario(topo: Topology, play: str, seconds: float, every_s: float) -
         c.close()
 
 
-def _warm_times() -> tuple[object, object]:
-    from datetime import timedelta
-
-    from tests.netfault.lanes import T0
-
-    return T0 - timedelta(hours=1), timedelta(minutes=5)
-
-
 def _downlink_done(site: SiteLanes) -> bool:
     return bool(site.procs["exit-1"].query(
         "SELECT 1 FROM members WHERE member_id = ?", MEMBER)) and all(
         "rule bundle" in p.log.read_text(errors="replace") for p in site.procs.values())
 
 
-def _synced(site: SiteLanes, c: object) -> bool:
-    return all_lane_entry_ids(site) <= set(central_entry_ids(c))  # type: ignore[arg-type]
+def _synced(site: SiteLanes, c: Central) -> bool:
+    return all_lane_entry_ids(site) <= set(central_entry_ids(c))
 
 
 def run(tmp_path: Path, play: str, seconds: float, every_s: float) -> Outcome:
@@ -173,8 +167,8 @@ def run(tmp_path: Path, play: str, seconds: float, every_s: float) -> Outcome:
         topo.start_ingest()
         with topo.site_ns.entered():
             out = asyncio.run(_scenario(topo, play, seconds, every_s))
-        out_stats = getattr(topo.link, "counts", None)
-        print(f"{play}: {len(out.cars)} cars, link {out_stats}, deducted during {out.deducted_during}")
+        print(f"{play}: {len(out.cars)} cars, link {getattr(topo.link, 'counts', None)}, "
+              f"deducted during the fault {out.deducted_during}")
     return out
 
 
