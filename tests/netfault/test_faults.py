@@ -35,7 +35,8 @@ from tests.netfault.lanes import (
     start_lanes,
     unconfirmed_deductions,
 )
-from tests.netfault.site import ALLOWANCE, Topology, topology, wait_until
+from tests.netfault.observer import SiteObserver
+from tests.netfault.site import ALLOWANCE, SITE, Topology, topology, wait_until
 
 OVERDRAFT = 0  # the lane's offline_overdraft default
 BALANCE = 1000
@@ -116,6 +117,8 @@ class Outcome:
     sums: tuple[int, int, int]
     crossed: dict[str, bool]
     backlog_drained: bool
+    bridge_during: list[str]
+    exit_status_during: list[tuple[str, int]]
 
 
 async def _scenario(topo: Topology, play: str, seconds: float, every_s: float) -> Outcome:
@@ -133,16 +136,22 @@ async def _scenario(topo: Topology, play: str, seconds: float, every_s: float) -
             assert await asyncio.to_thread(wait_until, lambda: _synced(site, c), 90), (
                 topo.ingest_log(), site.procs["exit-1"].log_tail())
             before = unconfirmed_deductions(site)
+            observer = SiteObserver(topo.site_broker.port, SITE)
+            observer.start()
+            stack.callback(observer.stop)
             with PLAYS[play](topo.link):
+                observer.record(True)
                 cars = await cars_during(site, seconds, every_s, first=1, member_every=3)
                 during = unconfirmed_deductions(site) - before
+                observer.record(False)
             drained = await asyncio.to_thread(wait_until, lambda: _synced(site, c), 180)
             lane_ids = all_lane_entry_ids(site)
             crossed = {car.plate: site.crossed(car.plate) for car in [warm, *cars]}
         ids = central_entry_ids(c)
         with c.tx() as s:
             sums = points.ledger_sums(s, MEMBER)
-        return Outcome([warm, *cars], during, lane_ids, ids, sums, crossed, drained)
+        return Outcome([warm, *cars], during, lane_ids, ids, sums, crossed, drained,
+                       observer.bridge, observer.lanes.get("exit-1", []))
     finally:
         c.close()
 
@@ -172,38 +181,59 @@ def run(tmp_path: Path, play: str, seconds: float, every_s: float) -> Outcome:
     return out
 
 
-def check(out: Outcome) -> None:
-    """Central's side first (always expected to hold), then the lanes' side."""
+def check_central(out: Outcome) -> None:
+    """Central's side: every lane entry once, balances the sum of their entries."""
     assert out.backlog_drained, "central never got every lane entry after the fault"
     assert len(out.central_ids) == len(set(out.central_ids)), "an entry twice at central"
     assert set(out.central_ids) == out.lane_ids, "central holds entries no lane wrote"
     assert out.sums[0] == out.sums[1] == out.sums[2], out.sums
-    assert all(car.outcomes == ["passed", "passed"] for car in out.cars), [
-        (car.plate, car.outcomes) for car in out.cars if car.outcomes != ["passed", "passed"]]
-    assert all(out.crossed.values()), out.crossed
-    assert out.deducted_during <= ALLOWANCE + OVERDRAFT, out.deducted_during
 
 
-#: edge/sync/uplink.py announces a session to the site's other lanes only when its ledger
-#: entry goes into an uplink batch; with central unreachable the window of unacknowledged
-#: batches fills, no new batch is built, so sessions opened meanwhile are not announced until
-#: central is back: the exit lane does not know the car (unknown_plate, reversed, blocked).
-#: A flap (10 s down, 10 s up) refills the window in time; a cut does not.
-NOT_ANNOUNCED = pytest.mark.xfail(
-    reason="sessions are announced only as their entries enter an uplink batch, which stops "
-           "while central's acks do not come (docs/network_faults.md)", strict=False)
+def lane_problems(out: Outcome, play: str) -> list[str]:
+    """The lanes' side: every car passed, every session crossed, offline spending bounded
+    (and, for a cut, known to be offline spending)."""
+    problems = [f"{car.plate} {car.outcomes}" for car in out.cars
+                if car.outcomes != ["passed", "passed"]]
+    problems += [f"{plate}: session did not cross" for plate, ok in out.crossed.items() if not ok]
+    if out.deducted_during > ALLOWANCE + OVERDRAFT:
+        problems.append(f"{out.deducted_during} points deducted during the fault")
+    if play == "cut":
+        if "0" not in out.bridge_during:
+            problems.append(f"the site broker never noticed the cut: {out.bridge_during}")
+        if out.exit_status_during and all(st == "online" for st, _ in out.exit_status_during):
+            problems.append("exit-1 believed it was online (spending the whole balance) while "
+                            f"cut off: its statuses {out.exit_status_during[-3:]}")
+    return problems
 
 
-@pytest.mark.parametrize("play", ["loss30", "delay2s", "flap10s",
-                                  pytest.param("cut", marks=NOT_ANNOUNCED)])
+def check(out: Outcome, play: str) -> None:
+    check_central(out)
+    problems = lane_problems(out, play)
+    if problems and play in KNOWN:
+        pytest.xfail(f"{KNOWN[play]}: {problems}")
+    assert not problems, problems
+
+
+#: Known failures of the lanes' side (central's side is checked strictly first; a known
+#: failure that stops failing makes the test pass, so the entry here must then go).
+#: 1. edge/sync/uplink.py announces a session to the site's other lanes only when its ledger
+#:    entry goes into an uplink batch; with central unreachable the window of unacknowledged
+#:    batches fills, no new batch is built, so sessions opened meanwhile are not announced
+#:    until central is back: the exit lane does not know the car (unknown_plate, blocked).
+#:    A flap (10 s down, 10 s up) refills the window in time; a cut does not.
+#: 2. LaneSync.spend_limit takes "online" from the lane's own MQTT connection, which a site
+#:    broker keeps up during a cut: the allowance never applies behind a site broker.
+KNOWN = {"cut": "known (docs/network_faults.md): sessions not announced while central's acks "
+                "do not come; a lane behind a site broker believes it is online"}
+
+
+@pytest.mark.parametrize("play", ["loss30", "delay2s", "flap10s", "cut"])
 def test_small(tmp_path: Path, play: str) -> None:
-    check(run(tmp_path, play, seconds=25.0, every_s=4.0))
+    check(run(tmp_path, play, seconds=25.0, every_s=4.0), play)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("play", "seconds"), [
-    ("loss30", 300.0), ("delay2s", 300.0),
-    ("flap10s", 300.0),
-    pytest.param("cut", 600.0, marks=NOT_ANNOUNCED)])
+    ("loss30", 300.0), ("delay2s", 300.0), ("flap10s", 300.0), ("cut", 600.0)])
 def test_full_length(tmp_path: Path, play: str, seconds: float) -> None:
-    check(run(tmp_path, play, seconds=seconds, every_s=10.0))
+    check(run(tmp_path, play, seconds=seconds, every_s=10.0), play)
