@@ -56,7 +56,8 @@ def _skip_reason() -> str | None:
         return f"no PostgreSQL on /var/run/postgresql: {exc.__class__.__name__}"
 
 
-pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "")
+SKIP = _skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
 
