@@ -227,12 +227,14 @@ KNOWN = {"cut": "known (docs/network_faults.md): sessions not announced while ce
                 "do not come; a lane behind a site broker believes it is online"}
 
 
+@pytest.mark.timeout(480)  # set-up ~40 s, the play 25 s, the drain up to 180 s
 @pytest.mark.parametrize("play", ["loss30", "delay2s", "flap10s", "cut"])
 def test_small(tmp_path: Path, play: str) -> None:
     check(run(tmp_path, play, seconds=25.0, every_s=4.0), play)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize(("play", "seconds"), [
     ("loss30", 300.0), ("delay2s", 300.0), ("flap10s", 300.0), ("cut", 600.0)])
 def test_full_length(tmp_path: Path, play: str, seconds: float) -> None:
