@@ -3,12 +3,21 @@ nothing reaches them from the machine's own namespace. Seconds, not minutes."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from parkedge_sim.netns import Fault, Link, Namespace, make_link, unavailable_reason
+from parkedge_sim.netns import (
+    Fault,
+    Link,
+    Namespace,
+    VethLink,
+    make_link,
+    netem_available,
+    unavailable_reason,
+)
 from parkedge_sim.site_broker import BRIDGED, bridge_config
 
 REASON = unavailable_reason()
@@ -92,6 +101,51 @@ def test_the_machine_cannot_reach_a_namespace(link: Link) -> None:
             socket.create_connection(srv.getsockname(), 2).close()
     finally:
         srv.close()
+
+
+@needs_netns
+def test_a_veth_link_carries_and_cuts() -> None:
+    """The kernel's link (netem faults only where the kernel has sch_netem)."""
+    import secrets
+
+    tag = secrets.token_hex(3)
+    a, b = Namespace(f"pe{tag}a").create(), Namespace(f"pe{tag}b").create()
+    try:
+        link = VethLink(a, b, subnet=secrets.randbelow(1000)).create()
+        tx, rx = _udp_pair(link)
+        dest = rx.getsockname()
+        tx.sendto(b"x", dest)
+        assert _received(rx, 0.5) == [b"x"]
+        link.cut()
+        with contextlib.suppress(OSError):  # the device is down: no route
+            tx.sendto(b"lost", dest)
+        assert _received(rx, 0.5) == []
+        link.restore()
+        assert wait_for(lambda: _send_and_get(tx, rx, dest))
+        if netem_available():
+            link.set_fault(Fault(delay_s=0.4))
+            t = time.monotonic()
+            tx.sendto(b"late", dest)
+            rx.settimeout(2)
+            assert rx.recv(100) == b"late" and time.monotonic() - t > 0.3
+        tx.close()
+        rx.close()
+    finally:
+        a.destroy()
+        b.destroy()
+
+
+def _send_and_get(tx: socket.socket, rx: socket.socket, dest: tuple[str, int]) -> bool:
+    tx.sendto(b"back", dest)
+    return _received(rx, 0.3) == [b"back"]
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+    return False
 
 
 def test_the_bridge_forwards_the_sync_topics_each_way_they_need() -> None:
