@@ -79,7 +79,7 @@ def central_main(port: int, key_file: Path, db: Path, rate: float) -> int:
 
     def on_message(client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            b = codec.parse_batch(msg.payload, lambda lane: key if lane == LANE else None)
+            b = codec.parse_batch(bytes(msg.payload), lambda lane: key if lane == LANE else None)
         except codec.SyncMessageError:
             got["refused"] += 1
             return
@@ -252,7 +252,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from parkedge_sim.lane_sim import LaneSim
     from parkedge_sim.render import Scene
 
-    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the sim's frame dumps at stop
     rnd = random.Random(a.seed)
     port = free_port()
     conf = tmp / "mosquitto.conf"
@@ -298,7 +298,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await asyncio.to_thread(lane.wait_ready, 90, lambda st: st.get("state") == "idle")
         plates = car_plates(a.warmup + a.n, a.seed)
         cars: list[dict[str, Any]] = []
-        due = time.monotonic()
+        due = started = time.monotonic()
         for i, plate in enumerate(plates):
             due += rnd.expovariate(1 / a.gap)
             sim.video.scene = Scene(width=1920, height=1080,  # type: ignore[union-attr]
@@ -314,7 +314,10 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             cars.append({"plate": plate, "result": out.result, "ms": ms,
                          "draining": left > 0, "warmup": i < a.warmup})
             await sim.modbus.wait_for_arm("down", 10)
-        left_at_end = lane_backlog(lane)
+        cars_s = time.monotonic() - started
+        end = time.monotonic() + a.drain_wait  # then the rest of the backlog, bounded
+        while (left_at_end := lane_backlog(lane)) and time.monotonic() < end:
+            await asyncio.sleep(0.2)
     finally:
         if lane is not None:
             lane.stop()
@@ -352,6 +355,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "draining_p95_ms": round(pct(drain, 95), 1),
         "backlog": a.backlog,
         "backlog_at_end": left_at_end,
+        "cars_s": round(cars_s, 1),
         "central": got,
         "setup_s": round(setup_s, 1),
         "loadavg": os.getloadavg()[0],
@@ -377,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                     "missing or of another size)")
     ap.add_argument("--central-rate", type=float, default=0.0,
                     help="central's ingest, entries/s (0: as fast as it goes)")
+    ap.add_argument("--drain-wait", type=float, default=120.0,
+                    help="seconds to wait after the cars for the rest of the backlog")
     ap.add_argument("--gap", type=float, default=1.0, help="mean seconds between arrivals")
     ap.add_argument("--fps", type=float, default=15.0, help="camera frames per second")
     ap.add_argument("--open-timeout", type=float, default=8.0,
