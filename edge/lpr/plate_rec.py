@@ -111,7 +111,7 @@ def ctc_decode_constrained(probs: np.ndarray, grammar: PlateGrammar) -> PlateTex
     over its aligned steps. None when the grammar has nothing the model can write."""
     logp = np.log(np.maximum(probs, 1e-12))
     best: tuple[float, PlateText] | None = None
-    for n, mask in _mask_cache(grammar).items():
+    for mask in _mask_cache(grammar).values():
         # emissions: layouts x slots x T, the likeliest allowed character's log-probability
         em = np.where(mask[:, :, None, :], logp[None, None], _NEG).max(axis=3)
         text, probs_out, score = _viterbi(em, logp, mask)
