@@ -293,6 +293,10 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         cfg = write_lane_config(tmp, LANE, "entry", info, storage=db, site=SITE,
                                 min_confidence=a.min_confidence,
                                 sync=SyncSettings(port, key_file, keepalive_s=10))
+        if a.vote_frames != 3:  # lane_config writes the lane's default of 3 agreeing frames
+            text = cfg.read_text(encoding="utf-8")
+            cfg.write_text(text.replace("vote_frames = 3", f"vote_frames = {a.vote_frames}"),
+                           encoding="utf-8")
         lane = LaneProcess(LANE, cfg, tmp / "E1.log")
         lane.start()
         await asyncio.to_thread(lane.wait_ready, 90, lambda st: st.get("state") == "idle")
@@ -357,6 +361,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "backlog_at_end": left_at_end,
         "cars_s": round(cars_s, 1),
         "central": got,
+        "vote_frames": a.vote_frames,
+        "central_rate": a.central_rate,
         "setup_s": round(setup_s, 1),
         "loadavg": os.getloadavg()[0],
         "misreads": [(c["plate"], c.get("read"), c.get("uncertain"), c["result"])
@@ -388,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--open-timeout", type=float, default=8.0,
                     help="seconds a car waits before it needs the operator")
     ap.add_argument("--min-confidence", type=float, default=0.8)
+    ap.add_argument("--vote-frames", type=int, default=3,
+                    help="frames that must agree before the lane takes a read")
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--central", type=int, metavar="PORT", help=argparse.SUPPRESS)
