@@ -5,8 +5,9 @@ only), count how often the two agree and who is right when they disagree.
         ../shared/lpr-data/eu:eu:sk,cz
 
 Also, for the read alone and for the vote (``edge.lpr.second_opinion``, CRNN decoded within
-the grammar, at each weight in ``WEIGHTS``): exact, certain and right, certain and wrong (a
-wrong member charged), uncertain (the operator) at the lane's ``min_confidence``.
+the grammar, at each weight in ``WEIGHTS``; ``doubt``: the same without overturning a
+character): exact, certain and right, certain and wrong (a wrong member charged), uncertain
+(the operator) at the lane's ``min_confidence``.
 
 A vote in which disagreement lowers the confidence sends to the lane's safe policy the reads in
 ``disagree``: it catches ``ocr_wrong_disagree`` and costs ``ocr_right_disagree`` (right reads
@@ -34,6 +35,12 @@ from edge.lpr.second_opinion import second_opinion  # noqa: E402
 
 MIN_CONFIDENCE = 0.8  # the lane's default: below it a read is uncertain
 WEIGHTS = (0.25, 0.5, 1.0)
+VARIANTS = [(w, True) for w in WEIGHTS] + [(w, False) for w in WEIGHTS]  # (weight, overturn)
+
+
+def _key(w: float, overturn: bool) -> str:
+    return f"vote{w}" if overturn else f"doubt{w}"
+
 
 FIXES = ROOT / "bench" / "lpr_label_fixes.csv"
 
@@ -63,7 +70,7 @@ def agreement(folder: Path, grammar: str, model: Path | None = None) -> dict[str
         ),
         0,
     )
-    for key in ("ocr", "crnn", *(f"vote{w}" for w in WEIGHTS)):
+    for key in ("ocr", "crnn", *(_key(w, o) for w, o in VARIANTS)):
         for what in ("exact", "certain_right", "certain_wrong", "uncertain"):
             out[f"{key}_{what}"] = 0
     labels = apply_corrections(read_labels(folder), read_corrections(FIXES, folder.name))
@@ -88,11 +95,11 @@ def agreement(folder: Path, grammar: str, model: Path | None = None) -> dict[str
             probs = [cand.confidence] * len(a)
         _tally(out, "ocr", a, cand.confidence, label.plate)
         _tally(out, "crnn", b, other.confidence, label.plate)
-        for wt in WEIGHTS:
-            op = second_opinion(a, probs, b, other.probs, g, weight=wt)
+        for wt, over in VARIANTS:
+            op = second_opinion(a, probs, b, other.probs, g, weight=wt, overturn=over)
             # the OCR's own doubt stands: the vote can only add to it or overturn a character
             conf = op.confidence if op.plate != a else min(op.confidence, cand.confidence)
-            _tally(out, f"vote{wt}", op.plate, conf, label.plate)
+            _tally(out, _key(wt, over), op.plate, conf, label.plate)
         out["ocr_right"] += a == label.plate
         out["crnn_right"] += b == label.plate
         if a == b:
