@@ -14,10 +14,13 @@ unsynced entries, so the uplink drains them while the cars arrive.
 Per car, both instants are taken in the simulator (this process, one monotonic clock), by
 wrapping the sim's own calls: t0 = the arming loop's input set; t1 = the Modbus reply to the
 write that switched the open relay on leaves the simulator (the ack the daemon waits for).
-Cars arrive Poisson-spaced (``--gap`` mean seconds), one at a time at the barrier; a car the
-lane has not opened for within ``--open-timeout`` seconds needed the operator (no plate read);
-so did one whose read was uncertain (the lane opens an entry but flags it; on an exit an
-uncertain read spends no points). ``operator_share`` counts both; the percentiles are over
+The daemon's CPU time over the same window is reported too (``daemon_cpu_*``): on this shared
+2-core machine the wall-clock figures mostly measure the other work; the CPU figure is what a
+core of the box's own would have to give. Cars arrive Poisson-spaced (``--gap`` mean
+seconds), one at a time at the barrier; a car the lane has not opened for within
+``--open-timeout`` seconds needed the operator (no plate read); so did one whose read was
+uncertain (the lane opens an entry but flags it; on an exit an uncertain read spends no
+points). ``operator_share`` counts both; the percentiles are over
 the cars the lane opened for by itself. The first ``--warmup`` cars are not counted.
 
     .venv/bin/python bench/lane_e2e.py --n 100 --backlog 50000 --json
@@ -192,10 +195,25 @@ class Clock:
     arming_on: float | None = None
     relay_on: float | None = None
     acked: float | None = None
-    acks: list[float] = field(default_factory=list)
+    daemon_pid: int = 0  # the daemon's CPU seconds are noted at both instants too
+    cpu: list[float] = field(default_factory=list)
 
     def car(self) -> None:
         self.arming_on = self.relay_on = self.acked = None
+        self.cpu = []
+
+    def note_cpu(self) -> None:
+        if self.daemon_pid:
+            self.cpu.append(cpu_s(self.daemon_pid))
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def instrument(modbus: Any, clock: Clock) -> None:
@@ -206,6 +224,7 @@ def instrument(modbus: Any, clock: Clock) -> None:
     def on_loop(name: str, on: bool) -> None:
         if name == "arming" and on and clock.arming_on is None:
             clock.arming_on = time.monotonic()
+            clock.note_cpu()
         set_loop(name, on)
 
     def on_relay(channel: int, on: bool) -> None:
@@ -217,6 +236,7 @@ def instrument(modbus: Any, clock: Clock) -> None:
         out = trace(sending, data)
         if sending and clock.relay_on is not None and clock.acked is None:
             clock.acked = time.monotonic()
+            clock.note_cpu()
         return bytes(out)
 
     modbus.set_loop, modbus._set_relay, modbus._trace_packet = on_loop, on_relay, on_packet
@@ -300,6 +320,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         lane = LaneProcess(LANE, cfg, tmp / "E1.log")
         lane.start()
         await asyncio.to_thread(lane.wait_ready, 90, lambda st: st.get("state") == "idle")
+        assert lane.proc is not None
+        clock.daemon_pid = lane.proc.pid
         plates = car_plates(a.warmup + a.n, a.seed)
         cars: list[dict[str, Any]] = []
         due = started = time.monotonic()
@@ -315,7 +337,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             ms = None
             if clock.arming_on is not None and clock.acked is not None:
                 ms = (clock.acked - clock.arming_on) * 1000
-            cars.append({"plate": plate, "result": out.result, "ms": ms,
+            cpu = (clock.cpu[1] - clock.cpu[0]) * 1000 if len(clock.cpu) == 2 else None
+            cars.append({"plate": plate, "result": out.result, "ms": ms, "cpu_ms": cpu,
                          "draining": left > 0, "warmup": i < a.warmup})
             await sim.modbus.wait_for_arm("down", 10)
         cars_s = time.monotonic() - started
@@ -346,6 +369,9 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     wrong = [c for c in opened if c.get("read") != c["plate"] and not c.get("uncertain")]
     times = [c["ms"] for c in opened]
     drain = [c["ms"] for c in opened if c["draining"]]
+    # the daemon's CPU (all its threads: reading, deciding, the uplink) from t0 to t1: what
+    # the time would be with a core of its own, whatever else the machine runs (10 ms ticks)
+    cpu = [c["cpu_ms"] for c in opened if c["cpu_ms"] is not None]
     return {
         "n": len(counted),
         "opened": len(opened),
@@ -354,6 +380,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "p99_ms": round(pct(times, 99), 1),
         "max_ms": round(max(times), 1) if times else math.nan,
         "operator_share": round(len(operator) / max(1, len(counted)), 4),
+        "daemon_cpu_p50_ms": round(pct(cpu, 50), 1),
+        "daemon_cpu_p95_ms": round(pct(cpu, 95), 1),
         "wrong_certain": len(wrong),
         "draining_cars": len(drain),
         "draining_p95_ms": round(pct(drain, 95), 1),
