@@ -371,7 +371,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     drain = [c["ms"] for c in opened if c["draining"]]
     # the daemon's CPU (all its threads: reading, deciding, the uplink) from t0 to t1: what
     # the time would be with a core of its own, whatever else the machine runs (10 ms ticks)
-    cpu = [c["cpu_ms"] for c in opened if c["cpu_ms"] is not None]
+    cpu_times = [c["cpu_ms"] for c in opened if c["cpu_ms"] is not None]
     return {
         "n": len(counted),
         "opened": len(opened),
@@ -380,8 +380,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "p99_ms": round(pct(times, 99), 1),
         "max_ms": round(max(times), 1) if times else math.nan,
         "operator_share": round(len(operator) / max(1, len(counted)), 4),
-        "daemon_cpu_p50_ms": round(pct(cpu, 50), 1),
-        "daemon_cpu_p95_ms": round(pct(cpu, 95), 1),
+        "daemon_cpu_p50_ms": round(pct(cpu_times, 50), 1),
+        "daemon_cpu_p95_ms": round(pct(cpu_times, 95), 1),
         "wrong_certain": len(wrong),
         "draining_cars": len(drain),
         "draining_p95_ms": round(pct(drain, 95), 1),
