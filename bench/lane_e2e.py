@@ -251,19 +251,30 @@ def pct(xs: list[float], q: float) -> float:
     return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
-def lane_reads(db: Path, after_seq: int) -> list[tuple[str, bool]]:
-    """(plate, uncertain) of each entry the lane recorded after the backlog, in order."""
+def lane_reads(db: Path, after_seq: int) -> list[tuple[datetime, str, bool]]:
+    """(recorded, plate, uncertain) of each session the lane opened after the backlog."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        rows = con.execute("SELECT plate, payload FROM ledger_entries WHERE seq > ? AND "
-                           "kind = 'session_opened' ORDER BY seq", (after_seq,)).fetchall()
+        rows = con.execute("SELECT recorded, plate, payload FROM ledger_entries WHERE seq > ? "
+                           "AND kind = 'session_opened' ORDER BY seq", (after_seq,)).fetchall()
     finally:
         con.close()
     out = []
-    for plate, payload in rows:
+    for recorded, plate, payload in rows:
         detail = json.loads(payload).get("detail", {}) if payload else {}
-        out.append((plate, bool(detail.get("uncertain"))))
+        out.append((datetime.fromisoformat(recorded), plate, bool(detail.get("uncertain"))))
     return out
+
+
+def assign_reads(cars: list[dict[str, Any]], reads: list[tuple[datetime, str, bool]]) -> None:
+    """Each car's read: the first session recorded between its arrival and the next car's.
+    (By order alone, a read that came after its car had given up, and opened the barrier for
+    nobody, was taken for the next car's.)"""
+    for i, car in enumerate(cars):
+        end = cars[i + 1]["arrived"] if i + 1 < len(cars) else None
+        mine = [r for r in reads if r[0] >= car["arrived"] and (end is None or r[0] < end)]
+        if mine:
+            car["read"], car["uncertain"] = mine[0][1], mine[0][2]
 
 
 async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -333,12 +344,14 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             left = lane_backlog(lane)
             clock.car()
+            arrived = datetime.now(UTC)
             out = await sim.vehicle_arrives(plate, dwell_s=0.3, open_timeout_s=a.open_timeout)
             ms = None
             if clock.arming_on is not None and clock.acked is not None:
                 ms = (clock.acked - clock.arming_on) * 1000
             cpu = (clock.cpu[1] - clock.cpu[0]) * 1000 if len(clock.cpu) == 2 else None
-            cars.append({"plate": plate, "result": out.result, "ms": ms, "cpu_ms": cpu,
+            cars.append({"plate": plate, "arrived": arrived, "result": out.result, "ms": ms,
+                         "cpu_ms": cpu,
                          "draining": left > 0, "warmup": i < a.warmup})
             await sim.modbus.wait_for_arm("down", 10)
         cars_s = time.monotonic() - started
@@ -359,13 +372,12 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 central.kill()
         broker.terminate()
         broker.wait(10)
-    reads = iter(lane_reads(db, a.backlog))
-    for car in cars:  # the lane records one session per car it opened for, in order
-        if car["result"] == "passed":
-            car["read"], car["uncertain"] = next(reads, (None, True))
+    assign_reads(cars, lane_reads(db, a.backlog))
     counted = [c for c in cars if not c["warmup"]]
     opened = [c for c in counted if c["result"] == "passed" and c["ms"] is not None]
-    operator = [c for c in counted if c["result"] != "passed" or c.get("uncertain")]
+    # no read, or one the lane recorded as uncertain, or one that came after the car gave up
+    operator = [c for c in counted if c["result"] != "passed" or c.get("uncertain")
+                or "read" not in c]
     wrong = [c for c in opened if c.get("read") != c["plate"] and not c.get("uncertain")]
     times = [c["ms"] for c in opened]
     drain = [c["ms"] for c in opened if c["draining"]]
