@@ -159,6 +159,7 @@ def init_from_onnx(net: PlateCRNN, path: Path) -> None:
                 continue
             bn = mods[mods.index(layer) + 1]
             assert isinstance(bn, nn.BatchNorm2d)
+            assert bn.running_mean is not None and bn.running_var is not None
             bn.weight.fill_(1.0)
             bn.bias.copy_(b if b is not None else torch.zeros_like(bn.bias))
             bn.running_mean.zero_()

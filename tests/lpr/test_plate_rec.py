@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.lpr.grammar import cn_grammar, latin_grammar
 from edge.lpr.plate_rec import (
     ALPHABET,
     INPUT_H,
@@ -21,7 +22,6 @@ from edge.lpr.plate_rec import (
     ctc_decode_constrained,
     normalise,
 )
-from edge.lpr.grammar import cn_grammar, latin_grammar
 
 ROOT = Path(__file__).resolve().parents[2]
 
