@@ -381,6 +381,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     wrong = [c for c in opened if c.get("read") != c["plate"] and not c.get("uncertain")]
     times = [c["ms"] for c in opened]
     drain = [c["ms"] for c in opened if c["draining"]]
+    # the cars the lane read surely: the tail without the reads that waited out the timeout
+    sure = [c["ms"] for c in opened if c.get("read") and not c.get("uncertain")]
     # the daemon's CPU (all its threads: reading, deciding, the uplink) from t0 to t1: what
     # the time would be with a core of its own, whatever else the machine runs (10 ms ticks)
     cpu_times = [c["cpu_ms"] for c in opened if c["cpu_ms"] is not None]
@@ -392,6 +394,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "p99_ms": round(pct(times, 99), 1),
         "max_ms": round(max(times), 1) if times else math.nan,
         "operator_share": round(len(operator) / max(1, len(counted)), 4),
+        "certain_p95_ms": round(pct(sure, 95), 1),
+        "certain_p99_ms": round(pct(sure, 99), 1),
         "daemon_cpu_p50_ms": round(pct(cpu_times, 50), 1),
         "daemon_cpu_p95_ms": round(pct(cpu_times, 95), 1),
         "wrong_certain": len(wrong),
