@@ -38,7 +38,8 @@ def _char_acc(truth: str, read: str) -> float:
     return max(0.0, 1 - prev[-1] / max(1, len(truth)))
 
 
-def evaluate(folder: Path, rec: PlateRecogniser, grammar: str | None = None) -> dict[str, object]:
+def evaluate(folder: Path, rec: PlateRecogniser, grammar: str | None = None,
+             constrained: bool = False) -> dict[str, object]:
     rows = list(csv.DictReader((folder / "labels.csv").open(encoding="utf-8")))
     g = grammar_by_name(grammar) if grammar else None
     exact = valid = 0
@@ -54,7 +55,7 @@ def evaluate(folder: Path, rec: PlateRecogniser, grammar: str | None = None) -> 
             img = img[max(0, y) : y + h, max(0, x) : x + w]
         truth = normalise_plate(row["plate"])
         t0 = time.perf_counter()
-        read = rec.read([img])[0].text
+        read = rec.read([img], g if constrained else None)[0].text
         times.append((time.perf_counter() - t0) * 1000)
         exact += read == truth
         acc += _char_acc(truth, read)
@@ -80,10 +81,12 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--model", type=Path, default=MODEL_PATH)
     ap.add_argument("--grammar", help="grammar name, e.g. cn or eu:sk,cz")
+    ap.add_argument("--constrained", action="store_true",
+                    help="decode within --grammar (the likeliest plate it allows)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rec = PlateRecogniser(args.model)
-    results = {f.name: evaluate(f, rec, args.grammar) for f in args.folders}
+    results = {f.name: evaluate(f, rec, args.grammar, args.constrained) for f in args.folders}
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
         return

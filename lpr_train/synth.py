@@ -38,6 +38,11 @@ LATIN_FONTS = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf"),
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
 )
+# the plate's own alphanumerics (GA 36's font is narrow, of an even stroke, with open C/G and a
+# flat-topped 3): a condensed sans squeezed into the standard's 45 x 90 mm box comes closer to
+# it than the CJK font's proportional Latin; a ``1`` is drawn as a bar with a short flag
+# (the Bold cut of fonts-dejavu-core, thinned or thickened: ``_glyph``'s ``stroke``)
+PLATE_FONT = LATIN_FONTS[0]
 FONT_LICENCES = {
     CJK_FONT.name: "SIL Open Font License 1.1 (fonts-noto-cjk)",
     CJK_FONTS[1].name: "SIL Open Font License 1.1 (fonts-noto-cjk)",
@@ -218,12 +223,20 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
 
 
 @lru_cache(maxsize=8192)
-def _glyph(ch: str, font: str, w: int, h: int) -> np.ndarray:
-    """The character's ink squeezed into a w x h box (float 0..1), as plate glyphs are."""
+def _glyph(ch: str, font: str, w: int, h: int, stroke: int = 0) -> np.ndarray:
+    """The character's ink squeezed into a w x h box (float 0..1), as plate glyphs are;
+    ``stroke`` (px at size 96) thickens it, or thins it when negative."""
     f = _font(font, 96)
-    x0, t, r, b = f.getbbox(ch)
+    if ch == "1" and font == str(PLATE_FONT):
+        return _plate_one(w, h, stroke)
+    grow = max(0, stroke)
+    x0, t, r, b = f.getbbox(ch, stroke_width=grow)
     mask = Image.new("L", (int(r - x0) + 2, int(b - t) + 2), 0)
-    ImageDraw.Draw(mask).text((1 - x0, 1 - t), ch, font=f, fill=255)
+    ImageDraw.Draw(mask).text((1 - x0, 1 - t), ch, font=f, fill=255, stroke_width=grow,
+                              stroke_fill=255)
+    if stroke < 0:
+        k = 2 * -stroke + 1
+        mask = Image.fromarray(cv2.erode(np.asarray(mask), np.ones((k, k), np.uint8)))
     # keep narrow glyphs (1, I) narrow: scale by height, cap the width at the box
     mw, mh = mask.size
     gw = min(w, max(1, round(mw * h / mh))) if ch in "1I" else w
@@ -231,6 +244,20 @@ def _glyph(ch: str, font: str, w: int, h: int) -> np.ndarray:
     g = np.asarray(mask.resize((gw, h), Image.Resampling.LANCZOS), np.float32) / 255.0
     x = (w - gw) // 2
     out[:, x : x + gw] = g
+    return out
+
+
+def _plate_one(w: int, h: int, stroke: int) -> np.ndarray:
+    """The plate font's ``1``: a bar of the font's stroke with a short flag, no foot."""
+    out = np.zeros((h, w), np.float32)
+    bar = max(1, round(w * (0.2 + stroke / 64)))
+    x = (w - bar) // 2 + w // 12
+    out[:, x : x + bar] = 1.0
+    flag = max(1, round(h * 0.16))
+    thick = max(1, bar // 2)
+    for i in range(flag):  # a thin flag sloping down to the left from the bar's top
+        x0 = max(0, round(x - (i + 1) * w * 0.3 / flag))
+        out[i : i + thick, x0 : x0 + thick + 1] = 1.0
     return out
 
 
@@ -303,12 +330,17 @@ def _cn_single_row(kind: str, text: str, rng: Rng, s: float) -> Flat:
     x = (W - total) / 2
     y = (H - 90) / 2
     font = str(CJK_FONTS[int(rng.integers(len(CJK_FONTS)))])
+    # the alphanumerics: the plate-like condensed face on most plates, else the CJK font's
+    alnum = str(PLATE_FONT) if rng.random() < 0.65 else font
+    stroke = int(rng.integers(-3, 2)) if alnum == str(PLATE_FONT) else 0
     for i, ch in enumerate(text):
         colour = fg
         if ch in "警" and kind == "cn_white":
             colour = (30, 30, 200)
         gw, gh = round(cw * s), round(90 * s)
-        _ink(img, _glyph(ch, font, gw, gh), x * s, y * s, colour)
+        latin = ch.isascii()
+        glyph = _glyph(ch, alnum if latin else font, gw, gh, stroke if latin else 0)
+        _ink(img, glyph, x * s, y * s, colour)
         if i == 1:
             dot_x = x + cw + mid / 2
             cv2.circle(img, (round(dot_x * s), round(H / 2 * s)), max(1, round(5 * s)), fg, -1)

@@ -133,6 +133,46 @@ def export(net: PlateCRNN, path: Path) -> None:
     )
 
 
+def init_from_onnx(net: PlateCRNN, path: Path) -> None:
+    """Start from a shipped model (its checkpoint is not kept): the export folds each
+    BatchNorm into the conv before it, so the convs take the folded weights and bias and each
+    BatchNorm becomes the identity plus that bias (train with ``freeze_bn``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    if any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        raise ValueError(f"{path}: BatchNorm not folded; load its checkpoint instead")
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv1d))]
+    if len(convs) != len(layers):
+        raise ValueError(f"{path}: {len(convs)} convs, the network has {len(layers)}")
+    mods = list(net.modules())
+    with torch.no_grad():
+        for node, layer in zip(convs, layers, strict=True):
+            w = torch.from_numpy(init[node.input[1]].copy())
+            b = torch.from_numpy(init[node.input[2]].copy()) if len(node.input) > 2 else None
+            layer.weight.copy_(w.reshape(layer.weight.shape))
+            if layer.bias is not None:
+                layer.bias.copy_(b if b is not None else torch.zeros_like(layer.bias))
+                continue
+            bn = mods[mods.index(layer) + 1]
+            assert isinstance(bn, nn.BatchNorm2d)
+            assert bn.running_mean is not None and bn.running_var is not None
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b if b is not None else torch.zeros_like(bn.bias))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+
+
+def freeze_bn(net: nn.Module) -> None:
+    """BatchNorm layers keep their statistics (and act as the affine layers they are)."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
 def _commit() -> str:
     try:
         return subprocess.run(
@@ -152,6 +192,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "edge/lpr/models/plate_crnn.onnx")
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "build/lpr_train/plate_crnn.pt")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    ap.add_argument("--init-onnx", type=Path,
+                    help="start from this exported model (BatchNorm frozen as folded)")
     ap.add_argument("--export-every", type=int, default=500, help="steps between exports")
     args = ap.parse_args()
 
@@ -161,12 +203,16 @@ def main() -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     prior_minutes = 0.0
+    resumed: dict[str, Any] = {}
     if args.resume and args.checkpoint.is_file():
-        state = torch.load(args.checkpoint, weights_only=False)  # our own file
+        state = resumed = torch.load(args.checkpoint, weights_only=False)  # our own file
         prior_minutes = float(state.get("minutes", 0.0))
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
+    elif args.init_onnx is not None:
+        init_from_onnx(net, args.init_onnx)
+    frozen = args.init_onnx is not None or bool(resumed.get("frozen_bn"))
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     loader = DataLoader(
         SynthStream(args.seed, args.batch, start=step), batch_size=None, num_workers=1
@@ -178,6 +224,8 @@ def main() -> None:
     first = step
     smooth = 0.0
     net.train()
+    if frozen:
+        freeze_bn(net)
     for xs, labels, lengths in loader:
         x = normalise_t(xs)
         # a slow cosine decay over the planned budget keeps late steps stable
@@ -211,6 +259,7 @@ def main() -> None:
                     "opt": opt.state_dict(),
                     "step": step,
                     "minutes": prior_minutes + (time.monotonic() - t0) / 60,
+                    "frozen_bn": frozen,
                 },
                 args.checkpoint,
             )
@@ -226,6 +275,7 @@ def main() -> None:
                 "train_minutes_this_run": round((time.monotonic() - t0) / 60, 1),
                 "train_minutes_total": round(prior_minutes + (time.monotonic() - t0) / 60, 1),
                 "resumed_from_step": first,
+                "initialised_from": str(args.init_onnx) if args.init_onnx else None,
                 "loss": round(smooth, 4),
                 "lr": args.lr,
                 "torch": torch.__version__,
@@ -235,6 +285,8 @@ def main() -> None:
             }
             args.out.with_suffix(".json").write_text(json.dumps(note, indent=2, ensure_ascii=False))
             net.train()
+            if frozen:
+                freeze_bn(net)
         if done:
             break
 

@@ -29,6 +29,8 @@ from edge.lpr.grammar import PlateGrammar, cn_grammar
 from edge.lpr.motion import MotionGate
 from edge.lpr.pipeline import PlateCandidate, Recogniser
 from edge.lpr.plate_input import FieldError, accept_plate
+from edge.lpr.plate_rec import PlateRecError
+from edge.lpr.second_opinion import SecondOpinion
 from edge.lpr.source import PlateRead
 from edge.lpr.voting import FrameRead, Vote, vote
 
@@ -55,6 +57,7 @@ class OnBoxPlateSource:
         grabber: FrameGrabber | None = None,
         motion_gate: MotionGate | None = None,
         repeat_suppress_s: float = 10.0,
+        second_opinion: bool = True,
     ) -> None:
         if vote_frames < 1:
             raise ValueError(f"vote_frames must be >= 1, got {vote_frames}")
@@ -87,6 +90,9 @@ class OnBoxPlateSource:
         self._watch: asyncio.Task[None] | None = None
         self._last_published: tuple[str, float] | None = None
         self._logs = LogLimiter(log)
+        # the plate CRNN's vote on each car's read (second_opinion.py); None: PP-OCR alone
+        self._want_opinion = second_opinion
+        self._opinion: SecondOpinion | None = None
 
     @property
     def health(self) -> Health:
@@ -101,6 +107,11 @@ class OnBoxPlateSource:
             self._watch = self._loop.create_task(
                 self._watch_motion(), name=f"motion:{self.lane_id}"
             )
+        if self._want_opinion and self._opinion is None:
+            try:
+                self._opinion = await asyncio.to_thread(SecondOpinion, self.grammar)
+            except PlateRecError as exc:  # the lane reads on with PP-OCR alone
+                log.warning("lane %s: no second opinion on plates: %s", self.lane_id, exc)
 
     async def stop(self) -> None:
         for task in (self._watch, self._task):
@@ -179,6 +190,8 @@ class OnBoxPlateSource:
         if result is None or best is None:
             log.info("lane %s: no plate read within %.1f s", self.lane_id, self.timeout_s)
             return
+        if self._opinion is not None:  # ~1 ms: one small CRNN pass on the best crop
+            result = await asyncio.to_thread(self._opinion.apply, result, best[0])
         certain = (
             result.frames >= self.vote_frames
             and result.confidence >= self.min_confidence

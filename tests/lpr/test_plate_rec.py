@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.lpr.grammar import cn_grammar, latin_grammar
 from edge.lpr.plate_rec import (
     ALPHABET,
     INPUT_H,
@@ -18,6 +19,7 @@ from edge.lpr.plate_rec import (
     PlateRecError,
     PlateRecogniser,
     ctc_decode,
+    ctc_decode_constrained,
     normalise,
 )
 
@@ -37,6 +39,32 @@ def test_ctc_collapses_repeats_and_keeps_doubles_split_by_a_blank() -> None:
     read = ctc_decode(_probs(list("--皖皖-A-1-1155--")))
     assert read.text == "皖A115"
     assert len(read.probs) == 5 and read.confidence == pytest.approx(0.9)
+
+
+def _with_runner_up(probs: np.ndarray, t: int, ch: str, p: float) -> np.ndarray:
+    out = probs.copy()
+    out[t, 0 if ch == "-" else ALPHABET.index(ch) + 1] = p
+    return out
+
+
+def test_constrained_decoding_takes_the_likeliest_plate_the_grammar_allows() -> None:
+    # greedy reads an 8 where the city letter stands; the B was the model's second choice
+    probs = _with_runner_up(_probs(list("-皖-8-1-2-3-4-5-")), 3, "B", 0.3)
+    assert ctc_decode(probs).text == "皖812345"
+    read = ctc_decode_constrained(probs, cn_grammar())
+    assert read is not None and read.text == "皖B12345"
+    assert read.probs[1] == pytest.approx(0.3)  # the doubt stays in the character's figure
+    # a read the grammar allows as it stands is not changed
+    ok = _probs(list("-皖-A-1-2-3-4-5-"))
+    assert ctc_decode_constrained(ok, cn_grammar()).text == "皖A12345"  # type: ignore[union-attr]
+
+
+def test_constrained_decoding_picks_the_layout_and_drops_a_spurious_character() -> None:
+    # Brazil: LLLDDDD or LLLDLDD. An eighth character read faintly at the end is not a plate
+    probs = _with_runner_up(_probs(list("-A-B-C-1-2-3-4-Z")), 15, "-", 0.45)
+    assert ctc_decode(probs).text == "ABC1234Z"
+    read = ctc_decode_constrained(probs, latin_grammar(["LLLDDDD", "LLLDLDD"]))
+    assert read is not None and read.text == "ABC1234"
 
 
 def test_normalise_makes_dark_and_bright_crops_alike() -> None:
