@@ -340,6 +340,17 @@ class RulesPublished(Base):
     published_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RosterPublished(Base):
+    """Serials of the signed lane rosters: the same roster gets the same serial from every
+    worker (a wall-clock serial let a worker's snapshot reply outrun the leader's retained
+    copy, which the lanes then refused as older). Migration 0008."""
+
+    __tablename__ = "roster_published"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Prepayment(Base):
     """A stay paid at central (pay station, member portal) before the car leaves. Sent to
     the site's lanes as a signed, retained ``prepaid`` message through ``downlink_outbox``

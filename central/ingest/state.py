@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.orm import Session
 
-from central.db.models import Coupon, Member, MemberPublished, Plate, RulesPublished
+from central.db.models import (
+    Coupon,
+    Member,
+    MemberPublished,
+    Plate,
+    RosterPublished,
+    RulesPublished,
+)
 from edge.sync import codec
 
 #: How many committed seqs above a lane's watermark an ack looks at (gaps are rare: a
@@ -135,4 +142,22 @@ def rules_serial(s: Session, bundle: Mapping[str, Any], now: datetime) -> int:
     serial = int(s.scalar(select(func.coalesce(func.max(RulesPublished.serial), 0))) or 0) + 1
     s.add(RulesPublished(serial=serial, version=str(bundle.get("version", ""))[:128],
                          digest=digest, published_at=now))
+    return serial
+
+
+def roster_serial(s: Session, site: str, lane_keys: Mapping[str, bytes], now: datetime) -> int:
+    """The serial of the site's lane roster, as :func:`rules_serial` for bundles: every
+    worker answers the same roster with the same serial, and a changed one (a lane added,
+    a key rotated) gets the next (at least the Unix time, as serials were before). The caller serialises concurrent first calls (the
+    publish lock) or retries on the primary key."""
+    pub = {lane: codec.public_hex_of(codec.lane_session_key(k, lane))
+           for lane, k in sorted(lane_keys.items())}
+    digest = hashlib.sha256(codec.canonical({"site": site, "keys": pub})).hexdigest()
+    last = s.scalar(select(RosterPublished).order_by(RosterPublished.serial.desc()).limit(1)
+                    .with_for_update())
+    if last is not None and last.digest == digest:
+        return int(last.serial)
+    # never below the wall-clock serials the lanes may hold from before 0008
+    serial = max(int(last.serial) + 1 if last is not None else 1, int(now.timestamp()))
+    s.add(RosterPublished(serial=serial, digest=digest, published_at=now))
     return serial

@@ -111,7 +111,6 @@ class IngestWorker:
         self.is_leader = False
         self._leader_conn: Connection | None = None
         self._leader_file: IO[str] | None = None
-        self._roster_serial = 0
         self._stalls_checked = 0.0
         self._stalled: set[str] = set()
         self._progress: dict[str, tuple[int, float]] = {}
@@ -493,26 +492,33 @@ class IngestWorker:
         metrics.INGEST_LEADER.set(0)
 
     def _publish_roster_and_rules(self) -> None:
-        # a newer leader publishes a higher serial: lanes keep the newest
-        self._roster_serial = max(self._roster_serial + 1, int(time.time()))
+        bundle, serial, roster_serial = self._site_rules()
         self._client.publish(topics.lanes(self.site), state.roster(
-            self.site, self.lane_keys, self._roster_serial, self.signing_key),
+            self.site, self.lane_keys, roster_serial, self.signing_key),
             qos=1, retain=True)
-        bundle, serial = self._site_rules()
         self._client.publish(topics.rules(self.site), codec.sign_rules(
             bundle, serial, self.signing_key, self.site), qos=1, retain=True)
         metrics.INGEST_PUBLISHED.labels("roster").inc()
         metrics.INGEST_PUBLISHED.labels("rules").inc()
 
-    def _site_rules(self) -> tuple[dict[str, Any], int]:
-        """The site's bundle (the configured one plus the published campaigns) and its
-        serial."""
+    def _site_rules(self) -> tuple[dict[str, Any], int, int]:
+        """The site's bundle (the configured one plus the published campaigns), its serial,
+        and the lane roster's serial: both from the database, so every worker sends the
+        same message under the same serial."""
         base = state.bundle_json(self.central.cfg.rules.bundle)
-        with self.central.tx() as s:
-            lock(s)  # a publish at this moment: its serial, then this one (or the reverse)
-            bundle = site_bundle(s, self.site, base)
-            serial = state.rules_serial(s, bundle, self.central.clock())
-        return bundle, serial
+        for attempt in range(3):
+            try:
+                with self.central.tx() as s:
+                    lock(s)  # a publish at this moment: its serial, then this one (or reverse)
+                    bundle = site_bundle(s, self.site, base)
+                    now = self.central.clock()
+                    serial = state.rules_serial(s, bundle, now)
+                    roster = state.roster_serial(s, self.site, self.lane_keys, now)
+                return bundle, serial, roster
+            except IntegrityError:  # another worker recorded the same first serial
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def applied(self) -> dict[str, int]:
         """Every lane's committed watermark, fresh from the database."""
@@ -578,10 +584,9 @@ class IngestWorker:
             # A full request (every reconnect) also gets the roster and the rule bundle on
             # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
             # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
-            bundle, serial = self._site_rules()
-            self._roster_serial = self._roster_serial or int(time.time())
+            bundle, serial, roster_serial = self._site_rules()
             self._client.publish(topics.snapshot(self.site, lane), state.roster(
-                self.site, self.lane_keys, self._roster_serial, self.signing_key), qos=1)
+                self.site, self.lane_keys, roster_serial, self.signing_key), qos=1)
             self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
                 bundle, serial, self.signing_key, self.site), qos=1)
         applied = self.applied()

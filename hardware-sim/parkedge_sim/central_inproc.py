@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from central.app import Central
 from central.config import parse_config
-from central.db.models import LaneEntry, LaneFlagged, LaneStatus, Member, Shop
+from central.db.models import LaneEntry, LaneFlagged, LaneStatus, Member, RosterPublished, Shop
 from central.ingest import state
 from central.ingest.commit import export_lane
 from central.services import members, points, purchases, rewards
@@ -259,7 +259,10 @@ class InProcessCentral:
 
     @property
     def roster_serial(self) -> int:
-        return self.worker._roster_serial
+        """The serial of the roster as central last recorded it (0: none yet)."""
+        with self.tx() as s:
+            return int(s.scalar(select(func.coalesce(func.max(RosterPublished.serial), 0)))
+                       or 0)
 
     def publish_rules(self, bundle: Mapping[str, Any]) -> int:
         """A new rule bundle for the site: written where central's config points, its serial
