@@ -113,14 +113,3 @@ def test_non_loopback_control_is_refused() -> None:
         timeout=30,
     )
     assert done.returncode == 2 and "loopback" in done.stderr
-
-
-def test_central_subcommand_passes_its_options_through(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "parkedge_sim.cli", "central", "--site", "mall",
-         "--db", f"sqlite:///{tmp_path / 'central.db'}", "--json"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout)
-    assert isinstance(figures, dict) and figures  # the marketing figures of an empty site
