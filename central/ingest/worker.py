@@ -433,7 +433,12 @@ class IngestWorker:
                 LaneStatus.site_id == self.site)).all()
             state.refresh_marks(c, self.marks, [str(r[0]) for r in rows])
             stalled = set()
-            for lane, st, backlog, said in rows:
+            for lane, st, backlog, flag in rows:
+                # what the lane says now (every worker gets every status), not the column,
+                # which holds this check's own verdict too: read back, it kept a lane
+                # stalled for ever once it had been
+                said = (bool(self._statuses[lane].get("backlog_stalled", False))
+                        if lane in self._statuses else bool(flag))
                 upto = self.marks[lane].upto
                 prev = self._progress.get(lane)
                 waiting = int(backlog) if st == "online" else 0

@@ -138,3 +138,23 @@ def test_statuses_are_written_by_the_leader_and_only_when_they_change(site: Cent
         assert w.stats["status_written"] == 3
     finally:
         w._release_leader()
+
+
+def test_a_stall_the_lane_reported_clears_when_it_says_so(site: Central) -> None:
+    """The leader's stall check takes the lane's word from its newest status: the column
+    also holds the check's own verdict, and read back it kept the lane stalled for ever."""
+    w = site.ingest_worker(client_id="cost-test")
+    w.connected.set()
+    w._tick(full=True)
+    try:
+        assert w.is_leader
+        w._record_status({**_status("lane-03", 2, 0), "backlog_stalled": True})
+        w._check_stalls()
+        assert w._stalled == {"lane-03"}
+        w._record_status(_status("lane-03", 0, 2))
+        w._check_stalls()
+        assert w._stalled == set()
+        with site.tx() as s:
+            assert not s.get(LaneStatus, ("mall-1", "lane-03")).stalled  # type: ignore[union-attr]
+    finally:
+        w._release_leader()
