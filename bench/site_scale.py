@@ -190,62 +190,7 @@ def amqp_worker_class() -> Any:
     return AmqpIngestWorker
 
 
-def tuned_class(base: Any, lazy: bool = False) -> Any:
-    """``base`` with the worker changes proposed in docs/scale.md, to measure them before
-    they land in central/ingest/worker.py (``--tuned``): the profile of a 200-lane run spent
-    70 % of the worker's time in ``applied()`` (one query per lane for every snapshot
-    request: lanes squared when a site reconnects), 15 % writing every lane's 5-second status
-    (every worker writes each), 10 % in the once-a-second stall check (one query per lane)."""
-    from central.ingest.worker import IngestWorker
-    from edge.sync import topics
-
-    class Tuned(base):
-        applied_max_age_s = 1.0
-        status_max_age_s = 30.0
-        stall_every_s = 10.0
-        lazy_status = lazy
-
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, **kw)
-            self._applied: tuple[float, dict[str, int]] = (-1e9, {})
-            self._status_seen: dict[str, tuple[tuple[Any, ...], float]] = {}
-            self._stall_at = 0.0
-
-        def subscriptions(self) -> list[str]:
-            # one worker writes each status: shared, like the batches
-            subs = [t for t in super().subscriptions() if t != topics.all_statuses(self.site)]
-            if base.subscriptions is IngestWorker.subscriptions:
-                subs.append(f"$share/{self.icfg.share_group}/{topics.all_statuses(self.site)}")
-            # on RabbitMQ the statuses come through the AMQP queue; MQTT needs one topic
-            return subs or [topics.rules(self.site)]
-
-        def applied(self) -> dict[str, int]:
-            # an older watermark only makes a lane spend less (state.member_state): safe
-            at, _marks = self._applied
-            if time.monotonic() - at >= self.applied_max_age_s:
-                self._applied = (time.monotonic(), super().applied())
-            return dict(self._applied[1])
-
-        def _record_status(self, st: dict[str, Any]) -> None:
-            key: tuple[Any, ...] = (st["state"], st.get("backlog_stalled", False))
-            if not self.lazy_status:  # else backlog and acked seq at most every 30 s
-                key += (st["backlog"], st["last_acked_seq"])
-            seen = self._status_seen.get(str(st["lane"]))
-            now = time.monotonic()
-            if seen is not None and seen[0] == key and now - seen[1] < self.status_max_age_s:
-                return
-            self._status_seen[str(st["lane"])] = (key, now)
-            super()._record_status(st)
-
-        def _check_stalls(self) -> None:
-            if time.monotonic() - self._stall_at >= self.stall_every_s:
-                self._stall_at = time.monotonic()
-                super()._check_stalls()
-
-    return Tuned
-
-
-def declare_queue(amqp_port: int, tuned: bool) -> None:
+def declare_queue(amqp_port: int) -> None:
     """The workers' queue: durable, bound to every lane's ledger and the snapshot requests."""
     import pika
     from parkedge_sim.rabbitmq import PASSWORD, USER
@@ -255,8 +200,7 @@ def declare_queue(amqp_port: int, tuned: bool) -> None:
         host="127.0.0.1", port=amqp_port, credentials=pika.PlainCredentials(USER, PASSWORD)))
     ch = conn.channel()
     ch.queue_declare(QUEUE, durable=True)
-    for t in (topics.all_ledgers(SITE), topics.snapshot_request(SITE),
-              *([topics.all_statuses(SITE)] if tuned else [])):
+    for t in (topics.all_ledgers(SITE), topics.snapshot_request(SITE)):
         ch.queue_bind(QUEUE, "amq.topic", routing_key=t.replace("/", ".").replace("+", "*"))
     conn.close()
 
@@ -282,7 +226,7 @@ def profiled(w: Any) -> Any:
 
 
 def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None,
-               tuned: tuple[bool, bool], ready: Any, stop: Any, out: Any) -> None:
+               ready: Any, stop: Any, out: Any) -> None:
     """One ingest worker process (as ``parkedge-central ingest``); its counters at stop."""
     from central.app import Central
     from central.config import parse_config
@@ -293,8 +237,6 @@ def run_worker(name: str, cfg: dict[str, Any], amqp_port: int | None,
     cls: Any = IngestWorker if amqp_port is None else amqp_worker_class()
     if amqp_port is not None:
         cls.amqp_port = amqp_port
-    if tuned[0]:
-        cls = tuned_class(cls, lazy=tuned[1])
     w: IngestWorker = cls(deps, client_id=name)
     groups = [0, 0]  # groups committed, rows in them
     commit = w.committer.commit
@@ -565,11 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storm-timeout", type=float, default=1800.0)
     ap.add_argument("--smoke", action="store_true",
                     help="8 lanes, 4 per process, 1 vehicle/s each for 5 s, backlog 20")
-    ap.add_argument("--tuned", action="store_true",
-                    help="workers with the changes docs/scale.md proposes (tuned_class)")
-    ap.add_argument("--lazy-status", action="store_true",
-                    help="with --tuned: a lane's backlog and acked seq written at most "
-                         "every 30 s (its state and stall flag at once)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -590,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.broker == "rabbitmq":
         if amqp_port is None:
             raise SystemExit("--broker rabbitmq --port needs --amqp-port")
-        declare_queue(amqp_port, a.tuned)
+        declare_queue(amqp_port)
     else:
         amqp_port = None
     lanes = lane_ids(a.lanes)
@@ -605,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     stop, go, storm_go, finish = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     queue_go = ctx.Event()
     workers = [ctx.Process(target=run_worker, args=(f"central-w{i}", cfg, amqp_port,
-                                                    (a.tuned, a.lazy_status),
                                                     ready, stop, wq)) for i in range(a.workers)]
     procs = [ctx.Process(target=run_lanes, args=(lanes[i:i + a.per_proc], port, str(folder),
                                                  public_hex, a, go, queue_go, storm_go, finish,
@@ -683,8 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     rate = None if not drain_s else len(rows) / drain_s
     out = {
-        "lanes": a.lanes, "workers": a.workers, "broker": a.broker, "tuned": a.tuned,
-        "lazy_status": a.lazy_status,
+        "lanes": a.lanes, "workers": a.workers, "broker": a.broker,
         "entries_per_s": percent(rate), "raw_insert_per_s": percent(raw),
         "ratio": None if rate is None or not raw else round(rate / raw, 2),
         "drain_s": None if drain_s is None else round(drain_s, 2),
@@ -698,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         "central_committed": sum(s.get("committed", 0) for s in stats),
         "central_duplicates": sum(s.get("duplicates", 0) for s in stats),
         "committed_per_worker": [s.get("committed", 0) for s in stats],
+        "statuses_written": sum(s.get("status_written", 0) for s in stats),
+        "statuses_unchanged": sum(s.get("status_unchanged", 0) for s in stats),
         "rows_per_group": per_tx, **sizes,
         # CPU per storm entry, whatever the box's load: the workers' processes and their
         # PostgreSQL backends during the drain; psycopg alone and its backends for raw

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -53,11 +53,41 @@ class Marks:
         seqs = c.execute(text("SELECT seq FROM lane_entries WHERE lane_id = :l AND seq > :u "
                               "ORDER BY seq LIMIT :n"),
                          {"l": lane, "u": self.upto, "n": _ABOVE_LIMIT}).scalars().all()
-        runs = codec.ranges_of([int(s) for s in seqs])
+        return self.advance([int(s) for s in seqs])
+
+    def advance(self, seqs: list[int]) -> Marks:
+        """Take the committed seqs above ``upto`` (ascending), as ``refresh`` reads them."""
+        runs = codec.ranges_of(seqs)
         if runs and runs[0][0] == self.upto + 1:
             self.upto = runs.pop(0)[1]
         self.ranges = tuple(runs[: codec.MAX_ACK_RANGES])
         return self
+
+
+#: Lanes per watermark query: one round trip for a group's lanes or a site's (200 lanes:
+#: 400 parameters; SQLite allows 32,766, PostgreSQL 65,535).
+_LANES_PER_QUERY = 200
+
+
+def refresh_marks(c: Connection, marks: dict[str, Marks], lanes: Iterable[str]) -> None:
+    """Refresh ``lanes``' marks (created if new) in one query per 200 lanes, not one per
+    lane: a site's worth of per-lane queries for every snapshot request cost lanes² when a
+    site reconnected. Each lane still reads at most ``_ABOVE_LIMIT`` seqs."""
+    todo = sorted(set(lanes))
+    for i in range(0, len(todo), _LANES_PER_QUERY):
+        part = todo[i:i + _LANES_PER_QUERY]
+        params: dict[str, Any] = {"n": _ABOVE_LIMIT}
+        selects = []
+        for j, lane in enumerate(part):
+            params[f"l{j}"], params[f"u{j}"] = lane, marks.setdefault(lane, Marks()).upto
+            # a subquery each: its own ORDER BY and LIMIT (SQLite and PostgreSQL both)
+            selects.append(f"SELECT * FROM (SELECT lane_id, seq FROM lane_entries WHERE "
+                           f"lane_id = :l{j} AND seq > :u{j} ORDER BY seq LIMIT :n) AS q{j}")
+        seqs: dict[str, list[int]] = {lane: [] for lane in part}
+        for lane, seq in c.execute(text(" UNION ALL ".join(selects)), params):
+            seqs[str(lane)].append(int(seq))
+        for lane in part:
+            marks[lane].advance(sorted(seqs[lane]))
 
 
 def member_state(s: Session, member_id: str, applied: Mapping[str, int], allowance: int,

@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 
 #: PostgreSQL advisory lock key of the ingest leader ("parkedge" in ASCII, truncated).
 LEADER_LOCK = 0x7061726B65646765 & 0x7FFFFFFFFFFFFFFF
+#: A lane status equal to the last one the leader wrote (state, backlog, acked seq, stall
+#: flag) is written again only after this long: ``last_seen_at`` stays well inside the
+#: pages' 180 s (``central.services.ops.STATUS_STALE_S``).
+STATUS_REWRITE_S = 30.0
+#: The leader's stall check, at most this often (or every ``stall_alert_s`` if shorter).
+STALL_CHECK_S = 10.0
 
 
 def _nodelay(client: mqtt.Client) -> None:
@@ -114,6 +120,8 @@ class IngestWorker:
         self._stalls_checked = 0.0
         self._stalled: set[str] = set()
         self._progress: dict[str, tuple[int, float]] = {}
+        self._statuses: dict[str, dict[str, Any]] = {}  # each lane's newest status
+        self._status_written: dict[str, tuple[tuple[Any, ...], float]] = {}
         mq = cfg.mqtt
         cid = client_id or mq.client_id or f"central-{socket.gethostname()}-{os.getpid()}"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid[:64], clean_session=True)
@@ -143,7 +151,7 @@ class IngestWorker:
         share = f"$share/{g}/" if g else ""  # "": one worker, any broker
         return [f"{share}{topics.all_ledgers(self.site)}",
                 f"{share}{topics.snapshot_request(self.site)}",
-                topics.all_statuses(self.site)]
+                topics.all_statuses(self.site)]  # every worker: the next leader has them
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         try:
@@ -297,10 +305,8 @@ class IngestWorker:
             if r.lag_s is not None:
                 metrics.INGEST_LAG.labels(b.lane).set(r.lag_s)
                 metrics.INGEST_LAG_HIST.observe(r.lag_s)
-        lanes = sorted({b.lane for b, _r in done})
-        with self.central.engine.connect() as c:
-            for lane in lanes:
-                self.marks.setdefault(lane, state.Marks()).refresh(c, lane)
+        with self.central.engine.connect() as c:  # one query for the group's lanes
+            state.refresh_marks(c, self.marks, {b.lane for b, _r in done})
         for b, _r in done:
             m = self.marks[b.lane]
             self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
@@ -372,15 +378,33 @@ class IngestWorker:
                 row.enabled = False
 
     def _record_status(self, st: dict[str, Any]) -> None:
-        """Upsert the lane's row; every worker gets the status, so a first insert may race
-        another worker's: then the row is there and the update wins."""
+        """Keep the lane's newest status; the leader alone writes ``lane_status``, and only
+        what changed (or every ``STATUS_REWRITE_S``): a lane repeats an unchanged status
+        every 5-60 s, and every worker writing each one, a transaction each, was 14 % of
+        the ingest thread at 200 lanes (docs/scale.md). One writer also keeps the stall
+        flag the leader's: a non-leader knows no stalls and would clear it."""
+        self._statuses[str(st["lane"])] = st
+        if self.is_leader:
+            self._write_status(st)
+
+    def _write_status(self, st: dict[str, Any]) -> None:
+        lane = str(st["lane"])
+        key = (st["state"], int(st["backlog"]), int(st["last_acked_seq"]),
+               bool(st.get("backlog_stalled", False)) or lane in self._stalled)
+        now = time.monotonic()
+        seen = self._status_written.get(lane)
+        if seen is not None and seen[0] == key and now - seen[1] < STATUS_REWRITE_S:
+            self.stats["status_unchanged"] += 1
+            return
         for attempt in range(2):
-            try:
+            try:  # a first insert may race a former leader's (still finishing one)
                 self._upsert_status(st)
-                return
+                break
             except IntegrityError:
                 if attempt:
                     raise
+        self._status_written[lane] = (key, now)
+        self.stats["status_written"] += 1
 
     def _upsert_status(self, st: dict[str, Any]) -> None:
         now = self.central.clock()
@@ -406,9 +430,15 @@ class IngestWorker:
             rows = c.execute(select(LaneStatus.lane_id, LaneStatus.state, LaneStatus.backlog,
                                     LaneStatus.stalled).where(
                 LaneStatus.site_id == self.site)).all()
+            state.refresh_marks(c, self.marks, [str(r[0]) for r in rows])
             stalled = set()
-            for lane, st, backlog, said in rows:
-                upto = self.marks.setdefault(lane, state.Marks()).refresh(c, lane).upto
+            for lane, st, backlog, flag in rows:
+                # what the lane says now (every worker gets every status), not the column,
+                # which holds this check's own verdict too: read back, it kept a lane
+                # stalled for ever once it had been
+                said = (bool(self._statuses[lane].get("backlog_stalled", False))
+                        if lane in self._statuses else bool(flag))
+                upto = self.marks[lane].upto
                 prev = self._progress.get(lane)
                 waiting = int(backlog) if st == "online" else 0
                 if prev is None or prev[0] != upto or waiting == 0:
@@ -435,6 +465,10 @@ class IngestWorker:
         if full:
             was = self.is_leader
             self._try_leader()
+            if self.is_leader and not was:
+                self._status_written.clear()  # another leader may have written since
+                for st in list(self._statuses.values()):
+                    self._write_status(st)
             if self.is_leader and (not was or self._reconnected.is_set()):
                 self._reconnected.clear()
                 self._publish_roster_and_rules()
@@ -443,7 +477,8 @@ class IngestWorker:
         self._publish_members()
         if full:
             self._drain_outbox()
-            if time.monotonic() - self._stalls_checked >= 1.0:
+            every = min(STALL_CHECK_S, self.icfg.stall_alert_s)
+            if time.monotonic() - self._stalls_checked >= every:
                 self._stalls_checked = time.monotonic()
                 self._check_stalls()
             metrics.JOB_RUNS.labels("ingest_publish").inc()
@@ -520,11 +555,13 @@ class IngestWorker:
                     raise
         raise AssertionError("unreachable")
 
-    def applied(self) -> dict[str, int]:
-        """Every lane's committed watermark, fresh from the database."""
+    def applied(self, fresh: Iterable[str] | None = None) -> dict[str, int]:
+        """Every lane's committed watermark: those of ``fresh`` (default: every lane) read
+        from the database now, in one query per 200 lanes; the others as last read."""
         with self.central.engine.connect() as c:
-            return {lane: self.marks.setdefault(lane, state.Marks()).refresh(c, lane).upto
-                    for lane in self.lane_keys}
+            state.refresh_marks(c, self.marks, self.lane_keys if fresh is None else fresh)
+        return {lane: self.marks.setdefault(lane, state.Marks()).upto
+                for lane in self.lane_keys}
 
     def _publish_members(self) -> int:
         """Every member whose version moved, signed, retained, in one ordered stream."""
@@ -589,7 +626,10 @@ class IngestWorker:
                 self.site, self.lane_keys, roster_serial, self.signing_key), qos=1)
             self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
                 bundle, serial, self.signing_key, self.site), qos=1)
-        applied = self.applied()
+        # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
+        # one lane's query per request, not every lane's (a site of L lanes reconnecting
+        # cost L² queries, docs/scale.md). Read before the states: see member_state.
+        applied = self.applied(fresh=[lane])
         with self.central.tx() as s:
             ids = list(wanted) if wanted is not None else state.member_ids(s)
             for i in range(0, max(len(ids), 1), 500):
