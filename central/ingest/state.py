@@ -178,8 +178,8 @@ def rules_serial(s: Session, bundle: Mapping[str, Any], now: datetime) -> int:
 def roster_serial(s: Session, site: str, lane_keys: Mapping[str, bytes], now: datetime) -> int:
     """The serial of the site's lane roster, as :func:`rules_serial` for bundles: every
     worker answers the same roster with the same serial, and a changed one (a lane added,
-    a key rotated) gets the next (at least the Unix time, as serials were before). The caller serialises concurrent first calls (the
-    publish lock) or retries on the primary key."""
+    a key rotated) gets the next, and never less than the Unix time (as serials were before).
+    The caller serialises concurrent first calls (the publish lock) or retries on the key."""
     pub = {lane: codec.public_hex_of(codec.lane_session_key(k, lane))
            for lane, k in sorted(lane_keys.items())}
     digest = hashlib.sha256(codec.canonical({"site": site, "keys": pub})).hexdigest()
