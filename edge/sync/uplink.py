@@ -178,6 +178,8 @@ class Uplink:
         while len(self._inflight) < self.window:
             batch = self._next_batch()
             if batch is None:
+                if not self._inflight:
+                    self._owed_since = None  # nothing sent waits for an ack
                 break
             if not self.link.publish(self._topic, batch.payload):
                 self.reset()  # lost the link while sending: start over from disk
