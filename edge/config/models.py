@@ -518,6 +518,13 @@ class SyncConfig(Section):
         description="Alert (status backlog_stalled, metric, log) when entries wait and no "
         "ack advanced for this long.",
     )
+    central_silence_s: float = Field(
+        default=15.0,
+        ge=1.0,
+        le=3_600.0,
+        description="Spend as offline (allowance) and report offline once central owes an "
+        "ack this long, even while the MQTT link (a site broker) is up.",
+    )
 
     @field_validator("broker_url")
     @classmethod

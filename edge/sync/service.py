@@ -37,7 +37,7 @@ class LaneSync:
                  public_key_hex: str = "", on_rules: Callable[[RuleBundle], Any] | None = None,
                  batch_max_entries: int = 200, batch_max_bytes: int = 65536, window: int = 4,
                  ack_timeout_s: float = 5.0, status_interval_s: float = 5.0,
-                 stall_alert_s: float = 300.0,
+                 stall_alert_s: float = 300.0, central_silence_s: float = 15.0,
                  wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         if store.path is None:
@@ -71,6 +71,9 @@ class LaneSync:
         #: copies (RabbitMQ 3.10: per node, none through a wildcard; docs/brokers.md).
         self._answer_topics = {"lanes": topics.lanes(site), "rules": topics.rules(site)}
         self.status_interval_s = status_interval_s
+        #: Central counts as unreachable once it owes an ack this long, whatever the lane's
+        #: own MQTT link says: a site broker keeps that up through a cut.
+        self.central_silence_s = central_silence_s
         self.bad_acks = 0
         #: Backlog alert: unacknowledged entries and no ack advanced for ``stall_alert_s``.
         self.stall_alert_s = stall_alert_s
@@ -81,7 +84,7 @@ class LaneSync:
         self._progress_seq = self.uplink.acked_seq
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_status: tuple[int, int, bool] | None = None
+        self._last_status: tuple[int, int, bool, bool] | None = None
         self._status_at = 0.0
         self._status_sent_at = 0.0
 
@@ -117,7 +120,8 @@ class LaneSync:
                    hmac_key=cfg.hmac_key.get().encode("utf-8"), public_key_hex=pk,
                    on_rules=on_rules, batch_max_entries=cfg.batch_max_entries,
                    batch_max_bytes=cfg.batch_max_bytes, window=cfg.window,
-                   stall_alert_s=cfg.stall_alert_s)
+                   stall_alert_s=cfg.stall_alert_s,
+                   central_silence_s=cfg.central_silence_s)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -146,9 +150,16 @@ class LaneSync:
             return 0
         pending = self.state.pending_points(member_id, acct.applied_seq)
         return spend_limit(available=acct.central_balance + pending,
-                           online=self.link.connected.is_set(), allowance=acct.allowance,
+                           online=self.central_reachable(), allowance=acct.allowance,
                            overdraft=overdraft, unconfirmed_spent=-pending,
                            flagged=acct.flagged)
+
+    def central_reachable(self) -> bool:
+        """Online as far as spending goes: the link is up and central is not overdue with
+        an ack (``central_silence_s``). An idle lane owes nothing and counts as online until
+        its next batch goes unanswered."""
+        return (self.link.connected.is_set()
+                and self.uplink.central_silent_s() <= self.central_silence_s)
 
     def backlog(self) -> int:
         return self.uplink.backlog(self.state.last_seq())
@@ -223,7 +234,8 @@ class LaneSync:
                 self.downlink.handle(topic, payload)
         if acks:
             self.uplink.on_acks(acks)
-        sent = self.uplink.step()
+        announced = self.uplink.announce()  # before the batch: the site's lanes first
+        sent = self.uplink.step() or announced
         if self._mono() - self._stall_checked_at >= 1.0:  # it reads the ledger: once a second
             self._stall_checked_at = self._mono()
             self.check_stall()
@@ -250,12 +262,14 @@ class LaneSync:
         now = time.monotonic()
         if not force and now - self._status_at < self.status_interval_s:
             return
-        key = (self.uplink.acked_seq, self.state.last_seq(), self.backlog_stalled)
+        reachable = self.central_reachable()
+        key = (self.uplink.acked_seq, self.state.last_seq(), self.backlog_stalled, reachable)
         # Unchanged, it is still sent every STATUS_HEARTBEAT_S: a central that subscribed
         # later may not get the retained copy (RabbitMQ 3.10: none through a wildcard).
         stale = now - self._status_sent_at >= STATUS_HEARTBEAT_S
         if (force or stale or key != self._last_status) and self.link.publish(
-                self._status_topic, self._status("online"), retain=True):
+                self._status_topic, self._status("online" if reachable else "offline"),
+                retain=True):
             self._last_status = key
             self._status_sent_at = now
         self._status_at = now

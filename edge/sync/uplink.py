@@ -62,7 +62,13 @@ class Uplink:
         self._inflight: deque[_InFlight] = deque()
         self._page: deque[WireEntry] = deque()
         self._cursor: int | None = None  # highest seq handed to a batch (None = recompute)
-        self._announced = 0  # highest seq whose session event was published
+        #: Highest seq whose session notice went out (or needs none): its own cursor, apart
+        #: from the batches', so the site's lanes hear of sessions while central's acks do
+        #: not come and the window is full (docs/network_faults.md). A restart announces
+        #: again what central has not acknowledged; the notices are idempotent.
+        self._announced = state.acked_seq(PEER)
+        #: Since when central owes an ack and none came (monotonic; None: nothing owed).
+        self._owed_since: float | None = None
         # How this lane's own openings read in the stored payload (the store's compact
         # canonical JSON): a cheap filter before parsing a payload to announce it.
         self._opened_here = '"entry_lane":' + json.dumps(self.lane, ensure_ascii=False)
@@ -145,6 +151,13 @@ class Uplink:
                        for lo, hi in ack.ranges)
 
         self._inflight = deque(b for b in self._inflight if not done(b))
+        self._owed_since = self._mono() if self._inflight else None  # central answered
+
+    def central_silent_s(self) -> float:
+        """How long central has owed this lane an ack without one coming (0: nothing owed).
+        Behind a site broker this, not the lane's own MQTT link, says central is reachable."""
+        since = self._owed_since
+        return 0.0 if since is None else max(0.0, self._mono() - since)
 
     # ---------------------------------------------------------------- work
     def step(self) -> bool:
@@ -165,11 +178,16 @@ class Uplink:
         while len(self._inflight) < self.window:
             batch = self._next_batch()
             if batch is None:
+                if not self._inflight:
+                    self._owed_since = None  # nothing sent waits for an ack
                 break
             if not self.link.publish(self._topic, batch.payload):
                 self.reset()  # lost the link while sending: start over from disk
                 break
-            batch.deadline = self._mono() + self.ack_timeout_s
+            sent_at = self._mono()
+            batch.deadline = sent_at + self.ack_timeout_s
+            if self._owed_since is None:
+                self._owed_since = sent_at
             self.sent_max = max(self.sent_max, batch.last)
             self._inflight.append(batch)
             self.batches_sent += 1
@@ -202,20 +220,32 @@ class Uplink:
             parts.append(enc)
             used += len(enc) + 1
             last = e.seq
-            if e.seq > self._announced:
-                self._announce(e)
         self._cursor = last
         payload = codec.encode_batch(self.site, self.lane, parts, first, last, self._key,
                                      self._wall())
         return _InFlight(first, last, payload, 0.0, 0)
 
-    def _announce(self, e: WireEntry) -> None:
-        """Tell the other lanes about sessions this lane opened or closed (idempotent)."""
-        self._announced = e.seq
+    def announce(self, limit: int = 200) -> bool:
+        """Publish the session notices of up to ``limit`` entries written since the last
+        call, whatever the uplink window; True if something was published."""
+        if not self.link.connected.is_set():
+            return False
+        did = False
+        for e in self.state.wire_page(self._announced, limit):
+            sent = self._announce(e)
+            if sent is False:
+                return did  # the link went: this entry again next time
+            self._announced = e.seq
+            did = did or bool(sent)
+        return did
+
+    def _announce(self, e: WireEntry) -> bool | None:
+        """Tell the other lanes about a session this lane opened or closed (idempotent):
+        None if ``e`` needs no notice, else whether the link took it."""
         if e.kind not in (EntryKind.SESSION_OPENED, EntryKind.SESSION_CLOSED):
-            return
+            return None
         if e.kind == EntryKind.SESSION_OPENED and self._opened_here not in e.payload_text:
-            return  # opened on another lane (most of a backlog): no need to parse it
+            return None  # opened on another lane (most of a backlog): no need to parse it
         try:
             payload = json.loads(e.payload_text)
             at = datetime.fromisoformat(e.at)
@@ -224,16 +254,17 @@ class Uplink:
                     self.lane, str(payload.get("event_id")), e.plate or "", at,
                     str(payload.get("vehicle_class", "small")), e.member_id, e.rules_version,
                     e.session_id), self.site, self._session_key)
-                self.link.publish(topics.sessions_opened(self.site), msg)
+                return self.link.publish(topics.sessions_opened(self.site), msg)
             elif e.kind == EntryKind.SESSION_CLOSED and e.session_id and e.plate:
                 s = self.store.get_session(e.session_id)
                 msg = codec.encode_session_closed(codec.SessionClosed(
                     self.lane, s.entry_event_id if s else None, e.plate, at,
                     str(payload.get("exit_event_id")), e.session_id), self.site,
                     self._session_key)
-                self.link.publish(topics.sessions_closed(self.site), msg)
+                return self.link.publish(topics.sessions_closed(self.site), msg)
         except Exception:  # an announcement is best effort; the ledger still goes up
             log.exception("session announcement for %s:%d failed", self.lane, e.seq)
+        return None
 
     def backlog(self, last_seq: int) -> int:
         return max(0, last_seq - self.acked_seq)

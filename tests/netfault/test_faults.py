@@ -216,15 +216,9 @@ def check(out: Outcome, play: str) -> None:
 
 #: Known failures of the lanes' side (central's side is checked strictly first; a known
 #: failure that stops failing makes the test pass, so the entry here must then go).
-#: 1. edge/sync/uplink.py announces a session to the site's other lanes only when its ledger
-#:    entry goes into an uplink batch; with central unreachable the window of unacknowledged
-#:    batches fills, no new batch is built, so sessions opened meanwhile are not announced
-#:    until central is back: the exit lane does not know the car (unknown_plate, blocked).
-#:    A flap (10 s down, 10 s up) refills the window in time; a cut does not.
-#: 2. LaneSync.spend_limit takes "online" from the lane's own MQTT connection, which a site
-#:    broker keeps up during a cut: the allowance never applies behind a site broker.
-KNOWN = {"cut": "known (docs/network_faults.md): sessions not announced while central's acks "
-                "do not come; a lane behind a site broker believes it is online"}
+#: (The cut's two, sessions not announced while central's acks did not come and a lane behind
+#: a site broker believing it was online, are fixed: docs/network_faults.md.)
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.timeout(480)  # set-up ~40 s, the play 25 s, the drain up to 180 s
