@@ -1,6 +1,8 @@
 """The member portal (phone-sized): balance now (live by server-sent events), points about
 to expire, coupons, history, the rewards they can afford, redeem in two taps (the reward's
-button opens its confirmation). The member comes only from the session: no member id is
+button opens its confirmation), and a stay in progress prepaid in two taps through the same
+``record()`` as the staff and pay-station prepayments (so the exit lanes get the signed
+``prepaid`` message). The member comes only from the session: no member id is
 ever taken from a URL or a form."""
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from central.db.models import Member, PointsLot, Reward
-from central.services import members, points, rewards, sessions, signin
-from central.services.errors import ServiceError
+from central.db.models import Member, PointsLot, Prepayment, Reward
+from central.services import member_stay, members, points, rewards, sessions, signin
+from central.services.errors import Invalid, NotFound, ServiceError
 from central.web import api
+from central.web import prepay as prepay_web
 from central.web.pages import (
     LOGIN_COOKIE,
     Ctx,
@@ -109,7 +113,9 @@ def portal_context(s: Any, c: Any, member_id: str) -> dict[str, Any]:
     coupons = [cp for cp in api.coupons_view(s, member_id) if cp["used_at"] is None]
     return {"m": m, "spendable": spendable, "soon": soon, "cap": cap, "cap_left": left,
             "catalogue": cat, "coupons": coupons, "history": history_lines(s, member_id, 20),
-            "redemption_key": f"web-{secrets.token_hex(10)}"}
+            "redemption_key": f"web-{secrets.token_hex(10)}",
+            "stays": member_stay.open_stays(s, c.rules, member_id, now),
+            "payment_key": f"portal-{secrets.token_hex(10)}"}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -118,8 +124,11 @@ def home(request: Request, s: DB) -> Response:
     c = central_of(request)
     ctx = portal_context(s, c, who.member_id)
     done = s.get(Reward, request.query_params.get("ok") or "")
+    paid = s.get(Prepayment, request.query_params.get("paid") or "")
+    if paid is not None and paid.member_id != who.member_id:
+        paid = None  # never show another member's payment
     return Ctx(request).render("portal/home.html", **ctx, csrf=who.csrf_token,
-                               ok=done.name if done else None, error=None)
+                               ok=done.name if done else None, error=None, paid=paid)
 
 
 @router.post("/redeem", response_class=HTMLResponse)
@@ -135,9 +144,61 @@ async def redeem(request: Request, s: DB) -> Response:
     except ServiceError as exc:
         ctx = portal_context(s, c, who.member_id)
         return Ctx(request).render("portal/home.html", status=exc.status, **ctx,
-                                   csrf=who.csrf_token, ok=None, error=exc.message)
+                                   csrf=who.csrf_token, ok=None, error=exc.message,
+                                   paid=None)
     r = s.get(Reward, f.get("reward_id", ""))
     return RedirectResponse(f"/m?ok={r.reward_id if r else ''}", 303)
+
+
+def _prepay(request: Request, s: Any, member_id: str, f: dict[str, str]) -> str:
+    """Prepay the member's own stay ``session_id`` for the amount the confirmation showed;
+    the payment id comes from the form's key, so a second tap or a retry records once."""
+    c = central_of(request)
+    key = f.get("payment_key", "")
+    if not key.startswith("portal-"):
+        raise Invalid("payment_key", "missing or malformed: reload the page")
+    old = s.get(Prepayment, key)
+    if old is not None:
+        if old.member_id != member_id:
+            raise Invalid("payment_key", "already used: reload the page")
+        return str(old.payment_id)  # the same tap again: already paid
+    stays = {st.session_id: st for st in member_stay.open_stays(s, c.rules, member_id,
+                                                                  c.clock())}
+    st = stays.get(f.get("session_id", ""))
+    if st is None:
+        raise NotFound("session_id", "no stay in progress for your cars: it may have ended")
+    due = st.fee - st.prepaid
+    shown = f.get("amount", "")
+    if due <= 0:
+        raise Invalid("amount", "nothing to pay for this stay now")
+    if shown != str(due):
+        raise Invalid("amount", f"the fee is now ¥{due} (was ¥{shown[:20]}): confirm again")
+    try:
+        body = prepay_web.PrepaymentFields(payment_id=key, plate=st.plate,
+                                           member_id=member_id, amount=str(due),
+                                           entry_event_id=st.entry_event_id)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise Invalid(str(err["loc"][-1]) if err["loc"] else "payment_key",
+                      str(err["msg"])) from None
+    prepay_web.record(request, s, body, source="portal", actor=f"member:{member_id}")
+    return key
+
+
+@router.post("/prepay", response_class=HTMLResponse)
+async def prepay(request: Request, s: DB) -> Response:
+    f = await form_of(request)
+    who = member_of(request, s, f.get("csrf_token"))
+    c = central_of(request)
+    try:
+        with s.begin_nested():
+            pid = _prepay(request, s, who.member_id, f)
+    except ServiceError as exc:
+        ctx = portal_context(s, c, who.member_id)
+        return Ctx(request).render("portal/home.html", status=exc.status, **ctx,
+                                   csrf=who.csrf_token, ok=None, error=exc.message,
+                                   paid=None)
+    return RedirectResponse(f"/m?paid={pid}", 303)
 
 
 def _balance(c: Any, member_id: str) -> tuple[int, dict[str, Any]]:
