@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,13 @@ def test_central_reads_lane_keys_from_files_not_argv(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "central", "ingest", "--config", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        # Right after fork the child's cmdline is the parent's, or empty mid-exec: wait for
+        # the exec (a loaded machine can take a while) before looking.
+        deadline = time.monotonic() + 30
+        cmdline = b""
+        while str(cfg).encode() not in cmdline and time.monotonic() < deadline:
+            cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            time.sleep(0.05)
         assert str(cfg).encode() in cmdline and VALUE.encode() not in cmdline
     finally:
         proc.send_signal(signal.SIGTERM)
