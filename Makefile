@@ -37,8 +37,11 @@ demo: setup
 
 # The whole suite except the runs marked slow (floods and soaks at full size, crash trials,
 # booting systemd); each of those has a short version that runs here.
+# A failed test is run once more (--reruns 1): the suite drives real brokers, databases and
+# browsers on a shared 2-core machine, where a timing margin is sometimes missed. A test that
+# passed only on its rerun is listed as RERUN in the summary; it is a bug to look at, not noise.
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -raR --reruns 1 --reruns-delay 2
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
