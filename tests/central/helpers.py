@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 RULES = HERE / "data" / "rules.central.toml"
 
 
@@ -21,3 +30,37 @@ def config_dict(db_url: str = "sqlite:///central.db", **sections: Any) -> dict[s
 def at(s: str) -> datetime:
     """A site-local (+08:00) instant from 'YYYY-MM-DD HH:MM'."""
     return datetime.fromisoformat(s.replace(" ", "T") + "+08:00")
+
+
+@contextmanager
+def serving(cfg_path: Path, port: int, log: Path, *, env: dict[str, str] | None = None,
+            ready_s: float = 60.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``parkedge-central serve -c cfg_path`` in a subprocess (stdout and stderr to ``log``),
+    yielded as (its base URL, the process) once ``/healthz`` answers; stopped with SIGTERM,
+    then SIGKILL after 10 s. A server that exits or is not ready within ``ready_s`` fails
+    the caller with its log."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "central", "serve", "-c", str(cfg_path)],
+                                stdout=out, stderr=out, cwd=ROOT,
+                                env=env or {**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(log.read_text(errors="replace")) from None
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -5,12 +5,6 @@ campaign, and after Unpublish the bundle without it. Screenshots as test_pages_b
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +16,7 @@ from parkedge_sim.broker import MosquittoBroker
 from central.app import Central
 from central.config import parse_config
 from edge.pricing import RuleBundle
+from tests.central.helpers import serving
 from tests.central.pages_seed import seed
 from tests.central.test_ingest_mqtt import lane, site_config, to_toml, wait_until
 from tests.central.test_pages_browser import CHROMIUM, free_port, shot, staff_login
@@ -47,31 +42,12 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     seed(c, n_members=5)
     seen: list[RuleBundle] = []
     store, sync = lane(tmp_path, "entry-1", broker.port, pub, seen)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "central", "serve", "-c", str(cfg_path)],
-                            stdout=log, stderr=log, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "serve.log").read_text()) from None
-                time.sleep(0.2)
-        sync.start()
-        yield {"url": url, "sync": sync, "seen": seen, "log": tmp_path / "serve.log"}
+        with serving(cfg_path, port, tmp_path / "serve.log") as (url, _):
+            sync.start()
+            yield {"url": url, "sync": sync, "seen": seen, "log": tmp_path / "serve.log"}
     finally:
         sync.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         store.close()
         c.close()
         broker.stop()

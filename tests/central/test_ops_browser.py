@@ -19,12 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.central.helpers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "screenshots" if os.environ.get("PARKEDGE_SCREENSHOTS") == "1" \
@@ -101,19 +102,6 @@ def _secret(path: Path, data: bytes) -> Path:
     return path
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text()) from None
-            time.sleep(0.2)
-
-
 @pytest.fixture
 def site(tmp_path: Path, db_url: str) -> Iterator[dict[str, Any]]:
     from cryptography.hazmat.primitives import serialization
@@ -178,26 +166,24 @@ name = "North out"
     log = tmp_path / "serve.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with log.open("wb") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "central", "serve", "-c", str(cfg_path)],
-                stdout=out, stderr=out, cwd=ROOT, env=env))
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(url, procs[0], log)
-        lanes: dict[str, subprocess.Popen[bytes]] = {}
-        sid = ""
-        for lane, k in KEYS.items():  # the entry lane first: the exit closes one of its stays
-            p = subprocess.Popen([sys.executable, __file__, "lane", str(tmp_path / f"{lane}.db"),
-                                  lane, str(broker.port), k, pub, sid], stdout=subprocess.PIPE,
-                                 stderr=(tmp_path / f"{lane}.log").open("wb"), cwd=ROOT, env=env)
-            procs.append(p)
-            lanes[lane] = p
-            assert p.stdout is not None
-            line = p.stdout.readline().decode().strip()
-            assert line.startswith("synced"), (lane, line, log.read_text()[-2000:],
-                                               (tmp_path / f"{lane}.log").read_text()[-2000:])
-            sid = line.split(" ")[1] if lane == "entry-1" else sid
-        yield {"url": url, "lanes": lanes, "central": c, "tmp": tmp_path}
+        with serving(cfg_path, port, log, env=env) as (url, _):
+            lanes: dict[str, subprocess.Popen[bytes]] = {}
+            sid = ""
+            for lane, k in KEYS.items():  # the entry lane first: the exit closes one of its stays
+                p = subprocess.Popen([sys.executable, __file__, "lane",
+                                      str(tmp_path / f"{lane}.db"), lane, str(broker.port), k,
+                                      pub, sid], stdout=subprocess.PIPE,
+                                     stderr=(tmp_path / f"{lane}.log").open("wb"), cwd=ROOT,
+                                     env=env)
+                procs.append(p)
+                lanes[lane] = p
+                assert p.stdout is not None
+                line = p.stdout.readline().decode().strip()
+                assert line.startswith("synced"), (
+                    lane, line, log.read_text()[-2000:],
+                    (tmp_path / f"{lane}.log").read_text()[-2000:])
+                sid = line.split(" ")[1] if lane == "entry-1" else sid
+            yield {"url": url, "lanes": lanes, "central": c, "tmp": tmp_path}
     finally:
         for p in reversed(procs):
             if p.poll() is None:

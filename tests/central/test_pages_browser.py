@@ -8,13 +8,9 @@ docs/screenshots/ with PARKEDGE_SCREENSHOTS=1 (so a test run leaves the tree cle
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.app import Central
 from central.config import parse_config
 from central.services import points
-from tests.central.helpers import RULES
+from tests.central.helpers import RULES, serving
 from tests.central.pages_seed import PW, seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,29 +74,10 @@ json_lines = true
     c.now = datetime.now(UTC)  # type: ignore[attr-defined]
     c.clock = lambda: c.now  # type: ignore[attr-defined]
     seed(c, n_members=40)
-    log = (tmp / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "central", "serve", "-c", str(cfg_path)],
-                            stdout=log, stderr=log, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp / "serve.log").read_text()) from None
-                time.sleep(0.2)
-        yield {"url": url, "central": c, "tmp": tmp}
+        with serving(cfg_path, port, tmp / "serve.log") as (url, _):
+            yield {"url": url, "central": c, "tmp": tmp}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         c.close()
 
 

@@ -8,12 +8,7 @@ to pay. Screenshot as test_pages_browser (docs/screenshots/ with PARKEDGE_SCREEN
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +26,7 @@ from central.services import members, points, rewards
 from edge.pricing.quote import quote_exit
 from edge.pricing.types import SessionInput
 from edge.store import prepayments
+from tests.central.helpers import serving
 from tests.central.test_ingest_mqtt import lane, site_config, to_toml, wait_until
 from tests.central.test_pages_browser import CHROMIUM, free_port, shot
 
@@ -69,34 +65,15 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     _seed(c, datetime.now(UTC))
     entry, entry_sync = lane(tmp_path, "entry-1", broker.port, pub)
     exit_, exit_sync = lane(tmp_path, "exit-1", broker.port, pub)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "central", "serve", "-c", str(cfg_path)],
-                            stdout=log, stderr=log, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "serve.log").read_text()) from None
-                time.sleep(0.2)
-        entry_sync.start()
-        exit_sync.start()
-        yield {"url": url, "central": c, "entry": entry, "entry_sync": entry_sync,
-               "exit": exit_, "log": tmp_path / "serve.log"}
+        with serving(cfg_path, port, tmp_path / "serve.log") as (url, _):
+            entry_sync.start()
+            exit_sync.start()
+            yield {"url": url, "central": c, "entry": entry, "entry_sync": entry_sync,
+                   "exit": exit_, "log": tmp_path / "serve.log"}
     finally:
         exit_sync.stop()
         entry_sync.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         entry.close()
         exit_.close()
         c.close()
