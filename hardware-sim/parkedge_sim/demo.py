@@ -125,14 +125,13 @@ def seed_central(node: CentralNode) -> Api:
     print(f"central: {len(MEMBERS)} opening balances set through the API (operations, audited)")
     out = node.cli("perks", "--month", f"{at(17, '00:00'):%Y-%m}").strip()
     print(f"central: perks job for {at(17, '00:00'):%Y-%m} (bench month): {out}")
-    bought = api.ok("POST", "/api/pos/purchases", {
-        "shop_id": "S-DINE-01", "idempotency_key": "till-1-0001", "member_id": NEW.member_id,
-        "amount": "300.00", "at": datetime.now(TZ).isoformat(timespec="seconds")},
-        headers={"X-API-Key": shop_key})
-    again = api.call("POST", "/api/pos/purchases", {
-        "shop_id": "S-DINE-01", "idempotency_key": "till-1-0001", "member_id": NEW.member_id,
-        "amount": "300.00", "at": datetime.now(TZ).isoformat(timespec="seconds")},
-        headers={"X-API-Key": shop_key})
+    # A till's retry sends the very same purchase again (a different body under the same
+    # idempotency key is refused as a conflict, so the retry must not take a new clock reading).
+    sale = {"shop_id": "S-DINE-01", "idempotency_key": "till-1-0001",
+            "member_id": NEW.member_id, "amount": "300.00",
+            "at": datetime.now(TZ).isoformat(timespec="seconds")}
+    bought = api.ok("POST", "/api/pos/purchases", sale, headers={"X-API-Key": shop_key})
+    again = api.call("POST", "/api/pos/purchases", sale, headers={"X-API-Key": shop_key})
     print(f"central: POS purchase ¥300 dining by {NEW.member_id} through POST /api/pos/purchases:"
           f" {bought['points']} points ({', '.join(bought['rules_fired']) or 'base'});"
           f" the till's retry answered {again[0]}, nothing more earned")
