@@ -17,9 +17,19 @@ fed by ``--lanes`` lanes (``LaneSync``, each its own SQLite ledger, HMAC key and
    reconnect at once. ``drain_s`` = reconnect to central's last commit; ``entries_per_s``
    = backlog entries / drain_s; central's RSS is sampled throughout (peak per worker).
 3. **raw**: the same storm rows inserted again by psycopg alone (same table, same unique
-   keys: ``lane_id`` and ``entry_id`` prefixed ``raw-``), the same multi-row ``INSERT ...
-   ON CONFLICT DO NOTHING`` and rows per transaction as central's mean group in the storm,
-   one connection per worker: ``raw_insert_per_s`` and central's ratio to it.
+   keys: ``lane_id`` and ``entry_id`` prefixed ``raw-``), the same ``INSERT ... SELECT ...
+   FROM unnest(...) ON CONFLICT DO NOTHING`` and rows per transaction as central's mean
+   group in the storm, one connection per worker: ``raw_insert_per_s`` and central's
+   ratio to it; then once more with the multi-row ``VALUES`` statement central used before
+   (``raw_values_insert_per_s``).
+
+**Where the cores go** (``cpu_*_s``): CPU seconds during the drain window (reconnect to
+every lane acked) of central's workers, their PostgreSQL backends, the rest of PostgreSQL,
+the broker, the lane processes, and the whole machine (``cpu_box_busy_s`` against
+``cpu_capacity_s`` = cores x window; ``cpu_other_s`` is everyone else's work on a shared
+box); ``cpu_raw_s`` for the raw insert. ``central_entries_per_cpu_s`` (workers + their
+backends) against ``raw_rows_per_cpu_s``: ``cpu_ratio``, which the box's load does not bend.
+``SITE_SCALE_PYSPY=<folder>`` samples worker 0 with py-spy through the drain.
 
 On Mosquitto the workers share ``$share/<group>/...`` as in production. RabbitMQ 3.10's MQTT
 plugin has no shared subscriptions (docs/brokers.md): there the workers take the lanes'
@@ -517,22 +527,29 @@ def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datet
     return rows, None if last is None else last[0], sizes
 
 
-def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
-               conns: int) -> tuple[float, float, float, float]:
-    """Rows/s of psycopg alone inserting ``rows`` (renamed ``raw-``) as central does: one
-    multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per 4,000 rows, ``per_tx`` rows per
-    transaction, sorted by (lane, seq), ``conns`` connections each taking whole lanes.
-    Also the CPU seconds it took (this process and its PostgreSQL backends), its wall
-    seconds and the whole machine's busy CPU seconds meanwhile."""
+def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int,
+               form: str = "unnest") -> tuple[float, float, float, float]:
+    """Rows/s of psycopg alone inserting ``rows`` (renamed ``raw-``, or ``rawv-`` for the
+    ``values`` form) as central does, ``per_tx`` rows per transaction, sorted by (lane,
+    seq), ``conns`` connections each taking whole lanes. ``unnest``: central's statement
+    (central.ingest.commit: one ``INSERT ... SELECT ... FROM unnest(<one array per
+    column>) ON CONFLICT DO NOTHING`` per transaction); ``values``: the multi-row ``VALUES``
+    statement (14 placeholders a row, 4,000 rows at most) central used before.
+    Also the CPU seconds it took (this process and its PostgreSQL backends, whose whole
+    lives are inside the run), its wall seconds and the machine's busy CPU meanwhile."""
     import psycopg
     chunk = 4000
+    prefix = "raw-" if form == "unnest" else "rawv-"
     one = "(" + ", ".join(["%s"] * len(COLS)) + ")"
     head = f"INSERT INTO lane_entries ({', '.join(COLS)}) VALUES "
+    arrays = ", ".join(f"%s::{'bigint' if c == 'seq' else 'text'}[]" for c in COLS[:-1])
+    unnest = (f"INSERT INTO lane_entries ({', '.join(COLS)}) SELECT u.*, %s::timestamptz "
+              f"FROM unnest({arrays}) AS u ON CONFLICT DO NOTHING")
     now = datetime.now(UTC)
     mine: list[list[tuple[Any, ...]]] = [[] for _ in range(conns)]
     for r in rows:
         mine[hash(r[0]) % conns].append(
-            ("raw-" + r[0], r[1], "raw-" + r[2], *r[3:13], now))
+            (prefix + r[0], r[1], prefix + r[2], *r[3:13], now))
     for part in mine:
         part.sort(key=lambda r: (r[0], r[1]))
 
@@ -541,6 +558,10 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
             for i in range(0, len(part), per_tx):
                 tx = part[i:i + per_tx]
                 with c.transaction():
+                    if form == "unnest":
+                        cols = [list(col) for col in zip(*tx, strict=True)]
+                        c.execute(unnest, (now, *cols[:-1]))
+                        continue
                     for j in range(0, len(tx), chunk):
                         p = tx[j:j + chunk]
                         c.execute(head + ",".join([one] * len(p)) + " ON CONFLICT DO NOTHING",
@@ -553,12 +574,11 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
     for t in threads:
         t.start()
     time.sleep(0.2)
-    backends = pg_backends(name)
-    pg0 = cpu_s(backends)  # the connections' first 0.2 s are not counted: close enough
+    backends = pg_backends(name)  # new connections: their whole CPU is this insert's
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
-    raw_cpu = time.process_time() - cpu0 + cpu_s(backends) - pg0
+    raw_cpu = time.process_time() - cpu0 + cpu_s(backends)
     return len(rows) / wall, raw_cpu, wall, box_busy_s() - box0
 
 
@@ -777,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         per_tx = max(1, round(sum(s["group_rows"] for s in stats) / max(groups, 1)))
         raw, raw_cpu, raw_s, raw_box = (raw_insert(db, rows, per_tx, a.workers) if rows
                                         else (None, None, None, None))
+        rawv, rawv_cpu, _s, _b = (raw_insert(db, rows, per_tx, a.workers, "values") if rows
+                                  else (None, None, None, None))
     finally:
         sampling.set()
         finish.set()
@@ -818,6 +840,9 @@ def main(argv: list[str] | None = None) -> int:
         "steady_cpu_ms_per_entry": ms_each(steady1[0] - steady0[0], written),
         "steady_pg_cpu_ms_per_entry": ms_each(steady1[1] - steady0[1], written),
         **drain_figures(drain_cpu, len(rows), raw_cpu, raw_s, raw_box),
+        # psycopg alone with the multi-row VALUES statement central used before
+        "raw_values_insert_per_s": percent(rawv),
+        "raw_values_rows_per_cpu_s": None if not rawv_cpu else round(len(rows) / rawv_cpu, 1),
         "backlog_per_lane": a.backlog,
         "duration_s": a.duration, "rate_per_lane": a.rate,
         "broker_startup_s": round(getattr(broker, "startup_s", None) or 0.0, 1),
