@@ -144,7 +144,7 @@ def _session_public_hex(hmac_key: bytes, lane: str) -> str:
 
 def session_public_keys(lane_keys: Mapping[str, bytes]) -> dict[str, str]:
     """Each lane's session-signing public key (hex), in lane order. Derived once per (lane
-    key, lane) and remembered: a derivation (HKDF, then Ed25519's public half) is ~80 us,
+    key, lane) and remembered: a derivation (HKDF, then Ed25519's public half) is ~50 us,
     and every full snapshot request (each lane at each reconnect) sends the roster, twice
     derived for every lane: a site of L lanes reconnecting cost 2·L² derivations, 45 % of
     a worker's CPU in a 200-lane storm (docs/scale.md). A rotated key is a new entry."""
