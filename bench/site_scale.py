@@ -17,9 +17,19 @@ fed by ``--lanes`` lanes (``LaneSync``, each its own SQLite ledger, HMAC key and
    reconnect at once. ``drain_s`` = reconnect to central's last commit; ``entries_per_s``
    = backlog entries / drain_s; central's RSS is sampled throughout (peak per worker).
 3. **raw**: the same storm rows inserted again by psycopg alone (same table, same unique
-   keys: ``lane_id`` and ``entry_id`` prefixed ``raw-``), the same multi-row ``INSERT ...
-   ON CONFLICT DO NOTHING`` and rows per transaction as central's mean group in the storm,
-   one connection per worker: ``raw_insert_per_s`` and central's ratio to it.
+   keys: ``lane_id`` and ``entry_id`` prefixed ``raw-``), the same ``INSERT ... SELECT ...
+   FROM unnest(...) ON CONFLICT DO NOTHING`` and rows per transaction as central's mean
+   group in the storm, one connection per worker: ``raw_insert_per_s`` and central's
+   ratio to it; then once more with the multi-row ``VALUES`` statement central used before
+   (``raw_values_insert_per_s``).
+
+**Where the cores go** (``cpu_*_s``): CPU seconds during the drain window (reconnect to
+every lane acked) of central's workers, their PostgreSQL backends, the rest of PostgreSQL,
+the broker, the lane processes, and the whole machine (``cpu_box_busy_s`` against
+``cpu_capacity_s`` = cores x window; ``cpu_other_s`` is everyone else's work on a shared
+box); ``cpu_raw_s`` for the raw insert. ``central_entries_per_cpu_s`` (workers + their
+backends) against ``raw_rows_per_cpu_s``: ``cpu_ratio``, which the box's load does not bend.
+``SITE_SCALE_PYSPY=<folder>`` samples worker 0 with py-spy through the drain.
 
 On Mosquitto the workers share ``$share/<group>/...`` as in production. RabbitMQ 3.10's MQTT
 plugin has no shared subscriptions (docs/brokers.md): there the workers take the lanes'
@@ -47,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,6 +102,85 @@ def cpu_s(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) each live process of ``pids`` has used."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def uid_pids(user: str) -> list[int]:
+    """Every process of the system user ``user`` (PostgreSQL: the postmaster, its
+    checkpointer, walwriter, autovacuum and every backend, this run's and others')."""
+    import pwd
+    try:
+        uid = str(pwd.getpwnam(user).pw_uid)
+    except KeyError:
+        return []
+    pids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            for line in (d / "status").read_text().splitlines():
+                if line.startswith("Uid:"):
+                    if line.split()[1] == uid:
+                        pids.append(int(d.name))
+                    break
+        except OSError:
+            continue
+    return pids
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes of session ``sid`` (a RabbitMQ node: start script, Erlang VM, helpers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def box_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every core; /proc/stat less idle and
+    iowait): what every process of every user took, this bench's and everyone else's."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """Where the cores went between ``start()`` and ``stop()``: CPU seconds per group of
+    processes, read from /proc/<pid>/stat (utime + stime) at both ends. Groups are
+    callables giving pids, asked at both ends: a process that appeared in between counts
+    whole (it started inside the window), one that ended in between is missed (a lower
+    bound: PostgreSQL's autovacuum workers, a pooled connection closed)."""
+
+    def __init__(self, groups: dict[str, Callable[[], Iterable[int]]]) -> None:
+        self.groups = groups
+        self.t0 = 0.0
+        self.box0 = 0.0
+        self.at0: dict[str, dict[int, float]] = {}
+
+    def start(self) -> None:
+        self.at0 = {k: cpu_of(f()) for k, f in self.groups.items()}
+        self.t0, self.box0 = time.monotonic(), box_busy_s()
+
+    def stop(self) -> dict[str, float]:
+        wall, box = time.monotonic() - self.t0, box_busy_s() - self.box0
+        out = {}
+        for k, f in self.groups.items():
+            now, before = cpu_of(f()), self.at0[k]
+            out[k] = sum(max(0.0, v - before.get(pid, 0.0)) for pid, v in now.items())
+        out["wall"], out["box"] = wall, box
+        return out
 
 
 def pg_backends(name: str) -> list[int]:
@@ -437,21 +527,29 @@ def storm_rows(name: str, since: datetime) -> tuple[list[tuple[Any, ...]], datet
     return rows, None if last is None else last[0], sizes
 
 
-def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
-               conns: int) -> tuple[float, float]:
-    """Rows/s of psycopg alone inserting ``rows`` (renamed ``raw-``) as central does: one
-    multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per 4,000 rows, ``per_tx`` rows per
-    transaction, sorted by (lane, seq), ``conns`` connections each taking whole lanes.
-    Also the CPU seconds it took (this process and its PostgreSQL backends)."""
+def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int,
+               form: str = "unnest") -> tuple[float, float, float, float]:
+    """Rows/s of psycopg alone inserting ``rows`` (renamed ``raw-``, or ``rawv-`` for the
+    ``values`` form) as central does, ``per_tx`` rows per transaction, sorted by (lane,
+    seq), ``conns`` connections each taking whole lanes. ``unnest``: central's statement
+    (central.ingest.commit: one ``INSERT ... SELECT ... FROM unnest(<one array per
+    column>) ON CONFLICT DO NOTHING`` per transaction); ``values``: the multi-row ``VALUES``
+    statement (14 placeholders a row, 4,000 rows at most) central used before.
+    Also the CPU seconds it took (this process and its PostgreSQL backends, whose whole
+    lives are inside the run), its wall seconds and the machine's busy CPU meanwhile."""
     import psycopg
     chunk = 4000
+    prefix = "raw-" if form == "unnest" else "rawv-"
     one = "(" + ", ".join(["%s"] * len(COLS)) + ")"
     head = f"INSERT INTO lane_entries ({', '.join(COLS)}) VALUES "
+    arrays = ", ".join(f"%s::{'bigint' if c == 'seq' else 'text'}[]" for c in COLS[:-1])
+    unnest = (f"INSERT INTO lane_entries ({', '.join(COLS)}) SELECT u.*, %s::timestamptz "
+              f"FROM unnest({arrays}) AS u ON CONFLICT DO NOTHING")
     now = datetime.now(UTC)
     mine: list[list[tuple[Any, ...]]] = [[] for _ in range(conns)]
     for r in rows:
         mine[hash(r[0]) % conns].append(
-            ("raw-" + r[0], r[1], "raw-" + r[2], *r[3:13], now))
+            (prefix + r[0], r[1], prefix + r[2], *r[3:13], now))
     for part in mine:
         part.sort(key=lambda r: (r[0], r[1]))
 
@@ -460,6 +558,10 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
             for i in range(0, len(part), per_tx):
                 tx = part[i:i + per_tx]
                 with c.transaction():
+                    if form == "unnest":
+                        cols = [list(col) for col in zip(*tx, strict=True)]
+                        c.execute(unnest, (now, *cols[:-1]))
+                        continue
                     for j in range(0, len(tx), chunk):
                         p = tx[j:j + chunk]
                         c.execute(head + ",".join([one] * len(p)) + " ON CONFLICT DO NOTHING",
@@ -467,17 +569,101 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int,
 
     t0 = time.monotonic()
     cpu0 = time.process_time()
+    box0 = box_busy_s()
     threads = [threading.Thread(target=insert, args=(p,)) for p in mine if p]
     for t in threads:
         t.start()
     time.sleep(0.2)
-    backends = pg_backends(name)
-    pg0 = cpu_s(backends)  # the connections' first 0.2 s are not counted: close enough
+    backends = pg_backends(name)  # new connections: their whole CPU is this insert's
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
-    raw_cpu = time.process_time() - cpu0 + cpu_s(backends) - pg0
-    return len(rows) / wall, raw_cpu
+    raw_cpu = time.process_time() - cpu0 + cpu_s(backends)
+    return len(rows) / wall, raw_cpu, wall, box_busy_s() - box0
+
+
+# ---------------------------------------------------------------- where the cores go
+def drain_window(db: str, wpids: list[int], lane_pids: list[int], broker: Any) -> CpuWindow:
+    """The drain's CPU accounting: central's worker processes, their PostgreSQL backends
+    (connections to this run's database), the rest of PostgreSQL (postmaster, walwriter,
+    checkpointer, autovacuum, other databases' backends), the broker (Mosquitto's process,
+    or the RabbitMQ node's session; nothing for an outside ``--port`` broker), the lane
+    processes, and this process (the RSS sampler, the phase queues)."""
+    def bench_backends() -> list[int]:
+        return pg_backends(db)
+
+    def pg_rest() -> list[int]:
+        mine = set(pg_backends(db))
+        return [p for p in uid_pids("postgres") if p not in mine]
+
+    def broker_pids() -> list[int]:
+        proc = getattr(broker, "proc", None)
+        if proc is None:
+            return []
+        return session_pids(proc.pid) if hasattr(broker, "amqp_port") else [proc.pid]
+
+    return CpuWindow({"central": lambda: wpids, "pg": bench_backends, "pg_rest": pg_rest,
+                      "broker": broker_pids, "lanes": lambda: lane_pids,
+                      "bench": lambda: [os.getpid()]})
+
+
+def drain_figures(c: dict[str, float], n: int, raw_cpu: float | None, raw_s: float | None,
+                  raw_box: float | None) -> dict[str, Any]:
+    """The drain window's CPU seconds per part, the machine's capacity and busy time in
+    that window, and central's entries per CPU second against psycopg's rows per CPU
+    second: the ratio that does not depend on what else shares the cores."""
+    ncpu = os.cpu_count() or 1
+    ours = sum(c[k] for k in ("central", "pg", "broker", "lanes", "bench"))
+    central = c["central"] + c["pg"]
+
+    def per(cpu: float | None) -> float | None:
+        return None if not cpu or not n else round(n / cpu, 1)
+
+    out: dict[str, Any] = {
+        "cpu_window_s": round(c["wall"], 2), "cpu_capacity_s": round(c["wall"] * ncpu, 2),
+        "cpu_box_busy_s": round(c["box"], 2),
+        "cpu_central_s": round(c["central"], 2), "cpu_pg_s": round(c["pg"], 2),
+        "cpu_pg_rest_s": round(c["pg_rest"], 2), "cpu_broker_s": round(c["broker"], 2),
+        "cpu_lanes_s": round(c["lanes"], 2), "cpu_bench_s": round(c["bench"], 2),
+        # everything else on the box in the window: other users' work, the kernel's threads
+        "cpu_other_s": round(max(0.0, c["box"] - ours - c["pg_rest"]), 2),
+        "cpu_raw_s": None if raw_cpu is None else round(raw_cpu, 2),
+        "raw_s": None if raw_s is None else round(raw_s, 2),
+        "cpu_raw_box_busy_s": None if raw_box is None else round(raw_box, 2),
+        # entries per CPU second: central = its workers + their backends; pipeline = that
+        # plus the broker and the lanes (what the whole storm cost the box)
+        "central_entries_per_cpu_s": per(central),
+        "central_entries_per_worker_cpu_s": per(c["central"]),
+        "pipeline_entries_per_cpu_s": per(central + c["broker"] + c["lanes"]),
+        "raw_rows_per_cpu_s": per(raw_cpu),
+    }
+    r, cen = out["raw_rows_per_cpu_s"], out["central_entries_per_cpu_s"]
+    out["cpu_ratio"] = None if not r or not cen else round(cen / r, 3)
+    return out
+
+
+def pyspy_start(pid: int) -> Any:
+    """``SITE_SCALE_PYSPY=<folder>``: py-spy (on PATH, or ``$SITE_SCALE_PYSPY_BIN``)
+    samples worker 0, every thread, through the drain, into ``<folder>/drain.txt`` (raw
+    collapsed stacks: ``sort | uniq``-able, or flamegraph.pl). 50 Hz, non-blocking: its
+    own CPU is on the same cores (counted in ``cpu_other_s``)."""
+    import subprocess
+    folder = os.environ.get("SITE_SCALE_PYSPY")
+    if not folder:
+        return None
+    exe = os.environ.get("SITE_SCALE_PYSPY_BIN") or shutil.which("py-spy") or "py-spy"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "50",
+                             "--nonblocking", "--threads", "--format", "raw",
+                             "-o", str(Path(folder) / "drain.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pyspy_stop(spy: Any) -> None:
+    import signal
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(60)
 
 
 # ---------------------------------------------------------------- main
@@ -589,10 +775,15 @@ def main(argv: list[str] | None = None) -> int:
         queued = sum(r["written"] for r in phase("queued", 3600))
         backends = pg_backends(db)
         cpu0 = (cpu_s(wpids), cpu_s(backends))
+        window = drain_window(db, wpids, [p.pid for p in procs if p.pid], broker)
+        window.start()
+        spy = pyspy_start(wpids[0])
         storm_at = datetime.now(UTC)
         storm_go.set()
         drained = phase("drained", a.storm_timeout + 120)
         cpu1 = (cpu_s(wpids), cpu_s(backends))
+        drain_cpu = window.stop()
+        pyspy_stop(spy)
         rows, last, sizes = storm_rows(db, until)
         drain_s = None if last is None else (last - storm_at).total_seconds()
         finish.set()
@@ -604,7 +795,10 @@ def main(argv: list[str] | None = None) -> int:
         sampling.set()
         groups = sum(s["groups"] for s in stats)
         per_tx = max(1, round(sum(s["group_rows"] for s in stats) / max(groups, 1)))
-        raw, raw_cpu = raw_insert(db, rows, per_tx, a.workers) if rows else (None, None)
+        raw, raw_cpu, raw_s, raw_box = (raw_insert(db, rows, per_tx, a.workers) if rows
+                                        else (None, None, None, None))
+        rawv, rawv_cpu, _s, _b = (raw_insert(db, rows, per_tx, a.workers, "values") if rows
+                                  else (None, None, None, None))
     finally:
         sampling.set()
         finish.set()
@@ -645,6 +839,10 @@ def main(argv: list[str] | None = None) -> int:
         # came and went in between are missed: a lower bound)
         "steady_cpu_ms_per_entry": ms_each(steady1[0] - steady0[0], written),
         "steady_pg_cpu_ms_per_entry": ms_each(steady1[1] - steady0[1], written),
+        **drain_figures(drain_cpu, len(rows), raw_cpu, raw_s, raw_box),
+        # psycopg alone with the multi-row VALUES statement central used before
+        "raw_values_insert_per_s": percent(rawv),
+        "raw_values_rows_per_cpu_s": None if not rawv_cpu else round(len(rows) / rawv_cpu, 1),
         "backlog_per_lane": a.backlog,
         "duration_s": a.duration, "rate_per_lane": a.rate,
         "broker_startup_s": round(getattr(broker, "startup_s", None) or 0.0, 1),

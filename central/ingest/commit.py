@@ -131,11 +131,20 @@ class Committer:
         ph = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         # Plain driver SQL for the hot insert (SQLAlchemy's per-row parameter processing
         # costs more than the insert). SQLite: executemany of one row's statement (in
-        # process, no round trips). PostgreSQL: one multi-row VALUES statement per chunk
-        # (executemany was a round trip per row: ~0.5 ms each under load).
+        # process, no round trips). PostgreSQL: one statement per group whatever its size,
+        # each column sent as one array and the rows made by unnest(): the same text every
+        # time (psycopg parses it once and PostgreSQL prepares it), where a multi-row VALUES
+        # of 14 placeholders a row was new text for every group size, and psycopg's parse
+        # of its thousands of placeholders took more of the worker than the insert itself
+        # (docs/scale.md, "Where the two cores go"). executemany was a round trip per row.
         self._row = f"({', '.join([ph] * len(_COLS))})"
         self._head = f"INSERT INTO lane_entries ({', '.join(_COLS)}) VALUES "
         self._insert = self._head + self._row + " ON CONFLICT DO NOTHING"
+        arrays = ", ".join(f"{ph}::{'bigint' if c == 'seq' else 'text'}[]"
+                           for c in _COLS[:-1])
+        self._unnest = (f"INSERT INTO lane_entries ({', '.join(_COLS)}) SELECT u.*, "
+                        f"{ph}::timestamptz FROM unnest({arrays}) AS u "
+                        "ON CONFLICT DO NOTHING")
 
     # ---------------------------------------------------------------- rows
     def _stamp(self, now: datetime) -> Any:
@@ -150,19 +159,17 @@ class Committer:
                  e.get("rules_version"), canonical(e["payload"]).decode(), e["prev_hash"],
                  e["hash"], now) for e in es]
 
-    _CHUNK = 4000  # rows per statement: 14 columns stay under PostgreSQL's 65535 params
-
     def _insert_rows(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
-        """Insert, skipping rows already there; returns how many went in."""
+        """Insert, skipping rows already there; returns how many went in. Rows go in in
+        the order given (unnest keeps the arrays' order): the caller's (lane, seq) order
+        is the lock order two workers share."""
+        if not rows:
+            return 0
         if self._sqlite:
             return int(conn.exec_driver_sql(self._insert, rows).rowcount)
-        n = 0
-        for i in range(0, len(rows), self._CHUNK):
-            part = rows[i:i + self._CHUNK]
-            sql = (self._head + ",".join([self._row] * len(part))
-                   + " ON CONFLICT DO NOTHING")
-            n += int(conn.exec_driver_sql(sql, tuple(v for r in part for v in r)).rowcount)
-        return n
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        stamp = columns.pop()  # received_at: one value for the whole group
+        return int(conn.exec_driver_sql(self._unnest, (stamp[0], *columns)).rowcount)
 
     # ---------------------------------------------------------------- commit
     def commit(self, bs: Sequence[Batch]) -> Outcome:

@@ -4,6 +4,7 @@ the signed lane roster and rule bundle. Pure reads plus the small bookkeeping ta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -136,12 +137,24 @@ def member_ids(s: Session) -> list[str]:
 
 
 # ---------------------------------------------------------------- roster and rules
+@functools.lru_cache(maxsize=65_536)
+def _session_public_hex(hmac_key: bytes, lane: str) -> str:
+    return codec.public_hex_of(codec.lane_session_key(hmac_key, lane))
+
+
+def session_public_keys(lane_keys: Mapping[str, bytes]) -> dict[str, str]:
+    """Each lane's session-signing public key (hex), in lane order. Derived once per (lane
+    key, lane) and remembered: a derivation (HKDF, then Ed25519's public half) is ~50 us,
+    and every full snapshot request (each lane at each reconnect) sends the roster, twice
+    derived for every lane: a site of L lanes reconnecting cost 2·L² derivations, 45 % of
+    a worker's CPU in a 200-lane storm (docs/scale.md). A rotated key is a new entry."""
+    return {lane: _session_public_hex(k, lane) for lane, k in sorted(lane_keys.items())}
+
+
 def roster(site: str, lane_keys: Mapping[str, bytes], serial: int,
            key: Ed25519PrivateKey) -> bytes:
     """The signed list of the site's lanes and their session-signing public keys."""
-    keys = {lane: codec.public_hex_of(codec.lane_session_key(k, lane))
-            for lane, k in sorted(lane_keys.items())}
-    return codec.encode_lanes(site, serial, keys, key)
+    return codec.encode_lanes(site, serial, session_public_keys(lane_keys), key)
 
 
 def jsonable(v: Any) -> Any:
@@ -180,8 +193,7 @@ def roster_serial(s: Session, site: str, lane_keys: Mapping[str, bytes], now: da
     worker answers the same roster with the same serial, and a changed one (a lane added,
     a key rotated) gets the next, and never less than the Unix time (as serials were before).
     The caller serialises concurrent first calls (the publish lock) or retries on the key."""
-    pub = {lane: codec.public_hex_of(codec.lane_session_key(k, lane))
-           for lane, k in sorted(lane_keys.items())}
+    pub = session_public_keys(lane_keys)
     digest = hashlib.sha256(codec.canonical({"site": site, "keys": pub})).hexdigest()
     last = s.scalar(select(RosterPublished).order_by(RosterPublished.serial.desc()).limit(1)
                     .with_for_update())

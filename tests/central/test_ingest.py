@@ -70,6 +70,72 @@ def test_group_commit_is_exactly_once_and_acks_duplicates(central: Any) -> None:
     assert exported[0] == b1.entries[0]  # exactly as the lane hashed it
 
 
+def test_a_large_group_goes_in_whole_field_for_field_in_one_statement(central: Any) -> None:
+    """A storm-sized group (5,000 rows over 4 lanes, past the 4,000-row chunk of the old
+    VALUES form) is one INSERT on PostgreSQL (one executemany on SQLite), every field back
+    as sent (NULLs, a plate in CJK, each column in its own place), and sent again over a
+    new batch it is exactly once: duplicates skipped, the new rows in."""
+    from sqlalchemy import event
+
+    inserts: list[str] = []
+
+    def seen(_c: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        if sql.startswith("INSERT INTO lane_entries"):
+            inserts.append(sql)
+
+    def rich(lane: str, seq: int) -> dict[str, Any]:
+        e = entry(lane, seq, when=T0 + timedelta(seconds=seq))
+        if seq % 3 == 0:
+            e.update(session_id=f"s-{lane}-{seq}", plate=f"粤B{seq:05d}")
+        if seq % 5 == 0:
+            e["rules_version"] = None
+        return e
+
+    lanes = [f"lane-{i}" for i in range(4)]
+    bs = [batch(lane, [rich(lane, s) for s in range(1, 1251)]) for lane in lanes]
+    event.listen(central.engine, "before_cursor_execute", seen)
+    try:
+        out = committer(central).commit(list(reversed(bs)))
+    finally:
+        event.remove(central.engine, "before_cursor_execute", seen)
+    assert out.path == "fresh"
+    assert [r.inserted for r in out.results] == [1250] * 4  # type: ignore[union-attr]
+    assert len(inserts) == 1
+    assert count(central) == 5000
+    with central.tx() as s:
+        for b in bs:
+            assert export_lane(s, b.lane) == list(b.entries)
+        got = s.scalar(select(LaneEntry.received_at).limit(1))
+    assert got == central.now  # the group's one stamp, an aware time
+    again = [batch("lane-2", [rich("lane-2", s) for s in range(1201, 1301)])]
+    out = committer(central).commit(again)
+    assert out.path == "exact"
+    assert [(r.inserted, r.duplicates) for r in out.results] == [  # type: ignore[union-attr]
+        (50, 50)]
+    assert count(central) == 5050
+
+
+def test_roster_keys_are_derived_once_and_follow_a_rotated_key() -> None:
+    """The roster's session public keys are remembered per (lane key, lane): the same as
+    derived afresh, and a rotated lane key gives the new key's, not the remembered one."""
+    from central.ingest.state import session_public_keys
+    from edge.sync.codec import lane_session_key, public_hex_of
+
+    def derived(k: bytes, lane: str) -> str:
+        return public_hex_of(lane_session_key(k, lane))
+
+    keys = {"exit-1": b"k-exit", "entry-1": b"k-entry"}
+    first = session_public_keys(keys)
+    assert list(first) == ["entry-1", "exit-1"]
+    assert first == {lane: derived(k, lane) for lane, k in keys.items()}
+    assert session_public_keys(keys) == first
+    rotated = session_public_keys({**keys, "exit-1": b"k-exit-2"})
+    assert rotated["exit-1"] == derived(b"k-exit-2", "exit-1") != first["exit-1"]
+    assert rotated["entry-1"] == first["entry-1"]
+    # the same key under another lane's name is another key (the label is the lane)
+    assert session_public_keys({"entry-2": b"k-entry"})["entry-2"] != first["entry-1"]
+
+
 def test_export_lane_cli_feeds_ledger_recover(central: Any, cfg: Any, tmp_path: Any) -> None:
     """`parkedge-central export-lane` writes what `parkedge ledger recover` reads."""
     from typer.testing import CliRunner

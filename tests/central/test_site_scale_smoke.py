@@ -5,6 +5,7 @@ every figure of the --json line present and sane."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,20 @@ def test_site_scale_tiny_run_commits_everything_once() -> None:
     assert r["drain_s"] > 0 and r["entries_per_s"] > 0 and r["raw_insert_per_s"] > 0
     assert r["ratio"] == pytest.approx(r["entries_per_s"] / r["raw_insert_per_s"], abs=0.01)
     assert r["central_rss_mb"] > 10
+    # where the cores went during the drain: every part counted, none more than the box
+    parts = ("cpu_central_s", "cpu_pg_s", "cpu_pg_rest_s", "cpu_broker_s", "cpu_lanes_s",
+             "cpu_bench_s", "cpu_other_s")
+    assert all(r[k] >= 0 for k in parts), r
+    assert r["cpu_central_s"] > 0 and r["cpu_lanes_s"] > 0 and r["cpu_pg_s"] > 0
+    assert r["cpu_window_s"] >= r["drain_s"] * 0.9
+    assert r["cpu_capacity_s"] == pytest.approx(r["cpu_window_s"] * (os.cpu_count() or 1),
+                                                abs=0.05)
+    ours = sum(r[k] for k in parts[:-1])
+    assert ours <= r["cpu_box_busy_s"] + 0.1 + 0.02 * r["cpu_window_s"]  # jiffies, rounding
+    assert r["cpu_box_busy_s"] <= r["cpu_capacity_s"] * 1.05 + 0.1
+    assert r["cpu_raw_s"] > 0 and r["raw_s"] > 0 and r["raw_values_insert_per_s"] > 0
+    cen = r["cpu_central_s"] + r["cpu_pg_s"]  # each rounded to 0.01 s
+    n = r["storm_committed"]
+    assert n / (cen + 0.01) <= r["central_entries_per_cpu_s"] <= n / max(cen - 0.01, 1e-3)
+    assert r["cpu_ratio"] == pytest.approx(
+        r["central_entries_per_cpu_s"] / r["raw_rows_per_cpu_s"], abs=0.002)
