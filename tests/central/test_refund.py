@@ -141,7 +141,7 @@ def test_list_and_one_with_filters_and_bad_queries(central: Any,
     _pay(c, "p1")
     _pay(c, "p2", "12.50")
     with c.tx() as s:
-        refunds.refund(s, "p2", actor="staff:ops", reason="x", now=c.now)
+        refunds.refund(s, "p2", actor="staff:ops", reason="x", now=c.now, key=KEY)
     _pay(c, "p3")
     _exit_used(c, "p3", 1, "sess-3")
     login(client, "aud")
@@ -177,9 +177,9 @@ def test_refund_service_checks(central: Any) -> None:
     c = central
     _pay(c, "p1")
     with c.tx() as s, pytest.raises(Invalid):
-        refunds.refund(s, "p1", actor="staff:ops", reason="", now=c.now)
+        refunds.refund(s, "p1", actor="staff:ops", reason="", now=c.now, key=KEY)
     with c.tx() as s, pytest.raises(NotFound):
-        refunds.refund(s, "p9", actor="staff:ops", reason="x", now=c.now)
+        refunds.refund(s, "p9", actor="staff:ops", reason="x", now=c.now, key=KEY)
     with c.tx() as s:
         p = s.get(Prepayment, "p1")
         assert p is not None and p.refunded_at is None and p.cleared_at is None
