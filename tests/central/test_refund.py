@@ -16,6 +16,7 @@ from sqlalchemy import select
 from central.db.models import DownlinkOutbox, Prepayment
 from central.services import prepay, refunds
 from central.services.errors import Invalid, NotFound
+from edge.sync import codec
 from tests.central.helpers import at
 from tests.central.staff_client import KEY, audit_actions, login, staff_client
 from tests.central.test_ingest import batch, committer, entry
@@ -103,7 +104,11 @@ def test_refund_once_audited_and_cleared_from_the_broker(central: Any,
     assert again.status_code == 200 and again.json()["replayed"] is True
     assert again.json()["refund_reason"] == "driver changed mind"
     msgs = _outbox(c, "p1")
-    assert len(msgs) == 2 and msgs[1] == ("", True)  # the retained copy cleared, once
+    # once: the signed revocation (not retained), then the retained copy cleared
+    assert len(msgs) == 3 and msgs[2] == ("", True) and msgs[1][1] is False
+    rv = codec.parse_prepaid_revoked(msgs[1][0].encode(), SITE, KEY.public_key())
+    assert (rv.payment_id, rv.plate, rv.amount, rv.revoked_at) == (
+        "p1", PLATE, Decimal("30.00"), c.now)
     log = audit_actions(c, "prepayment.refund")
     assert len(log) == 1 and log[0]["actor"] == "staff:ops"
     assert log[0]["before"] == {"refunded_at": None}
@@ -111,7 +116,7 @@ def test_refund_once_audited_and_cleared_from_the_broker(central: Any,
     assert log[0]["after"]["amount"] == "30.00"
     with c.tx() as s:  # the clearing job has nothing more to do for it
         assert prepay.clear_expired(s, SITE, c.now + prepay.TTL * 2) == 0
-    assert len(_outbox(c, "p1")) == 2
+    assert len(_outbox(c, "p1")) == 3
 
 
 def test_refund_refused_once_a_lane_used_it_allowed_after_a_reversed_exit(
