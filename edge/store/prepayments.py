@@ -8,7 +8,13 @@ bundle's ``pay_grace_minutes`` nothing more is owed, after it only the extra tim
 the exit's own transaction, marks it used with a ``payment_received`` entry (method
 ``prepaid``). A reversed exit gives it back. Idempotent on the payment id.
 
-The table lives in the lane's file but outside the versioned store schema (created here,
+Central revokes a refunded prepayment (``prepaid_revoked``, ``revoke``): an unused one is
+deleted with a ``lane_event`` ``prepaid_revoked``, a used one stays (the car is gone) with a
+``lane_event`` ``prepaid_revoked_after_use``; either way its id is kept in
+``prepaid_revocations``, so a replayed ``prepaid`` message never brings it back and a
+replayed revocation changes nothing.
+
+The tables live in the lane's file but outside the versioned store schema (created here,
 ``IF NOT EXISTS``), so the prepayment feature needs no store migration step.
 """
 
