@@ -5,20 +5,25 @@ then charges the full fee; one that already let the car out is recorded as a con
 nothing is undone; forged, oversized, foreign, unknown or mismatched revocations are
 refused, counted and change nothing; replays neither resurrect nor re-revoke anything.
 
-The central half (refund through the API, the outbox, the reconnect snapshot, SQLite and
-PostgreSQL) is tests/sync/test_prepaid_revoke_central.py."""
+The central half on SQLite and PostgreSQL (refund through the API, the outbox, the
+reconnect snapshot, the desk's view) is in tests/central/test_refund.py; the last test here
+runs central's ingest worker on Mosquitto and on RabbitMQ."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
+from central.db.models import DownlinkOutbox
+from central.services import prepay, refunds
 from edge.lane.decide import Decider, LanePolicy
 from edge.lpr.source import PlateRead
 from edge.pricing import load_bundle
@@ -35,6 +40,7 @@ from tests.sync.conftest import (
     make_sync,
     wait_until,
 )
+from tests.sync.test_brokers import _central
 from tests.sync.test_downlink import Raw
 from tests.sync.test_prepaid import PAID_AT, T0, TZ, A, B, _exit_lane, prepaid
 
@@ -277,3 +283,68 @@ def test_replays_neither_resurrect_nor_re_revoke(tmp_path: Path, own_broker: Bro
         assert d.outcome == "exit_owed"
     finally:
         sync2.stop()
+
+
+@pytest.fixture(params=["mosquitto", "rabbitmq"])
+def either_broker(request: pytest.FixtureRequest) -> Any:
+    """The session's Mosquitto, then the session's RabbitMQ node (docs/brokers.md)."""
+    return request.getfixturevalue("broker" if request.param == "mosquitto" else "rabbitmq")
+
+
+def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_neither(
+        tmp_path: Path, either_broker: Any) -> None:
+    """parkedge-central's ingest worker on Mosquitto and on RabbitMQ's MQTT plugin (which
+    delivers no retained copy through ``prepaid/+``): a lane that held the payment and was
+    away during the refund drops it from its reconnect snapshot; a lane that connects
+    after the refund never holds the payment and refuses nothing."""
+    port = either_broker.port
+    central = _central(tmp_path, either_broker)
+    central.start()
+    pid = f"pay-{uuid.uuid4().hex[:12]}"  # the session's brokers outlive this test
+    x_store = make_store(tmp_path, "exit-1")
+    now = datetime.now(UTC)
+    x_store.record_entry(plate=A, entered_at=now - timedelta(hours=1), event_id="in-a",
+                         lane_id="entry-1")
+    x_sync = make_sync(x_store, port)
+    late_sync = None
+    try:
+        assert wait_until(central.connected.is_set)
+        x_sync.start()
+        assert wait_until(lambda: x_sync.downlink.applied["rules"] >= 1, 30)
+        with central.tx() as s:
+            prepay.prepay(s, SITE, payment_id=pid, amount=Decimal("30.00"), paid_at=None,
+                          now=datetime.now(UTC), key=CENTRAL_KEY, source="paystation-1",
+                          plate=A)
+        assert wait_until(lambda: x_sync.downlink.applied["prepaid"] == 1, 30), (
+            x_sync.downlink.applied, x_sync.downlink.rejected)
+        x_sync.stop()
+        with central.tx() as s:
+            refunds.refund(s, pid, actor="staff:ops", reason="driver asked",
+                           now=datetime.now(UTC), key=CENTRAL_KEY)
+        assert wait_until(lambda: _outbox_done(central), 30)
+        late = make_store(tmp_path, "lane-x")
+        late_sync = make_sync(late, port)
+        late_sync.start()
+        assert wait_until(lambda: late_sync.downlink.applied["prepaid_revoked_not_held"] >= 1,
+                          30), (late_sync.downlink.applied, late_sync.downlink.rejected)
+        assert store_prepaid.list_all(late) == [] and store_prepaid.revocations(late) == []
+        assert not late_sync.refusals.counts
+        x_sync2 = make_sync(x_store, port)
+        x_sync2.start()
+        try:
+            assert wait_until(lambda: x_sync2.downlink.applied["prepaid_revoked"] == 1, 30), (
+                x_sync2.downlink.applied, x_sync2.downlink.rejected)
+            assert store_prepaid.list_all(x_store) == []
+            assert [r["payment_id"] for r in store_prepaid.revocations(x_store)] == [pid]
+        finally:
+            x_sync2.stop()
+    finally:
+        x_sync.stop()
+        if late_sync is not None:
+            late_sync.stop()
+        central.stop()
+
+
+def _outbox_done(central: Any) -> bool:
+    with central.tx() as s:
+        return all(r.published_at is not None for r in s.scalars(select(DownlinkOutbox)))
