@@ -25,6 +25,10 @@ JOB_RUNS = Counter("central_job_runs", "Scheduled or manual job runs.", ["job"],
                    registry=REGISTRY)
 POINTS_EXPIRED = Counter("central_points_expired", "Points written off by the expiry job.",
                          registry=REGISTRY)
+PREPAID_REFUND_CONFLICTS = Gauge(
+    "central_prepaid_refund_conflicts", "Refunded prepayments a lane nonetheless let a car "
+    "out on (refunded_at and used_by both set; refunded in the last 30 days), as last "
+    "counted (the clearing job, GET /api/prepayments?conflict=true).", registry=REGISTRY)
 PERK_COUPONS = Counter("central_perk_coupons_granted", "Monthly perk coupons granted.",
                        registry=REGISTRY)
 

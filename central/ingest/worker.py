@@ -45,6 +45,7 @@ from central.config import CentralConfig, SecretError
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
 from central.ingest import state
 from central.ingest.commit import CommitResult, Committer
+from central.services import refunds
 from central.services.campaign_publish import lock, site_bundle
 from edge.pricing import RuleBundle
 from edge.secret_files import secret_file_problem
@@ -626,6 +627,13 @@ class IngestWorker:
                 self.site, self.lane_keys, roster_serial, self.signing_key), qos=1)
             self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
                 bundle, serial, self.signing_key, self.site), qos=1)
+            # The revocations of refunded prepayments not yet expired: one published while
+            # the lane was away is not retained (central/services/refunds.py).
+            with self.central.tx() as s:
+                revoked = refunds.revocations(s, self.site, self.central.clock(),
+                                              self.signing_key)
+            for msg in revoked:
+                self._client.publish(topics.snapshot(self.site, lane), msg, qos=1)
         # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
         # one lane's query per request, not every lane's (a site of L lanes reconnecting
         # cost L² queries, docs/scale.md). Read before the states: see member_state.

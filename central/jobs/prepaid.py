@@ -1,6 +1,7 @@
 """The expired-prepayment clearing job: every few minutes, an empty retained publish for
 each prepayment past its ``expires_at`` (central/services/prepay.py ``clear_expired``), so
-the broker forgets it and a lane connecting later never sees it.
+the broker forgets it and a lane connecting later never sees it; and the gauge of refunded
+prepayments a lane used anyway (``central_prepaid_refund_conflicts``) is counted again.
 
 Safe on several workers at once: PostgreSQL hands each expired row to one worker
 (``FOR UPDATE SKIP LOCKED``) and ``cleared_at`` marks it done in the same transaction;
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from central import metrics
-from central.services import prepay
+from central.services import prepay, refunds
 
 if TYPE_CHECKING:
     from central.app import Central
@@ -34,6 +35,8 @@ def run_clear_prepaid(c: Central, now: datetime | None = None) -> int:
         total += n
         if n < BATCH:
             break
+    with c.tx() as s:  # the desk's gauge: refunded prepayments a lane used anyway
+        refunds.conflicts(s, now)
     metrics.JOB_RUNS.labels("clear_prepaid").inc()
     if total:
         log.info("job clear_prepaid: %d expired prepayments cleared", total)

@@ -8,7 +8,9 @@ signed ``prepaid`` message (docs/sync-protocol.md) into ``downlink_outbox`` in t
 transaction**: a payment is never recorded without its message to the lanes, nor the
 message sent for a payment that was rolled back. The message is retained per payment, so
 a lane offline when it was published learns it at its next connect; ``clear_expired``
-removes the retained copies of expired payments (an empty retained publish).
+removes the retained copies of expired payments (an empty retained publish). A refund
+(central/services/refunds.py) revokes the payment at the lanes with a signed
+``prepaid_revoked`` message and clears its retained copy.
 """
 
 from __future__ import annotations

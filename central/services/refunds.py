@@ -6,12 +6,27 @@ central through ingest, and not given back by a reversed exit's ``prepaid_return
 money paid for a stay that happened and the refund is refused (409): a wrong charge after
 the car left is a desk correction, not a refund.
 
-A refund clears the payment's retained ``prepaid`` message (an empty retained publish, in
-the same transaction), so a lane that connects later never learns it. A lane that already
-holds it and is cut off from central could still let the car out on it before it hears of
-the refund (the protocol has no revocation message yet): central then receives that lane's
-``payment_received`` for a refunded payment, and ``GET /api/prepayments/{id}`` shows both
-``refunded_at`` and ``used_by`` for the desk to settle.
+A refund revokes the payment at the lanes. In the refund's own transaction it queues in
+``downlink_outbox``, on the payment's topic ``prepaid/{id}``:
+
+1. the signed ``prepaid_revoked`` message (central's site key, as the ``prepaid`` message;
+   not retained), which every lane connected now gets after the payment itself (MQTT keeps
+   the order on one topic) and applies: an unused prepayment is dropped with a ledger entry,
+   a used one is recorded as a conflict (docs/sync-protocol.md);
+2. an empty retained publish, clearing the payment's retained copy: a lane that connects
+   later never learns the payment, so it never needs the revocation.
+
+A lane that held the payment but was offline (or cut off from central) when the revocation
+went out gets it in central's answer to its reconnect snapshot request, which lists the
+revocation of every refunded prepayment not yet expired (``revocations``; re-signed from the
+row, byte for byte the same: Ed25519 is deterministic). Retained copies are never relied
+on: RabbitMQ's MQTT plugin delivers none through the lanes' ``prepaid/+`` filter.
+
+What is left: a lane cut off from central that lets the car out on the payment before the
+revocation reaches it. Central then has both ``refunded_at`` and the lane's use
+(``used_by``, and the lane's ``prepaid_revoked_after_use`` entry once it hears of the
+refund): ``conflicts`` lists them for the desk, ``GET /api/prepayments?conflict=true``
+shows them and the gauge ``central_prepaid_refund_conflicts`` counts them.
 """
 
 from __future__ import annotations
@@ -21,18 +36,27 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from central import metrics
 from central.db.models import DownlinkOutbox, LaneEntry, Prepayment
 from central.services.errors import Invalid, NotFound, Refused
 from edge.store.codec import ts
+from edge.sync import codec
 
 #: A lane uses a prepayment at an exit between its ``paid_at`` (less the lanes' clock skew)
 #: and its ``expires_at``; a reversed exit gives it back later. The margins bound the scan
 #: of ``lane_entries`` (by its ``at`` index) without missing either.
 BEFORE = timedelta(days=1)
 AFTER = timedelta(days=7)
+#: How far back ``conflicts`` looks (by ``refunded_at``): a lane's use reaches central
+#: within the prepayment's life plus the lane's outage.
+CONFLICT_WINDOW = timedelta(days=30)
+#: At most this many revocations in one reconnect answer (refunds of prepayments that
+#: have not expired: a day's refunds, far fewer).
+MAX_REVOCATIONS = 1000
 
 
 def lane_uses(s: Session, payments: Sequence[Prepayment]) -> dict[str, list[dict[str, Any]]]:
@@ -87,7 +111,14 @@ def get(s: Session, payment_id: str) -> dict[str, Any]:
 
 
 def listing(s: Session, *, plate: str | None = None, member_id: str | None = None,
-            refunded: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
+            refunded: bool | None = None, limit: int = 100, conflict: bool = False,
+            now: datetime | None = None) -> list[dict[str, Any]]:
+    if conflict:
+        if now is None:
+            raise ValueError("now: required with conflict")
+        return [p for p in conflicts(s, now)
+                if (plate is None or p["plate"] == plate)
+                and (member_id is None or p["member_id"] == member_id)][:limit]
     q = select(Prepayment).order_by(Prepayment.paid_at.desc(), Prepayment.payment_id)
     if plate is not None:
         q = q.where(Prepayment.plate == plate)
@@ -101,10 +132,43 @@ def listing(s: Session, *, plate: str | None = None, member_id: str | None = Non
     return [prepayment_json(p, uses[p.payment_id]) for p in rows]
 
 
-def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetime
-           ) -> tuple[dict[str, Any], bool]:
+def revocation(p: Prepayment, key: Ed25519PrivateKey) -> bytes:
+    """The signed ``prepaid_revoked`` message of a refunded prepayment."""
+    assert p.refunded_at is not None
+    return codec.encode_prepaid_revoked(codec.PrepaidRevoked(
+        p.payment_id, p.plate, p.amount, p.paid_at, p.expires_at, p.refunded_at),
+        p.site_id, key)
+
+
+def revocations(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
+                limit: int = MAX_REVOCATIONS) -> list[bytes]:
+    """The revocation of every refunded prepayment of ``site`` not yet expired (newest
+    refunds first): what a reconnecting lane gets in its snapshot answer."""
+    rows = s.scalars(select(Prepayment).where(
+        Prepayment.site_id == site, Prepayment.refunded_at.is_not(None),
+        Prepayment.expires_at > now).order_by(Prepayment.refunded_at.desc(),
+                                              Prepayment.payment_id).limit(limit))
+    return [revocation(p, key) for p in rows]
+
+
+def conflicts(s: Session, now: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+    """Refunded prepayments a lane nonetheless let a car out on (refunded within
+    ``CONFLICT_WINDOW``): for the desk to settle. Sets the gauge
+    ``central_prepaid_refund_conflicts``."""
+    rows = list(s.scalars(select(Prepayment).where(
+        Prepayment.refunded_at.is_not(None), Prepayment.refunded_at >= now - CONFLICT_WINDOW)
+        .order_by(Prepayment.refunded_at.desc(), Prepayment.payment_id)))
+    uses = lane_uses(s, rows)
+    out = [prepayment_json(p, uses[p.payment_id]) for p in rows if uses[p.payment_id]]
+    metrics.PREPAID_REFUND_CONFLICTS.set(len(out))
+    return out[:limit]
+
+
+def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetime,
+           key: Ed25519PrivateKey) -> tuple[dict[str, Any], bool]:
     """Refund under the payment's row lock; returns (the payment, whether this call did it:
-    a second refund of the same payment changes nothing and answers the first)."""
+    a second refund of the same payment changes nothing and answers the first). Queues the
+    signed revocation, then the clearing of the retained copy, in the same transaction."""
     if not 1 <= len(reason) <= 200:
         raise Invalid("reason", "1..200 characters")
     p = s.get(Prepayment, payment_id, with_for_update=True)
@@ -119,6 +183,10 @@ def refund(s: Session, payment_id: str, *, actor: str, reason: str, now: datetim
                                     f"{u['lane_id']} at {u['at']} (the car left): not "
                                     "refundable; correct it at the desk")
     p.refunded_at, p.refunded_by, p.refund_reason = now, actor, reason
+    s.execute(insert(DownlinkOutbox).values(
+        site_id=p.site_id, topic=f"prepaid/{payment_id}",
+        payload=revocation(p, key).decode("utf-8"), retain=False, created_at=now,
+        published_at=None))
     s.execute(insert(DownlinkOutbox).values(
         site_id=p.site_id, topic=f"prepaid/{payment_id}", payload="", retain=True,
         created_at=now, published_at=None))

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from central.services import audit, refunds
+from central.web.prepay import _signing_key
 from central.web.schemas import Request as Body
 from central.web.security import DB, PointsAdjust, Reader, central_of
 
@@ -54,13 +55,16 @@ class RefundRequest(Body):
 
 @router.get("", response_model=list[PrepaymentOut])
 def list_prepayments(
-        _who: Reader, s: DB,
+        _who: Reader, s: DB, request: Request,
         plate: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
         member_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         refunded: bool | None = None,
+        conflict: Annotated[bool, Query(description=(
+            "only refunded prepayments a lane nonetheless used (the revocation reached it "
+            "too late): for the desk to settle"))] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     return refunds.listing(s, plate=plate, member_id=member_id, refunded=refunded,
-                           limit=limit)
+                           limit=limit, conflict=conflict, now=central_of(request).clock())
 
 
 @router.get("/{payment_id}", response_model=PrepaymentOut)
@@ -69,12 +73,15 @@ def get_prepayment(payment_id: PaymentId, _who: Reader, s: DB) -> Any:
 
 
 @router.post("/{payment_id}/refund", response_model=RefundOut,
-             responses={409: {"description": "a lane has used it: the car left"}})
+             responses={409: {"description": "a lane has used it: the car left"},
+                        503: {"description": "no site signing key: no revocation possible"}})
 def refund(payment_id: PaymentId, body: RefundRequest, request: Request, who: PointsAdjust,
            s: DB) -> Any:
     now = central_of(request).clock()
+    key = _signing_key(request)  # the revocation is signed as the prepayment was
     before = refunds.get(s, payment_id)
-    out, done = refunds.refund(s, payment_id, actor=who.actor, reason=body.reason, now=now)
+    out, done = refunds.refund(s, payment_id, actor=who.actor, reason=body.reason, now=now,
+                               key=key)
     if done:
         audit.record(s, actor=who.actor, action="prepayment.refund",
                      target=f"prepayment:{payment_id}", at=now,

@@ -8,7 +8,13 @@ bundle's ``pay_grace_minutes`` nothing more is owed, after it only the extra tim
 the exit's own transaction, marks it used with a ``payment_received`` entry (method
 ``prepaid``). A reversed exit gives it back. Idempotent on the payment id.
 
-The table lives in the lane's file but outside the versioned store schema (created here,
+Central revokes a refunded prepayment (``prepaid_revoked``, ``revoke``): an unused one is
+deleted with a ``lane_event`` ``prepaid_revoked``, a used one stays (the car is gone) with a
+``lane_event`` ``prepaid_revoked_after_use``; either way its id is kept in
+``prepaid_revocations``, so a replayed ``prepaid`` message never brings it back and a
+replayed revocation changes nothing.
+
+The tables live in the lane's file but outside the versioned store schema (created here,
 ``IF NOT EXISTS``), so the prepayment feature needs no store migration step.
 """
 
@@ -47,6 +53,16 @@ DDL = (
         used_at TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS ix_prepayments_plate ON prepayments (plate, used_session)",
+    # One row per payment central revoked (refunded) that this lane held: the id stays
+    # here after the prepayment's row is gone, so a replayed ``prepaid`` message cannot
+    # bring it back and a replayed revocation changes nothing (``outcome``: ``revoked``
+    # = dropped unused, ``used`` = it had already let the car out: a conflict for the desk).
+    """CREATE TABLE IF NOT EXISTS prepaid_revocations (
+        payment_id TEXT PRIMARY KEY,
+        revoked_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    )""",
 )
 
 
@@ -72,6 +88,11 @@ def _exists(c: Db) -> bool:
                      "name = 'prepayments'").fetchone() is not None
 
 
+def _revocations_exist(c: Db) -> bool:
+    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                     "name = 'prepaid_revocations'").fetchone() is not None
+
+
 def _same(row: tuple[object, ...], p: Prepayment) -> bool:
     return (row[0] == p.plate and Decimal(str(row[1])) == p.amount
             and row[2] == ts(p.paid_at) and row[3] == ts(p.expires_at)
@@ -89,6 +110,10 @@ def receive(store: Store, p: Prepayment, at: datetime) -> bool:
     with store._tx() as tx:
         c = tx.conn
         ensure(c)
+        if c.execute("SELECT 1 FROM prepaid_revocations WHERE payment_id = :i",
+                     {"i": p.payment_id}).fetchone() is not None:
+            raise StoreError(f"revoked: prepayment {p.payment_id!r} was revoked by central "
+                             "(refunded): not taken again")
         old = c.execute("SELECT plate, amount, paid_at, expires_at, entry_event_id FROM "
                         "prepayments WHERE payment_id = :i", {"i": p.payment_id}).fetchone()
         if old is not None:
@@ -112,6 +137,74 @@ def receive(store: Store, p: Prepayment, at: datetime) -> bool:
                           "expires_at": p.expires_at.isoformat(),
                           "entry_event_id": p.entry_event_id, "source": p.source}})
         return True
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Central's revocation of a prepayment, as the lane checks it against its own row."""
+
+    payment_id: str
+    plate: str
+    amount: Decimal
+    paid_at: datetime
+    revoked_at: datetime
+
+
+#: What ``revoke`` did: ``revoked`` (dropped, unused), ``used`` (it had let the car out:
+#: recorded as a conflict, nothing undone), ``dup`` (already revoked here: a replay),
+#: ``unknown`` (this lane never held it), ``mismatch`` (the lane holds another payment under
+#: that id: nothing done).
+REVOKE_OUTCOMES = ("revoked", "used", "dup", "unknown", "mismatch")
+
+
+def revoke(store: Store, r: Revocation, at: datetime) -> str:
+    """Apply central's revocation of a prepayment in ONE transaction, and say what it did
+    (``REVOKE_OUTCOMES``).
+
+    Unused: its row is deleted, its id kept in ``prepaid_revocations`` and a ``lane_event``
+    ``prepaid_revoked`` written (it reaches central in the next batch); the next exit of the
+    stay prices without it. Already used by an exit (the car is gone): nothing is undone, the
+    id is kept and a ``lane_event`` ``prepaid_revoked_after_use`` records the conflict for
+    central's desk. Unknown, another content under the id, or already revoked: nothing is
+    written at all."""
+    checks.nonempty(r.payment_id, "payment_id")
+    with store._tx() as tx:
+        c = tx.conn
+        ensure(c)
+        if c.execute("SELECT 1 FROM prepaid_revocations WHERE payment_id = :i",
+                     {"i": r.payment_id}).fetchone() is not None:
+            return "dup"
+        row = c.execute("SELECT plate, amount, paid_at, expires_at, member_id, used_session, "
+                        "used_at FROM prepayments WHERE payment_id = :i",
+                        {"i": r.payment_id}).fetchone()
+        if row is None:
+            return "unknown"
+        plate, amount, paid_at, expires_at, member_id, used_session, used_at = row
+        if (plate != r.plate or Decimal(str(amount)) != r.amount
+                or paid_at != ts(r.paid_at)):
+            return "mismatch"
+        outcome = "revoked" if used_session is None else "used"
+        c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, received_at, "
+                  "outcome) VALUES (:i, :v, :r, :o)",
+                  {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at), "o": outcome})
+        detail: dict[str, object] = {
+            "payment_id": r.payment_id, "amount": Decimal(str(amount)),
+            "paid_at": parse_ts(paid_at).isoformat(),
+            "expires_at": parse_ts(expires_at).isoformat(),
+            "revoked_at": r.revoked_at.isoformat()}
+        if used_session is None:
+            c.execute("DELETE FROM prepayments WHERE payment_id = :i", {"i": r.payment_id})
+            sid = c.execute("SELECT session_id FROM sessions WHERE plate = :p AND "
+                            "status = 'open'", {"p": plate}).fetchone()
+            tx.append(EntryKind.LANE_EVENT, at, plate=plate, member_id=member_id,
+                      session_id=sid[0] if sid else None,
+                      payload={"event": "prepaid_revoked", "detail": detail})
+        else:
+            detail.update(used_session=used_session, used_at=used_at)
+            tx.append(EntryKind.LANE_EVENT, at, plate=plate, member_id=member_id,
+                      session_id=used_session,
+                      payload={"event": "prepaid_revoked_after_use", "detail": detail})
+        return outcome
 
 
 def for_exit(c: Db, session: Session, exited_at: datetime) -> tuple[Prepayment, ...]:
@@ -164,15 +257,33 @@ def release(tx: Tx, session_id: str, plate: str, member_id: str | None, at: date
         return []
     rows = c.execute("SELECT payment_id, amount FROM prepayments WHERE used_session = :s",
                      {"s": session_id}).fetchall()
+    revoked = {r[0] for r in c.execute(
+        "SELECT payment_id FROM prepaid_revocations WHERE payment_id IN "
+        "(SELECT payment_id FROM prepayments WHERE used_session = :s)", {"s": session_id})
+    } if rows and _revocations_exist(c) else set()
     out = []
     for pid, amount in rows:
-        c.execute("UPDATE prepayments SET used_session = NULL, used_at = NULL "
-                  "WHERE payment_id = :i", {"i": pid})
+        if pid in revoked:  # refunded since: given back, it is gone rather than usable
+            c.execute("DELETE FROM prepayments WHERE payment_id = :i", {"i": pid})
+        else:
+            c.execute("UPDATE prepayments SET used_session = NULL, used_at = NULL "
+                      "WHERE payment_id = :i", {"i": pid})
         out.append(tx.append(EntryKind.CORRECTION, at, session_id=session_id,
                              member_id=member_id, plate=plate, payload={
                                  "action": "prepaid_returned", "payment_id": pid,
                                  "amount": amount, "reason": reason}))
     return out
+
+
+def revocations(store: Store) -> list[dict[str, object]]:
+    """Every revocation this lane applied (payment id, when, outcome)."""
+    with store._read() as c:
+        if not _revocations_exist(c):
+            return []
+        cols = ("payment_id", "revoked_at", "received_at", "outcome")
+        rows = c.execute(f"SELECT {', '.join(cols)} FROM prepaid_revocations "
+                         "ORDER BY received_at, payment_id")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
 def list_all(store: Store) -> list[dict[str, object]]:

@@ -835,6 +835,10 @@ def parse_prepaid(raw: bytes, site: str, public_key: Ed25519PublicKey | None) ->
     clock checks (paid in the future, expired) are the caller's: the codec reads no clock."""
     d = _obj(raw, PREPAID_MAX_BYTES)
     _typed(d, "prepaid")
+    return _prepaid(d, site, public_key)
+
+
+def _prepaid(d: Mapping[str, Any], site: str, public_key: Ed25519PublicKey | None) -> Prepaid:
     verify_ed25519(d, public_key, f"prepaid {str(d.get('payment_id'))[:64]!r}")
     _site(d, site, "prepayment")
     text = _str(d, "amount", max_len=24)
@@ -856,3 +860,79 @@ def parse_prepaid(raw: bytes, site: str, public_key: Ed25519PublicKey | None) ->
         raise SyncMessageError("schema", "source: expected null or <= 64 printable characters")
     return Prepaid(_id(d, "payment_id"), _plate(d, "plate"), amount, paid_at, expires_at,
                    _id(d, "member_id", opt=True), _id(d, "entry_event_id", opt=True), source)
+
+
+# ---------------------------------------------------------------- revocations (down)
+@dataclass(frozen=True)
+class PrepaidRevoked:
+    """Central refunded a prepayment not yet used at central's knowledge: the lanes must
+    drop it. It names the payment exactly as the ``prepaid`` message did (id, plate, amount,
+    paid at, expiry), so a lane removes only the payment it holds, never one with another
+    content under the same id."""
+
+    payment_id: str
+    plate: str
+    amount: Decimal
+    paid_at: datetime
+    expires_at: datetime
+    revoked_at: datetime
+
+
+def prepaid_revoked_to_wire(r: PrepaidRevoked, site: str) -> dict[str, Any]:
+    return {"v": VERSION, "type": "prepaid_revoked", "site": site,
+            "payment_id": r.payment_id, "plate": r.plate, "amount": r.amount,
+            "paid_at": r.paid_at, "expires_at": r.expires_at, "revoked_at": r.revoked_at}
+
+
+def encode_prepaid_revoked(r: PrepaidRevoked, site: str, key: Ed25519PrivateKey) -> bytes:
+    """Central side: the signed revocation (same key and canonical form as ``prepaid``).
+    Ed25519 is deterministic: the same revocation encodes to the same bytes every time, so
+    central re-sends it (reconnect snapshots) without storing it."""
+    return canonical(sign_ed25519(prepaid_revoked_to_wire(r, site), key))
+
+
+def _revoked(d: Mapping[str, Any], site: str,
+             public_key: Ed25519PublicKey | None) -> PrepaidRevoked:
+    verify_ed25519(d, public_key, f"prepaid_revoked {str(d.get('payment_id'))[:64]!r}")
+    _site(d, site, "prepayment revocation")
+    text = _str(d, "amount", max_len=24)
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise SyncMessageError("schema", f"amount: {text!r} is not a decimal") from None
+    if (not amount.is_finite() or not 0 <= amount <= MAX_PREPAID_AMOUNT
+            or amount != amount.quantize(Decimal("0.01"))):
+        raise SyncMessageError("schema", f"amount: {text!r} must be 0..{MAX_PREPAID_AMOUNT} "
+                                         "with at most 2 decimals")
+    paid_at, expires_at = _when(d, "paid_at"), _when(d, "expires_at")
+    if not 0 < (expires_at - paid_at).total_seconds() <= MAX_PREPAID_TTL_S:
+        raise SyncMessageError("schema", "expires_at: must be after paid_at, by at most "
+                                         f"{MAX_PREPAID_TTL_S // 86400} days")
+    revoked_at = _when(d, "revoked_at")
+    if revoked_at < paid_at:
+        raise SyncMessageError("schema", "revoked_at: before paid_at")
+    return PrepaidRevoked(_id(d, "payment_id"), _plate(d, "plate"), amount, paid_at,
+                          expires_at, revoked_at)
+
+
+def parse_prepaid_revoked(raw: bytes, site: str,
+                          public_key: Ed25519PublicKey | None) -> PrepaidRevoked:
+    """Authenticate and range-check a revocation: at most ``PREPAID_MAX_BYTES``
+    (``too_large``), central's signature (``unsigned`` / ``bad_signature``), this site
+    (``wrong_site``), the fields (``schema``). Whether the lane holds that payment is the
+    caller's check."""
+    d = _obj(raw, PREPAID_MAX_BYTES)
+    _typed(d, "prepaid_revoked")
+    return _revoked(d, site, public_key)
+
+
+def parse_prepaid_topic(raw: bytes, site: str, public_key: Ed25519PublicKey | None
+                        ) -> Prepaid | PrepaidRevoked:
+    """What comes on a ``prepaid/{payment}`` topic: a ``prepaid`` or a ``prepaid_revoked``
+    message (the revocation goes on the payment's own topic, so MQTT's per-topic order
+    delivers it after the payment it revokes)."""
+    d = _obj(raw, PREPAID_MAX_BYTES)
+    if d.get("v") == VERSION and d.get("type") == "prepaid_revoked":
+        return _revoked(d, site, public_key)
+    _typed(d, "prepaid")
+    return _prepaid(d, site, public_key)

@@ -295,12 +295,15 @@ class Downlink:
     def _prepaid(self, topic: str, payload: bytes) -> None:
         """A payment made at central for a stay here: verified, range-checked, kept with a
         ledger entry (``edge.store.prepayments``), settled by the exit of that stay."""
-        if not payload:  # central cleared the retained copy of an expired prepayment
+        if not payload:  # central cleared the retained copy (expired or refunded)
             self.applied["prepaid_cleared"] += 1
             return
-        p = codec.parse_prepaid(payload, self.site, self.public_key)
+        p = codec.parse_prepaid_topic(payload, self.site, self.public_key)
         if topic != topics.prepaid(self.site, p.payment_id):
             raise SyncMessageError("schema", f"prepayment {p.payment_id!r} on {topic}")
+        if isinstance(p, codec.PrepaidRevoked):
+            self._revoked(p, from_snapshot=False)
+            return
         now = self._wall()
         if p.paid_at > now + MAX_CLOCK_SKEW:
             raise SyncMessageError("future", f"prepayment {p.payment_id!r} paid at "
@@ -313,8 +316,52 @@ class Downlink:
         except StoreError as exc:
             if str(exc).startswith("payment_id:"):
                 raise SyncMessageError("prepaid_conflict", str(exc)) from None
+            if str(exc).startswith("revoked:"):  # a replay of a payment central refunded
+                raise SyncMessageError("prepaid_revoked", str(exc)) from None
             raise
         self.applied["prepaid" if new else "prepaid_dup"] += 1
+
+    def revoked_answer(self, payload: bytes) -> None:
+        """A revocation in central's answer to this lane's reconnect snapshot request: the
+        revocations of every refunded prepayment not yet expired, because a lane offline
+        when one was published gets no copy from the broker (it is not retained: the
+        payment's retained copy is cleared instead, and RabbitMQ gives no retained copy
+        through a wildcard anyway; docs/brokers.md). A lane that never held the payment
+        skips it without a refusal: it never needed it. Never raises."""
+        try:
+            self._revoked(codec.parse_prepaid_revoked(payload, self.site, self.public_key),
+                          from_snapshot=True)
+        except SyncMessageError as exc:
+            self._reject(exc.reason, f"snapshot revocation: {exc.detail}")
+        except StoreError as exc:
+            self._reject("store_refused", f"snapshot revocation: {exc}")
+        except Exception as exc:  # the daemon outlives any message
+            log.exception("unexpected failure handling a snapshot revocation")
+            self._reject("internal", f"snapshot revocation: {exc!r}")
+
+    def _revoked(self, r: codec.PrepaidRevoked, *, from_snapshot: bool) -> None:
+        """Central refunded a prepayment: drop it unused, or record the conflict if an exit
+        here already let the car out on it (``edge.store.prepayments.revoke``)."""
+        now = self._wall()
+        if r.revoked_at > now + MAX_CLOCK_SKEW:
+            raise SyncMessageError("future", f"revocation of {r.payment_id!r} at "
+                                             f"{r.revoked_at.isoformat()}")
+        outcome = store_prepaid.revoke(self.store, store_prepaid.Revocation(
+            r.payment_id, r.plate, r.amount, r.paid_at, r.revoked_at), now)
+        if outcome == "unknown":
+            if from_snapshot:  # the reconnect list names every refund: not held here
+                self.applied["prepaid_revoked_not_held"] += 1
+                return
+            raise SyncMessageError("revoke_unknown", f"revocation of {r.payment_id!r}: "
+                                                     "no such prepayment here")
+        if outcome == "mismatch":
+            raise SyncMessageError("revoke_mismatch", f"revocation of {r.payment_id!r} "
+                                   "names another plate, amount or time than the one held")
+        if outcome == "used":
+            log.warning("prepayment %s was refunded at central after this lane let the car "
+                        "out on it: recorded for the desk", r.payment_id)
+        self.applied[{"revoked": "prepaid_revoked", "used": "prepaid_revoked_after_use",
+                      "dup": "prepaid_revoked_dup"}[outcome]] += 1
 
     # ---------------------------------------------------------------- rules
     def _rules(self, payload: bytes) -> None:

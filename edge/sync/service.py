@@ -30,6 +30,8 @@ from edge.sync.uplink import Uplink
 log = logging.getLogger(__name__)
 #: An online lane republishes its status at least this often even when nothing changed.
 STATUS_HEARTBEAT_S = 60.0
+#: Not a topic: where ``_answer_topic`` sends a ``prepaid_revoked`` from the snapshot topic.
+REVOKED_ANSWER = "\0prepaid_revoked"
 
 
 class LaneSync:
@@ -69,7 +71,10 @@ class LaneSync:
         #: Central's answer to a full snapshot request also carries the lane roster and the
         #: rule bundle (docs/sync-protocol.md): a broker may not deliver their retained
         #: copies (RabbitMQ 3.10: per node, none through a wildcard; docs/brokers.md).
-        self._answer_topics = {"lanes": topics.lanes(site), "rules": topics.rules(site)}
+        #: And the revocations of the refunded prepayments not yet expired: one a lane
+        #: offline when it was published must still hear of it.
+        self._answer_topics = {"lanes": topics.lanes(site), "rules": topics.rules(site),
+                               "prepaid_revoked": REVOKED_ANSWER}
         self.status_interval_s = status_interval_s
         #: Central counts as unreachable once it owes an ack this long, whatever the lane's
         #: own MQTT link says: a site broker keeps that up through a cut.
@@ -229,7 +234,11 @@ class LaneSync:
                     self.bad_acks += 1
                     self.refusals(exc.reason, f"{topic}: {exc.detail}")
             elif topic == self._snapshot_topic:
-                self.downlink.handle(self._answer_topic(payload), payload)
+                target = self._answer_topic(payload)
+                if target == REVOKED_ANSWER:
+                    self.downlink.revoked_answer(payload)
+                else:
+                    self.downlink.handle(target, payload)
             else:
                 self.downlink.handle(topic, payload)
         if acks:
