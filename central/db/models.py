@@ -485,3 +485,16 @@ class VisitGroupPeriod(Base):
     first: Mapped[str] = mapped_column(String(7), primary_key=True)
     last: Mapped[str] = mapped_column(String(7), primary_key=True)
     built_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LotExpiryHour(Base):
+    """Points outstanding in lots by the UTC hour they expire in (``hour`` = whole hours
+    since the epoch), kept by triggers on ``points_lots`` (migration 0009): every change of
+    a lot's ``remaining`` or ``expires_at`` adds a signed row, the rollup job merges each
+    hour's rows into one (services.rollup.compact_expiry). The overview sums the hours in
+    its window instead of scanning the lots; only its two partial hours read lots."""
+
+    __tablename__ = "lot_expiry_hours"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hour: Mapped[int] = mapped_column(BigInteger, index=True)
+    points: Mapped[int] = mapped_column(BigInteger)

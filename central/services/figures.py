@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from central.db.models import (
     FiguresDaily,
+    LotExpiryHour,
     Member,
     MemberDay,
     MemberMonth,
@@ -242,7 +243,7 @@ def overview_raw(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: 
     ever_issued = int(s.scalar(select(func.coalesce(func.sum(PointsEntry.points), 0)).where(
         PointsEntry.kind == "points_earned", PointsEntry.at < hi)) or 0)
     return _finish(s, months, Sums(issued, redeemed, expired, value, popular, popular_points),
-                   groups, ever_issued, cost_per_point, now)
+                   groups, ever_issued, cost_per_point, expiring_raw(s, now))
 
 
 # ------------------------------------------------------------------ shared by both readers
@@ -277,9 +278,48 @@ class Groups:
         return sum(g[0] for g in self.by.values())
 
 
+def expiring_raw(s: Session, now: datetime) -> dict[str, int]:
+    """Points in lots that expire within each of EXPIRING_DAYS of ``now`` (after ``now``,
+    at or before ``now`` + days), summed from the lots: the reference for ``expiring``."""
+    soon = [func.coalesce(func.sum(case((PointsLot.expires_at <= now + timedelta(days=d),
+                                         PointsLot.remaining), else_=0)), 0)
+            for d in EXPIRING_DAYS]
+    row = s.execute(select(*soon).where(
+        PointsLot.remaining > 0, PointsLot.expires_at > now,
+        PointsLot.expires_at <= now + timedelta(days=max(EXPIRING_DAYS)))).one()
+    return {str(d): int(v or 0) for d, v in zip(EXPIRING_DAYS, row, strict=True)}
+
+
+def expiring(s: Session, now: datetime) -> dict[str, int]:
+    """``expiring_raw`` from the expiry-hour rollup (``lot_expiry_hours``, kept by the
+    lots' triggers): the whole hours inside each window from the rollup, the two partial
+    hours at its ends (the hour of ``now``, the hour of ``now`` + days) from their lots. One
+    statement, so one snapshot on PostgreSQL: the rollup and the lots agree."""
+    h0 = rollup.expiry_hour(now)
+    ends = [now + timedelta(days=d) for d in EXPIRING_DAYS]
+    hd = [rollup.expiry_hour(e) for e in ends]
+    ex = LotExpiryHour
+
+    def lots(*cond: Any) -> Any:
+        return (select(func.coalesce(func.sum(PointsLot.remaining), 0))
+                .where(PointsLot.remaining > 0, *cond).scalar_subquery())
+
+    cols = [lots(PointsLot.expires_at > now,
+                 PointsLot.expires_at < rollup.hour_start(h0 + 1))]
+    for h, end in zip(hd, ends, strict=True):
+        cols.append(select(func.coalesce(func.sum(ex.points), 0))
+                    .where(ex.hour > h0, ex.hour < h).scalar_subquery())
+        cols.append(lots(PointsLot.expires_at >= rollup.hour_start(h),
+                         PointsLot.expires_at <= end))
+    row = [int(v or 0) for v in s.execute(select(*cols)).one()]
+    return {str(d): row[0] + row[1 + 2 * i] + row[2 + 2 * i]
+            for i, d in enumerate(EXPIRING_DAYS)}
+
+
 def _finish(s: Session, months: list[str], sums: Sums, groups: Groups, ever_issued: int,
-            cost_per_point: Decimal, now: datetime) -> dict[str, Any]:
-    """The page's figures from the period's sums plus what is read live (balances, lots)."""
+            cost_per_point: Decimal, soon: dict[str, int]) -> dict[str, Any]:
+    """The page's figures from the period's sums plus what is read live (balances) and the
+    points about to expire (``soon``: ``expiring`` or ``expiring_raw``)."""
     issued, redeemed, value = sums.issued, sums.redeemed, sums.value
     total_issued = sum(sum(v.values()) for v in issued.values())
     total_redeemed = sum(sum(v.values()) for v in redeemed.values())
@@ -293,14 +333,6 @@ def _finish(s: Session, months: list[str], sums: Sums, groups: Groups, ever_issu
         n, pts = groups.by.get(i, [0, 0])
         buckets.append({"visits": label, "members": n,
                         "avg_points": round(pts / n) if n else 0})
-    soon = [func.coalesce(func.sum(case((PointsLot.expires_at <= now + timedelta(days=d),
-                                         PointsLot.remaining), else_=0)), 0)
-            for d in EXPIRING_DAYS]
-    row = s.execute(select(*soon).where(
-        PointsLot.remaining > 0, PointsLot.expires_at > now,
-        PointsLot.expires_at <= now + timedelta(days=max(EXPIRING_DAYS)))).one()
-    expiring = {str(d): int(v or 0) for d, v in zip(EXPIRING_DAYS, row, strict=True)}
-
     def pct(a: int, b: int) -> str:
         return str((Decimal(100) * a / b).quantize(Decimal("0.1"))) if b else "0.0"
 
@@ -327,7 +359,7 @@ def _finish(s: Session, months: list[str], sums: Sums, groups: Groups, ever_issu
         "popular": [{"kind": k, "count": n, "points": sums.popular_points[k]}
                     for k, n in sums.popular.most_common()],
         "visits": buckets,
-        "expiring": expiring,
+        "expiring": soon,
     }
 
 
@@ -371,7 +403,7 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
     ever_issued += sum(v[0] for (d, kind, _k), v in tail.daily.items()
                        if kind == "points_earned" and d < hi_day)
     groups = _groups(s, months, tail, lo_day, hi_day, now)
-    return _finish(s, months, out, groups, ever_issued, cost_per_point, now)
+    return _finish(s, months, out, groups, ever_issued, cost_per_point, expiring(s, now))
 
 
 def _series(months: list[str], sums: dict[tuple[str, str, str], list[int]]) -> Sums:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from central.db.models import (
     FiguresDaily,
+    LotExpiryHour,
     Member,
     MemberDay,
     MemberMonth,
@@ -369,11 +370,59 @@ def period_groups(s: Session, first: str, last: str, now: datetime
     return {int(b): [int(n), int(p or 0)] for b, n, p in s.execute(text(grouped), args)}
 
 
+# ------------------------------------------------------------------ points by expiry hour
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def expiry_hour(t: datetime) -> int:
+    """Whole UTC hours since the epoch before ``t``: the hour ``lot_expiry_hours`` files a
+    lot under (the triggers' ``floor(epoch / 3600)``, migration 0009)."""
+    return (t - EPOCH) // HOUR
+
+
+def hour_start(hour: int) -> datetime:
+    return EPOCH + hour * HOUR
+
+
+_COMPACT_PG = text("""
+    WITH gone AS (
+      DELETE FROM lot_expiry_hours WHERE hour IN (
+        SELECT hour FROM lot_expiry_hours GROUP BY hour
+        HAVING count(*) > 1 OR sum(points) = 0)
+      RETURNING hour, points)
+    INSERT INTO lot_expiry_hours (hour, points)
+    SELECT hour, sum(points) FROM gone GROUP BY hour HAVING sum(points) <> 0""")
+
+
+def compact_expiry(s: Session) -> int:
+    """Merge each expiry hour's rows (one per lot change) into one, dropping hours that
+    sum to nothing; returns the rows left. The sums do not change: a row is deleted and its
+    points re-added by the same transaction, and a row some writer has not committed yet is
+    not seen, so it stays for the next run (PostgreSQL's DELETE skips the rows another
+    compaction deleted first)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(_COMPACT_PG)
+    else:  # one writer at a time on SQLite
+        merge = [(int(h), int(p)) for h, p in s.execute(text(
+            """SELECT hour, sum(points) FROM lot_expiry_hours GROUP BY hour
+               HAVING count(*) > 1 OR sum(points) = 0"""))]
+        if merge:
+            s.execute(text("DELETE FROM lot_expiry_hours WHERE hour = :h"),
+                      [{"h": h} for h, _p in merge])
+            rows = [{"h": h, "p": p} for h, p in merge if p != 0]
+            if rows:
+                s.execute(text("INSERT INTO lot_expiry_hours (hour, points) VALUES (:h, :p)"),
+                          rows)
+    return int(s.scalar(select(func.count()).select_from(LotExpiryHour)) or 0)
+
+
 def rollup_counts(s: Session) -> dict[str, int]:
     """Rows in each rollup table (for the job's log line and the bench)."""
     return {m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
             for m in (FiguresDaily, MemberDay, MemberMonth)}
 
 
-__all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "fold", "period_groups",
+__all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "compact_expiry", "expiry_hour",
+           "fold", "hour_start", "period_groups",
            "read_marks", "read_tail", "rollup_counts", "safe_id", "tail_size", "ypp_of"]

@@ -1,0 +1,102 @@
+"""points outstanding by expiry hour (``lot_expiry_hours``), kept by triggers on
+``points_lots`` in the same transaction as every change of a lot, and filled from the lots
+already there: the overview's points expiring in 30/60/90 days no longer scan the lots.
+
+PostgreSQL: statement-level triggers with transition tables (a bulk insert or update adds
+one row per hour it touches); SQLite: row triggers. Either way an hour's rows sum to the
+``remaining`` of its lots with ``remaining > 0``; the rollup job merges them.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0009'
+down_revision = '0008'
+branch_labels = None
+depends_on = None
+
+# a lot's contribution: its remaining points at its expiry hour, if any remain
+PG_HOUR = "floor(extract(epoch from {t}.expires_at) / 3600)::bigint"
+PG_LIVE = "{t}.remaining > 0 AND {t}.expires_at IS NOT NULL"
+PG_FUNCTIONS = {
+    "lot_expiry_ins": f"""
+        INSERT INTO lot_expiry_hours (hour, points)
+        SELECT {PG_HOUR.format(t='n')}, sum(n.remaining) FROM new_lots n
+        WHERE {PG_LIVE.format(t='n')} GROUP BY 1""",
+    "lot_expiry_del": f"""
+        INSERT INTO lot_expiry_hours (hour, points)
+        SELECT {PG_HOUR.format(t='o')}, -sum(o.remaining) FROM old_lots o
+        WHERE {PG_LIVE.format(t='o')} GROUP BY 1""",
+    "lot_expiry_upd": f"""
+        INSERT INTO lot_expiry_hours (hour, points)
+        SELECT h, sum(p) FROM (
+          SELECT {PG_HOUR.format(t='n')} AS h, n.remaining AS p FROM new_lots n
+          WHERE {PG_LIVE.format(t='n')}
+          UNION ALL
+          SELECT {PG_HOUR.format(t='o')}, -o.remaining FROM old_lots o
+          WHERE {PG_LIVE.format(t='o')}) d
+        GROUP BY h HAVING sum(p) <> 0""",
+}
+PG_TRIGGERS = (("lot_expiry_ins", "INSERT", "NEW TABLE AS new_lots"),
+               ("lot_expiry_del", "DELETE", "OLD TABLE AS old_lots"),
+               ("lot_expiry_upd", "UPDATE", "OLD TABLE AS old_lots NEW TABLE AS new_lots"))
+
+SQ_HOUR = "CAST(strftime('%s', {t}.expires_at) AS INTEGER) / 3600"
+SQ_LIVE = "{t}.remaining > 0 AND {t}.expires_at IS NOT NULL"
+SQ_TRIGGERS = {
+    "lot_expiry_ins": f"""AFTER INSERT ON points_lots WHEN {SQ_LIVE.format(t='NEW')} BEGIN
+        INSERT INTO lot_expiry_hours (hour, points)
+        VALUES ({SQ_HOUR.format(t='NEW')}, NEW.remaining); END""",
+    "lot_expiry_del": f"""AFTER DELETE ON points_lots WHEN {SQ_LIVE.format(t='OLD')} BEGIN
+        INSERT INTO lot_expiry_hours (hour, points)
+        VALUES ({SQ_HOUR.format(t='OLD')}, -OLD.remaining); END""",
+    "lot_expiry_upd": f"""AFTER UPDATE OF remaining, expires_at ON points_lots BEGIN
+        INSERT INTO lot_expiry_hours (hour, points)
+        SELECT {SQ_HOUR.format(t='OLD')}, -OLD.remaining WHERE {SQ_LIVE.format(t='OLD')};
+        INSERT INTO lot_expiry_hours (hour, points)
+        SELECT {SQ_HOUR.format(t='NEW')}, NEW.remaining WHERE {SQ_LIVE.format(t='NEW')};
+        END""",
+}
+
+
+def upgrade() -> None:
+    op.create_table('lot_expiry_hours',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
+              nullable=False),
+    sa.Column('hour', sa.BigInteger(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lot_expiry_hours'))
+    )
+    op.create_index(op.f('ix_lot_expiry_hours_hour'), 'lot_expiry_hours', ['hour'],
+                    unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        # no lot changes between the triggers' creation and the fill below: CREATE TRIGGER
+        # holds a lock that blocks writers to points_lots until this migration commits
+        for name, body in PG_FUNCTIONS.items():
+            op.execute(f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN {body}; RETURN NULL; END $$""")
+        for name, event, refs in PG_TRIGGERS:
+            op.execute(f"""CREATE TRIGGER {name} AFTER {event} ON points_lots
+                REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION {name}()""")
+        hour, live = PG_HOUR.format(t="l"), PG_LIVE.format(t="l")
+    else:
+        for name, body in SQ_TRIGGERS.items():
+            op.execute(f"CREATE TRIGGER {name} {body}")
+        hour, live = SQ_HOUR.format(t="l"), SQ_LIVE.format(t="l")
+    op.execute(f"""INSERT INTO lot_expiry_hours (hour, points)
+        SELECT {hour}, sum(l.remaining) FROM points_lots l WHERE {live} GROUP BY 1""")
+
+
+def downgrade() -> None:
+    pg = op.get_bind().dialect.name == "postgresql"
+    for name in ("lot_expiry_ins", "lot_expiry_del", "lot_expiry_upd"):
+        op.execute(f"DROP TRIGGER {name} ON points_lots" if pg else f"DROP TRIGGER {name}")
+        if pg:
+            op.execute(f"DROP FUNCTION {name}()")
+    op.drop_index(op.f('ix_lot_expiry_hours_hour'), table_name='lot_expiry_hours')
+    op.drop_table('lot_expiry_hours')
