@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -498,3 +499,27 @@ class LotExpiryHour(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     hour: Mapped[int] = mapped_column(BigInteger, index=True)
     points: Mapped[int] = mapped_column(BigInteger)
+
+
+class MemberSlot(Base):
+    """A small integer per member that has a ``member_months`` row: the index of the
+    member in ``month_packs`` (given by the fold, in order, never reused)."""
+
+    __tablename__ = "member_slots"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class MonthPack(Base):
+    """One site month of ``member_months`` packed for the overview's visit groups of a
+    period not grouped yet: the month's members as big-endian arrays sorted by slot
+    (``slots`` int32, ``visit_days`` int32, ``earned`` int64). Summing a period's packs
+    per slot is a few array additions, not a GROUP BY over every member-month; rebuilt by
+    the fold for every month it touches (services.rollup)."""
+
+    __tablename__ = "month_packs"
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[bytes] = mapped_column(LargeBinary)
+    visit_days: Mapped[bytes] = mapped_column(LargeBinary)
+    earned: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,16 +1,17 @@
-"""points outstanding by expiry hour (``lot_expiry_hours``), kept by triggers on
-``points_lots`` in the same transaction as every change of a lot, and filled from the lots
-already there: the overview's points expiring in 30/60/90 days no longer scan the lots.
+"""Two rollups for the overview.
 
-PostgreSQL: statement-level triggers with transition tables (a bulk insert or update adds
-one row per hour it touches); SQLite: row triggers. Either way an hour's rows sum to the
-``remaining`` of its lots with ``remaining > 0``; the rollup job merges them.
+Month packs for its visit groups (``member_slots``, ``month_packs``, built from
+``member_months``). Points outstanding by expiry hour (``lot_expiry_hours``), kept by
+triggers on ``points_lots`` in the same transaction as every change of a lot, and filled
+from the lots already there: the points expiring in 30/60/90 days no longer scan the lots.
 
 Revision ID: 0009
 Revises: 0008
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -64,7 +65,53 @@ SQ_TRIGGERS = {
 }
 
 
+def _packs() -> None:
+    """Slots for every member with a month, and every month's pack (the fold keeps them
+    from then on: services.rollup.refresh_packs)."""
+    op.create_table('member_slots',
+    sa.Column('member_id', sa.String(length=64), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('member_id', name=op.f('pk_member_slots')),
+    sa.UniqueConstraint('slot', name=op.f('uq_member_slots_slot'))
+    )
+    op.create_table('month_packs',
+    sa.Column('month', sa.String(length=7), nullable=False),
+    sa.Column('members', sa.Integer(), nullable=False),
+    sa.Column('slots', sa.LargeBinary(), nullable=False),
+    sa.Column('visit_days', sa.LargeBinary(), nullable=False),
+    sa.Column('earned', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('month', name=op.f('pk_month_packs'))
+    )
+    op.execute("""INSERT INTO member_slots (member_id, slot)
+        SELECT member_id, row_number() OVER (ORDER BY member_id)
+        FROM (SELECT DISTINCT member_id FROM member_months) t""")
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        op.execute("""INSERT INTO month_packs (month, members, slots, visit_days, earned)
+            SELECT mm.month, count(*), string_agg(int4send(x.slot), ''::bytea ORDER BY x.slot),
+                   string_agg(int4send(mm.visit_days::int), ''::bytea ORDER BY x.slot),
+                   string_agg(int8send(mm.earned), ''::bytea ORDER BY x.slot)
+            FROM member_months mm JOIN member_slots x ON x.member_id = mm.member_id
+            GROUP BY mm.month""")
+        return
+    import numpy as np  # SQLite, the small trial store: the same bytes built here
+
+    types: tuple[Any, ...] = (np.dtype(">i4"), np.dtype(">i4"), np.dtype(">i8"))
+    months = [m for (m,) in bind.execute(sa.text(
+        "SELECT DISTINCT month FROM member_months ORDER BY month"))]
+    for month in months:
+        rows = bind.execute(sa.text("""SELECT x.slot, mm.visit_days, mm.earned
+            FROM member_months mm JOIN member_slots x ON x.member_id = mm.member_id
+            WHERE mm.month = :m ORDER BY x.slot"""), {"m": month}).all()
+        a = np.array([tuple(r) for r in rows], dtype=np.int64).reshape(-1, 3)
+        packed = [a[:, i].astype(t).tobytes() for i, t in enumerate(types)]
+        bind.execute(sa.text("""INSERT INTO month_packs (month, members, slots, visit_days,
+            earned) VALUES (:m, :n, :s, :v, :e)"""),
+            {"m": month, "n": len(rows), "s": packed[0], "v": packed[1], "e": packed[2]})
+
+
 def upgrade() -> None:
+    _packs()
     op.create_table('lot_expiry_hours',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
               nullable=False),
@@ -100,3 +147,5 @@ def downgrade() -> None:
             op.execute(f"DROP FUNCTION {name}()")
     op.drop_index(op.f('ix_lot_expiry_hours_hour'), table_name='lot_expiry_hours')
     op.drop_table('lot_expiry_hours')
+    op.drop_table('month_packs')
+    op.drop_table('member_slots')
