@@ -523,3 +523,8 @@ class MonthPack(Base):
     slots: Mapped[bytes] = mapped_column(LargeBinary)
     visit_days: Mapped[bytes] = mapped_column(LargeBinary)
     earned: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# the overview's unfolded tail: the period's months of the few members it touched (the
+# primary key leads with the month: a range of it is every member's)
+Index("ix_member_months_member", MemberMonth.member_id, MemberMonth.month)

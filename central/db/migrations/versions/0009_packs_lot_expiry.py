@@ -1,9 +1,10 @@
 """Two rollups for the overview.
 
 Month packs for its visit groups (``member_slots``, ``month_packs``, built from
-``member_months``). Points outstanding by expiry hour (``lot_expiry_hours``), kept by
-triggers on ``points_lots`` in the same transaction as every change of a lot, and filled
-from the lots already there: the points expiring in 30/60/90 days no longer scan the lots.
+``member_months``), and ``member_months`` by member (the unfolded tail's members).
+Points outstanding by expiry hour (``lot_expiry_hours``), kept by triggers on
+``points_lots`` in the same transaction as every change of a lot, and filled from the lots
+already there: the points expiring in 30/60/90 days no longer scan the lots.
 
 Revision ID: 0009
 Revises: 0008
@@ -47,7 +48,9 @@ PG_TRIGGERS = (("lot_expiry_ins", "INSERT", "NEW TABLE AS new_lots"),
                ("lot_expiry_del", "DELETE", "OLD TABLE AS old_lots"),
                ("lot_expiry_upd", "UPDATE", "OLD TABLE AS old_lots NEW TABLE AS new_lots"))
 
-SQ_HOUR = "CAST(strftime('%s', {t}.expires_at) AS INTEGER) / 3600"
+# the whole seconds only: SQLite's date functions round to the millisecond (23:59:59.999999
+# would land in the next hour)
+SQ_HOUR = "CAST(strftime('%s', substr({t}.expires_at, 1, 19)) AS INTEGER) / 3600"
 SQ_LIVE = "{t}.remaining > 0 AND {t}.expires_at IS NOT NULL"
 SQ_TRIGGERS = {
     "lot_expiry_ins": f"""AFTER INSERT ON points_lots WHEN {SQ_LIVE.format(t='NEW')} BEGIN
@@ -112,6 +115,8 @@ def _packs() -> None:
 
 def upgrade() -> None:
     _packs()
+    op.create_index('ix_member_months_member', 'member_months', ['member_id', 'month'],
+                    unique=False)
     op.create_table('lot_expiry_hours',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
               nullable=False),
@@ -147,5 +152,6 @@ def downgrade() -> None:
             op.execute(f"DROP FUNCTION {name}()")
     op.drop_index(op.f('ix_lot_expiry_hours_hour'), table_name='lot_expiry_hours')
     op.drop_table('lot_expiry_hours')
+    op.drop_index('ix_member_months_member', table_name='member_months')
     op.drop_table('month_packs')
     op.drop_table('member_slots')
