@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, literal_column, select, text
+from sqlalchemy import String, bindparam, case, func, literal_column, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from central.db.models import (
@@ -435,10 +436,12 @@ def _series(months: list[str], sums: dict[tuple[str, str, str], list[int]]) -> S
     return out
 
 
-def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str,
-            hi_day: str, now: datetime) -> Groups:
+def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str, hi_day: str,
+            now: datetime) -> Groups:
     """Active members by visit bucket: the period's kept groups (rollup.period_groups),
-    then the tail's members moved to their new bucket."""
+    then the tail's members moved to their new bucket. On PostgreSQL the tail's members go
+    as one array parameter (``= ANY``), not a list of thousands of bound parameters that
+    SQLAlchemy and psycopg each rewrite (~50 ms for 1,000 members)."""
     mm = MemberMonth
     groups = Groups()
     for b, (n, pts) in rollup.period_groups(s, months[0], months[-1], now).items():
@@ -450,13 +453,21 @@ def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str,
     if not days:
         return groups
     who = sorted(days)
+    pg = s.get_bind().dialect.name == "postgresql"
+
+    def among(col: Any) -> Any:
+        if pg:
+            return col == func.any(bindparam("who", who, type_=ARRAY(String)))
+        return col.in_(who)
+
     before = {mid: (int(e), int(v)) for mid, e, v in s.execute(
         select(mm.member_id, func.sum(mm.earned), func.sum(mm.visit_days))
-        .where(mm.month >= months[0], mm.month <= months[-1], mm.member_id.in_(who))
+        .where(mm.month >= months[0], mm.month <= months[-1],
+               among(mm.member_id))
         .group_by(mm.member_id))}
     seen = {(mid, d) for mid, d in s.execute(
         select(MemberDay.member_id, MemberDay.day).where(
-            MemberDay.member_id.in_(who), MemberDay.visits > 0,
+            among(MemberDay.member_id), MemberDay.visits > 0,
             MemberDay.day >= lo_day, MemberDay.day < hi_day))}
     for mid in who:
         e, v = before.get(mid, (0, 0))

@@ -369,14 +369,27 @@ def refresh_packs(s: Session, months: set[str]) -> None:
             {"m": month, "n": len(rows), "s": packed[0], "v": packed[1], "e": packed[2]})
 
 
+def _pack_rows(s: Session, first: str, last: str) -> list[tuple[bytes, bytes, bytes]]:
+    """The period's packs. PostgreSQL sends them in its binary format, on the session's
+    own connection (its transaction, its snapshot): as text, bytea travels as hex, twice
+    the bytes and a decode (~100 ms instead of ~25 for a year of 80,000 members)."""
+    if s.get_bind().dialect.name == "postgresql":
+        raw = s.connection().connection.driver_connection
+        with raw.cursor(binary=True) as cur:  # type: ignore[union-attr]
+            cur.execute("""SELECT slots, visit_days, earned FROM month_packs
+                           WHERE month >= %s AND month <= %s""", (first, last))
+            return [(bytes(a), bytes(b), bytes(c)) for a, b, c in cur.fetchall()]
+    return [(bytes(a), bytes(b), bytes(c)) for a, b, c in s.execute(
+        select(MonthPack.slots, MonthPack.visit_days, MonthPack.earned)
+        .where(MonthPack.month >= first, MonthPack.month <= last))]
+
+
 def pack_groups(s: Session, first: str, last: str) -> dict[int, list[int]]:
     """Bucket -> [members, points] of the members with a ``member_months`` row in
     ``first``..``last``, by their visit days and points earned over the period: what the
     SQL GROUP BY of ``member_months`` gives, summed per slot over the months' packs."""
     packs = [tuple(np.frombuffer(b, t) for b, t in zip(row, PACK_TYPES, strict=True))
-             for row in s.execute(select(MonthPack.slots, MonthPack.visit_days,
-                                         MonthPack.earned)
-                                  .where(MonthPack.month >= first, MonthPack.month <= last))]
+             for row in _pack_rows(s, first, last)]
     packs = [p for p in packs if len(p[0])]
     if not packs:
         return {}
