@@ -4,22 +4,33 @@ Creates a fresh database on the local server (127.0.0.1:5432, user postgres), mi
 fills it in SQL (``generate_series``): ``--members`` members with a plate each and
 ``--entries`` points entries over the past year (parking accruals and exit spending, shop
 purchases with their lots, reward redemptions), then times, through the real ASGI app and a
-signed-in marketing session, the median of ``--runs`` renders of:
+signed-in marketing session, the median and p95 of ``--runs`` renders of:
 
 * ``overview_ms``: /overview for the last 6 months (every KPI and chart);
 * ``member_ms``: /members/{id} (balance, lots, coupons, 200 history lines);
-* ``members_search_ms``: /members?q=... by phone digits, by plate and by name (median of all).
+* ``members_search_ms``: /members?q=... by phone digits, by plate and by name (all of them).
+
+Each with ``_p95_ms`` (the tail over the repeats) and ``_sql_ms`` / ``_sql_p95_ms``: the
+time in the database driver (statement sent to rows fetched), much less sensitive to the
+machine's load than the wall clock; the rest is Python (routing, the session check,
+summing, Jinja). ``--slowest`` prints each page's slowest statements.
 
 After the fill the rollup job folds the year once (``fold_s``: the first fold, in SQL), as a
 freshly started central's first minute would. The ``*_first_ms`` keys are the first render
-of each page by a freshly started app (a new process would add its imports, not measured):
-nothing of the figures is cached in central — every render reads the rollups, the unfolded
-tail and the live balances and lots; what is warm after the first render is Jinja's compiled
+of each page by a freshly started app (a new process would add its imports, not measured);
+``overview_new_period_ms`` is the slowest first render of three periods not seen before
+(the kept visit groups are emptied first: the job rebuilds only the default period's, so
+each of these is grouped from the month packs by its render). Nothing of the figures is
+cached in central's memory: what is warm after the first render is Jinja's compiled
 templates, SQLAlchemy's statement cache, the connection pool and PostgreSQL's buffers.
 Then ``tail_rows`` new entries are written and not folded (``overview_tail_ms``: the
-overview reading them from the ledger beside the rollups).
+overview reading them from the ledger beside the rollups), and folded (``fold_tail_ms``).
 
-Goal: each < 300 ms. The database is dropped at the end unless ``--keep``.
+Goal: each < ``limit_ms`` (300); ``worst_ms`` / ``worst_to_limit`` are the slowest of all the
+render figures. Measured in the same run as yardsticks: ``trivial_page_ms`` (/login: the app
+and a template, no query) and ``select1_ms`` (a round trip). ``load_avg_1m`` at the start
+and the end (a shared 2-core box). The database is dropped at the end unless ``--keep``;
+``--reuse NAME`` runs on a kept one (migrated to head first, no fill; each run adds its tail).
 
     .venv/bin/python bench/central_pages.py --json
     .venv/bin/python bench/central_pages.py --members 10000 --entries 200000 --json   # quick
