@@ -23,7 +23,6 @@ from central.db.models import (
     LotExpiryHour,
     Member,
     MemberDay,
-    MemberMonth,
     PointsEntry,
     PointsLot,
     Purchase,
@@ -442,7 +441,6 @@ def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str, hi_da
     then the tail's members moved to their new bucket. On PostgreSQL the tail's members go
     as one array parameter (``= ANY``), not a list of thousands of bound parameters that
     SQLAlchemy and psycopg each rewrite (~50 ms for 1,000 members)."""
-    mm = MemberMonth
     groups = Groups()
     for b, (n, pts) in rollup.period_groups(s, months[0], months[-1], now).items():
         groups.by[b] = [n, pts]
@@ -460,15 +458,18 @@ def _groups(s: Session, months: list[str], tail: rollup.Tail, lo_day: str, hi_da
             return col == func.any(bindparam("who", who, type_=ARRAY(String)))
         return col.in_(who)
 
-    before = {mid: (int(e), int(v)) for mid, e, v in s.execute(
-        select(mm.member_id, func.sum(mm.earned), func.sum(mm.visit_days))
-        .where(mm.month >= months[0], mm.month <= months[-1],
-               among(mm.member_id))
-        .group_by(mm.member_id))}
-    seen = {(mid, d) for mid, d in s.execute(
-        select(MemberDay.member_id, MemberDay.day).where(
-            among(MemberDay.member_id), MemberDay.visits > 0,
-            MemberDay.day >= lo_day, MemberDay.day < hi_day))}
+    # their folded days in the period: the month sums (member_months = these days summed)
+    # and the days already counted as visits, in one read
+    before: dict[str, tuple[int, int]] = {}
+    seen: set[tuple[str, str]] = set()
+    for mid, d, e, v in s.execute(
+            select(MemberDay.member_id, MemberDay.day, MemberDay.earned, MemberDay.visits)
+            .where(among(MemberDay.member_id), MemberDay.day >= lo_day,
+                   MemberDay.day < hi_day)):
+        e0, v0 = before.get(mid, (0, 0))
+        before[mid] = (e0 + int(e), v0 + (1 if v > 0 else 0))
+        if v > 0:
+            seen.add((mid, d))
     for mid in who:
         e, v = before.get(mid, (0, 0))
         if mid in before:
