@@ -525,6 +525,6 @@ class MonthPack(Base):
     earned: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-# the overview's unfolded tail: the period's months of the few members it touched (the
-# primary key leads with the month: a range of it is every member's)
+# the fold's moves of the members it touched between the kept periods' visit groups: their
+# months (the primary key leads with the month: a range of it is every member's)
 Index("ix_member_months_member", MemberMonth.member_id, MemberMonth.month)

@@ -1,7 +1,7 @@
 """Two rollups for the overview.
 
 Month packs for its visit groups (``member_slots``, ``month_packs``, built from
-``member_months``), and ``member_months`` by member (the unfolded tail's members).
+``member_months``), and ``member_months`` by member (the fold's members' months).
 Points outstanding by expiry hour (``lot_expiry_hours``), kept by triggers on
 ``points_lots`` in the same transaction as every change of a lot, and filled from the lots
 already there: the points expiring in 30/60/90 days no longer scan the lots.
