@@ -501,6 +501,17 @@ class LotExpiryHour(Base):
     points: Mapped[int] = mapped_column(BigInteger)
 
 
+class MemberTotal(Base):
+    """Members and the points they hold (the sum of the positive balances), kept by
+    triggers on ``members`` (migration 0009) as signed rows that sum to the totals; the
+    rollup job merges them into one (services.rollup.compact_totals)."""
+
+    __tablename__ = "member_totals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    members: Mapped[int] = mapped_column(BigInteger)
+    outstanding: Mapped[int] = mapped_column(BigInteger)
+
+
 class MemberSlot(Base):
     """A small integer per member that has a ``member_months`` row: the index of the
     member in ``month_packs`` (given by the fold, in order, never reused)."""

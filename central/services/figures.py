@@ -242,8 +242,8 @@ def overview_raw(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: 
         groups.add(visits.get(mid, 0), e)
     ever_issued = int(s.scalar(select(func.coalesce(func.sum(PointsEntry.points), 0)).where(
         PointsEntry.kind == "points_earned", PointsEntry.at < hi)) or 0)
-    return _finish(s, months, Sums(issued, redeemed, expired, value, popular, popular_points),
-                   groups, ever_issued, cost_per_point, expiring_raw(s, now))
+    return _finish(months, Sums(issued, redeemed, expired, value, popular, popular_points),
+                   groups, ever_issued, cost_per_point, expiring_raw(s, now), totals_raw(s))
 
 
 # ------------------------------------------------------------------ shared by both readers
@@ -316,17 +316,25 @@ def expiring(s: Session, now: datetime) -> dict[str, int]:
             for i, d in enumerate(EXPIRING_DAYS)}
 
 
-def _finish(s: Session, months: list[str], sums: Sums, groups: Groups, ever_issued: int,
-            cost_per_point: Decimal, soon: dict[str, int]) -> dict[str, Any]:
-    """The page's figures from the period's sums plus what is read live (balances) and the
-    points about to expire (``soon``: ``expiring`` or ``expiring_raw``)."""
+def totals_raw(s: Session) -> tuple[int, int]:
+    """(members, points held in positive balances), from a scan of the members: the
+    reference for ``rollup.member_totals``."""
+    n, held = s.execute(select(
+        func.count(),
+        func.coalesce(func.sum(case((Member.balance > 0, Member.balance), else_=0)), 0))).one()
+    return int(n), int(held)
+
+
+def _finish(months: list[str], sums: Sums, groups: Groups, ever_issued: int,
+            cost_per_point: Decimal, soon: dict[str, int],
+            totals: tuple[int, int]) -> dict[str, Any]:
+    """The page's figures from the period's sums, the members and their balances now
+    (``totals``: ``rollup.member_totals`` or ``totals_raw``) and the points about to expire
+    (``soon``: ``expiring`` or ``expiring_raw``)."""
     issued, redeemed, value = sums.issued, sums.redeemed, sums.value
     total_issued = sum(sum(v.values()) for v in issued.values())
     total_redeemed = sum(sum(v.values()) for v in redeemed.values())
-    outstanding, members_total = s.execute(select(
-        func.coalesce(func.sum(case((Member.balance > 0, Member.balance), else_=0)), 0),
-        func.count())).one()
-    outstanding, members_total = int(outstanding), int(members_total)
+    members_total, outstanding = totals
     active = groups.active
     buckets = []
     for i, (_lo, _hi, label) in enumerate(VISIT_BUCKETS):
@@ -403,7 +411,8 @@ def overview(s: Session, rules: RuleBundle, cost_per_point: Decimal, first: str,
     ever_issued += sum(v[0] for (d, kind, _k), v in tail.daily.items()
                        if kind == "points_earned" and d < hi_day)
     groups = _groups(s, months, tail, lo_day, hi_day, now)
-    return _finish(s, months, out, groups, ever_issued, cost_per_point, expiring(s, now))
+    return _finish(months, out, groups, ever_issued, cost_per_point, expiring(s, now),
+                   rollup.member_totals(s))
 
 
 def _series(months: list[str], sums: dict[tuple[str, str, str], list[int]]) -> Sums:

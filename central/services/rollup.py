@@ -34,6 +34,7 @@ from central.db.models import (
     MemberDay,
     MemberMonth,
     MemberSlot,
+    MemberTotal,
     MonthPack,
     PointsEntry,
     PointsLot,
@@ -515,12 +516,41 @@ def compact_expiry(s: Session) -> int:
     return int(s.scalar(select(func.count()).select_from(LotExpiryHour)) or 0)
 
 
+_COMPACT_TOTALS_PG = text("""
+    WITH gone AS (DELETE FROM member_totals RETURNING members, outstanding)
+    INSERT INTO member_totals (members, outstanding)
+    SELECT coalesce(sum(members), 0), coalesce(sum(outstanding), 0) FROM gone
+    HAVING count(*) > 0""")
+
+
+def member_totals(s: Session) -> tuple[int, int]:
+    """(members, points held in positive balances) from ``member_totals``."""
+    n, held = s.execute(select(func.coalesce(func.sum(MemberTotal.members), 0),
+                               func.coalesce(func.sum(MemberTotal.outstanding), 0))).one()
+    return int(n), int(held)
+
+
+def compact_totals(s: Session) -> None:
+    """Merge ``member_totals``' rows into one, the way ``compact_expiry`` merges hours (a
+    row another transaction has not committed is not seen and stays)."""
+    if int(s.scalar(select(func.count()).select_from(MemberTotal)) or 0) <= 1:
+        return
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(_COMPACT_TOTALS_PG)
+        return
+    n, held = member_totals(s)
+    s.execute(text("DELETE FROM member_totals"))
+    s.execute(text("INSERT INTO member_totals (members, outstanding) VALUES (:n, :h)"),
+              {"n": n, "h": held})
+
+
 def rollup_counts(s: Session) -> dict[str, int]:
     """Rows in each rollup table (for the job's log line and the bench)."""
     return {m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
             for m in (FiguresDaily, MemberDay, MemberMonth)}
 
 
-__all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "compact_expiry", "expiry_hour",
-           "fold", "hour_start", "pack_groups", "period_groups", "read_marks", "read_tail",
-           "refresh_packs", "rollup_counts", "safe_id", "tail_size", "ypp_of"]
+__all__ = ["VISIT_BUCKETS", "Marks", "Tail", "bucket_of", "compact_expiry", "compact_totals",
+           "expiry_hour", "fold", "hour_start", "member_totals", "pack_groups",
+           "period_groups", "read_marks", "read_tail", "refresh_packs", "rollup_counts",
+           "safe_id", "tail_size", "ypp_of"]

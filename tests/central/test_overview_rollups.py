@@ -6,6 +6,8 @@
   scratch, before and after the job merges them; and the points expiring in 30/60/90 days
   read from it equal the scan of the lots at instants on, just before and just after the
   hour boundaries and the lots' own expiry instants.
+* ``member_totals`` (members and the points held, kept by triggers on the members): equal
+  to the scan of the members after every kind of balance change and the job's merge.
 * ``month_packs`` (the visit groups of a period not grouped yet): equal to the GROUP BY of
   ``member_months`` they replace, for every period, after the first fold and after a fold
   of new rows (a new member, a new visit day).
@@ -19,16 +21,30 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 
-from central.db.models import LotExpiryHour, MemberMonth, MonthPack, PointsLot
+from central.db.models import (
+    LotExpiryHour,
+    Member,
+    MemberMonth,
+    MemberTotal,
+    MonthPack,
+    PointsLot,
+)
 from central.jobs.rollup import run_rollup
 from central.services import members, points
-from central.services.figures import EXPIRING_DAYS, expiring, expiring_raw, month_range
+from central.services.figures import (
+    EXPIRING_DAYS,
+    expiring,
+    expiring_raw,
+    month_range,
+    totals_raw,
+)
 from central.services.rollup import (
     VISIT_BUCKETS,
     bucket_of,
     compact_expiry,
     expiry_hour,
     hour_start,
+    member_totals,
     pack_groups,
     period_groups,
 )
@@ -179,3 +195,41 @@ def test_month_packs_equal_the_grouping(central: Any) -> None:
         assert g and sum(n for n, _p in g.values()) > 10
         assert period_groups(s, "2025-12", "2026-03", c.now) == g  # now kept
         assert set(g) <= {-1, *range(len(VISIT_BUCKETS))}
+
+
+def check_totals(c: Any) -> None:
+    with c.tx() as s:
+        assert member_totals(s) == totals_raw(s)
+
+
+def test_member_totals_follow_every_balance(central: Any) -> None:
+    """Members and the points held in positive balances: the triggers' rows equal the scan
+    of the members after enrolments, accruals, spending, corrections, a debt (a negative
+    balance holds nothing), the expiry job, and the job's merge."""
+    c = central
+    c.now = at("2026-03-03 12:00")
+    check_totals(c)
+    seed(c, 8)
+    check_totals(c)
+    with c.tx() as s:
+        members.enrol(s, c.rules, member_id="N1", phone="13900000001", name="新会员",
+                      tier="gold", now=c.now, plates=("粤B77777",))
+        points.adjust(s, c.rules, "M002", -5, c.now, reason="typo", ref="c1")
+        points.adjust(s, c.rules, "N1", 30, c.now, reason="welcome", ref="c2")
+    check_totals(c)
+    with c.tx() as s:  # a balance pushed below zero and back (an exit paid on credit)
+        s.execute(update(Member).where(Member.member_id == "M003").values(balance=-40))
+    check_totals(c)
+    with c.tx() as s:
+        s.execute(update(Member).where(Member.member_id == "M003").values(balance=15))
+        assert points.expire_member(s, "M004", c.now + timedelta(days=800))
+    check_totals(c)
+    with c.tx() as s:
+        assert int(s.scalar(select(func.count()).select_from(MemberTotal)) or 0) > 1
+    run_rollup(c)
+    with c.tx() as s:
+        assert s.scalar(select(func.count()).select_from(MemberTotal)) == 1
+    check_totals(c)
+    with c.tx() as s:
+        n, held = member_totals(s)
+        assert n == 9 and held > 0

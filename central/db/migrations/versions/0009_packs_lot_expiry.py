@@ -4,7 +4,8 @@ Month packs for its visit groups (``member_slots``, ``month_packs``, built from
 ``member_months``), and ``member_months`` by member (the fold's members' months).
 Points outstanding by expiry hour (``lot_expiry_hours``), kept by triggers on
 ``points_lots`` in the same transaction as every change of a lot, and filled from the lots
-already there: the points expiring in 30/60/90 days no longer scan the lots.
+already there: the points expiring in 30/60/90 days no longer scan the lots. Members and
+their positive balances (``member_totals``), kept the same way by triggers on ``members``.
 
 Revision ID: 0009
 Revises: 0008
@@ -113,8 +114,68 @@ def _packs() -> None:
             {"m": month, "n": len(rows), "s": packed[0], "v": packed[1], "e": packed[2]})
 
 
+# members and their positive balances (the overview's outstanding points and members)
+PG_TOTALS = {
+    "member_totals_ins": """
+        INSERT INTO member_totals (members, outstanding)
+        SELECT count(*), coalesce(sum(greatest(n.balance, 0)), 0) FROM new_members n
+        HAVING count(*) > 0""",
+    "member_totals_del": """
+        INSERT INTO member_totals (members, outstanding)
+        SELECT -count(*), -coalesce(sum(greatest(o.balance, 0)), 0) FROM old_members o
+        HAVING count(*) > 0""",
+    "member_totals_upd": """
+        INSERT INTO member_totals (members, outstanding)
+        SELECT 0, d FROM (SELECT
+          (SELECT coalesce(sum(greatest(n.balance, 0)), 0) FROM new_members n)
+          - (SELECT coalesce(sum(greatest(o.balance, 0)), 0) FROM old_members o) AS d) t
+        WHERE d <> 0""",
+}
+PG_TOTALS_TRIGGERS = (
+    ("member_totals_ins", "INSERT", "NEW TABLE AS new_members"),
+    ("member_totals_del", "DELETE", "OLD TABLE AS old_members"),
+    ("member_totals_upd", "UPDATE", "OLD TABLE AS old_members NEW TABLE AS new_members"))
+SQ_TOTALS = {
+    "member_totals_ins": """AFTER INSERT ON members BEGIN
+        INSERT INTO member_totals (members, outstanding) VALUES (1, max(NEW.balance, 0));
+        END""",
+    "member_totals_del": """AFTER DELETE ON members BEGIN
+        INSERT INTO member_totals (members, outstanding) VALUES (-1, -max(OLD.balance, 0));
+        END""",
+    "member_totals_upd": """AFTER UPDATE OF balance ON members
+        WHEN max(NEW.balance, 0) <> max(OLD.balance, 0) BEGIN
+        INSERT INTO member_totals (members, outstanding)
+        VALUES (0, max(NEW.balance, 0) - max(OLD.balance, 0)); END""",
+}
+
+
+def _totals() -> None:
+    op.create_table('member_totals',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
+              nullable=False),
+    sa.Column('members', sa.BigInteger(), nullable=False),
+    sa.Column('outstanding', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_member_totals'))
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        for name, body in PG_TOTALS.items():
+            op.execute(f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN {body}; RETURN NULL; END $$""")
+        for name, event, refs in PG_TOTALS_TRIGGERS:
+            op.execute(f"""CREATE TRIGGER {name} AFTER {event} ON members
+                REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION {name}()""")
+        pos = "greatest(balance, 0)"
+    else:
+        for name, body in SQ_TOTALS.items():
+            op.execute(f"CREATE TRIGGER {name} {body}")
+        pos = "max(balance, 0)"
+    op.execute(f"""INSERT INTO member_totals (members, outstanding)
+        SELECT count(*), coalesce(sum({pos}), 0) FROM members""")
+
+
 def upgrade() -> None:
     _packs()
+    _totals()
     op.create_index('ix_member_months_member', 'member_months', ['member_id', 'month'],
                     unique=False)
     op.create_table('lot_expiry_hours',
@@ -146,6 +207,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
+    for name in PG_TOTALS:
+        op.execute(f"DROP TRIGGER {name} ON members" if pg else f"DROP TRIGGER {name}")
+        if pg:
+            op.execute(f"DROP FUNCTION {name}()")
+    op.drop_table('member_totals')
     for name in ("lot_expiry_ins", "lot_expiry_del", "lot_expiry_upd"):
         op.execute(f"DROP TRIGGER {name} ON points_lots" if pg else f"DROP TRIGGER {name}")
         if pg:
