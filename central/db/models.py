@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -485,3 +486,56 @@ class VisitGroupPeriod(Base):
     first: Mapped[str] = mapped_column(String(7), primary_key=True)
     last: Mapped[str] = mapped_column(String(7), primary_key=True)
     built_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LotExpiryHour(Base):
+    """Points outstanding in lots by the UTC hour they expire in (``hour`` = whole hours
+    since the epoch), kept by triggers on ``points_lots`` (migration 0009): every change of
+    a lot's ``remaining`` or ``expires_at`` adds a signed row, the rollup job merges each
+    hour's rows into one (services.rollup.compact_expiry). The overview sums the hours in
+    its window instead of scanning the lots; only its two partial hours read lots."""
+
+    __tablename__ = "lot_expiry_hours"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hour: Mapped[int] = mapped_column(BigInteger, index=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+
+
+class MemberTotal(Base):
+    """Members and the points they hold (the sum of the positive balances), kept by
+    triggers on ``members`` (migration 0009) as signed rows that sum to the totals; the
+    rollup job merges them into one (services.rollup.compact_totals)."""
+
+    __tablename__ = "member_totals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    members: Mapped[int] = mapped_column(BigInteger)
+    outstanding: Mapped[int] = mapped_column(BigInteger)
+
+
+class MemberSlot(Base):
+    """A small integer per member that has a ``member_months`` row: the index of the
+    member in ``month_packs`` (given by the fold, in order, never reused)."""
+
+    __tablename__ = "member_slots"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class MonthPack(Base):
+    """One site month of ``member_months`` packed for the overview's visit groups of a
+    period not grouped yet: the month's members as big-endian arrays sorted by slot
+    (``slots`` int32, ``visit_days`` int32, ``earned`` int64). Summing a period's packs
+    per slot is a few array additions, not a GROUP BY over every member-month; rebuilt by
+    the fold for every month it touches (services.rollup)."""
+
+    __tablename__ = "month_packs"
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[bytes] = mapped_column(LargeBinary)
+    visit_days: Mapped[bytes] = mapped_column(LargeBinary)
+    earned: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# the fold's moves of the members it touched between the kept periods' visit groups: their
+# months (the primary key leads with the month: a range of it is every member's)
+Index("ix_member_months_member", MemberMonth.member_id, MemberMonth.month)

@@ -37,6 +37,9 @@ def run_rollup(c: Central, now: datetime | None = None) -> rollup.Marks:
         done = rollup.fold(s, c.rules, upto, now)
         # the overview's default period: its visit groups ready before anyone asks
         rollup.period_groups(s, *default_period(c.rules.tz, now), now)
+        # the rows the lots' and members' triggers added: one per hour, one in all
+        rollup.compact_expiry(s)
+        rollup.compact_totals(s)
     if done != rollup.Marks():
         log.info("rollup: folded %d entries, %d purchases, %d redemptions", done.entries,
                  done.purchases, done.redemptions)
