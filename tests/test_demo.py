@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,17 @@ def test_the_demo_site_runs_end_to_end() -> None:
     # central: the CLI enrolment, the gold tier's coupons from the perks job, a POS sale
     assert "member M-2001 enrolled (silver)" in out
     assert "perks job for 2026-11 (bench month): granted 2 coupons" in out
-    # ¥300 dining, silver (¥50 a point) x1.5: 9 points, 18 on a weekend or holiday (today)
-    assert re.search(r"through POST /api/pos/purchases: (9|18) points", out), out[:3000]
+    # ¥300 dining, silver (¥50 a point): 6 x1.5 = 9 points, x2 on a weekend or holiday and
+    # x1.2 in the evening's night-shopping campaign (the sale is stamped with the real clock),
+    # rounded down: 9, 10, 18 or 21 as the rules that fired say
+    sale = re.search(r"through POST /api/pos/purchases: (\d+) points \(([^)]*)\)", out)
+    assert sale, out[:3000]
+    fired = set(sale.group(2).split(", "))
+    assert {"base:purchase", "dining_x1.5"} <= fired <= {
+        "base:purchase", "dining_x1.5", "weekend_holiday_x2", "night_shopping_x1.2"}, fired
+    mult = Decimal("1.5") * (2 if "weekend_holiday_x2" in fired else 1) \
+        * (Decimal("1.2") if "night_shopping_x1.2" in fired else 1)
+    assert int(sale.group(1)) == int(6 * mult), (sale.group(0), mult)
     assert "the till's retry answered 200, nothing more earned" in out
     # paid at central, out within the grace: nothing owed at the exit
     assert "prepaid exit OK: opened, nothing to pay" in out
