@@ -440,6 +440,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         plates = car_plates(a.warmup + a.n, a.seed)
         cars: list[dict[str, Any]] = []
         rss: list[float] = [rss_mb(clock.daemon_pid)[0]]  # ready, then after each car
+        rss_ready = rss[0]
         due = started = time.monotonic()
         for i, plate in enumerate(plates):
             due += rnd.expovariate(1 / a.gap)
@@ -524,6 +525,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # the whole daemon (PP-OCR, its text detector, the CRNN second opinion, the uplink):
         # its peak (VmHWM) and its resident set after each car (steady: their median)
         "daemon_rss_mb": {"peak": round(rss_peak, 1), "steady": round(pct(rss, 50), 1),
+                          "ready": round(rss_ready, 1),
                           "end": round(rss_now, 1), "goal": GOAL_RSS_MB,
                           "peak_ratio": round(rss_peak / GOAL_RSS_MB, 3)},
         "stages_ms": stage_summary([c["stages"] for c in opened if c.get("stages")]),

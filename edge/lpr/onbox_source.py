@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -37,6 +41,35 @@ from edge.lpr.source import PlateRead
 from edge.lpr.voting import FrameRead, Vote, vote
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def _libc() -> Any:
+    """glibc, for ``malloc_trim``; None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+# Allocations from this size up get pages of their own, returned to the system when freed.
+# glibc's default threshold rises to the largest block freed so far, after which a frame's
+# copies and the text detector's feature maps (tens of MB each time) come from the heap and
+# stay there: the lane daemon's RSS climbed car after car, 260 -> 436 MB (bench/lane_e2e.py,
+# daemon_rss_mb). Measured on the 川VLQWMU frames: peak 375 -> 236 MB, the same CPU.
+MMAP_THRESHOLD = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def limit_heap_growth() -> bool:
+    """Big allocations by mmap, from ``MMAP_THRESHOLD`` (process-wide; glibc only). True if
+    set. The lane daemon's other parts allocate little; its reads allocate in large blocks."""
+    if _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 # A read that is not sure yet stops before the timeout once its frames have no more to say:
 # after SETTLE x ``vote_frames`` frames that read a plate, the vote is the same plate as
@@ -107,6 +140,7 @@ class OnBoxPlateSource:
         # the plate CRNN's vote on each car's read (second_opinion.py); None: PP-OCR alone
         self._want_opinion = second_opinion
         self._opinion: SecondOpinion | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"lpr-{lane_id}")
 
     @property
     def health(self) -> Health:
@@ -114,16 +148,17 @@ class OnBoxPlateSource:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        limit_heap_growth()  # before the models and the first frame
         self._grabber.start()
         if self._recogniser is None:  # loading the model takes ~0.2 s: not on the event loop
-            self._recogniser = await asyncio.to_thread(Recogniser, self.grammar)
+            self._recogniser = await self._on_reader(Recogniser, self.grammar)
         if self._gate is not None:
             self._watch = self._loop.create_task(
                 self._watch_motion(), name=f"motion:{self.lane_id}"
             )
         if self._want_opinion and self._opinion is None:
             try:
-                self._opinion = await asyncio.to_thread(SecondOpinion, self.grammar)
+                self._opinion = await self._on_reader(SecondOpinion, self.grammar)
             except PlateRecError as exc:  # the lane reads on with PP-OCR alone
                 log.warning("lane %s: no second opinion on plates: %s", self.lane_id, exc)
 
@@ -134,6 +169,22 @@ class OnBoxPlateSource:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await asyncio.to_thread(self._grabber.stop)
+        self._reader.shutdown(wait=False)
+
+    async def _on_reader(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the source's own reading thread. One thread for every model
+        load, frame read and second opinion: their buffers stay in one malloc arena (the
+        default executor's threads each grew their own, and kept it: RSS), and a read never
+        waits for a slot behind other work of the executor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, functools.partial(fn, *args))
+
+    def _trim(self) -> None:
+        """Give the memory the car's read freed back to the system (glibc keeps freed heap
+        pages otherwise: frames, their copies, the models' scratch). After the read is
+        published, on the reading thread; ~1 ms."""
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
 
     def trigger(self) -> None:
         """Start a read unless one is already running (a second loop pulse is the same car)."""
@@ -172,6 +223,8 @@ class OnBoxPlateSource:
             log.exception("lane %s: plate read failed", self.lane_id)
         finally:
             busy.done_reading()
+        with contextlib.suppress(Exception):
+            await self._on_reader(self._trim)
 
     def _settled(self, history: list[Vote]) -> bool:
         """The votes so far (one per frame that read a plate) have stopped moving."""
@@ -217,7 +270,7 @@ class OnBoxPlateSource:
         result: Vote | None = None
         ended = "timeout"
         while (left := deadline - time.monotonic()) > 0:
-            frame, cands, cost = await asyncio.to_thread(self._next_read, after, min(left, 0.5))
+            frame, cands, cost = await self._on_reader(self._next_read, after, min(left, 0.5))
             if frame is None:
                 continue
             after = frame.seq
@@ -256,7 +309,7 @@ class OnBoxPlateSource:
             return
         if self._opinion is not None:  # ~1 ms: one small CRNN pass on the best crop
             t = time.monotonic()
-            result = await asyncio.to_thread(self._opinion.apply, result, best[0])
+            result = await self._on_reader(self._opinion.apply, result, best[0])
             trace["opinion_ms"] = _ms(time.monotonic() - t)
         certain = (
             result.frames >= self.vote_frames

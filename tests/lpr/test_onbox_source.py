@@ -12,7 +12,7 @@ from parkedge_sim.render import Scene
 
 from edge.barrier.interfaces import Health
 from edge.lpr.grammar import cn_grammar
-from edge.lpr.onbox_source import SETTLE, SETTLE_GAIN, OnBoxPlateSource
+from edge.lpr.onbox_source import SETTLE, SETTLE_GAIN, OnBoxPlateSource, limit_heap_growth
 from edge.lpr.pipeline import Recogniser
 from edge.lpr.source import PlateSource
 from edge.lpr.voting import Vote
@@ -185,3 +185,16 @@ def test_continuous_mode_reads_without_a_trigger_once_per_car(recogniser: Recogn
                 await src.stop()
 
     asyncio.run(run())
+
+
+def test_big_allocations_are_given_back_on_glibc() -> None:
+    """The lane daemon's reads allocate in blocks of MBs (frames, the detector's maps): with
+    glibc's threshold fixed they are mapped apart and unmapped when freed (the daemon's RSS
+    is measured by bench/lane_e2e.py, daemon_rss_mb)."""
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or "glibc" not in " ".join(platform.libc_ver()):
+        pytest.skip("glibc only")
+    assert ctypes.util.find_library("c")
+    assert limit_heap_growth()
