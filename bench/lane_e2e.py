@@ -23,6 +23,14 @@ uncertain (the lane opens an entry but flags it; on an exit an uncertain read sp
 points). ``operator_share`` counts both; the percentiles are over
 the cars the lane opened for by itself. The first ``--warmup`` cars are not counted.
 
+Where each car's time went (``stages_ms``, p50/p95/max over the cars opened, and the
+``slowest`` cars one by one): the daemon runs at log level INFO and logs one ``lpr_trace`` line
+a read (``OnBoxPlateSource``: trigger and publish instants, each frame's wait, age, read time
+and CPU, the vote, the second opinion, how the read ended) and its state transitions; both are
+placed between the car's two instants, also noted on the wall clock (``car_stages``). The
+whole daemon's memory (``daemon_rss_mb``: at ready, the median after each car, the peak
+VmHWM) is measured against the 350 MB goal of #15.
+
     .venv/bin/python bench/lane_e2e.py --n 100 --backlog 50000 --json
 
 ``--central-rate`` caps central's ingest (entries/s; 0 = as fast as it goes) to keep the
