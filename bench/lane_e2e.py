@@ -23,6 +23,14 @@ uncertain (the lane opens an entry but flags it; on an exit an uncertain read sp
 points). ``operator_share`` counts both; the percentiles are over
 the cars the lane opened for by itself. The first ``--warmup`` cars are not counted.
 
+Where each car's time went (``stages_ms``, p50/p95/max over the cars opened, and the
+``slowest`` cars one by one): the daemon runs at log level INFO and logs one ``lpr_trace`` line
+a read (``OnBoxPlateSource``: trigger and publish instants, each frame's wait, age, read time
+and CPU, the vote, the second opinion, how the read ended) and its state transitions; both are
+placed between the car's two instants, also noted on the wall clock (``car_stages``). The
+whole daemon's memory (``daemon_rss_mb``: at ready, the median after each car, the peak
+VmHWM) is measured against the 350 MB goal of #15.
+
     .venv/bin/python bench/lane_e2e.py --n 100 --backlog 50000 --json
 
 ``--central-rate`` caps central's ingest (entries/s; 0 = as fast as it goes) to keep the
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -56,6 +65,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "hardware-sim")]
 
 SITE, LANE = "bench-e2e", "E1"
 GOAL_P95_MS, GOAL_P99_MS = 300.0, 500.0
+GOAL_RSS_MB = 350.0  # the whole daemon, #15
 
 
 # ------------------------------------------------------------------ the acking central
@@ -195,11 +205,14 @@ class Clock:
     arming_on: float | None = None
     relay_on: float | None = None
     acked: float | None = None
+    arming_wall: float | None = None  # the same two instants on the wall clock (epoch s), to
+    acked_wall: float | None = None  # place the daemon's own log lines (stages) between them
     daemon_pid: int = 0  # the daemon's CPU seconds are noted at both instants too
     cpu: list[float] = field(default_factory=list)
 
     def car(self) -> None:
         self.arming_on = self.relay_on = self.acked = None
+        self.arming_wall = self.acked_wall = None
         self.cpu = []
 
     def note_cpu(self) -> None:
@@ -223,7 +236,7 @@ def instrument(modbus: Any, clock: Clock) -> None:
 
     def on_loop(name: str, on: bool) -> None:
         if name == "arming" and on and clock.arming_on is None:
-            clock.arming_on = time.monotonic()
+            clock.arming_on, clock.arming_wall = time.monotonic(), time.time()
             clock.note_cpu()
         set_loop(name, on)
 
@@ -235,11 +248,110 @@ def instrument(modbus: Any, clock: Clock) -> None:
     def on_packet(sending: bool, data: bytes) -> bytes:
         out = trace(sending, data)
         if sending and clock.relay_on is not None and clock.acked is None:
-            clock.acked = time.monotonic()
+            clock.acked, clock.acked_wall = time.monotonic(), time.time()
             clock.note_cpu()
         return bytes(out)
 
     modbus.set_loop, modbus._set_relay, modbus._trace_packet = on_loop, on_relay, on_packet
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """The process's resident set now and its peak (VmRSS, VmHWM), in MB."""
+    got = {"VmRSS": math.nan, "VmHWM": math.nan}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in got:
+                got[key] = int(value.split()[0]) / 1024
+    except (OSError, ValueError):
+        pass
+    return got["VmRSS"], got["VmHWM"]
+
+
+# ------------------------------------------------------------------ stages, from the daemon's log
+def daemon_log(path: Path) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
+    """The daemon's per-read traces (``lpr_trace``, one a car: ``OnBoxPlateSource``) and its
+    state transitions (wall-clock epoch seconds, message), from its JSON log lines."""
+    traces: list[dict[str, Any]] = []
+    moves: list[tuple[float, str]] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return traces, moves
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if isinstance(rec.get("lpr_trace"), dict):
+            traces.append(rec["lpr_trace"])
+        elif str(rec.get("msg", "")).startswith("lane ") and " -> " in str(rec.get("msg")):
+            with contextlib.suppress(KeyError, ValueError):
+                moves.append((datetime.fromisoformat(rec["ts"]).timestamp(), rec["msg"]))
+    return traces, moves
+
+
+def car_stages(car: dict[str, Any], end: float | None, traces: list[dict[str, Any]],
+               moves: list[tuple[float, str]]) -> dict[str, Any] | None:
+    """Where one car's time went (ms), from the loop set (``arming_wall``) to the open acked
+    (``acked_wall``): ``loop`` until the lane asked for a plate, ``first_frame`` the wait for
+    the first frame, ``frames`` read (``empty`` of them without a plate), ``read``/``read_cpu``
+    their recognition (wall, and the reading thread's CPU), ``vote`` trigger to the frames'
+    vote settled, ``opinion`` the CRNN's second opinion, ``publish`` trigger to the read handed
+    to the lane, ``decide`` read handed over to the decision committed (the lane's
+    deciding -> opening transition: its log stamps are to the millisecond), ``open`` from there
+    to the relay write's reply. ``ended``: vote (sure), settled (unsure, frames stopped
+    changing), timeout."""
+    a0, a1 = car.get("arming_wall"), car.get("acked_wall")
+    if a0 is None:
+        return None
+    hi = end if end is not None else math.inf
+    tr = next((t for t in traces if a0 - 0.05 <= float(t.get("trigger", 0)) < hi), None)
+    if tr is None:
+        return None
+    trig = float(tr["trigger"])
+    frames = tr.get("frames") or []
+    out: dict[str, Any] = {
+        "loop": (trig - a0) * 1000,
+        "first_frame": frames[0]["wait_ms"] if frames else None,
+        "frames": len(frames),
+        "empty": sum(1 for f in frames if not f.get("plate")),
+        "read": sum(float(f.get("read_ms", 0)) for f in frames),
+        "read_max": max((float(f.get("read_ms", 0)) for f in frames), default=0.0),
+        "read_cpu": sum(float(f.get("cpu_ms", 0)) for f in frames),
+        "vote": tr.get("vote_ms"),
+        "opinion": tr.get("opinion_ms"),
+        "ended": tr.get("ended"),
+    }
+    if "published" in tr:
+        pub = float(tr["published"])
+        out["publish"] = (pub - trig) * 1000
+        opened = next((ts for ts, msg in moves if "-> opening" in msg and pub - 0.002 <= ts < hi),
+                      None)
+        if opened is not None:
+            out["decide"] = max(0.0, (opened - pub) * 1000)
+            if a1 is not None:
+                out["open"] = max(0.0, (a1 - opened) * 1000)
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def stage_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 / p95 / max of each numeric stage over the cars, and how the reads ended."""
+    keys = ("loop", "first_frame", "frames", "empty", "read", "read_max", "read_cpu", "vote",
+            "opinion", "publish", "decide", "open")
+    out: dict[str, Any] = {}
+    for k in keys:
+        xs = [float(s[k]) for s in stages if s.get(k) is not None]
+        if xs:
+            out[k] = {"p50": round(pct(xs, 50), 1), "p95": round(pct(xs, 95), 1),
+                      "max": round(max(xs), 1)}
+    ended: dict[str, int] = {}
+    for s in stages:
+        ended[str(s.get("ended"))] = ended.get(str(s.get("ended")), 0) + 1
+    out["ended"] = ended
+    return out
 
 
 # ------------------------------------------------------------------ the run
@@ -322,7 +434,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             raise RuntimeError("the acking central did not subscribe")
         info = await sim.start()
         cfg = write_lane_config(tmp, LANE, "entry", info, storage=db, site=SITE,
-                                min_confidence=a.min_confidence,
+                                min_confidence=a.min_confidence, log_level="INFO",
                                 sync=SyncSettings(port, key_file, keepalive_s=10))
         if a.vote_frames != 3:  # lane_config writes the lane's default of 3 agreeing frames
             text = cfg.read_text(encoding="utf-8")
@@ -335,6 +447,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         clock.daemon_pid = lane.proc.pid
         plates = car_plates(a.warmup + a.n, a.seed)
         cars: list[dict[str, Any]] = []
+        rss: list[float] = [rss_mb(clock.daemon_pid)[0]]  # ready, then after each car
+        rss_ready = rss[0]
         due = started = time.monotonic()
         for i, plate in enumerate(plates):
             due += rnd.expovariate(1 / a.gap)
@@ -351,13 +465,16 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 ms = (clock.acked - clock.arming_on) * 1000
             cpu = (clock.cpu[1] - clock.cpu[0]) * 1000 if len(clock.cpu) == 2 else None
             cars.append({"plate": plate, "arrived": arrived, "result": out.result, "ms": ms,
-                         "cpu_ms": cpu,
+                         "cpu_ms": cpu, "arming_wall": clock.arming_wall,
+                         "acked_wall": clock.acked_wall,
                          "draining": left > 0, "warmup": i < a.warmup})
             await sim.modbus.wait_for_arm("down", 10)
+            rss.append(rss_mb(clock.daemon_pid)[0])
         cars_s = time.monotonic() - started
         end = time.monotonic() + a.drain_wait  # then the rest of the backlog, bounded
         while (left_at_end := lane_backlog(lane)) and time.monotonic() < end:
             await asyncio.sleep(0.2)
+        rss_now, rss_peak = rss_mb(clock.daemon_pid)
     finally:
         if lane is not None:
             lane.stop()
@@ -373,6 +490,10 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         broker.terminate()
         broker.wait(10)
     assign_reads(cars, lane_reads(db, a.backlog))
+    traces, moves = daemon_log(tmp / "E1.log")
+    for i, car in enumerate(cars):
+        nxt = cars[i + 1]["arming_wall"] if i + 1 < len(cars) else None
+        car["stages"] = car_stages(car, nxt, traces, moves)
     counted = [c for c in cars if not c["warmup"]]
     opened = [c for c in counted if c["result"] == "passed" and c["ms"] is not None]
     # no read, or one the lane recorded as uncertain, or one that came after the car gave up
@@ -409,6 +530,15 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "central_rate": a.central_rate,
         "setup_s": round(setup_s, 1),
         "loadavg": os.getloadavg()[0],
+        # the whole daemon (PP-OCR, its text detector, the CRNN second opinion, the uplink):
+        # its peak (VmHWM) and its resident set after each car (steady: their median)
+        "daemon_rss_mb": {"peak": round(rss_peak, 1), "steady": round(pct(rss, 50), 1),
+                          "ready": round(rss_ready, 1),
+                          "end": round(rss_now, 1), "goal": GOAL_RSS_MB,
+                          "peak_ratio": round(rss_peak / GOAL_RSS_MB, 3)},
+        "stages_ms": stage_summary([c["stages"] for c in opened if c.get("stages")]),
+        "slowest": [{"ms": round(c["ms"], 1), "plate": c["plate"], **(c.get("stages") or {})}
+                    for c in sorted(opened, key=lambda c: -c["ms"])[:6]],
         "misreads": [(c["plate"], c.get("read"), c.get("uncertain"), c["result"])
                      for c in counted if c.get("read") != c["plate"]],
     }
@@ -457,7 +587,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:>16}: {v}")
         ok = res["p95_ms"] <= GOAL_P95_MS and res["p99_ms"] <= GOAL_P99_MS
         print(f"goal (p95 <= {GOAL_P95_MS:.0f} ms, p99 <= {GOAL_P99_MS:.0f} ms):",
-              "met" if ok else "NOT met")
+              "met" if ok else "NOT met",
+              f"(p95 {res['p95_ms'] / GOAL_P95_MS:.2f}x, p99 {res['p99_ms'] / GOAL_P99_MS:.2f}x)")
+        peak = res["daemon_rss_mb"]["peak"]
+        print(f"goal (daemon RSS <= {GOAL_RSS_MB:.0f} MB): peak {peak} MB, "
+              f"{peak / GOAL_RSS_MB:.2f}x:", "met" if peak <= GOAL_RSS_MB else "NOT met")
     return 0
 
 

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
 from edge.barrier.interfaces import Health
 from edge.logs import LogLimiter
-from edge.lpr.capture import FrameGrabber
+from edge.lpr import busy
+from edge.lpr.capture import Frame, FrameGrabber
 from edge.lpr.grammar import PlateGrammar, cn_grammar
 from edge.lpr.motion import MotionGate
 from edge.lpr.pipeline import PlateCandidate, Recogniser
@@ -35,6 +41,46 @@ from edge.lpr.source import PlateRead
 from edge.lpr.voting import FrameRead, Vote, vote
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def _libc() -> Any:
+    """glibc, for ``malloc_trim``; None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+# Allocations from this size up get pages of their own, returned to the system when freed.
+# glibc's default threshold rises to the largest block freed so far, after which a frame's
+# copies and the text detector's feature maps (tens of MB each time) come from the heap and
+# stay there: the lane daemon's RSS climbed car after car, 260 -> 436 MB (bench/lane_e2e.py,
+# daemon_rss_mb). Measured on the 川VLQWMU frames: peak 375 -> 236 MB, the same CPU.
+MMAP_THRESHOLD = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def limit_heap_growth() -> bool:
+    """Big allocations by mmap, from ``MMAP_THRESHOLD`` (process-wide; glibc only). True if
+    set. The lane daemon's other parts allocate little; its reads allocate in large blocks."""
+    if _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+# A read that is not sure yet stops before the timeout once its frames have no more to say:
+# after SETTLE x ``vote_frames`` frames that read a plate, the vote is the same plate as
+# ``vote_frames`` frames before and its confidence has not risen by more than SETTLE_GAIN.
+# It is published uncertain (the lane's safe policy: the operator, no points spent), not
+# after the whole timeout (4.8 s on a lane with the default 6 s plate timer): a car standing
+# at the barrier shows the camera the same plate in every frame, and a read its first frames
+# were unsure of stays unsure (bench/lane_e2e.py, docs/lpr.md). A car still coming closer
+# reads surer frame by frame and is not stopped.
+SETTLE = 2
+SETTLE_GAIN = 0.02
 
 
 class OnBoxPlateSource:
@@ -83,6 +129,7 @@ class OnBoxPlateSource:
         self._counter = itertools.count(1)
         self.reads = 0
         self.timeouts = 0
+        self.settled = 0  # reads given up before the timeout: the frames had no more to say
         # Continuous mode: with a gate, motion triggers reads; the same plate read again within
         # ``repeat_suppress_s`` (a car standing in view) is not published twice.
         self._gate = motion_gate
@@ -93,6 +140,7 @@ class OnBoxPlateSource:
         # the plate CRNN's vote on each car's read (second_opinion.py); None: PP-OCR alone
         self._want_opinion = second_opinion
         self._opinion: SecondOpinion | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"lpr-{lane_id}")
 
     @property
     def health(self) -> Health:
@@ -100,16 +148,17 @@ class OnBoxPlateSource:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        limit_heap_growth()  # before the models and the first frame
         self._grabber.start()
         if self._recogniser is None:  # loading the model takes ~0.2 s: not on the event loop
-            self._recogniser = await asyncio.to_thread(Recogniser, self.grammar)
+            self._recogniser = await self._on_reader(Recogniser, self.grammar)
         if self._gate is not None:
             self._watch = self._loop.create_task(
                 self._watch_motion(), name=f"motion:{self.lane_id}"
             )
         if self._want_opinion and self._opinion is None:
             try:
-                self._opinion = await asyncio.to_thread(SecondOpinion, self.grammar)
+                self._opinion = await self._on_reader(SecondOpinion, self.grammar)
             except PlateRecError as exc:  # the lane reads on with PP-OCR alone
                 log.warning("lane %s: no second opinion on plates: %s", self.lane_id, exc)
 
@@ -120,6 +169,22 @@ class OnBoxPlateSource:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await asyncio.to_thread(self._grabber.stop)
+        self._reader.shutdown(wait=False)
+
+    async def _on_reader(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the source's own reading thread. One thread for every model
+        load, frame read and second opinion: their buffers stay in one malloc arena (the
+        default executor's threads each grew their own, and kept it: RSS), and a read never
+        waits for a slot behind other work of the executor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, functools.partial(fn, *args))
+
+    def _trim(self) -> None:
+        """Give the memory the car's read freed back to the system (glibc keeps freed heap
+        pages otherwise: frames, their copies, the models' scratch). After the read is
+        published, on the reading thread; ~1 ms."""
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
 
     def trigger(self) -> None:
         """Start a read unless one is already running (a second loop pulse is the same car)."""
@@ -151,47 +216,101 @@ class OnBoxPlateSource:
                 await asyncio.sleep(1.0)
 
     async def _read_vehicle(self) -> None:
+        busy.start_reading()  # the uplink yields meanwhile (edge.lpr.busy)
         try:
             await self._read_vehicle_inner()
         except Exception:  # a failed read must never take the source down
             log.exception("lane %s: plate read failed", self.lane_id)
+        finally:
+            busy.done_reading()
+        with contextlib.suppress(Exception):
+            await self._on_reader(self._trim)
+
+    def _settled(self, history: list[Vote]) -> bool:
+        """The votes so far (one per frame that read a plate) have stopped moving."""
+        if len(history) < SETTLE * self.vote_frames:
+            return False
+        now, before = history[-1], history[-1 - self.vote_frames]
+        return now.plate == before.plate and now.confidence <= before.confidence + SETTLE_GAIN
+
+    def _next_read(self, after: int, wait_s: float) -> tuple[Frame | None, list[PlateCandidate],
+                                                           dict[str, Any]]:
+        """One worker-thread hop: wait for a frame newer than ``after``, then recognise it.
+        Also what it cost (wall and this thread's CPU, ms) for the read's trace."""
+        assert self._recogniser is not None
+        t0, c0 = time.monotonic(), time.thread_time()
+        frame = self._grabber.wait_frame(after, wait_s)
+        t1 = time.monotonic()
+        if frame is None:
+            return None, [], {"wait_ms": _ms(t1 - t0)}
+        cands = self._recogniser.read_frame(frame.image)
+        t2 = time.monotonic()
+        return frame, cands, {
+            "wait_ms": _ms(t1 - t0),
+            "age_ms": _ms(t1 - frame.at_monotonic),  # the frame's age when it was taken
+            "read_ms": _ms(t2 - t1),
+            "cpu_ms": _ms(time.thread_time() - c0),
+        }
 
     async def _read_vehicle_inner(self) -> None:
         assert self._recogniser is not None
-        rec = self._recogniser
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        trace: dict[str, Any] = {"trigger": round(time.time(), 4), "frames": []}
+        deadline = started + self.timeout_s
         seen_at = self._now()
-        after = 0
+        # Only frames grabbed after the trigger: the newest one before it was taken before the
+        # loop saw the car (in the lane bench most often the empty lane: a ~150 ms read, the
+        # fallback detector twice, for nothing; on a lane, maybe the car before). Waiting for
+        # the next costs at most one frame interval (67 ms at 15 fps).
+        latest = self._grabber.latest()
+        after = latest.seq if latest is not None else 0
         frames: list[FrameRead] = []
+        history: list[Vote] = []  # the vote after each frame that read something
         best: tuple[PlateCandidate, np.ndarray] | None = None
         result: Vote | None = None
+        ended = "timeout"
         while (left := deadline - time.monotonic()) > 0:
-            frame = await asyncio.to_thread(self._grabber.wait_frame, after, min(left, 0.5))
+            frame, cands, cost = await self._on_reader(self._next_read, after, min(left, 0.5))
             if frame is None:
                 continue
             after = frame.seq
-            cands = await asyncio.to_thread(rec.read_frame, frame.image)
-            if not cands or not cands[0].plate:
+            top = cands[0] if cands and cands[0].plate else None
+            trace["frames"].append({**cost, "at_ms": _ms(time.monotonic() - started),
+                                    "plate": top.plate if top else None,
+                                    "conf": round(top.confidence, 3) if top else None})
+            if top is None:
                 continue
-            top = cands[0]
             frames.append(FrameRead(top.plate, top.chars, top.valid, top.colour))
             if best is None or (top.valid, top.confidence) > (best[0].valid, best[0].confidence):
                 best = (top, frame.image)
             result = vote(frames, self.grammar)
+            if result is None:
+                continue
+            history.append(result)
             if (
-                result is not None
-                and result.frames >= self.vote_frames
+                result.frames >= self.vote_frames
                 and result.confidence >= self.min_confidence
                 and self.grammar.is_valid(result.plate)
             ):
+                ended = "vote"
                 break
-        else:
+            if self._settled(history):
+                ended = "settled"
+                break
+        if ended == "timeout":
             self.timeouts += 1
+        elif ended == "settled":
+            self.settled += 1
+        trace["ended"] = ended
+        trace["vote_ms"] = _ms(time.monotonic() - started)
         if result is None or best is None:
-            log.info("lane %s: no plate read within %.1f s", self.lane_id, self.timeout_s)
+            log.info("lane %s: no plate read within %.1f s", self.lane_id, self.timeout_s,
+                     extra={"lpr_trace": trace})
             return
         if self._opinion is not None:  # ~1 ms: one small CRNN pass on the best crop
-            result = await asyncio.to_thread(self._opinion.apply, result, best[0])
+            t = time.monotonic()
+            result = await self._on_reader(self._opinion.apply, result, best[0])
+            trace["opinion_ms"] = _ms(time.monotonic() - t)
         certain = (
             result.frames >= self.vote_frames
             and result.confidence >= self.min_confidence
@@ -226,6 +345,12 @@ class OnBoxPlateSource:
         if self._queue.full():  # nobody is listening: keep the newest reads
             self._queue.get_nowait()
         self._queue.put_nowait(read)
+        trace.update(published=round(time.time(), 4), plate=read.plate,
+                     confidence=read.confidence, uncertain=read.uncertain,
+                     ms=_ms(time.monotonic() - started))
+        # one line a car: where its read's time went (bench/lane_e2e.py reads these)
+        log.info("lane %s: read %s in %.0f ms, %d frame(s), %s", self.lane_id, read.plate,
+                 trace["ms"], len(trace["frames"]), ended, extra={"lpr_trace": trace})
 
     def _save(self, event_id: str, at: datetime, crop: np.ndarray, frame: np.ndarray) -> None:
         assert self.crops_dir is not None
@@ -238,6 +363,10 @@ class OnBoxPlateSource:
                 _write_jpeg(day / f"{name}.frame.jpg", frame)
         except OSError as exc:  # a full disk must not stop the lane
             log.warning("lane %s: cannot save crop: %s", self.lane_id, exc)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _write_jpeg(path: Path, img: np.ndarray) -> None:

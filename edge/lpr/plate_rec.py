@@ -183,6 +183,9 @@ class PlateRecogniser:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no arena: it keeps the largest scratch of every input shape seen (the OCR's batch
+        # widths vary by crop) for ever; plain allocations cost no measurable time (#15)
+        opts.enable_cpu_mem_arena = False
         try:
             self._session: Any = ort.InferenceSession(
                 str(path), opts, providers=["CPUExecutionProvider"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from edge.lpr.busy import lane_busy
 from edge.store import EntryKind, Store
 from edge.sync import codec, topics
 from edge.sync.link import MqttLink
@@ -161,7 +162,11 @@ class Uplink:
 
     # ---------------------------------------------------------------- work
     def step(self) -> bool:
-        """Fill the window and resend overdue batches; True if something was published."""
+        """Fill the window and resend overdue batches; True if something was published.
+        Nothing while the lane reads a car's plate (``edge.lpr.busy``): the backlog waits
+        that second, the driver does not."""
+        if lane_busy():
+            return False
         self.flush_acks()
         if not self.link.connected.is_set():
             return False
@@ -228,7 +233,7 @@ class Uplink:
     def announce(self, limit: int = 200) -> bool:
         """Publish the session notices of up to ``limit`` entries written since the last
         call, whatever the uplink window; True if something was published."""
-        if not self.link.connected.is_set():
+        if not self.link.connected.is_set() or lane_busy():
             return False
         did = False
         for e in self.state.wire_page(self._announced, limit):

@@ -29,3 +29,12 @@ def test_lane_e2e_reads_cars_while_the_backlog_drains() -> None:
     assert res["backlog_at_end"] == 0, res
     assert res["central"]["refused"] == 0
     assert res["central"]["upto"] >= 1500 + res["opened"], res
+    # where each car's time went, from the daemon's own per-read trace and transitions
+    stages = res["stages_ms"]
+    assert sum(stages["ended"].values()) == res["opened"], stages
+    for key in ("loop", "read", "read_cpu", "publish", "decide", "open"):
+        assert 0 <= stages[key]["p50"] <= stages[key]["max"], (key, stages)
+    assert stages["frames"]["p50"] >= 1
+    # the whole daemon's memory, with PP-OCR, its detector and the CRNN loaded
+    rss = res["daemon_rss_mb"]
+    assert 100 < rss["ready"] <= rss["peak"] and rss["steady"] <= rss["peak"], rss
