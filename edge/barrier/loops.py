@@ -29,11 +29,18 @@ MODES = ("presence", "pulse")
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """A debounced change of one detector (``at`` is ``time.monotonic()``)."""
+    """A debounced change of one detector (``at`` is ``time.monotonic()``).
+
+    ``late``: the inputs went unseen for longer than ``ModbusLoops.late_after_s`` before this
+    change was confirmed (a poll came late: a loaded box, a busy bus, a module that did not
+    answer), so a short pulse of another detector may have come and gone unseen meanwhile.
+    ``blind_s`` is that time: from the previous poll's first read to this confirmation."""
 
     detector: str  # arming | closing | photocell
     on: bool
     at: float
+    late: bool = False
+    blind_s: float = 0.0
 
 
 EventCallback = Callable[[LoopEvent], None]
@@ -56,6 +63,7 @@ class ModbusLoops:
         name: str = "loops",
         down_after: int = 3,
         queue_max: int = 256,
+        late_after_s: float | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"loops mode {mode!r} must be one of {MODES}")
@@ -69,6 +77,15 @@ class ModbusLoops:
         self.mode = mode
         self.debounce_s = debounce_ms / 1000.0
         self.poll_s = poll_ms / 1000.0
+        # what a poll on time leaves unseen is one period plus the debounce re-reads; three
+        # times that (a pulse of a real car over a loop is half a second and more) is late
+        self.late_after_s = (
+            late_after_s
+            if late_after_s is not None
+            else max(3 * self.poll_s, self.poll_s + 2 * self.debounce_s) + 0.03
+        )
+        self._prev_read_at: float | None = None  # when the last good poll's first read left
+        self.late_polls = 0
         self.tracker = HealthTracker(name, log, down_after=down_after)
         self._state = {d: False for d in DETECTORS}  # logical presence
         self._raw_stable = {d: False for d in DETECTORS}  # debounced raw input level
@@ -170,9 +187,11 @@ class ModbusLoops:
     async def poll_once(self) -> None:
         """One poll: read, and confirm any change by re-reads over ``debounce_s``."""
         self.polls_total += 1
+        sent = time.monotonic()
         try:
             raw = await self._read_raw()
-            changed = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
+            seen = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
+            changed = seen
             # the change must hold: re-read half-way and at the end of the debounce time
             for _ in range(2 if changed and self.debounce_s > 0 else 0):
                 await asyncio.sleep(self.debounce_s / 2)
@@ -183,15 +202,30 @@ class ModbusLoops:
             raise
         self.tracker.success()
         now = time.monotonic()
+        # Blind time: from the previous good poll's first read to this confirmation. A pulse
+        # shorter than it can have come and gone unseen (or been taken for chatter when the
+        # re-reads came late); the events of this poll say so. A failed poll does not move
+        # the mark, so the first changes after an outage are late too.
+        # A poll that saw a change it could not confirm is no clean look either (its re-reads
+        # may have come late and cut a real pulse short): the mark stays where it was.
+        blind = 0.0 if self._prev_read_at is None else now - self._prev_read_at
+        if len(changed) == len(seen):
+            self._prev_read_at = sent
+        late = blind > self.late_after_s
+        if late and changed:
+            self.late_polls += 1
+            log.info("%s: inputs unseen for %.0f ms before this change (late poll)",
+                     self.tracker.name, blind * 1000)
         for d in changed:
             self._raw_stable[d] = raw[d]
             if self.mode == "presence":
-                self._set(d, raw[d], now)
+                self._set(d, raw[d], now, late, blind)
             elif raw[d]:  # pulse mode: each confirmed pulse toggles presence
-                self._set(d, not self._state[d], now)
+                self._set(d, not self._state[d], now, late, blind)
 
-    def _set(self, detector: str, on: bool, now: float) -> None:
+    def _set(self, detector: str, on: bool, now: float, late: bool = False,
+             blind: float = 0.0) -> None:
         if self._state[detector] == on:
             return
         self._state[detector] = on
-        self._emit(LoopEvent(detector, on, now))
+        self._emit(LoopEvent(detector, on, now, late, round(blind, 4)))
