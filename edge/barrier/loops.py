@@ -6,6 +6,14 @@ still shows it. Loops wired in *pulse* mode give a brief pulse on enter and on l
 are turned into presence here, so the lane sees one model. Passages over the closing loop are
 counted against plates read, which is the tailgating signal. The poll task never dies: every
 failure is counted by the HealthTracker and polling goes on.
+
+A poll can come late (a starved box, a busy bus) and a car's whole pulse over the closing loop
+can fall between two reads. Two answers: every change confirmed after such a gap is marked
+``late`` (the lane then does not take an arming loop clearing for a car backing off, see
+``edge.lane.machine._crossing_unseen``); and where the IO module counts its inputs' rising
+edges (the DI counter mode of most modules), ``counter_closing`` names the input register
+holding the closing loop's count: a pulse the reads missed is still counted there, and is
+published as the closing-loop on/off it was, in its place among the other changes.
 """
 
 from __future__ import annotations
@@ -64,9 +72,13 @@ class ModbusLoops:
         down_after: int = 3,
         queue_max: int = 256,
         late_after_s: float | None = None,
+        counter_closing: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"loops mode {mode!r} must be one of {MODES}")
+        if counter_closing is not None and mode != "presence":
+            raise ValueError("loops counter_closing needs mode 'presence' (a pulse-mode "
+                             "detector gives two pulses per car, the counter cannot tell them)")
         if poll_ms <= 0 or debounce_ms < 0:
             raise ValueError(
                 f"loops poll_ms must be > 0 and debounce_ms >= 0 (got {poll_ms}, {debounce_ms})"
@@ -86,6 +98,9 @@ class ModbusLoops:
         )
         self._prev_read_at: float | None = None  # when the last good poll's first read left
         self.late_polls = 0
+        self.counter_closing = counter_closing
+        self._counted: int | None = None  # closing-loop rises accounted for (counter value)
+        self.missed_pulses = 0  # closing-loop pulses the reads missed and the counter had
         self.tracker = HealthTracker(name, log, down_after=down_after)
         self._state = {d: False for d in DETECTORS}  # logical presence
         self._raw_stable = {d: False for d in DETECTORS}  # debounced raw input level
@@ -189,6 +204,9 @@ class ModbusLoops:
         self.polls_total += 1
         sent = time.monotonic()
         try:
+            # the counter before the levels: a rise counted is then already in the levels read
+            count = (None if self.counter_closing is None else
+                     (await self.hub.read_input_registers(self.unit, self.counter_closing))[0])
             raw = await self._read_raw()
             seen = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
             changed = seen
@@ -216,12 +234,70 @@ class ModbusLoops:
             self.late_polls += 1
             log.info("%s: inputs unseen for %.0f ms before this change (late poll)",
                      self.tracker.name, blind * 1000)
+        missed = 0 if count is None else self._missed(count, changed, raw)
+        if missed:
+            self.missed_pulses += missed
+            log.info("%s: %d closing-loop pulse(s) between two reads, from the counter",
+                     self.tracker.name, missed)
+            for d, on in self._with_missed(changed, raw, missed):
+                self._set(d, on, now, late, blind)
+            for d in changed:
+                self._raw_stable[d] = raw[d]
+            return
         for d in changed:
             self._raw_stable[d] = raw[d]
             if self.mode == "presence":
                 self._set(d, raw[d], now, late, blind)
             elif raw[d]:  # pulse mode: each confirmed pulse toggles presence
                 self._set(d, not self._state[d], now, late, blind)
+
+    def _missed(self, count: int, changed: list[str], raw: dict[str, bool]) -> int:
+        """Closing-loop rises the counter has and the levels did not show (16-bit counter)."""
+        if self._counted is None:
+            self._counted = count
+            return 0
+        if "closing" in changed and raw["closing"]:
+            self._counted = (self._counted + 1) & 0xFFFF  # a rise seen in the levels
+        diff = (count - self._counted) & 0xFFFF
+        if diff == 0:
+            return 0
+        if diff >= 0x10000 - 2:
+            # the levels showed a rise the counter read before them did not have yet: it
+            # will; nothing missed
+            return 0
+        if diff > 4:
+            # more cars over the closing loop between two reads than can drive: the module
+            # restarted (counters back to 0) or someone reset it; start counting from here
+            log.warning("%s: closing-loop counter jumped by %d: counting again from %d",
+                        self.tracker.name, diff, count)
+            self._counted = count
+            return 0
+        self._counted = count
+        return diff
+
+    def _with_missed(self, changed: list[str], raw: dict[str, bool],
+                     missed: int) -> list[tuple[str, bool]]:
+        """The confirmed changes with ``missed`` unseen closing-loop pulses put back: a car
+        on the closing loop while the other detectors changed (the arming loop clearing
+        behind it), then off it; further pulses after."""
+        old = self._raw_stable["closing"]
+        new = raw["closing"] if "closing" in changed else old
+        others = [(d, raw[d]) for d in changed if d != "closing"]
+        rises = missed + (1 if new and not old else 0)
+        seq: list[tuple[str, bool]] = []
+        level = old
+        if level:  # on the loop when the others changed, then the unseen off and on
+            seq, others = others, []
+        while rises:
+            if level:
+                seq.append(("closing", False))
+            seq.append(("closing", True))
+            level = True
+            rises -= 1
+            seq, others = seq + others, []
+        if level != new:
+            seq.append(("closing", new))
+        return seq + others
 
     def _set(self, detector: str, on: bool, now: float, late: bool = False,
              blind: float = 0.0) -> None:

@@ -86,7 +86,8 @@ class ExitLane:
             f"lane {self.runner.lane.state}")
 
 
-async def exit_lane(tmp: Path, body: Callable[[ExitLane], Awaitable[None]]) -> None:
+async def exit_lane(tmp: Path, body: Callable[[ExitLane], Awaitable[None]],
+                    counter_closing: int | None = None) -> None:
     """An exit lane as `parkedge run` builds it for the simulator (poll 20 ms, debounce
     10 ms: parkedge_sim.lane_config), with a member whose stay is paid with points."""
     sim = ModbusLaneSim(rise_s=0.05, fall_s=0.05, hold_s=0.2)
@@ -95,7 +96,7 @@ async def exit_lane(tmp: Path, body: Callable[[ExitLane], Awaitable[None]]) -> N
     path = await board.start()
     hub = ModbusHub(url, "tcp", timeout_s=0.3, retries=1)
     barrier = ModbusCoilBarrier(hub, pulse_ms=150)
-    loops = ModbusLoops(hub, poll_ms=20, debounce_ms=10)
+    loops = ModbusLoops(hub, poll_ms=20, debounce_ms=10, counter_closing=counter_closing)
     events: list[LoopEvent] = []
     loops.subscribe(events.append)
     bus = SerialBus(path, timeout_s=0.3, retries=1, gap_ms=1)
@@ -129,20 +130,24 @@ async def exit_lane(tmp: Path, body: Callable[[ExitLane], Awaitable[None]]) -> N
         store.close()
 
 
+def drive_over_while_stalled(lane: ExitLane) -> None:
+    """The lane box is starved for 0.4 s (the event loop does not run: no poll, no timer)
+    while the car drives over: nose onto the closing loop, tail off the arming loop, off the
+    closing loop. A car at walking pace takes about that long over one loop."""
+    lane.sim.set_loop("closing", True)
+    time.sleep(0.2)  # blocks the loop: the stall is the point
+    lane.sim.set_loop("arming", False)
+    time.sleep(0.2)
+    lane.sim.set_loop("closing", False)
+
+
 def test_a_car_that_drives_through_during_a_stalled_poll_is_not_booked_reversed(
     tmp_path: Path,
 ) -> None:
     async def body(lane: ExitLane) -> None:
         await lane.opened_for(PLATE)
         assert lane.session_status() == "closed"
-        # The lane box is starved for 0.4 s (the event loop does not run: no poll, no timer)
-        # while the car drives over: nose onto the closing loop, tail off the arming loop,
-        # off the closing loop. A car at walking pace takes about that long over one loop.
-        lane.sim.set_loop("closing", True)
-        time.sleep(0.2)  # blocks the loop: the stall is the point
-        lane.sim.set_loop("arming", False)
-        time.sleep(0.2)
-        lane.sim.set_loop("closing", False)
+        drive_over_while_stalled(lane)
         # the barrier saw the car leave its loop and comes down by itself
         assert await lane.until(lambda: lane.sim.arm.motion in ("falling", "down"), 2.0)
         assert await lane.until(lambda: lane.runner.lane.state is m.State.IDLE,
@@ -158,6 +163,27 @@ def test_a_car_that_drives_through_during_a_stalled_poll_is_not_booked_reversed(
             ("arming", True, False), ("arming", False, True)], lane.events
 
     asyncio.run(exit_lane(tmp_path, body))
+
+
+def test_with_the_modules_counter_the_unseen_pulse_is_a_crossing(tmp_path: Path) -> None:
+    """An IO module counting its closing-loop input (FC04): the pulse the reads missed is in
+    the counter, the lane sees the car cross in its place, as if it had been read."""
+
+    async def body(lane: ExitLane) -> None:
+        await lane.opened_for(PLATE)
+        drive_over_while_stalled(lane)
+        assert await lane.until(lambda: lane.runner.lane.state is m.State.IDLE, 2.0)
+        await asyncio.sleep(REVERSE_S + 0.2)
+        assert [(e.detector, e.on) for e in lane.events] == [
+            ("arming", True), ("closing", True), ("arming", False), ("closing", False)]
+        assert lane.loops.missed_pulses == 1
+        assert lane.loops.passages == 1
+        assert not {"reversed", "crossing_unseen", "tailgate"} & set(lane.lane_events()), (
+            lane.kinds())
+        assert lane.session_status() == "closed"
+        assert lane.runner.lane.left  # seen crossing: a repeat exit of it is refused
+
+    asyncio.run(exit_lane(tmp_path, body, counter_closing=5))
 
 
 def test_a_car_that_backs_off_while_polls_are_on_time_is_still_reversed(
@@ -196,6 +222,18 @@ def test_a_car_seen_over_both_loops_passes_as_before(tmp_path: Path) -> None:
         assert lane.runner.lane.left  # seen crossing: a repeat exit of it is refused
 
     asyncio.run(exit_lane(tmp_path, body))
+
+
+def test_with_the_counter_a_car_that_backs_off_is_still_reversed(tmp_path: Path) -> None:
+    async def body(lane: ExitLane) -> None:
+        await lane.opened_for(PLATE)
+        lane.sim.set_loop("arming", False)
+        assert await lane.until(lambda: "reversed" in lane.lane_events(), REVERSE_S + 2.0), (
+            lane.kinds())
+        assert await lane.until(lambda: lane.session_status() == "open", 1.0)
+        assert lane.loops.missed_pulses == 0
+
+    asyncio.run(exit_lane(tmp_path, body, counter_closing=5))
 
 
 # ------------------------------------------------------------------ the machine alone
