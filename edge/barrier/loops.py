@@ -13,7 +13,9 @@ can fall between two reads. Two answers: every change confirmed after such a gap
 ``edge.lane.machine._crossing_unseen``); and where the IO module counts its inputs' rising
 edges (the DI counter mode of most modules), ``counter_closing`` names the input register
 holding the closing loop's count: a pulse the reads missed is still counted there, and is
-published as the closing-loop on/off it was, in its place among the other changes.
+published as the closing-loop on/off it was, in its place among the other changes. The
+counter is trusted as it counts: set the module's input filter for counting above the loop
+relay's bounce time (a bounce counted is a passage published).
 """
 
 from __future__ import annotations
