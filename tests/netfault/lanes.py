@@ -148,5 +148,18 @@ def unconfirmed_deductions(site: SiteLanes) -> int:
     return total
 
 
+def net_spent(site: SiteLanes) -> int:
+    """Points the exit lane took from the member net of what it credited (deducted − earned
+    ± corrections), the measure the lane's offline limit bounds (``edge.sync.allowance``:
+    ``unconfirmed_spent`` = −``SyncState.pending_points``)."""
+    from edge.sync.codec import points_delta
+
+    net = 0
+    for _eid, kind, _sid, member, payload in site.ledger("exit-1"):
+        if member == MEMBER and kind in ("points_deducted", "points_earned", "correction"):
+            net -= points_delta(kind, json.loads(payload))
+    return net
+
+
 def all_lane_entry_ids(site: SiteLanes) -> set[str]:
     return {r[0] for lane in LANES for r in site.ledger(lane)}
