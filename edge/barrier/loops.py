@@ -236,7 +236,12 @@ class ModbusLoops:
             self.late_polls += 1
             log.info("%s: inputs unseen for %.0f ms before this change (late poll)",
                      self.tracker.name, blind * 1000)
-        missed = 0 if count is None else self._missed(count, changed, raw)
+        # A poll that saw the closing loop (or another detector) change and could not confirm
+        # it leaves the counter for the next one: its levels are stale by the end of the
+        # re-reads, and the next poll places the missed pulse among the changes it confirms
+        # (the arming loop clearing while the car was on the closing loop).
+        missed = (0 if count is None else
+                  self._missed(count, changed, raw, settle=len(changed) == len(seen)))
         if missed:
             self.missed_pulses += missed
             log.info("%s: %d closing-loop pulse(s) between two reads, from the counter",
@@ -253,15 +258,17 @@ class ModbusLoops:
             elif raw[d]:  # pulse mode: each confirmed pulse toggles presence
                 self._set(d, not self._state[d], now, late, blind)
 
-    def _missed(self, count: int, changed: list[str], raw: dict[str, bool]) -> int:
-        """Closing-loop rises the counter has and the levels did not show (16-bit counter)."""
+    def _missed(self, count: int, changed: list[str], raw: dict[str, bool],
+                settle: bool = True) -> int:
+        """Closing-loop rises the counter has and the levels did not show (16-bit counter);
+        ``settle`` False: account for a rise seen, leave the rest for the next poll."""
         if self._counted is None:
             self._counted = count
             return 0
         if "closing" in changed and raw["closing"]:
             self._counted = (self._counted + 1) & 0xFFFF  # a rise seen in the levels
         diff = (count - self._counted) & 0xFFFF
-        if diff == 0:
+        if diff == 0 or not settle:
             return 0
         if diff >= 0x10000 - 2:
             # the levels showed a rise the counter read before them did not have yet: it

@@ -288,3 +288,54 @@ def test_counter_reset_by_a_power_loss_invents_no_passages(
 def test_counter_needs_presence_mode() -> None:
     with pytest.raises(ValueError, match="presence"):
         ModbusLoops(ModbusHub("tcp://127.0.0.1:1"), mode="pulse", counter_closing=5)
+
+
+class ScriptedModule(ModbusLaneSim):
+    """The lane simulator's Modbus server answering scripted levels (one per FC02 read) and
+    closing-loop counts (one per FC04 read), the last repeated: the exact interleaving of
+    reads and a car that a loaded box produces now and then, made to happen every time."""
+
+    def __init__(self, levels: list[tuple[bool, bool]], counts: list[int]) -> None:
+        super().__init__(rise_s=0.05, fall_s=0.05)
+        self.levels, self.counts = levels, counts
+
+    def discrete_inputs(self) -> list[bool]:
+        arming, closing = self.levels.pop(0) if len(self.levels) > 1 else self.levels[0]
+        self.arming, self.closing = arming, closing
+        return super().discrete_inputs()
+
+    async def _get(self, device_id: int, fc: int, address: int, count: int) -> object:
+        if fc == 4:
+            self.counters[5] = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+        return await super()._get(device_id, fc, address, count)
+
+
+def test_counter_a_pulse_cut_short_by_late_re_reads_is_placed_before_the_arming_clears() -> None:
+    """Poll 2 reads the car on the closing loop with the arming loop still on, its re-reads
+    come after the car left both: the closing change is not confirmed. The counter has the
+    pulse; it is published by poll 3 with the arming loop clearing inside it (closing on,
+    arming off, closing off), not before it (closing on/off with the arming loop still on
+    made the lane take the arming loop for a next car waiting: `left_before_read`, seen in
+    the full cut)."""
+    A, C = True, True
+    levels = [(A, not C)] * 3 + [(A, C), (not A, not C), (not A, not C)] + [(not A, not C)]
+    counts = [0, 1]
+
+    async def main() -> None:
+        sim = ScriptedModule(levels, counts)
+        url = await sim.start()
+        hub = ModbusHub(url, "tcp", timeout_s=0.3, retries=0)
+        loops = ModbusLoops(hub, poll_ms=10, debounce_ms=10, counter_closing=5)
+        events: list[LoopEvent] = []
+        loops.subscribe(events.append)
+        try:
+            for _ in range(4):
+                await loops.poll_once()
+        finally:
+            await hub.close()
+            await sim.stop()
+        assert [(e.detector, e.on) for e in events] == [
+            ("arming", True), ("closing", True), ("arming", False), ("closing", False)]
+        assert loops.missed_pulses == 1 and loops.passages == 1
+
+    asyncio.run(main())
