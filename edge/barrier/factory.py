@@ -145,6 +145,7 @@ def build_devices(cfg: Config) -> LaneDevices:
             lp.debounce_ms,
             lp.poll_ms,
             name="loops",
+            counter_closing=lp.counter_closing,
         )
     else:
         if eb is None:

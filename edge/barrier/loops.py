@@ -6,6 +6,16 @@ still shows it. Loops wired in *pulse* mode give a brief pulse on enter and on l
 are turned into presence here, so the lane sees one model. Passages over the closing loop are
 counted against plates read, which is the tailgating signal. The poll task never dies: every
 failure is counted by the HealthTracker and polling goes on.
+
+A poll can come late (a starved box, a busy bus) and a car's whole pulse over the closing loop
+can fall between two reads. Two answers: every change confirmed after such a gap is marked
+``late`` (the lane then does not take an arming loop clearing for a car backing off, see
+``edge.lane.machine._crossing_unseen``); and where the IO module counts its inputs' rising
+edges (the DI counter mode of most modules), ``counter_closing`` names the input register
+holding the closing loop's count: a pulse the reads missed is still counted there, and is
+published as the closing-loop on/off it was, in its place among the other changes. The
+counter is trusted as it counts: set the module's input filter for counting above the loop
+relay's bounce time (a bounce counted is a passage published).
 """
 
 from __future__ import annotations
@@ -29,11 +39,18 @@ MODES = ("presence", "pulse")
 
 @dataclass(frozen=True)
 class LoopEvent:
-    """A debounced change of one detector (``at`` is ``time.monotonic()``)."""
+    """A debounced change of one detector (``at`` is ``time.monotonic()``).
+
+    ``late``: the inputs went unseen for longer than ``ModbusLoops.late_after_s`` before this
+    change was confirmed (a poll came late: a loaded box, a busy bus, a module that did not
+    answer), so a short pulse of another detector may have come and gone unseen meanwhile.
+    ``blind_s`` is that time: from the previous poll's first read to this confirmation."""
 
     detector: str  # arming | closing | photocell
     on: bool
     at: float
+    late: bool = False
+    blind_s: float = 0.0
 
 
 EventCallback = Callable[[LoopEvent], None]
@@ -56,9 +73,14 @@ class ModbusLoops:
         name: str = "loops",
         down_after: int = 3,
         queue_max: int = 256,
+        late_after_s: float | None = None,
+        counter_closing: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"loops mode {mode!r} must be one of {MODES}")
+        if counter_closing is not None and mode != "presence":
+            raise ValueError("loops counter_closing needs mode 'presence' (a pulse-mode "
+                             "detector gives two pulses per car, the counter cannot tell them)")
         if poll_ms <= 0 or debounce_ms < 0:
             raise ValueError(
                 f"loops poll_ms must be > 0 and debounce_ms >= 0 (got {poll_ms}, {debounce_ms})"
@@ -69,6 +91,18 @@ class ModbusLoops:
         self.mode = mode
         self.debounce_s = debounce_ms / 1000.0
         self.poll_s = poll_ms / 1000.0
+        # what a poll on time leaves unseen is one period plus the debounce re-reads; three
+        # times that (a pulse of a real car over a loop is half a second and more) is late
+        self.late_after_s = (
+            late_after_s
+            if late_after_s is not None
+            else max(3 * self.poll_s, self.poll_s + 2 * self.debounce_s) + 0.03
+        )
+        self._prev_read_at: float | None = None  # when the last good poll's first read left
+        self.late_polls = 0
+        self.counter_closing = counter_closing
+        self._counted: int | None = None  # closing-loop rises accounted for (counter value)
+        self.missed_pulses = 0  # closing-loop pulses the reads missed and the counter had
         self.tracker = HealthTracker(name, log, down_after=down_after)
         self._state = {d: False for d in DETECTORS}  # logical presence
         self._raw_stable = {d: False for d in DETECTORS}  # debounced raw input level
@@ -170,9 +204,14 @@ class ModbusLoops:
     async def poll_once(self) -> None:
         """One poll: read, and confirm any change by re-reads over ``debounce_s``."""
         self.polls_total += 1
+        sent = time.monotonic()
         try:
+            # the counter before the levels: a rise counted is then already in the levels read
+            count = (None if self.counter_closing is None else
+                     (await self.hub.read_input_registers(self.unit, self.counter_closing))[0])
             raw = await self._read_raw()
-            changed = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
+            seen = [d for d in DETECTORS if raw[d] != self._raw_stable[d]]
+            changed = seen
             # the change must hold: re-read half-way and at the end of the debounce time
             for _ in range(2 if changed and self.debounce_s > 0 else 0):
                 await asyncio.sleep(self.debounce_s / 2)
@@ -183,15 +222,95 @@ class ModbusLoops:
             raise
         self.tracker.success()
         now = time.monotonic()
+        # Blind time: from the previous good poll's first read to this confirmation. A pulse
+        # shorter than it can have come and gone unseen (or been taken for chatter when the
+        # re-reads came late); the events of this poll say so. A failed poll does not move
+        # the mark, so the first changes after an outage are late too.
+        # A poll that saw a change it could not confirm is no clean look either (its re-reads
+        # may have come late and cut a real pulse short): the mark stays where it was.
+        blind = 0.0 if self._prev_read_at is None else now - self._prev_read_at
+        if len(changed) == len(seen):
+            self._prev_read_at = sent
+        late = blind > self.late_after_s
+        if late and changed:
+            self.late_polls += 1
+            log.info("%s: inputs unseen for %.0f ms before this change (late poll)",
+                     self.tracker.name, blind * 1000)
+        # A poll that saw the closing loop (or another detector) change and could not confirm
+        # it leaves the counter for the next one: its levels are stale by the end of the
+        # re-reads, and the next poll places the missed pulse among the changes it confirms
+        # (the arming loop clearing while the car was on the closing loop).
+        missed = (0 if count is None else
+                  self._missed(count, changed, raw, settle=len(changed) == len(seen)))
+        if missed:
+            self.missed_pulses += missed
+            log.info("%s: %d closing-loop pulse(s) between two reads, from the counter",
+                     self.tracker.name, missed)
+            for d, on in self._with_missed(changed, raw, missed):
+                self._set(d, on, now, late, blind)
+            for d in changed:
+                self._raw_stable[d] = raw[d]
+            return
         for d in changed:
             self._raw_stable[d] = raw[d]
             if self.mode == "presence":
-                self._set(d, raw[d], now)
+                self._set(d, raw[d], now, late, blind)
             elif raw[d]:  # pulse mode: each confirmed pulse toggles presence
-                self._set(d, not self._state[d], now)
+                self._set(d, not self._state[d], now, late, blind)
 
-    def _set(self, detector: str, on: bool, now: float) -> None:
+    def _missed(self, count: int, changed: list[str], raw: dict[str, bool],
+                settle: bool = True) -> int:
+        """Closing-loop rises the counter has and the levels did not show (16-bit counter);
+        ``settle`` False: account for a rise seen, leave the rest for the next poll."""
+        if self._counted is None:
+            self._counted = count
+            return 0
+        if "closing" in changed and raw["closing"]:
+            self._counted = (self._counted + 1) & 0xFFFF  # a rise seen in the levels
+        diff = (count - self._counted) & 0xFFFF
+        if diff == 0 or not settle:
+            return 0
+        if diff >= 0x10000 - 2:
+            # the levels showed a rise the counter read before them did not have yet: it
+            # will; nothing missed
+            return 0
+        if diff > 4:
+            # more cars over the closing loop between two reads than can drive: the module
+            # restarted (counters back to 0) or someone reset it; start counting from here
+            log.warning("%s: closing-loop counter jumped by %d: counting again from %d",
+                        self.tracker.name, diff, count)
+            self._counted = count
+            return 0
+        self._counted = count
+        return diff
+
+    def _with_missed(self, changed: list[str], raw: dict[str, bool],
+                     missed: int) -> list[tuple[str, bool]]:
+        """The confirmed changes with ``missed`` unseen closing-loop pulses put back: a car
+        on the closing loop while the other detectors changed (the arming loop clearing
+        behind it), then off it; further pulses after."""
+        old = self._raw_stable["closing"]
+        new = raw["closing"] if "closing" in changed else old
+        others = [(d, raw[d]) for d in changed if d != "closing"]
+        rises = missed + (1 if new and not old else 0)
+        seq: list[tuple[str, bool]] = []
+        level = old
+        if level:  # on the loop when the others changed, then the unseen off and on
+            seq, others = others, []
+        while rises:
+            if level:
+                seq.append(("closing", False))
+            seq.append(("closing", True))
+            level = True
+            rises -= 1
+            seq, others = seq + others, []
+        if level != new:
+            seq.append(("closing", new))
+        return seq + others
+
+    def _set(self, detector: str, on: bool, now: float, late: bool = False,
+             blind: float = 0.0) -> None:
         if self._state[detector] == on:
             return
         self._state[detector] = on
-        self._emit(LoopEvent(detector, on, now))
+        self._emit(LoopEvent(detector, on, now, late, round(blind, 4)))

@@ -247,6 +247,13 @@ class ModbusHub:
         )
         return list(reply.bits[:count])
 
+    async def read_input_registers(self, unit: int, addr: int, count: int = 1) -> list[int]:
+        reply = await self.call(
+            f"read_input_registers(unit={unit}, addr={addr}, count={count})",
+            lambda c: c.read_input_registers(addr, count=count, device_id=unit),
+        )
+        return list(reply.registers[:count])
+
     async def read_holding_registers(self, unit: int, addr: int, count: int = 1) -> list[int]:
         reply = await self.call(
             f"read_holding_registers(unit={unit}, addr={addr}, count={count})",

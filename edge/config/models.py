@@ -271,6 +271,12 @@ class LoopsConfig(Section):
     )
     debounce_ms: int = Field(default=30, ge=0, le=1000, description="Re-read delay to debounce.")
     poll_ms: int = Field(default=50, ge=10, le=5000, description="Input polling period.")
+    counter_closing: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Input register (FC04) holding the IO module's 16-bit count of the closing "
+        "loop input's rising edges (its DI counter mode), if it has one: a car's pulse a late "
+        "poll missed is still seen there. Presence mode only.",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> LoopsConfig:
@@ -283,6 +289,10 @@ class LoopsConfig(Section):
         )
         if self.driver == "modbus-inputs" and not self.bus:
             errors.append(("bus", 'required when driver = "modbus-inputs"'))
+        if self.counter_closing is not None and (
+                self.driver != "modbus-inputs" or self.mode != "presence"):
+            errors.append(("counter_closing",
+                           'only with driver = "modbus-inputs" and mode = "presence"'))
         if errors:
             raise CrossFieldErrors(errors)
         return self

@@ -39,6 +39,9 @@ Loop = Literal["arming", "closing", "photocell"]
 class LoopChanged:
     loop: Loop
     on: bool
+    # the detectors went unseen for a while before this change (a late poll): a short pulse
+    # of another loop may have been missed meanwhile (edge.barrier.loops.LoopEvent.late)
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ class Lane:
     photocell: bool = False
     authorised: int = 0  # openings granted whose vehicle has not crossed yet
     crossed_this_opening: bool = False
+    # the arming loop's clearing (the reverse timer running) was seen only after a late poll:
+    # the vehicle may have crossed the closing loop unseen
+    clear_unseen: bool = False
     pending_read: PlateRead | None = None  # plate pushed before the loop triggered
     current: Decision | None = None
     current_plate: str | None = None
@@ -274,7 +280,8 @@ def _open(
     session_id: str | None = None,
 ) -> tuple[Lane, list[Action]]:
     lane = replace(
-        lane, state=State.OPENING, authorised=lane.authorised + 1, crossed_this_opening=False
+        lane, state=State.OPENING, authorised=lane.authorised + 1, crossed_this_opening=False,
+        clear_unseen=False,
     )
     return lane, [
         CancelTimer("plate"),
@@ -311,7 +318,7 @@ def _on_loop(lane: Lane, ev: LoopChanged) -> tuple[Lane, list[Action]]:
     if ev.loop == "closing" and not ev.on:
         return _on_crossed(lane)
     if ev.loop == "arming" and not ev.on:
-        return _on_arming_cleared(lane)
+        return _on_arming_cleared(lane, late=ev.late)
     return lane, acts
 
 
@@ -339,8 +346,10 @@ def _on_crossed(lane: Lane) -> tuple[Lane, list[Action]]:
     return lane, acts
 
 
-def _on_arming_cleared(lane: Lane) -> tuple[Lane, list[Action]]:
-    """The arming loop cleared. Before crossing, that means the vehicle reversed away."""
+def _on_arming_cleared(lane: Lane, late: bool = False) -> tuple[Lane, list[Action]]:
+    """The arming loop cleared. Before crossing, that means the vehicle reversed away, unless
+    the loops went unseen for a while before it (``late``): then it may have driven through
+    over the closing loop between two readings (``_crossing_unseen``)."""
     acts: list[Action] = []
     if lane.state is State.WAIT_PLATE:
         lane = replace(lane, state=State.IDLE)
@@ -357,6 +366,7 @@ def _on_arming_cleared(lane: Lane) -> tuple[Lane, list[Action]]:
         if lane.closing:  # already on the closing loop: still driving through
             return lane, acts
         # Between the loops, or backing off: decide when the reverse timer fires.
+        lane = replace(lane, clear_unseen=late)
         return lane, [StartTimer("reverse", lane.timeouts.reverse_s)]
     return lane, acts
 
@@ -377,6 +387,33 @@ def _reversed_after_open(lane: Lane) -> tuple[Lane, list[Action]]:
         authorised=max(0, lane.authorised - 1),
         current=None,
         current_plate=None,
+    )
+    return lane, acts
+
+
+def _crossing_unseen(lane: Lane) -> tuple[Lane, list[Action]]:
+    """The arming loop cleared with no crossing seen, but the loops were read late just then:
+    a car that drove through (closing loop on and off between two readings) and a car that
+    backed off look the same. Undoing a decision for a car that has left would refund its
+    fee and leave its session open with nobody inside; keeping it for a car that backed off
+    costs nothing it did not owe (its repeat exit opens again, ``replayed``). So the decision
+    stands, the lane records what it could not see, and frees itself. The session is not
+    remembered as left (a repeat exit of it still opens)."""
+    acts: list[Action] = [
+        CancelTimer("arm"),
+        CancelTimer("pass"),
+        Record("crossing_unseen", plate=lane.current_plate,
+               session_id=lane.current.session_id if lane.current else None),
+        CloseIfClear(),
+        ShowIdle(),
+    ]
+    lane = replace(
+        lane,
+        state=State.IDLE,
+        authorised=max(0, lane.authorised - 1),
+        current=None,
+        current_plate=None,
+        clear_unseen=False,
     )
     return lane, acts
 
@@ -470,6 +507,8 @@ def _on_timer(lane: Lane, name: str) -> tuple[Lane, list[Action]]:
         return _on_arm(lane, ArmConfirmed(False, "arm did not reach up in time"))
     if name == "reverse" and lane.state in (State.OPENING, State.WAIT_PASS):
         if not (lane.crossed_this_opening or lane.arming or lane.closing):
+            if lane.clear_unseen:
+                return _crossing_unseen(lane)
             return _reversed_after_open(lane)
         return lane, []
     if name == "pass" and lane.state is State.WAIT_PASS:

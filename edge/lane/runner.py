@@ -505,27 +505,34 @@ class LaneRunner:
                     return
                 except Exception:
                     await asyncio.sleep(0.2)
+        # as the Modbus driver does: a change read after the detectors went unseen for three
+        # periods (a late or failed read) may hide a short pulse of another loop
+        late_after = 3 * self.loop_poll_s + 0.03
+        last_read: float | None = None
         while True:
+            sent = time.monotonic()
             try:
                 inputs = await self.loops.read()
             except Exception:
                 await asyncio.sleep(max(self.loop_poll_s, 0.2))
                 continue
-            self._diff_loops(inputs)
+            late = last_read is not None and time.monotonic() - last_read > late_after
+            last_read = sent
+            self._diff_loops(inputs, late)
             await asyncio.sleep(self.loop_poll_s)
 
     def _on_loop_event(self, event: Any) -> None:
         name, on = event.detector, bool(event.on)
         if name in ("arming", "closing", "photocell") and getattr(self._loop_state, name) != on:
             self._loop_state = replace(self._loop_state, **{name: on})
-            self.post(m.LoopChanged(name, on))
+            self.post(m.LoopChanged(name, on, late=bool(getattr(event, "late", False))))
 
-    def _diff_loops(self, inputs: LoopInputs) -> None:
+    def _diff_loops(self, inputs: LoopInputs, late: bool = False) -> None:
         prev = self._loop_state
         for name in ("arming", "closing", "photocell"):
             now_on = getattr(inputs, name)
             if now_on != getattr(prev, name):
-                self.post(m.LoopChanged(name, now_on))
+                self.post(m.LoopChanged(name, now_on, late=late))
         self._loop_state = inputs
 
     async def _watch_plates(self) -> None:

@@ -79,7 +79,8 @@ def write_lane_config(
                    "timeout_s = 0.5\nretries = 2\ngap_ms = 2\n\n"
                    '[devices.barrier]\ndriver = "modbus-coil"\nbus = "io"\npulse_ms = 150\n\n'
                    '[devices.loops]\ndriver = "modbus-inputs"\nbus = "io"\n'
-                   "poll_ms = 20\ndebounce_ms = 10\n\n")
+                   # the simulated module counts its loop inputs (FC04 n = DI n's rises)
+                   "poll_ms = 20\ndebounce_ms = 10\ncounter_closing = 5\n\n")
     sync_text = ""
     if sync is not None:
         sync_text = (f'[sync]\nenabled = true\nbroker_url = "mqtt://127.0.0.1:{sync.broker_port}"\n'

@@ -15,6 +15,10 @@ Address map of the module (device id ``unit``; protocol addresses, as in the req
   0x0200 = off; register 0 takes 0x0700 (all on) / 0x0800 (all off).
 - discrete inputs (FC02): 1 arm-up limit, 2 arm-down limit, 3 barrier fault,
   4 arming loop, 5 closing loop, 6 photocell; 7..16 spare (always 0).
+- input registers (FC04) 1..16: the module's input counters, register n counting the rising
+  edges of discrete input n (16 bits, wrapping; 0 at power-on), as the DI counter mode of IO
+  modules does. The loop inputs 4..6 count; the others stay 0. A poll that comes late still
+  finds a pulse there that came and went between two reads.
 
 Writes are checked whole (address, then value) and applied all or nothing, as a device does.
 """
@@ -50,6 +54,7 @@ DI_ARMING = 4
 DI_CLOSING = 5
 DI_PHOTOCELL = 6
 DI_COUNT = 16
+COUNTED = {"arming": DI_ARMING, "closing": DI_CLOSING, "photocell": DI_PHOTOCELL}
 
 FAULTS = (
     "no_answer",
@@ -169,6 +174,7 @@ class ModbusLaneSim:
         self.arming = False
         self.closing = False
         self.photocell = False
+        self.counters = [0] * (DI_COUNT + 1)  # rising edges per discrete input (index 1..)
         self._hold_until: float | None = None
         self._was_closing = False
         self._flap_next = 0.0
@@ -229,8 +235,14 @@ class ModbusLaneSim:
             raise ValueError(f"unknown detector {name!r}: arming, closing or photocell")
         if name == "closing" and self.closing and not on and self.arm.motion == "up":
             self._hold_until = time.monotonic() + self.hold_s  # the vehicle cleared the loop
+        self._count(name, on)
         setattr(self, name, on)
         self._changed.set()
+
+    def _count(self, name: str, on: bool) -> None:
+        if on and not getattr(self, name):
+            di = COUNTED[name]
+            self.counters[di] = (self.counters[di] + 1) & 0xFFFF
 
     def set_fault(self, name: str, on: bool = True, value: float = 0.0) -> None:
         """Inject (``on``) or clear a fault by name; ``slow_reply`` takes seconds in ``value``."""
@@ -264,6 +276,7 @@ class ModbusLaneSim:
         self.faults.power_loss = False
         self.relays = [False] * (CHANNELS + 1)
         self._relay_on_at.clear()
+        self.counters = [0] * (DI_COUNT + 1)  # counters start again from 0 at power-on
         self.arm = ArmModel()  # powers on down (its own controller lowers it on boot)
         self._hold_until = None
 
@@ -352,6 +365,8 @@ class ModbusLaneSim:
             return self._slice([False, *self.relays[1:]], address, count, CHANNELS)
         if fc == 2:
             return self._slice(self.discrete_inputs(), address, count, DI_COUNT)
+        if fc == 4:
+            return self._slice(list(self.counters), address, count, DI_COUNT)
         if fc in (3, 16):
             regs = [0] + [REG_ON if r else REG_OFF for r in self.relays[1:]]
             return self._slice(regs, address, count, CHANNELS, first=0)
@@ -455,6 +470,7 @@ class ModbusLaneSim:
     def step(self, dt: float, now: float) -> None:
         """Advance the lane by ``dt`` seconds."""
         if self.faults.flapping_loop and now >= self._flap_next:
+            self._count("arming", not self.arming)
             self.arming = not self.arming
             self._flap_next = now + self.flap_period_s
         for ch, since in self._relay_on_at.items():

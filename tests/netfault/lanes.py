@@ -25,7 +25,11 @@ from central.services import members, points
 from tests.netfault.site import LANES, RULES, SITE, Topology, secret_file
 
 TZ = ZoneInfo("Asia/Shanghai")
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=TZ)
+# The cars' event time: 09:00 ten days ago, then one car every 3 h (a full cut's 61 cars take
+# 7.6 days). Never in the future: a lane refuses another lane's session notice dated later
+# than its own wall clock (edge.sync.downlink, "future"). A fixed T0 (2026-12-01) did that from
+# the 36th car of the full cut when run on 2026-12-05: every later car blocked at the exit.
+T0 = (datetime.now(TZ) - timedelta(days=10)).replace(hour=9, minute=0, second=0, microsecond=0)
 MEMBER = "M-77"
 MEMBER_PLATE = "沪A77777"
 
@@ -127,6 +131,7 @@ async def cars_during(site: SiteLanes, seconds: float, every_s: float, first: in
         is_member = member_every and k % member_every == 0
         car = Car(MEMBER_PLATE if is_member else f"沪B{k:05d}", T0 + timedelta(hours=3 * k),
                   timedelta(hours=2) if is_member else timedelta(minutes=5))
+        assert car.entered + car.stay < datetime.now(TZ), "the play's clock ran past the wall"
         await drive(site, car)
         cars.append(car)
         k += 1
@@ -141,6 +146,19 @@ def unconfirmed_deductions(site: SiteLanes) -> int:
         if member == MEMBER and kind == "points_deducted":
             total += int(json.loads(payload)["points"])
     return total
+
+
+def net_spent(site: SiteLanes) -> int:
+    """Points the exit lane took from the member net of what it credited (deducted − earned
+    ± corrections), the measure the lane's offline limit bounds (``edge.sync.allowance``:
+    ``unconfirmed_spent`` = −``SyncState.pending_points``)."""
+    from edge.sync.codec import points_delta
+
+    net = 0
+    for _eid, kind, _sid, member, payload in site.ledger("exit-1"):
+        if member == MEMBER and kind in ("points_deducted", "points_earned", "correction"):
+            net -= points_delta(kind, json.loads(payload))
+    return net
 
 
 def all_lane_entry_ids(site: SiteLanes) -> set[str]:

@@ -197,3 +197,26 @@ def test_discrete_inputs_1_to_16_answer(transport: str) -> None:
         assert exception_code(await c.read_discrete_inputs(16, count=2, device_id=UNIT)) == 2
 
     run(transport, body)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_input_registers_count_the_loop_inputs_rising_edges(transport: str) -> None:
+    """FC04 n = rising edges of discrete input n (the DI counter mode of IO modules): a pulse
+    shorter than any poll is still counted; 0 again after a power loss; 17 does not exist."""
+
+    async def body(sim: ModbusLaneSim, c: Client) -> None:
+        for _ in range(2):
+            sim.set_loop("closing", True)
+            sim.set_loop("closing", False)  # no read in between: only the counter saw it
+        sim.set_loop("arming", True)
+        sim.set_loop("arming", True)  # still on: no new edge
+        r = await c.read_input_registers(1, count=16, device_id=UNIT)
+        assert r.registers[:16] == [0, 0, 0, 1, 2] + [0] * 11
+        r = await c.read_input_registers(16, count=2, device_id=UNIT)
+        assert exception_code(r) == ILLEGAL_ADDRESS
+        sim.set_fault("power_loss")
+        sim.set_fault("power_return")
+        r = await c.read_input_registers(4, count=2, device_id=UNIT)
+        assert r.registers[:2] == [0, 0]
+
+    run(transport, body)
