@@ -550,7 +550,7 @@ class IngestWorker:
     def _site_rules_sourced(self) -> tuple[dict[str, Any], int, int, answer.SourceKey]:
         """``_site_rules`` and what the bundle was built from (``answer.source_key``, read
         under the same lock)."""
-        path = self.central.cfg.rules.bundle
+        path = self.answers.path  # the configured bundle file
         for attempt in range(3):
             try:
                 with self.central.tx() as s:
