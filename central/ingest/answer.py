@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from central.db.models import RosterPublished, RulesPublished
 from central.ingest import state
 from central.services.campaign_publish import published_rows
 from edge.sync import codec
@@ -47,6 +46,18 @@ def source_key(s: Session, site: str, path: Path) -> SourceKey:
     st = path.stat()
     rows = published_rows(s, site)
     return ((str(path), st.st_mtime_ns, st.st_size), tuple((int(r.id), r.body) for r in rows))
+
+
+#: What :meth:`Answers.lookup` reads, in one round trip and without the ORM (three ORM
+#: queries were 15 % of a worker in a storm): the newest rules and roster serials and
+#: digests, and the site's published campaigns as ``source_key`` reads them.
+_CURRENT = text(
+    "SELECT 'r' AS k, serial AS n, digest AS t FROM (SELECT serial, digest FROM "
+    "rules_published ORDER BY serial DESC LIMIT 1) AS r "
+    "UNION ALL SELECT 'o', serial, digest FROM (SELECT serial, digest FROM "
+    "roster_published ORDER BY serial DESC LIMIT 1) AS o "
+    "UNION ALL SELECT 'c', id, body FROM (SELECT id, body FROM campaigns "
+    "WHERE site_id = :site AND state = 'published' ORDER BY id) AS c")
 
 
 def roster_digest(site: str, lane_keys: Mapping[str, bytes]) -> str:
@@ -80,20 +91,25 @@ class Answers:
 
     def lookup(self, s: Session) -> Fixed | None:
         """The cached answer if it is still what the locked way would build now, else
-        None. Three small reads in ``s``; no lock, no write."""
+        None. One small read in ``s``; no lock, no write."""
         f = self._fixed
         if f is None:
             self.misses += 1
             return None
-        rules = s.execute(select(RulesPublished.serial, RulesPublished.digest)
-                          .order_by(RulesPublished.serial.desc()).limit(1)).first()
-        roster = s.execute(select(RosterPublished.serial, RosterPublished.digest)
-                           .order_by(RosterPublished.serial.desc()).limit(1)).first()
-        if (rules is None or roster is None
-                or (int(rules[0]), str(rules[1])) != (f.rules_serial, f.rules_digest)
-                or (int(roster[0]), str(roster[1])) != (f.roster_serial, f.roster_digest)
-                or f.roster_digest != self._roster_digest
-                or source_key(s, self.site, self.path) != f.source):
+        rules = roster = None
+        camps: list[tuple[int, str]] = []
+        for k, n, t in s.connection().execute(_CURRENT, {"site": self.site}):
+            if k == "r":
+                rules = (int(n), str(t))
+            elif k == "o":
+                roster = (int(n), str(t))
+            else:
+                camps.append((int(n), str(t)))
+        st = self.path.stat()
+        source = ((str(self.path), st.st_mtime_ns, st.st_size), tuple(camps))
+        if (rules != (f.rules_serial, f.rules_digest)
+                or roster != (f.roster_serial, f.roster_digest)
+                or f.roster_digest != self._roster_digest or source != f.source):
             self.misses += 1
             return None
         self.hits += 1
