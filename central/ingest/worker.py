@@ -635,38 +635,46 @@ class IngestWorker:
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
         to = topics.snapshot(self.site, lane)
-        fixed: answer.Fixed | None = None
-        revoked: list[bytes] = []
-        # One transaction for the whole answer (each one was a pool checkout and its ping).
-        with self.central.tx() as s:
-            if wanted is None:
-                # A full request (every reconnect) also gets the roster and the rule bundle
-                # on the lane's own topic: a broker may not deliver the retained copies
-                # (RabbitMQ 3.10 keeps them per node; docs/brokers.md), and the lane must
-                # not depend on it. Signed once per change (central/ingest/answer.py).
-                fixed = self.answers.lookup(s)
-                # The revocations of refunded prepayments not yet expired: one published
-                # while the lane was away is not retained (central/services/refunds.py).
-                revoked = refunds.revocations(s, self.site, self.central.clock(),
-                                              self.signing_key)
-            # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
-            # one lane's query per request, not every lane's (a site of L lanes reconnecting
-            # cost L² queries, docs/scale.md). Read before the states: see member_state.
-            applied = self.applied(fresh=[lane], c=s.connection())
-            ids = list(wanted) if wanted is not None else state.member_ids(s)
-            states = [[codec.signed_member(m, self.site, self.signing_key)
-                       for mid in ids[i:i + 500]
-                       if (m := state.member_state(s, mid, applied, self.icfg.allowance))
-                       is not None] for i in range(0, max(len(ids), 1), 500)]
-        if wanted is None:
-            if fixed is None:  # changed or not yet built: the locked way, then cached
-                bundle, serial, roster_serial, source = self._site_rules_sourced()
-                fixed = self.answers.store(source, bundle, serial, roster_serial)
-            self._client.publish(to, fixed.roster, qos=1)
-            self._client.publish(to, fixed.rules, qos=1)
-            for msg in revoked:
-                self._client.publish(to, msg, qos=1)
-        for ms in states:
-            self._client.publish(to, codec.encode_snapshot(ms), qos=1)
+        built: answer.Fixed | None = None
+        while True:
+            # One transaction for the whole answer (each one was a pool checkout and its
+            # ping), except when the common part must be built the locked way first.
+            with self.central.tx() as s:
+                fixed = None
+                if wanted is None:
+                    # A full request (every reconnect) also gets the roster and the rule
+                    # bundle on the lane's own topic: a broker may not deliver the retained
+                    # copies (RabbitMQ 3.10 keeps them per node; docs/brokers.md), and the
+                    # lane must not depend on it. Signed once per change (answer.py).
+                    fixed = built or self.answers.lookup(s)
+                if wanted is not None or fixed is not None:
+                    self._answer(s, to, lane, wanted, fixed)
+                    break
+            bundle, serial, roster_serial, source = self._site_rules_sourced()
+            built = self.answers.store(source, bundle, serial, roster_serial)
         self.stats["snapshots"] += 1
         metrics.INGEST_PUBLISHED.labels("snapshot").inc()
+
+    def _answer(self, s: Session, to: str, lane: str, wanted: tuple[str, ...] | None,
+                fixed: answer.Fixed | None) -> None:
+        """Publish a snapshot answer in ``s``: the common part if given, the revocations
+        with it, then the member states, 500 a message."""
+        if fixed is not None:
+            self._client.publish(to, fixed.roster, qos=1)
+            self._client.publish(to, fixed.rules, qos=1)
+            # The revocations of refunded prepayments not yet expired: one published while
+            # the lane was away is not retained (central/services/refunds.py).
+            for msg in refunds.revocations(s, self.site, self.central.clock(),
+                                           self.signing_key):
+                self._client.publish(to, msg, qos=1)
+        # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
+        # one lane's query per request, not every lane's (a site of L lanes reconnecting
+        # cost L² queries, docs/scale.md). Read before the states: see member_state.
+        applied = self.applied(fresh=[lane], c=s.connection())
+        ids = list(wanted) if wanted is not None else state.member_ids(s)
+        for i in range(0, max(len(ids), 1), 500):
+            ms = [codec.signed_member(m, self.site, self.signing_key)
+                  for mid in ids[i:i + 500]
+                  if (m := state.member_state(s, mid, applied, self.icfg.allowance))
+                  is not None]
+            self._client.publish(to, codec.encode_snapshot(ms), qos=1)
