@@ -542,7 +542,8 @@ def raw_insert(name: str, rows: list[tuple[Any, ...]], per_tx: int, conns: int,
     prefix = "raw-" if form == "unnest" else "rawv-"
     one = "(" + ", ".join(["%s"] * len(COLS)) + ")"
     head = f"INSERT INTO lane_entries ({', '.join(COLS)}) VALUES "
-    arrays = ", ".join(f"%s::{'bigint' if c == 'seq' else 'text'}[]" for c in COLS[:-1])
+    # the arrays in psycopg's binary format, as central sends them (central.ingest.commit)
+    arrays = ", ".join(f"%b::{'bigint' if c == 'seq' else 'text'}[]" for c in COLS[:-1])
     unnest = (f"INSERT INTO lane_entries ({', '.join(COLS)}) SELECT u.*, %s::timestamptz "
               f"FROM unnest({arrays}) AS u ON CONFLICT DO NOTHING")
     now = datetime.now(UTC)

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central import metrics
 from central.config import CentralConfig, SecretError
 from central.db.models import DownlinkOutbox, Lane, LaneStatus
-from central.ingest import state
+from central.ingest import answer, state
 from central.ingest.commit import CommitResult, Committer
 from central.services import refunds
 from central.services.campaign_publish import lock, site_bundle
@@ -105,6 +105,9 @@ class IngestWorker:
             lane.id: self.icfg.lane_key(lane).get().encode("utf-8") for lane in self.icfg.lanes}
         self.committer = Committer(central.engine, central.sessions, central.rules,
                                    central.clock)
+        # the roster and rules of a full snapshot answer, signed once per change
+        self.answers = answer.Answers(self.site, self.lane_keys, self.signing_key,
+                                      cfg.rules.bundle)
         self.stats: Counter[str] = Counter()
         self.marks: dict[str, state.Marks] = {}
         self._logged_at: dict[str, float] = {}
@@ -541,26 +544,39 @@ class IngestWorker:
         """The site's bundle (the configured one plus the published campaigns), its serial,
         and the lane roster's serial: both from the database, so every worker sends the
         same message under the same serial."""
-        base = state.bundle_json(self.central.cfg.rules.bundle)
+        bundle, serial, roster, _source = self._site_rules_sourced()
+        return bundle, serial, roster
+
+    def _site_rules_sourced(self) -> tuple[dict[str, Any], int, int, answer.SourceKey]:
+        """``_site_rules`` and what the bundle was built from (``answer.source_key``, read
+        under the same lock)."""
+        path = self.answers.path  # the configured bundle file
         for attempt in range(3):
             try:
                 with self.central.tx() as s:
                     lock(s)  # a publish at this moment: its serial, then this one (or reverse)
-                    bundle = site_bundle(s, self.site, base)
+                    source = answer.source_key(s, self.site, path)
+                    bundle = site_bundle(s, self.site, state.bundle_json(path))
                     now = self.central.clock()
                     serial = state.rules_serial(s, bundle, now)
                     roster = state.roster_serial(s, self.site, self.lane_keys, now)
-                return bundle, serial, roster
+                return bundle, serial, roster, source
             except IntegrityError:  # another worker recorded the same first serial
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def applied(self, fresh: Iterable[str] | None = None) -> dict[str, int]:
+    def applied(self, fresh: Iterable[str] | None = None,
+                c: Connection | None = None) -> dict[str, int]:
         """Every lane's committed watermark: those of ``fresh`` (default: every lane) read
-        from the database now, in one query per 200 lanes; the others as last read."""
-        with self.central.engine.connect() as c:
+        from the database now (on ``c`` if given), in one query per 200 lanes; the others
+        as last read."""
+        if c is not None:
             state.refresh_marks(c, self.marks, self.lane_keys if fresh is None else fresh)
+        else:
+            with self.central.engine.connect() as conn:
+                state.refresh_marks(conn, self.marks,
+                                    self.lane_keys if fresh is None else fresh)
         return {lane: self.marks.setdefault(lane, state.Marks()).upto
                 for lane in self.lane_keys}
 
@@ -618,34 +634,47 @@ class IngestWorker:
                 return n
 
     def _snapshot(self, lane: str, wanted: tuple[str, ...] | None) -> None:
-        if wanted is None:
-            # A full request (every reconnect) also gets the roster and the rule bundle on
-            # the lane's own topic: a broker may not deliver the retained copies (RabbitMQ
-            # 3.10 keeps them per node; docs/brokers.md), and the lane must not depend on it.
-            bundle, serial, roster_serial = self._site_rules()
-            self._client.publish(topics.snapshot(self.site, lane), state.roster(
-                self.site, self.lane_keys, roster_serial, self.signing_key), qos=1)
-            self._client.publish(topics.snapshot(self.site, lane), codec.sign_rules(
-                bundle, serial, self.signing_key, self.site), qos=1)
+        to = topics.snapshot(self.site, lane)
+        built: answer.Fixed | None = None
+        while True:
+            # One transaction for the whole answer (each one was a pool checkout and its
+            # ping), except when the common part must be built the locked way first.
+            with self.central.tx() as s:
+                fixed = None
+                if wanted is None:
+                    # A full request (every reconnect) also gets the roster and the rule
+                    # bundle on the lane's own topic: a broker may not deliver the retained
+                    # copies (RabbitMQ 3.10 keeps them per node; docs/brokers.md), and the
+                    # lane must not depend on it. Signed once per change (answer.py).
+                    fixed = built or self.answers.lookup(s)
+                if wanted is not None or fixed is not None:
+                    self._answer(s, to, lane, wanted, fixed)
+                    break
+            bundle, serial, roster_serial, source = self._site_rules_sourced()
+            built = self.answers.store(source, bundle, serial, roster_serial)
+        self.stats["snapshots"] += 1
+        metrics.INGEST_PUBLISHED.labels("snapshot").inc()
+
+    def _answer(self, s: Session, to: str, lane: str, wanted: tuple[str, ...] | None,
+                fixed: answer.Fixed | None) -> None:
+        """Publish a snapshot answer in ``s``: the common part if given, the revocations
+        with it, then the member states, 500 a message."""
+        if fixed is not None:
+            self._client.publish(to, fixed.roster, qos=1)
+            self._client.publish(to, fixed.rules, qos=1)
             # The revocations of refunded prepayments not yet expired: one published while
             # the lane was away is not retained (central/services/refunds.py).
-            with self.central.tx() as s:
-                revoked = refunds.revocations(s, self.site, self.central.clock(),
-                                              self.signing_key)
-            for msg in revoked:
-                self._client.publish(topics.snapshot(self.site, lane), msg, qos=1)
+            for msg in refunds.revocations(s, self.site, self.central.clock(),
+                                           self.signing_key):
+                self._client.publish(to, msg, qos=1)
         # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
         # one lane's query per request, not every lane's (a site of L lanes reconnecting
         # cost L² queries, docs/scale.md). Read before the states: see member_state.
-        applied = self.applied(fresh=[lane])
-        with self.central.tx() as s:
-            ids = list(wanted) if wanted is not None else state.member_ids(s)
-            for i in range(0, max(len(ids), 1), 500):
-                ms = [codec.signed_member(m, self.site, self.signing_key)
-                      for mid in ids[i:i + 500]
-                      if (m := state.member_state(s, mid, applied, self.icfg.allowance))
-                      is not None]
-                self._client.publish(topics.snapshot(self.site, lane),
-                                     codec.encode_snapshot(ms), qos=1)
-        self.stats["snapshots"] += 1
-        metrics.INGEST_PUBLISHED.labels("snapshot").inc()
+        applied = self.applied(fresh=[lane], c=s.connection())
+        ids = list(wanted) if wanted is not None else state.member_ids(s)
+        for i in range(0, max(len(ids), 1), 500):
+            ms = [codec.signed_member(m, self.site, self.signing_key)
+                  for mid in ids[i:i + 500]
+                  if (m := state.member_state(s, mid, applied, self.icfg.allowance))
+                  is not None]
+            self._client.publish(to, codec.encode_snapshot(ms), qos=1)
