@@ -838,9 +838,9 @@ def parse_prepaid(raw: bytes, site: str, public_key: Ed25519PublicKey | None) ->
     return _prepaid(d, site, public_key)
 
 
-def _prepaid(d: Mapping[str, Any], site: str, public_key: Ed25519PublicKey | None) -> Prepaid:
-    verify_ed25519(d, public_key, f"prepaid {str(d.get('payment_id'))[:64]!r}")
-    _site(d, site, "prepayment")
+def _payment_terms(d: Mapping[str, Any]) -> tuple[Decimal, datetime, datetime]:
+    """The amount, paid_at and expires_at a ``prepaid`` and its ``prepaid_revoked`` share,
+    checked the same way for both."""
     text = _str(d, "amount", max_len=24)
     try:
         amount = Decimal(text)
@@ -854,6 +854,13 @@ def _prepaid(d: Mapping[str, Any], site: str, public_key: Ed25519PublicKey | Non
     if not 0 < (expires_at - paid_at).total_seconds() <= MAX_PREPAID_TTL_S:
         raise SyncMessageError("schema", "expires_at: must be after paid_at, by at most "
                                          f"{MAX_PREPAID_TTL_S // 86400} days")
+    return amount, paid_at, expires_at
+
+
+def _prepaid(d: Mapping[str, Any], site: str, public_key: Ed25519PublicKey | None) -> Prepaid:
+    verify_ed25519(d, public_key, f"prepaid {str(d.get('payment_id'))[:64]!r}")
+    _site(d, site, "prepayment")
+    amount, paid_at, expires_at = _payment_terms(d)
     source = d.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 64
                                or not source.isprintable()):
@@ -895,19 +902,7 @@ def _revoked(d: Mapping[str, Any], site: str,
              public_key: Ed25519PublicKey | None) -> PrepaidRevoked:
     verify_ed25519(d, public_key, f"prepaid_revoked {str(d.get('payment_id'))[:64]!r}")
     _site(d, site, "prepayment revocation")
-    text = _str(d, "amount", max_len=24)
-    try:
-        amount = Decimal(text)
-    except ArithmeticError:
-        raise SyncMessageError("schema", f"amount: {text!r} is not a decimal") from None
-    if (not amount.is_finite() or not 0 <= amount <= MAX_PREPAID_AMOUNT
-            or amount != amount.quantize(Decimal("0.01"))):
-        raise SyncMessageError("schema", f"amount: {text!r} must be 0..{MAX_PREPAID_AMOUNT} "
-                                         "with at most 2 decimals")
-    paid_at, expires_at = _when(d, "paid_at"), _when(d, "expires_at")
-    if not 0 < (expires_at - paid_at).total_seconds() <= MAX_PREPAID_TTL_S:
-        raise SyncMessageError("schema", "expires_at: must be after paid_at, by at most "
-                                         f"{MAX_PREPAID_TTL_S // 86400} days")
+    amount, paid_at, expires_at = _payment_terms(d)
     revoked_at = _when(d, "revoked_at")
     if revoked_at < paid_at:
         raise SyncMessageError("schema", "revoked_at: before paid_at")
