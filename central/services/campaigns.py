@@ -5,10 +5,11 @@ The form's fields become one ``[[campaigns]]`` table appended to the site's bund
 whole bundle is then parsed by ``edge.pricing.parse_bundle``, so a campaign the lanes would
 refuse is refused here, with the schema's message beside the field it names.
 
-Forecast: every purchase of the chosen period goes through ``earn_for_purchase`` twice (the
-current bundle, the bundle with the campaign), each replay keeping its own daily earning cap
-per member and site-local day. Sessions join the replay when central stores them (the
-lanes' ingest): ``edge.pricing.simulate`` replays those.
+Forecast: the site's stays and purchases of the chosen period (``replay_data``: the stays
+rebuilt from the lanes' ingested ledger) go through ``edge.pricing.simulate``'s replayer
+twice (the current bundle, the bundle with the campaign), each replay keeping its own daily
+earning and redemption caps per member and site-local day. It reads the very JSONL the page
+offers for download, so ``parkedge rules simulate`` over those files gives the same figures.
 
 Publishing (``campaign_publish``): a campaign row, the site's new bundle signed into the
 downlink outbox, an audit line, in one transaction. The form is validated against the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,15 +28,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.db.models import Campaign, Member, Purchase
+from central.db.models import Campaign
 from central.ingest import state
 from central.services.campaign_publish import campaign_json
 from central.services.figures import CENT, month_bounds, month_range
+from central.services.replay_data import as_jsonl, period_records
 from edge.pricing import RuleBundle
 from edge.pricing.bundle import BundleError, parse_bundle
-from edge.pricing.earn import earn_for_purchase
 from edge.pricing.schema import DAY_TAGS
-from edge.pricing.types import MemberSnapshot
+from edge.pricing.simulate import Replayer, Totals, replay_lines
 
 DAYS = DAY_TAGS
 #: schema key -> the form field it is shown beside
@@ -56,6 +56,7 @@ class CampaignForm:
     campaign: dict[str, Any] | None = None  # the [[campaigns]] table when valid
     budget: Decimal | None = None
     bundle: RuleBundle | None = None  # the candidate bundle when valid
+    data: dict[str, Any] | None = None  # ... and its tables (JSON-ready), as downloaded
 
 
 def bundle_data(path: Path) -> dict[str, Any]:
@@ -139,6 +140,7 @@ def read_form(form: Any, base: dict[str, Any]) -> CampaignForm:
         out.bundle = None
         return out
     out.campaign = c
+    out.data = data
     return out
 
 
@@ -147,6 +149,7 @@ class Forecast:
     months: list[str]
     base: list[int]
     with_campaign: list[int]
+    sessions: int
     purchases: int
     members: int
     fired: int
@@ -155,6 +158,8 @@ class Forecast:
     expected_redeemed: int
     redemption_rate_pct: str
     budget: Decimal | None
+    fees_base: Decimal = Decimal(0)
+    fees_with: Decimal = Decimal(0)
 
     @property
     def over_budget(self) -> bool:
@@ -162,53 +167,41 @@ class Forecast:
 
     def json(self) -> dict[str, Any]:
         return {"months": self.months, "base": self.base, "with_campaign": self.with_campaign,
-                "purchases": self.purchases, "members": self.members, "fired": self.fired,
+                "sessions": self.sessions, "purchases": self.purchases,
+                "members": self.members, "fired": self.fired,
                 "extra_points": self.extra_points, "extra_cost": str(self.extra_cost),
                 "expected_redeemed": self.expected_redeemed,
                 "redemption_rate_pct": self.redemption_rate_pct,
                 "budget": str(self.budget) if self.budget is not None else None,
-                "over_budget": self.over_budget}
+                "over_budget": self.over_budget, "fees_base": str(self.fees_base),
+                "fees_with": str(self.fees_with)}
 
 
-def _replay(rules: RuleBundle, rows: list[tuple[Any, ...]], name: str | None
-            ) -> tuple[dict[str, int], int]:
-    """Points per site month over the purchases, with the bundle's daily cap per member
-    and local day kept inside the replay; and how often ``name`` fired."""
-    earned_day: Counter[tuple[str, str]] = Counter()
-    per_month: Counter[str] = Counter()
-    fired = 0
-    for at, amount, category, brand, member_id, tier in rows:
-        local = at.astimezone(rules.tz)
-        day = (member_id, local.strftime("%Y-%m-%d"))
-        snap = MemberSnapshot(member_id, tier, (), earned_today=earned_day[day])
-        e = earn_for_purchase(amount, category, at, snap, rules, brand=brand)
-        earned_day[day] += e.points
-        per_month[local.strftime("%Y-%m")] += e.points
-        if name is not None and name in e.rules_fired:
-            fired += 1
-    return per_month, fired
+def replay(records: list[dict[str, Any]], rules: RuleBundle) -> Totals:
+    """``records`` through one bundle, exactly as ``rules simulate`` reads them."""
+    r = Replayer(rules)
+    replay_lines(as_jsonl(records).splitlines(), r, None)
+    return r.t
 
 
-def forecast(s: Session, base: RuleBundle, candidate: RuleBundle, name: str, first: str,
-             last: str, cost_per_point: Decimal, redemption_rate: Decimal,
+def forecast(s: Session, site: str, base: RuleBundle, candidate: RuleBundle, name: str,
+             first: str, last: str, cost_per_point: Decimal, redemption_rate: Decimal,
              budget: Decimal | None = None) -> Forecast:
-    """The campaign's effect on the past purchases of ``first``..``last`` (site months):
-    points with and without it, the extra points' cost (``points.cost_per_point``) and the
-    redemptions to expect at the period's redemption rate."""
+    """The campaign's effect on the site's stays and purchases of ``first``..``last`` (site
+    months): points with and without it, the extra points' cost (``points.cost_per_point``)
+    and the redemptions to expect at the period's redemption rate."""
     lo, hi = month_bounds(base.tz, first, last)
-    rows = [tuple(r) for r in s.execute(
-        select(Purchase.at, Purchase.amount, Purchase.category, Purchase.brand,
-               Purchase.member_id, Member.tier)
-        .join(Member, Member.member_id == Purchase.member_id)
-        .where(Purchase.at >= lo, Purchase.at < hi).order_by(Purchase.at, Purchase.id))]
+    records = period_records(s, site, lo, hi)
+    b = replay(records, base)
+    w = replay(records, candidate)
     months = month_range(first, last)
-    b, _ = _replay(base, rows, None)
-    w, fired = _replay(candidate, rows, name)
-    extra = sum(w.values()) - sum(b.values())
-    return Forecast(months, [b[m] for m in months], [w[m] for m in months], len(rows),
-                    len({r[4] for r in rows}), fired, extra,
+    extra = w.points_issued - b.points_issued
+    return Forecast(months, [b.by_month.get(m, 0) for m in months],
+                    [w.by_month.get(m, 0) for m in months], w.sessions, w.purchases,
+                    w.members, w.campaigns.get(name, [0, 0])[0], extra,
                     (cost_per_point * extra).quantize(CENT),
-                    int(extra * redemption_rate / 100), str(redemption_rate), budget)
+                    int(extra * redemption_rate / 100), str(redemption_rate), budget,
+                    b.fees_collected, w.fees_collected)
 
 
 def to_toml(c: dict[str, Any]) -> str:

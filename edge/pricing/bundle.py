@@ -7,6 +7,7 @@ values only (no pydantic in the quote path).
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -404,16 +405,29 @@ def parse_bundle(data: Mapping[str, Any]) -> RuleBundle:
 
 
 def load_bundle(path: str | Path) -> RuleBundle:
-    """Read and validate a TOML rule bundle; ``BundleError`` names every bad key."""
+    """Read and validate a rule bundle; ``BundleError`` names every bad key.
+
+    TOML as written by hand; a ``.json`` file is the same tables as JSON (the form central
+    signs and sends to the lanes, and offers as a download beside a forecast)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise BundleError([("", f"cannot read {p}: {exc.strerror or exc}")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError([("", f"{p} is not UTF-8 text")]) from None
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BundleError([("", f"{p} is not valid JSON: {exc}")]) from None
+        if not isinstance(data, dict):
+            raise BundleError([("", f"{p}: a bundle is a JSON object")])
+        return parse_bundle(data)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BundleError([("", f"{p} is not valid TOML: {exc}")]) from None
     return parse_bundle(data)

@@ -1,10 +1,13 @@
 """Campaign forecasting: replay closed sessions through a candidate bundle (and a baseline).
 
-Input is the JSONL that ``parkedge ledger export --what sessions`` writes. Each member's
-spendable balance at exit is taken from the recorded ``points_before`` (purchases, which
-drive most of a balance, are not in the file); the month/day redemption and earning caps
-are tracked inside the replay from the candidate's own decisions. Work is split across
-processes by member (visitors by plate) so per-member cap state stays in one process.
+Input is JSONL in time order: the closed sessions that ``parkedge ledger export --what
+sessions`` writes, and optionally shop purchases (``"kind": "purchase"`` lines, as central's
+forecast download writes them, sessions and purchases interleaved by time). Each member's
+spendable balance at exit is taken from the recorded ``points_before``; the month/day
+redemption caps and the daily earning cap (shared by parking and purchases, as at the lane
+and at central) are tracked inside the replay from the candidate's own decisions. Work is
+split across processes by member (visitors by plate) so per-member cap state stays in one
+process.
 
 Also here: a generator of realistic synthetic sessions in the same format.
 """
@@ -17,6 +20,7 @@ import os
 import random
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.pricing.bundle import RuleBundle, load_bundle
+from edge.pricing.earn import earn_for_purchase
 from edge.pricing.quote import quote_exit
 from edge.pricing.tariff import to_cents
 from edge.pricing.types import MemberSnapshot, PointsLot, SessionInput
@@ -47,17 +52,34 @@ class Totals:
     redeemed_value: Decimal = ZERO
     coupon_value: Decimal = ZERO
     sessions_with_points: int = 0
+    purchases: int = 0
+    purchase_points: int = 0
     campaigns: dict[str, list[int]] = field(default_factory=dict)  # name -> [fired, points]
+    by_month: dict[str, int] = field(default_factory=dict)  # site month -> points issued
 
     def add(self, o: Totals) -> None:
         for name in ("sessions", "member_sessions", "members", "fee_total", "fees_collected",
                      "points_issued", "points_redeemed", "redeemed_value", "coupon_value",
-                     "sessions_with_points"):
+                     "sessions_with_points", "purchases", "purchase_points"):
             setattr(self, name, getattr(self, name) + getattr(o, name))
         for k, (n, p) in o.campaigns.items():
             c = self.campaigns.setdefault(k, [0, 0])
             c[0] += n
             c[1] += p
+        for m, v in o.by_month.items():
+            self.by_month[m] = self.by_month.get(m, 0) + v
+
+    def issued(self, month: str, points: int) -> None:
+        """Count ``points`` issued in site month ``month`` (``YYYY-MM``)."""
+        self.points_issued += points
+        if points:
+            self.by_month[month] = self.by_month.get(month, 0) + points
+
+    def fired(self, names: tuple[str, ...] | list[str], points: int) -> None:
+        for name in names:
+            c = self.campaigns.setdefault(name, [0, 0])
+            c[0] += 1
+            c[1] += points
 
     def report(self, *, values: bool = True) -> dict[str, Any]:
         """JSON-ready figures; ``values=False`` for recorded data, which has no yuan split."""
@@ -77,6 +99,10 @@ class Totals:
             "cost_vs_fees": (round(float(self.redeemed_value / self.fees_collected), 4)
                              if self.fees_collected and values else None),
             "sessions_with_points": self.sessions_with_points,
+            "purchases": self.purchases,
+            "parking_points": issued - self.purchase_points,
+            "purchase_points": self.purchase_points,
+            "points_by_month": dict(sorted(self.by_month.items())),
             "campaigns": {k: {"fired": v[0], "points_in_sessions": v[1]}
                           for k, v in sorted(self.campaigns.items())},
         }
@@ -100,6 +126,41 @@ class Replayer:
         self.members: dict[str, _MemberState] = {}
         self.last_exit: dict[str, datetime] = {}
 
+    def _state(self, mid: str, at: datetime) -> _MemberState:
+        """The member's cap state, rolled over to the site-local day and month of ``at``."""
+        state = self.members.get(mid)
+        if state is None:
+            state = self.members[mid] = _MemberState()
+            self.t.members += 1
+        d = at.astimezone(self.rules.tz).date()
+        if state.day != d:
+            state.day, state.day_points, state.day_earned = d, 0, 0
+        if state.month != (d.year, d.month):
+            state.month, state.month_value = (d.year, d.month), ZERO
+        return state
+
+    def feed_purchase(self, rec: dict[str, Any], at: datetime) -> None:
+        """One shop purchase through ``earn_for_purchase``, under the shared daily cap."""
+        rb = self.rules
+        mid = rec.get("member_id")
+        if not mid or not isinstance(mid, str):
+            raise ValueError("a purchase needs a member_id")
+        try:
+            amount = Decimal(str(rec.get("amount")))
+        except ArithmeticError:
+            raise ValueError(f"amount is not a number: {rec.get('amount')!r}") from None
+        state = self._state(mid, at)
+        snap = MemberSnapshot(mid, rec.get("tier") or rb.default_tier, (),
+                              earned_today=state.day_earned)
+        e = earn_for_purchase(amount, str(rec.get("category") or ""), at, snap, rb,
+                              brand=rec.get("brand") or None)
+        state.day_earned += e.points
+        t = self.t
+        t.purchases += 1
+        t.purchase_points += e.points
+        t.issued(at.astimezone(rb.tz).strftime("%Y-%m"), e.points)
+        t.fired(e.rules_fired, e.points)
+
     def feed(self, rec: dict[str, Any], entered: datetime | None, exited: datetime) -> None:
         rb = self.rules
         t = self.t
@@ -108,16 +169,7 @@ class Replayer:
         member = None
         state = None
         if mid:
-            state = self.members.get(mid)
-            if state is None:
-                state = self.members[mid] = _MemberState()
-                t.members += 1
-            local = exited.astimezone(rb.tz)
-            d = local.date()
-            if state.day != d:
-                state.day, state.day_points, state.day_earned = d, 0, 0
-            if state.month != (d.year, d.month):
-                state.month, state.month_value = (d.year, d.month), ZERO
+            state = self._state(mid, exited)
             bal = rec.get("points_before") or 0
             member = MemberSnapshot(
                 mid, rec.get("tier") or rb.default_tier,
@@ -144,14 +196,11 @@ class Replayer:
             state.month_value += pts_value
             state.day_points += q.points_deducted
             state.day_earned += q.points_earned
-            t.points_issued += q.points_earned
+            t.issued(exited.astimezone(rb.tz).strftime("%Y-%m"), q.points_earned)
             t.points_redeemed += q.points_deducted
             if q.points_deducted:
                 t.sessions_with_points += 1
-            for name in q.earned_rules:
-                c = t.campaigns.setdefault(name, [0, 0])
-                c[0] += 1
-                c[1] += q.points_earned
+            t.fired(q.earned_rules, q.points_earned)
 
 
 def _parse_time(v: Any, what: str, n: int) -> datetime | None:
@@ -166,18 +215,26 @@ def _parse_time(v: Any, what: str, n: int) -> datetime | None:
     return d
 
 
-def _recorded(t: Totals, rec: dict[str, Any], members: set[str]) -> None:
+def _recorded(t: Totals, rec: dict[str, Any], members: set[str], month: str) -> None:
+    """What the lanes and the tills recorded for ``rec`` (a session or a purchase)."""
+    mid = rec.get("member_id")
+    if mid and mid not in members:
+        members.add(mid)
+        t.members += 1
+    if rec.get("kind") == "purchase":
+        pts = int(rec.get("points") or 0)
+        t.purchases += 1
+        t.purchase_points += pts
+        t.issued(month, pts)
+        return
     t.sessions += 1
     if rec.get("fee") is not None:
         t.fee_total += Decimal(rec["fee"])
     if rec.get("payable") is not None:
         t.fees_collected += Decimal(rec["payable"])
-    if rec.get("member_id"):
+    if mid:
         t.member_sessions += 1
-        if rec["member_id"] not in members:
-            members.add(rec["member_id"])
-            t.members += 1
-        t.points_issued += int(rec.get("points_earned") or 0)
+        t.issued(month, int(rec.get("points_earned") or 0))
         t.points_redeemed += int(rec.get("points_deducted") or 0)
         if rec.get("points_deducted"):
             t.sessions_with_points += 1
@@ -189,38 +246,59 @@ def _shard(line: str, workers: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % workers
 
 
+def replay_lines(lines: Iterable[str], cand: Replayer, base: Replayer | None, part: int = 0,
+                 workers: int = 1) -> Totals:
+    """Feed every line whose member (or plate) hashes to ``part`` to the replayers; the
+    recorded totals of those lines. A bad line raises ``ValueError`` naming its number."""
+    recorded = Totals()
+    seen: set[str] = set()
+    loads = json.loads
+    tz = cand.rules.tz
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if workers > 1 and _shard(line, workers) != part:
+            continue
+        try:
+            rec = loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"line {n}: not a JSON object")
+        kind = rec.get("kind", "session")
+        if kind not in ("session", "purchase"):
+            raise ValueError(f"line {n}: kind {kind!r} is neither 'session' nor 'purchase'")
+        try:
+            if kind == "purchase":
+                at = _parse_time(rec.get("at"), "at", n)
+                if at is None:
+                    raise ValueError("at is missing")
+                cand.feed_purchase(rec, at)
+                if base is not None:
+                    base.feed_purchase(rec, at)
+            else:
+                at = _parse_time(rec.get("exited"), "exited", n)
+                if at is None:
+                    raise ValueError("exited is missing")
+                entered = _parse_time(rec.get("entered"), "entered", n)
+                cand.feed(rec, entered, at)
+                if base is not None:
+                    base.feed(rec, entered, at)
+            _recorded(recorded, rec, seen, at.astimezone(tz).strftime("%Y-%m"))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            # NaN/Infinity/out-of-range values in an export: say which line
+            msg = str(exc) or type(exc).__name__
+            raise ValueError(msg if msg.startswith("line ") else f"line {n}: {msg}") from None
+    return recorded
+
+
 def replay_part(path: str, candidate: str, baseline: str | None, part: int, workers: int
                 ) -> tuple[Totals, Totals | None, Totals]:
     """One process's share: every line whose member (or plate) hashes to ``part``."""
     cand = Replayer(load_bundle(candidate))
     base = Replayer(load_bundle(baseline)) if baseline else None
-    recorded = Totals()
-    seen: set[str] = set()
-    loads = json.loads
     with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if workers > 1 and _shard(line, workers) != part:
-                continue
-            try:
-                rec = loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"line {n}: not a JSON object")
-            exited = _parse_time(rec.get("exited"), "exited", n)
-            if exited is None:
-                raise ValueError(f"line {n}: exited is missing")
-            entered = _parse_time(rec.get("entered"), "entered", n)
-            try:
-                cand.feed(rec, entered, exited)
-                if base is not None:
-                    base.feed(rec, entered, exited)
-                _recorded(recorded, rec, seen)
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                # NaN/Infinity/out-of-range values in an export: say which line
-                raise ValueError(f"line {n}: {exc or type(exc).__name__}") from None
+        recorded = replay_lines(fh, cand, base, part, workers)
     return cand.t, (base.t if base else None), recorded
 
 
@@ -259,7 +337,8 @@ def format_report(r: dict[str, Any]) -> str:
         cols.append(("baseline", r["baseline"]))
     cols.append(("recorded", r["recorded"]))
     keys = ["sessions", "member_sessions", "members", "fee_total", "fees_collected",
-            "points_issued", "points_redeemed", "redeemed_per_issued", "avg_points_per_member",
+            "purchases", "points_issued", "parking_points", "purchase_points",
+            "points_redeemed", "redeemed_per_issued", "avg_points_per_member",
             "cost_of_points_redeemed", "cost_of_coupons", "cost_vs_fees"]
     head = f"{'':26}" + "".join(f"{name + ' ' + str(c.get('version', '')):>24}"
                                  for name, c in cols)

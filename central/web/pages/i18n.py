@@ -218,13 +218,26 @@ T: dict[str, tuple[str, str]] = {
     "fc_extra_points": ("额外发放积分", "Extra points issued"),
     "fc_extra_cost": ("额外成本", "Their cost"),
     "fc_expected_redeemed": ("预计被兑换", "Expected to be redeemed"),
-    "fc_fired": ("命中的消费笔数", "Purchases it applies to"),
+    "fc_fired": ("活动命中次数", "Times the campaign applies"),
+    "fc_replayed": ("重放的记录", "Replayed"),
+    "fc_replayed_val": ("{sessions} 次停车 + {purchases} 笔消费,{members} 位会员",
+                        "{sessions} stays + {purchases} purchases, {members} members"),
+    "fc_fees": ("停车费实收", "Parking fees collected"),
+    "fc_check": ("自行核对(命令行)", "Check it yourself (command line)"),
+    "fc_check_note": ("下载本次预测所用的记录和两个规则包,在任何装有 parkedge 的机器上运行下面的命令,结果与本页相同。",
+                      "Download the records this forecast replayed and the two rule bundles; "
+                      "the command below, on any machine with parkedge, gives the figures "
+                      "on this page."),
+    "fc_dl_data": ("停车与消费记录", "Stays and purchases"),
+    "fc_dl_base": ("现行规则包", "Current bundle"),
+    "fc_dl_candidate": ("含此活动的规则包", "Bundle with the campaign"),
     "fc_without": ("不含此活动", "Without the campaign"),
     "fc_with": ("含此活动", "With the campaign"),
-    "fc_note": ("按所选期间的真实消费记录,用 edge.pricing 规则引擎分别计算有无此活动的积分(含每日上限);预计兑换 = 额外积分 × 该期间兑换率。停车记录接入中心后一并计入。",
-                "The period's real purchases, earned through edge.pricing with and without "
-                "the campaign (daily cap included); expected redemptions = extra points × "
-                "the period's redemption rate. Parking sessions join once central stores them."),
+    "fc_note": ("按所选期间本场的真实停车记录(各车道上传的账本)和消费记录,用 edge.pricing 规则引擎分别计算有无此活动的积分(含每日积分上限与抵扣上限);预计兑换 = 额外积分 × 该期间兑换率。",
+                "The period's real stays at this site (from the lanes' ledgers) and "
+                "purchases, replayed through edge.pricing with and without the campaign "
+                "(daily earning and redemption caps included); expected redemptions = extra "
+                "points × the period's redemption rate."),
     "over_budget": ("超出预算", "Over budget"),
     "within_budget": ("预算内", "Within budget"),
     "publish": ("发布", "Publish"),

@@ -3,6 +3,7 @@ checks who asks (``staff_of``), calls the services, renders a template."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,6 +20,7 @@ from central.services import (
     campaigns,
     members,
     points,
+    replay_data,
     rewards,
     sessions,
     signin,
@@ -29,6 +31,7 @@ from central.services.figures import (
     DEFINITIONS,
     EXPIRING_DAYS,
     default_period,
+    month_bounds,
     month_range,
     overview,
 )
@@ -429,11 +432,72 @@ def campaign_page(name: str, request: Request, s: DB) -> Response:
 async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
     raw = await request.form()
     f = {k: v for k, v in raw.items() if isinstance(v, str)}
-    who = staff_of(request, s, "campaigns", f.get("csrf_token"))
-    if who.role not in CAMPAIGN_EDITORS:
-        raise PageForbidden(who)
+    who = _editor(request, s, f.get("csrf_token"))
     form = campaigns.read_form(raw, site_base(s, central_of(request)))
     return who, form, f
+
+
+#: the longest period a forecast replays (and a download carries)
+FORECAST_MONTHS = 12
+
+
+def _fc_period(c: Any, start: str | None, end: str | None) -> tuple[str, str]:
+    """The forecast's months from the form or query: ordered, at most FORECAST_MONTHS."""
+    this = c.clock().astimezone(c.cfg.site.tz).strftime("%Y-%m")
+    first, last = _month(start, this), _month(end, this)
+    if last < first:
+        first, last = last, first
+    y, m = int(last[:4]), int(last[5:])
+    m -= FORECAST_MONTHS - 1
+    while m <= 0:
+        y, m = y - 1, m + 12
+    return max(first, f"{y:04d}-{m:02d}"), last
+
+
+def _attachment(body: str, name: str, media: str) -> Response:
+    return Response(body.encode("utf-8"), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+def _editor(request: Request, s: Any, token: str | None = None) -> Any:
+    who = staff_of(request, s, "campaigns", token)
+    if who.role not in CAMPAIGN_EDITORS:
+        raise PageForbidden(who)
+    return who
+
+
+@router.get("/campaigns/forecast/data.jsonl")
+def campaign_forecast_data(request: Request, s: DB) -> Response:
+    """The stays and purchases a forecast replays, as ``rules simulate --sessions`` reads
+    them (members' ids and plates: campaign editors only, never cached)."""
+    _editor(request, s)
+    c = central_of(request)
+    first, last = _fc_period(c, request.query_params.get("first"),
+                             request.query_params.get("last"))
+    lo, hi = month_bounds(c.cfg.site.tz, first, last)
+    recs = replay_data.period_records(s, c.cfg.site.site_id, lo, hi)
+    return _attachment(replay_data.as_jsonl(recs), f"forecast-{first}-{last}.jsonl",
+                       "application/x-ndjson")
+
+
+@router.get("/campaigns/forecast/base.json")
+def campaign_forecast_base(request: Request, s: DB) -> Response:
+    """The site's bundle as the lanes run it (``rules simulate --baseline``)."""
+    _editor(request, s)
+    data = site_base(s, central_of(request))
+    return _attachment(json.dumps(data, ensure_ascii=False, indent=1), "base.json",
+                       "application/json")
+
+
+@router.post("/campaigns/forecast/candidate.json")
+async def campaign_forecast_candidate(request: Request, s: DB) -> Response:
+    """The site's bundle with the form's campaign (``rules simulate --rules``)."""
+    who, form, _f = await _campaign_form(request, s)
+    if form.errors or form.data is None:
+        return _campaigns_render(request, s, who, form=form, status=422)
+    return _attachment(json.dumps(form.data, ensure_ascii=False, indent=1), "candidate.json",
+                       "application/json")
 
 
 @router.post("/campaigns/forecast", response_class=HTMLResponse)
@@ -441,18 +505,15 @@ async def campaign_forecast(request: Request, s: DB) -> Response:
     """Validate the form with edge.pricing's schema; if good, forecast it."""
     who, form, f = await _campaign_form(request, s)
     c = central_of(request)
-    this = c.clock().astimezone(c.cfg.site.tz).strftime("%Y-%m")
-    first, last = _month(f.get("fc_start"), this), _month(f.get("fc_end"), this)
-    if last < first:
-        first, last = last, first
+    first, last = _fc_period(c, f.get("fc_start"), f.get("fc_end"))
     if form.errors:
         return _campaigns_render(request, s, who, form=form, status=422, fc_first=first,
                                  fc_last=last)
     rate = Decimal(overview(s, c.rules, c.cfg.points.cost_per_point, first, last,
                             c.clock())["redemption_rate_pct"])
     base = parse_bundle(site_base(s, c))
-    fc = campaigns.forecast(s, base, form.bundle, form.campaign["name"], first, last,
-                            c.cfg.points.cost_per_point, rate, form.budget)
+    fc = campaigns.forecast(s, c.cfg.site.site_id, base, form.bundle, form.campaign["name"],
+                            first, last, c.cfg.points.cost_per_point, rate, form.budget)
     return _campaigns_render(request, s, who, form=form, fc=fc, fc_first=first,
                              fc_last=last)
 
