@@ -80,3 +80,65 @@ def test_cli_simulate_bad_line_exit_2(tmp_path: Path) -> None:
                                  str(MALL), "--workers", "1"])
     assert r.exit_code == 2
     assert "line 2: exited is not an ISO 8601 date-time" in r.stderr
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+STAY = {"session_id": "S1", "plate": "粤B00001", "member_id": "M1", "tier": "gold",
+        "vehicle_class": "small", "entered": "2026-03-10T08:00:00+08:00",
+        "exited": "2026-03-10T16:00:00+08:00", "points_before": 0, "fee": None,
+        "payable": None, "points_deducted": 0, "points_earned": 0}
+BUY = {"kind": "purchase", "purchase_id": 1, "member_id": "M1", "tier": "gold",
+       "at": "2026-03-10T18:00:00+08:00", "amount": "3000.00", "category": "retail",
+       "brand": None, "points": 0}
+
+
+def test_purchases_share_the_daily_cap_with_parking(tmp_path: Path) -> None:
+    """Parking points first, then a purchase worth more than the day's cap: the purchase
+    earns only what the cap leaves (as at the lane and at central)."""
+    alone, both = tmp_path / "alone.jsonl", tmp_path / "both.jsonl"
+    _write(alone, [BUY])
+    _write(both, [STAY, BUY, {**BUY, "purchase_id": 2, "at": "2026-04-02T12:00:00+08:00",
+                              "amount": "90"}])
+    a = simulate_file(alone, MALL, workers=1)["candidate"]
+    assert a["purchase_points"] == a["points_issued"] == 100  # ¥3000 / ¥30 capped at 100
+    r = simulate_file(both, MALL, workers=1)
+    c = r["candidate"]
+    parking = c["parking_points"]
+    assert parking > 0 and c["purchases"] == 2 and c["sessions"] == 1
+    assert c["purchase_points"] == 100 - parking + 3  # April: ¥90 / ¥30, a new day
+    assert c["points_by_month"] == {"2026-03": 100, "2026-04": 3}
+    assert c["points_issued"] == 103 and c["members"] == 1
+    assert r["recorded"]["purchases"] == 2 and r["recorded"]["points_issued"] == 0
+    assert simulate_file(both, MALL, workers=2)["candidate"] == c
+
+
+def test_bad_purchase_lines_are_named(tmp_path: Path) -> None:
+    cases = [({**BUY, "kind": "refund"}, "kind 'refund' is neither 'session' nor 'purchase'"),
+             ({**BUY, "member_id": None}, "a purchase needs a member_id"),
+             ({**BUY, "at": None}, "at is missing"),
+             ({**BUY, "amount": "lots"}, "amount is not a number")]
+    for row, msg in cases:
+        path = tmp_path / "bad.jsonl"
+        _write(path, [STAY, row])
+        r = CliRunner().invoke(app, ["rules", "simulate", "--sessions", str(path), "--rules",
+                                     str(MALL), "--workers", "1"])
+        assert r.exit_code == 2, row
+        assert f"line 2: {msg}" in r.stderr, r.stderr
+
+
+def test_a_json_bundle_replays_as_its_toml(tmp_path: Path) -> None:
+    import tomllib
+
+    j = tmp_path / "mall.json"
+    j.write_text(json.dumps(tomllib.loads(MALL.read_text("utf-8"))), "utf-8")
+    path = tmp_path / "s.jsonl"
+    write_sessions(path, 300, load_bundle(MALL), datetime(2026, 3, 1, tzinfo=SH), days=3)
+    assert simulate_file(path, j, workers=1)["candidate"] == simulate_file(
+        path, MALL, workers=1)["candidate"]
+    j.write_text('"mall"', "utf-8")
+    r = CliRunner().invoke(app, ["rules", "simulate", "--sessions", str(path), "--rules",
+                                 str(j), "--workers", "1"])
+    assert r.exit_code != 0 and "a bundle is a JSON object" in (r.stderr + r.stdout)
