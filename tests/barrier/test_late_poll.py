@@ -18,122 +18,66 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from parkedge_sim.display_sim import DisplaySim
-from parkedge_sim.modbus_lane import ModbusLaneSim
-
-from edge.barrier.display import SerialDisplay
-from edge.barrier.loops import LoopEvent, ModbusLoops
-from edge.barrier.modbus_barrier import ModbusCoilBarrier
-from edge.barrier.modbus_hub import ModbusHub
-from edge.barrier.serial_bus import SerialBus
 from edge.lane import machine as m
-from edge.lane.decide import Decider, LanePolicy
-from edge.lane.runner import EventClock, LaneRunner
-from edge.lpr.manual import ManualPlateSource
-from edge.pricing import load_bundle
-from edge.rules_holder import RulesHolder
-from edge.store import EntryKind, Store
+from edge.store import EntryKind
+from tests.lane.rig import TZ, Rig, make_rig
 
-REPO = Path(__file__).resolve().parents[2]
-TZ = ZoneInfo("Asia/Shanghai")
 T_IN = datetime(2026, 11, 17, 10, 0, tzinfo=TZ)
 PLATE = "沪A12345"
 REVERSE_S = 0.6
 
 
-@dataclass
-class ExitLane:
-    sim: ModbusLaneSim
-    runner: LaneRunner
-    store: Store
-    loops: ModbusLoops
-    plates: ManualPlateSource
-    events: list[LoopEvent]
-
-    async def until(self, pred: Callable[[], bool], timeout: float = 3.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            await asyncio.sleep(0.01)
-        return pred()
-
-    def lane_events(self) -> list[str]:
-        return [str(e.payload.get("event")) for e in self.store.entries(0, 10_000)
-                if e.kind == EntryKind.LANE_EVENT]
-
-    def kinds(self) -> list[str]:
-        return [str(e.kind) for e in self.store.entries(0, 10_000)]
-
-    def session_status(self) -> str:
-        sessions = self.store.list_sessions()
-        assert len(sessions) == 1
-        s = self.store.get_session(sessions[0].session_id)
-        assert s is not None
-        return str(s.status)
-
-    async def opened_for(self, plate: str) -> None:
-        """The car arrives, is read, the lane decides and the arm is confirmed up."""
-        self.sim.set_loop("arming", True)
-        assert await self.until(lambda: self.runner.lane.arming, 2.0)
-        self.plates.submit(plate, T_IN + timedelta(minutes=300), "test")
-        assert await self.until(lambda: self.runner.lane.state is m.State.WAIT_PASS, 3.0), (
-            f"lane {self.runner.lane.state}")
+def lane_events(lane: Rig) -> list[str]:
+    return [str(e.payload.get("event")) for e in lane.store.entries(0, 10_000)
+            if e.kind == EntryKind.LANE_EVENT]
 
 
-async def exit_lane(tmp: Path, body: Callable[[ExitLane], Awaitable[None]],
+def kinds(lane: Rig) -> list[str]:
+    return [str(e.kind) for e in lane.store.entries(0, 10_000)]
+
+
+def session_status(lane: Rig) -> str:
+    sessions = lane.store.list_sessions()
+    assert len(sessions) == 1
+    s = lane.store.get_session(sessions[0].session_id)
+    assert s is not None
+    return str(s.status)
+
+
+async def opened_for(lane: Rig, plate: str) -> None:
+    """The car arrives, is read, the lane decides and the arm is confirmed up."""
+    lane.sim.set_loop("arming", True)
+    assert await lane.until(lambda: lane.runner.lane.arming, 2.0)
+    lane.plates.submit(plate, T_IN + timedelta(minutes=300), "test")
+    assert await lane.until(lambda: lane.runner.lane.state is m.State.WAIT_PASS, 3.0), (
+        f"lane {lane.runner.lane.state}")
+
+
+async def exit_lane(tmp: Path, body: Callable[[Rig], Awaitable[None]],
                     counter_closing: int | None = None,
                     late_after_s: float | None = None) -> None:
-    """An exit lane as `parkedge run` builds it for the simulator (poll 20 ms, debounce
-    10 ms: parkedge_sim.lane_config), with a member whose stay is paid with points."""
-    sim = ModbusLaneSim(rise_s=0.05, fall_s=0.05, hold_s=0.2)
-    url = await sim.start()
-    board = DisplaySim("a0")
-    path = await board.start()
-    hub = ModbusHub(url, "tcp", timeout_s=0.3, retries=1)
-    barrier = ModbusCoilBarrier(hub, pulse_ms=150)
-    extra = {k: v for k, v in (("counter_closing", counter_closing),
-                               ("late_after_s", late_after_s)) if v is not None}
-    loops = ModbusLoops(hub, poll_ms=20, debounce_ms=10, **extra)  # type: ignore[arg-type]
-    events: list[LoopEvent] = []
-    loops.subscribe(events.append)
-    bus = SerialBus(path, timeout_s=0.3, retries=1, gap_ms=1)
-    display = SerialDisplay(bus, "a0", 1, lines=4, columns=16)
-    store = Store.open(tmp / "site.db", "X1")
-    clock = EventClock(TZ, use_events=True)
-    holder = RulesHolder(load_bundle(REPO / "config" / "rules.example.toml"), clock.now)
-    decider = Decider(store, holder.current, LanePolicy("X1", "exit", TZ))
-    plates = ManualPlateSource("X1")
-    runner = LaneRunner(
-        lane=m.Lane(direction="exit", timeouts=m.Timeouts(arm_s=2.0, reverse_s=REVERSE_S)),
-        decider=decider, store=store, barrier=barrier, loops=loops, display=display,
-        plates=plates, clock=clock, idle_lines=["欢迎光临", "Welcome"],
-    )
-    store.upsert_member("M1", tier="member")
-    store.set_lots("M1", [("M1-lot", 500, None, T_IN - timedelta(days=9))])
-    store.bind_plate(PLATE, "M1")
-    store.record_entry(plate=PLATE, entered_at=T_IN, event_id="in-1", member_id="M1",
-                       lane_id="E1")
-    await loops.start()
-    await runner.start()
+    """An exit lane (tests/lane/rig.py) as `parkedge run` builds it for the simulator (poll
+    20 ms, debounce 10 ms: parkedge_sim.lane_config), with a member whose stay is paid with
+    points."""
+    lane = await make_rig(tmp, "exit", timeouts=m.Timeouts(arm_s=2.0, reverse_s=REVERSE_S),
+                          pulse_ms=150, poll_ms=20, debounce_ms=10,
+                          counter_closing=counter_closing, late_after_s=late_after_s)
     try:
-        await body(ExitLane(sim, runner, store, loops, plates, events))
+        store = lane.store
+        store.upsert_member("M1", tier="member")
+        store.set_lots("M1", [("M1-lot", 500, None, T_IN - timedelta(days=9))])
+        store.bind_plate(PLATE, "M1")
+        store.record_entry(plate=PLATE, entered_at=T_IN, event_id="in-1", member_id="M1",
+                           lane_id="E1")
+        await body(lane)
     finally:
-        await runner.stop()
-        await loops.stop()
-        await hub.close()
-        await bus.close()
-        await board.stop()
-        await sim.stop()
-        store.close()
+        await lane.close()
 
 
-def drive_over_while_stalled(lane: ExitLane) -> None:
+def drive_over_while_stalled(lane: Rig) -> None:
     """The lane box is starved for 0.4 s (the event loop does not run: no poll, no timer)
     while the car drives over: nose onto the closing loop, tail off the arming loop, off the
     closing loop. A car at walking pace takes about that long over one loop."""
@@ -147,19 +91,19 @@ def drive_over_while_stalled(lane: ExitLane) -> None:
 def test_a_car_that_drives_through_during_a_stalled_poll_is_not_booked_reversed(
     tmp_path: Path,
 ) -> None:
-    async def body(lane: ExitLane) -> None:
-        await lane.opened_for(PLATE)
-        assert lane.session_status() == "closed"
+    async def body(lane: Rig) -> None:
+        await opened_for(lane, PLATE)
+        assert session_status(lane) == "closed"
         drive_over_while_stalled(lane)
         # the barrier saw the car leave its loop and comes down by itself
         assert await lane.until(lambda: lane.sim.arm.motion in ("falling", "down"), 2.0)
         assert await lane.until(lambda: lane.runner.lane.state is m.State.IDLE,
                                 REVERSE_S + 2.0)
         await asyncio.sleep(0.2)  # anything the lane still had to write
-        assert "reversed" not in lane.lane_events(), lane.kinds()
+        assert "reversed" not in lane_events(lane), kinds(lane)
         assert EntryKind.CORRECTION not in {e.kind for e in lane.store.entries(0, 10_000)}
-        assert lane.session_status() == "closed"  # the stay stands: the car has left
-        assert "crossing_unseen" in lane.lane_events(), lane.kinds()
+        assert session_status(lane) == "closed"  # the stay stands: the car has left
+        assert "crossing_unseen" in lane_events(lane), kinds(lane)
         assert lane.runner.lane.authorised == 0
         # what the lane saw: the arming loop only, its clearing after the stall
         assert [(e.detector, e.on) for e in lane.events] == [
@@ -173,8 +117,8 @@ def test_with_the_modules_counter_the_unseen_pulse_is_a_crossing(tmp_path: Path)
     """An IO module counting its closing-loop input (FC04): the pulse the reads missed is in
     the counter, the lane sees the car cross in its place, as if it had been read."""
 
-    async def body(lane: ExitLane) -> None:
-        await lane.opened_for(PLATE)
+    async def body(lane: Rig) -> None:
+        await opened_for(lane, PLATE)
         drive_over_while_stalled(lane)
         assert await lane.until(lambda: lane.runner.lane.state is m.State.IDLE, 2.0)
         await asyncio.sleep(REVERSE_S + 0.2)
@@ -182,9 +126,9 @@ def test_with_the_modules_counter_the_unseen_pulse_is_a_crossing(tmp_path: Path)
             ("arming", True), ("closing", True), ("arming", False), ("closing", False)]
         assert lane.loops.missed_pulses == 1
         assert lane.loops.passages == 1
-        assert not {"reversed", "crossing_unseen", "tailgate"} & set(lane.lane_events()), (
-            lane.kinds())
-        assert lane.session_status() == "closed"
+        assert not {"reversed", "crossing_unseen", "tailgate"} & set(lane_events(lane)), (
+            kinds(lane))
+        assert session_status(lane) == "closed"
         assert lane.runner.lane.left  # seen crossing: a repeat exit of it is refused
 
     asyncio.run(exit_lane(tmp_path, body, counter_closing=5))
@@ -196,14 +140,14 @@ def test_a_car_that_backs_off_while_polls_are_on_time_is_still_reversed(
     """The other side of the same rule: with the loops seen all along, an arming loop that
     clears without a crossing is a car backing off, and its exit is undone."""
 
-    async def body(lane: ExitLane) -> None:
-        await lane.opened_for(PLATE)
-        assert lane.session_status() == "closed"
+    async def body(lane: Rig) -> None:
+        await opened_for(lane, PLATE)
+        assert session_status(lane) == "closed"
         lane.sim.set_loop("arming", False)  # backs off, never reaches the closing loop
-        assert await lane.until(lambda: "reversed" in lane.lane_events(), REVERSE_S + 2.0), (
-            lane.kinds())
-        assert await lane.until(lambda: lane.session_status() == "open", 1.0)
-        assert "crossing_unseen" not in lane.lane_events()
+        assert await lane.until(lambda: "reversed" in lane_events(lane), REVERSE_S + 2.0), (
+            kinds(lane))
+        assert await lane.until(lambda: session_status(lane) == "open", 1.0)
+        assert "crossing_unseen" not in lane_events(lane)
         assert [(e.detector, e.on, getattr(e, "late", None)) for e in lane.events] == [
             ("arming", True, False), ("arming", False, False)], lane.events
         assert lane.runner.lane.state is m.State.IDLE
@@ -213,8 +157,8 @@ def test_a_car_that_backs_off_while_polls_are_on_time_is_still_reversed(
 
 
 def test_a_car_seen_over_both_loops_passes_as_before(tmp_path: Path) -> None:
-    async def body(lane: ExitLane) -> None:
-        await lane.opened_for(PLATE)
+    async def body(lane: Rig) -> None:
+        await opened_for(lane, PLATE)
         lane.sim.set_loop("closing", True)
         await asyncio.sleep(0.15)
         lane.sim.set_loop("arming", False)
@@ -222,20 +166,20 @@ def test_a_car_seen_over_both_loops_passes_as_before(tmp_path: Path) -> None:
         lane.sim.set_loop("closing", False)
         assert await lane.until(lambda: lane.runner.lane.state is m.State.IDLE, 2.0)
         await asyncio.sleep(REVERSE_S + 0.2)
-        assert not {"reversed", "crossing_unseen"} & set(lane.lane_events()), lane.kinds()
-        assert lane.session_status() == "closed"
+        assert not {"reversed", "crossing_unseen"} & set(lane_events(lane)), kinds(lane)
+        assert session_status(lane) == "closed"
         assert lane.runner.lane.left  # seen crossing: a repeat exit of it is refused
 
     asyncio.run(exit_lane(tmp_path, body))
 
 
 def test_with_the_counter_a_car_that_backs_off_is_still_reversed(tmp_path: Path) -> None:
-    async def body(lane: ExitLane) -> None:
-        await lane.opened_for(PLATE)
+    async def body(lane: Rig) -> None:
+        await opened_for(lane, PLATE)
         lane.sim.set_loop("arming", False)
-        assert await lane.until(lambda: "reversed" in lane.lane_events(), REVERSE_S + 2.0), (
-            lane.kinds())
-        assert await lane.until(lambda: lane.session_status() == "open", 1.0)
+        assert await lane.until(lambda: "reversed" in lane_events(lane), REVERSE_S + 2.0), (
+            kinds(lane))
+        assert await lane.until(lambda: session_status(lane) == "open", 1.0)
         assert lane.loops.missed_pulses == 0
 
     asyncio.run(exit_lane(tmp_path, body, counter_closing=5, late_after_s=1.0))

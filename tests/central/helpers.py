@@ -10,9 +10,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parkedge_sim.broker import MosquittoBroker
+
+    from central.app import Central
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -64,3 +70,51 @@ def serving(cfg_path: Path, port: int, log: Path, *, env: dict[str, str] | None 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@dataclass
+class CentralSite:
+    """What ``central_site`` built: the broker, central (migrated, in this process), the
+    TOML config ``serving()`` starts the server with, its web port, central's public key
+    (hex, for the lanes) and where ``serving()`` is to write its log."""
+
+    broker: MosquittoBroker
+    central: Central
+    cfg_path: Path
+    port: int
+    pub: str
+    log: Path
+
+
+@contextmanager
+def central_site(tmp_path: Path) -> Iterator[CentralSite]:
+    """A site to serve: the tests' own Mosquitto started, central's config with ingest on
+    (``test_ingest_mqtt.site_config``, SQLite in ``tmp_path``) migrated on start, the web on
+    a free loopback port, jobs off, written as TOML to ``central.toml``, and a ``Central``
+    from it. Central is closed and the broker stopped on leaving (after what the caller
+    started inside, e.g. lanes and ``serving()``)."""
+    # here, not at the top: test_ingest_mqtt and test_pages_browser import this module
+    from parkedge_sim.broker import MosquittoBroker
+
+    from central.app import Central
+    from central.config import parse_config
+    from tests.central.test_ingest_mqtt import site_config, to_toml
+    from tests.central.test_pages_browser import free_port
+
+    broker = MosquittoBroker(tmp_path)
+    broker.start()
+    try:
+        port = free_port()
+        d, pub = site_config(tmp_path, f"sqlite:///{tmp_path / 'central.db'}", broker.port)
+        d["database"]["migrate_on_start"] = True
+        d["web"] = {"listen": "127.0.0.1", "port": port}
+        d["jobs"] = {"enabled": False}
+        cfg_path = tmp_path / "central.toml"
+        cfg_path.write_text(to_toml(d), encoding="utf-8")
+        c = Central.from_config(parse_config(d), migrate=True)
+        try:
+            yield CentralSite(broker, c, cfg_path, port, pub, tmp_path / "serve.log")
+        finally:
+            c.close()
+    finally:
+        broker.stop()

@@ -11,15 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from parkedge_sim.broker import MosquittoBroker
 
-from central.app import Central
-from central.config import parse_config
 from edge.pricing import RuleBundle
-from tests.central.helpers import serving
+from tests.central.helpers import central_site, serving
 from tests.central.pages_seed import seed
-from tests.central.test_ingest_mqtt import lane, site_config, to_toml, wait_until
-from tests.central.test_pages_browser import CHROMIUM, free_port, shot, staff_login
+from tests.central.test_ingest_mqtt import lane, wait_until
+from tests.central.test_pages_browser import CHROMIUM, shot, staff_login
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="apt-get install chromium")
@@ -27,30 +24,20 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="apt-get install c
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    broker = MosquittoBroker(tmp_path)
-    broker.start()
-    port = free_port()
-    d, pub = site_config(tmp_path, f"sqlite:///{tmp_path / 'central.db'}", broker.port)
-    d["database"]["migrate_on_start"] = True
-    d["web"] = {"listen": "127.0.0.1", "port": port}
-    d["jobs"] = {"enabled": False}
-    cfg_path = tmp_path / "central.toml"
-    cfg_path.write_text(to_toml(d), encoding="utf-8")
-    c = Central.from_config(parse_config(d), migrate=True)
-    c.now = datetime.now(UTC)  # type: ignore[attr-defined]
-    c.clock = lambda: c.now  # type: ignore[attr-defined]
-    seed(c, n_members=5)
-    seen: list[RuleBundle] = []
-    store, sync = lane(tmp_path, "entry-1", broker.port, pub, seen)
-    try:
-        with serving(cfg_path, port, tmp_path / "serve.log") as (url, _):
-            sync.start()
-            yield {"url": url, "sync": sync, "seen": seen, "log": tmp_path / "serve.log"}
-    finally:
-        sync.stop()
-        store.close()
-        c.close()
-        broker.stop()
+    with central_site(tmp_path) as cs:
+        c = cs.central
+        c.now = datetime.now(UTC)  # type: ignore[attr-defined]
+        c.clock = lambda: c.now  # type: ignore[attr-defined]
+        seed(c, n_members=5)
+        seen: list[RuleBundle] = []
+        store, sync = lane(tmp_path, "entry-1", cs.broker.port, cs.pub, seen)
+        try:
+            with serving(cs.cfg_path, cs.port, cs.log) as (url, _):
+                sync.start()
+                yield {"url": url, "sync": sync, "seen": seen, "log": cs.log}
+        finally:
+            sync.stop()
+            store.close()
 
 
 def test_publish_through_the_form_and_the_lane_accepts_it(site: dict[str, Any],

@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from parkedge_sim.broker import MosquittoBroker
 from sqlalchemy import select
 
 from central.app import Central
-from central.config import parse_config
 from central.db.models import LaneEntry
 from central.services import members, points, rewards
 from edge.pricing.quote import quote_exit
 from edge.pricing.types import SessionInput
 from edge.store import prepayments
-from tests.central.helpers import serving
-from tests.central.test_ingest_mqtt import lane, site_config, to_toml, wait_until
-from tests.central.test_pages_browser import CHROMIUM, free_port, shot
+from tests.central.helpers import central_site, serving
+from tests.central.test_ingest_mqtt import lane, wait_until
+from tests.central.test_pages_browser import CHROMIUM, shot
 
 ROOT = Path(__file__).resolve().parents[2]
 PW = "correct horse battery"
@@ -52,32 +50,22 @@ def _seed(c: Central, now: datetime) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    broker = MosquittoBroker(tmp_path)
-    broker.start()
-    port = free_port()
-    d, pub = site_config(tmp_path, f"sqlite:///{tmp_path / 'central.db'}", broker.port)
-    d["database"]["migrate_on_start"] = True
-    d["web"] = {"listen": "127.0.0.1", "port": port}
-    d["jobs"] = {"enabled": False}
-    cfg_path = tmp_path / "central.toml"
-    cfg_path.write_text(to_toml(d), encoding="utf-8")
-    c = Central.from_config(parse_config(d), migrate=True)
-    _seed(c, datetime.now(UTC))
-    entry, entry_sync = lane(tmp_path, "entry-1", broker.port, pub)
-    exit_, exit_sync = lane(tmp_path, "exit-1", broker.port, pub)
-    try:
-        with serving(cfg_path, port, tmp_path / "serve.log") as (url, _):
-            entry_sync.start()
-            exit_sync.start()
-            yield {"url": url, "central": c, "entry": entry, "entry_sync": entry_sync,
-                   "exit": exit_, "log": tmp_path / "serve.log"}
-    finally:
-        exit_sync.stop()
-        entry_sync.stop()
-        entry.close()
-        exit_.close()
-        c.close()
-        broker.stop()
+    with central_site(tmp_path) as cs:
+        c = cs.central
+        _seed(c, datetime.now(UTC))
+        entry, entry_sync = lane(tmp_path, "entry-1", cs.broker.port, cs.pub)
+        exit_, exit_sync = lane(tmp_path, "exit-1", cs.broker.port, cs.pub)
+        try:
+            with serving(cs.cfg_path, cs.port, cs.log) as (url, _):
+                entry_sync.start()
+                exit_sync.start()
+                yield {"url": url, "central": c, "entry": entry, "entry_sync": entry_sync,
+                       "exit": exit_, "log": cs.log}
+        finally:
+            exit_sync.stop()
+            entry_sync.stop()
+            entry.close()
+            exit_.close()
 
 
 def _ingested(c: Central, sid: str) -> bool:

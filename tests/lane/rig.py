@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from parkedge_sim.display_sim import DisplaySim
 from parkedge_sim.modbus_lane import ModbusLaneSim
 
 from edge.barrier.display import SerialDisplay
-from edge.barrier.loops import ModbusLoops
+from edge.barrier.loops import LoopEvent, ModbusLoops
 from edge.barrier.modbus_barrier import ModbusCoilBarrier
 from edge.barrier.modbus_hub import ModbusHub
 from edge.barrier.serial_bus import SerialBus
@@ -43,6 +43,7 @@ class Rig:
     hub: ModbusHub
     bus: SerialBus
     loops: ModbusLoops
+    events: list[LoopEvent] = field(default_factory=list)  # what the loops published (make_rig)
 
     @property
     def state(self) -> m.State:
@@ -90,14 +91,27 @@ async def make_rig(
     timeouts: m.Timeouts | None = None,
     unknown_plate: str = "hold",
     lane_id: str | None = None,
+    pulse_ms: int = 60,
+    poll_ms: int = 10,
+    debounce_ms: int = 5,
+    late_after_s: float | None = None,
+    counter_closing: int | None = None,
 ) -> Rig:
+    """The lane, started. ``late_after_s`` and ``counter_closing`` reach ModbusLoops only when
+    set (so a test of them fails on the behaviour, not on the keyword, against code without
+    them); every event the loops publish is in ``Rig.events``."""
     sim = ModbusLaneSim(rise_s=0.05, fall_s=0.05, hold_s=0.2)
     url = await sim.start()
     board = DisplaySim("a0")
     path = await board.start()
     hub = ModbusHub(url, "tcp", timeout_s=0.3, retries=1)
-    barrier = ModbusCoilBarrier(hub, pulse_ms=60)
-    loops = ModbusLoops(hub, poll_ms=10, debounce_ms=5)
+    barrier = ModbusCoilBarrier(hub, pulse_ms=pulse_ms)
+    extra = {k: v for k, v in (("counter_closing", counter_closing),
+                               ("late_after_s", late_after_s)) if v is not None}
+    loops = ModbusLoops(hub, poll_ms=poll_ms, debounce_ms=debounce_ms,
+                        **extra)  # type: ignore[arg-type]
+    events: list[LoopEvent] = []
+    loops.subscribe(events.append)
     bus = SerialBus(path, timeout_s=0.3, retries=1, gap_ms=1)
     display = SerialDisplay(bus, "a0", 1, lines=4, columns=16)
     lid = lane_id or ("E1" if direction == "entry" else "X1")
@@ -121,4 +135,4 @@ async def make_rig(
     )
     await loops.start()
     await runner.start()
-    return Rig(sim, board, runner, store, plates, hub, bus, loops)
+    return Rig(sim, board, runner, store, plates, hub, bus, loops, events)
