@@ -641,14 +641,17 @@ class IngestWorker:
             # ping), except when the common part must be built the locked way first.
             with self.central.tx() as s:
                 fixed = None
+                now = self.central.clock()
+                self.answers.revoked_version = None
                 if wanted is None:
                     # A full request (every reconnect) also gets the roster and the rule
                     # bundle on the lane's own topic: a broker may not deliver the retained
                     # copies (RabbitMQ 3.10 keeps them per node; docs/brokers.md), and the
                     # lane must not depend on it. Signed once per change (answer.py).
-                    fixed = built or self.answers.lookup(s)
+                    fixed = built or self.answers.lookup(s, now)
                 if wanted is not None or fixed is not None:
-                    self._answer(s, to, lane, wanted, fixed)
+                    self._answer(s, to, lane, wanted, fixed, now,
+                                 None if built else self.answers.revoked_version)
                     break
             bundle, serial, roster_serial, source = self._site_rules_sourced()
             built = self.answers.store(source, bundle, serial, roster_serial)
@@ -656,16 +659,19 @@ class IngestWorker:
         metrics.INGEST_PUBLISHED.labels("snapshot").inc()
 
     def _answer(self, s: Session, to: str, lane: str, wanted: tuple[str, ...] | None,
-                fixed: answer.Fixed | None) -> None:
+                fixed: answer.Fixed | None, now: datetime,
+                revoked_version: refunds.Version | None = None) -> None:
         """Publish a snapshot answer in ``s``: the common part if given, the revocations
-        with it, then the member states, 500 a message."""
+        with it (``revoked_version``: their version as read in ``s`` at ``now``), then the
+        member states, 500 a message."""
         if fixed is not None:
             self._client.publish(to, fixed.roster, qos=1)
             self._client.publish(to, fixed.rules, qos=1)
             # The revocations of refunded prepayments not yet expired: one published while
-            # the lane was away is not retained (central/services/refunds.py).
-            for msg in refunds.revocations(s, self.site, self.central.clock(),
-                                           self.signing_key):
+            # the lane was away is not retained (central/services/refunds.py). Signed
+            # once per change of the set, its version read with the common part's.
+            for msg in refunds.revoked(s, self.site, now, self.signing_key,
+                                       revoked_version):
                 self._client.publish(to, msg, qos=1)
         # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
         # one lane's query per request, not every lane's (a site of L lanes reconnecting
