@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import metrics
@@ -309,8 +309,17 @@ class IngestWorker:
             if r.lag_s is not None:
                 metrics.INGEST_LAG.labels(b.lane).set(r.lag_s)
                 metrics.INGEST_LAG_HIST.observe(r.lag_s)
-        with self.central.engine.connect() as c:  # one query for the group's lanes
-            state.refresh_marks(c, self.marks, {b.lane for b, _r in done})
+        lanes = {b.lane for b, _r in done}
+        for attempt in range(2):
+            try:
+                with self.central.engine.connect() as c:  # one query for the group's lanes
+                    state.refresh_marks(c, self.marks, lanes)
+                break
+            except DBAPIError as exc:
+                # the connection died since the commit (a PostgreSQL restart): the group
+                # is committed, so read again on a new one rather than leave it unacked
+                if attempt or not exc.connection_invalidated:
+                    raise
         for b, _r in done:
             m = self.marks[b.lane]
             self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
