@@ -830,6 +830,9 @@ def main(argv: list[str] | None = None) -> int:
         "committed_per_worker": [s.get("committed", 0) for s in stats],
         "statuses_written": sum(s.get("status_written", 0) for s in stats),
         "statuses_unchanged": sum(s.get("status_unchanged", 0) for s in stats),
+        # the transactions they took: one per status before STATUS_FLUSH_S, one per flush
+        "status_flushes": sum(s.get("status_flushes", s.get("status_written", 0))
+                              for s in stats),
         "rows_per_group": per_tx, **sizes,
         # CPU per storm entry, whatever the box's load: the workers' processes and their
         # PostgreSQL backends during the drain; psycopg alone and its backends for raw

@@ -27,14 +27,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from central.db.types import UtcDateTime
 from central.ingest import state
+from central.services import refunds
 from central.services.campaign_publish import published_rows
 from edge.sync import codec
 
@@ -50,14 +53,19 @@ def source_key(s: Session, site: str, path: Path) -> SourceKey:
 
 #: What :meth:`Answers.lookup` reads, in one round trip and without the ORM (three ORM
 #: queries were 15 % of a worker in a storm): the newest rules and roster serials and
-#: digests, and the site's published campaigns as ``source_key`` reads them.
+#: digests, the site's published campaigns as ``source_key`` reads them, and the version
+#: of the site's revoked prepayments (``refunds.revoked``).
 _CURRENT = text(
     "SELECT 'r' AS k, serial AS n, digest AS t FROM (SELECT serial, digest FROM "
     "rules_published ORDER BY serial DESC LIMIT 1) AS r "
     "UNION ALL SELECT 'o', serial, digest FROM (SELECT serial, digest FROM "
     "roster_published ORDER BY serial DESC LIMIT 1) AS o "
     "UNION ALL SELECT 'c', id, body FROM (SELECT id, body FROM campaigns "
-    "WHERE site_id = :site AND state = 'published' ORDER BY id) AS c")
+    "WHERE site_id = :site AND state = 'published' ORDER BY id) AS c "
+    # the site's revoked set's version (central/services/refunds.py): the revocations of
+    # the answer come from ``refunds.revoked``'s cache without a statement of their own
+    f"UNION ALL SELECT 'p', n, t FROM ({refunds.VERSION_SQL}) AS p"
+).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
 def roster_digest(site: str, lane_keys: Mapping[str, bytes]) -> str:
@@ -88,21 +96,27 @@ class Answers:
         self._roster_digest = roster_digest(site, lane_keys)
         self._fixed: Fixed | None = None
         self.hits = self.misses = 0
+        #: the revoked set's version read by the last ``lookup`` (None: not read)
+        self.revoked_version: refunds.Version | None = None
 
-    def lookup(self, s: Session) -> Fixed | None:
+    def lookup(self, s: Session, now: datetime) -> Fixed | None:
         """The cached answer if it is still what the locked way would build now, else
-        None. One small read in ``s``; no lock, no write."""
+        None. One small read in ``s``; no lock, no write. Also sets ``revoked_version``
+        (the revoked prepayments' version at ``now``) when it answers."""
         f = self._fixed
+        self.revoked_version = None
         if f is None:
             self.misses += 1
             return None
-        rules = roster = None
+        rules = roster = revoked = None
         camps: list[tuple[int, str]] = []
-        for k, n, t in s.connection().execute(_CURRENT, {"site": self.site}):
+        for k, n, t in s.connection().execute(_CURRENT, {"site": self.site, "now": now}):
             if k == "r":
                 rules = (int(n), str(t))
             elif k == "o":
                 roster = (int(n), str(t))
+            elif k == "p":
+                revoked = (int(n), str(t or ""))
             else:
                 camps.append((int(n), str(t)))
         st = self.path.stat()
@@ -113,6 +127,7 @@ class Answers:
             self.misses += 1
             return None
         self.hits += 1
+        self.revoked_version = revoked
         return f
 
     def store(self, source: SourceKey, bundle: Mapping[str, Any], rules_serial: int,

@@ -9,7 +9,8 @@ or committed) the transaction is rolled back and the group is committed batch by
 comparing seqs and hashes with what is committed: the same (lane, seq) with the same hash is
 a duplicate, with another hash a ``seq_conflict`` (never acked). A deadlock or a unique
 violation against a concurrent worker's insert retries the group: after the other commit
-it takes the exact path. A worker killed mid-transaction commits nothing; the lane resends.
+it takes the exact path; so does a group whose connection died under it (once). A worker
+killed mid-transaction commits nothing; the lane resends.
 
 The points of new entries move through central's lots (``central.services.points``): earned
 = a new lot, deducted = taken soonest-expiring first, coupon used = the coupon marked used.
@@ -184,6 +185,7 @@ class Committer:
         out = Outcome()
         pending = list(bs)
         refused: dict[int, SyncMessageError] = {}
+        died = 0  # groups retried because their connection died under them
         for attempt in range(MAX_RETRIES + 1):
             try:
                 results = self._attempt(pending, exact=out.path == "exact")
@@ -202,6 +204,20 @@ class Committer:
                     results = []
                     break
             except (_Race, DBAPIError) as exc:
+                if (isinstance(exc, DBAPIError) and exc.connection_invalidated and not died
+                        and attempt < MAX_RETRIES):
+                    # The connection died mid-transaction (a PostgreSQL restart or failover,
+                    # a killed backend): nothing of it is committed, or, if it died in the
+                    # COMMIT, all of it, which the retry finds as duplicates (exact path).
+                    # The pool has replaced the connection: one more try on a new one,
+                    # rather than failing the group (unacked, resent by every lane later).
+                    died += 1
+                    log.warning("ingest: the database connection died under a group of %d "
+                                "batches; retrying it once on a new one: %s", len(pending),
+                                str(exc.orig)[:200])
+                    out.retries += 1
+                    out.path = "exact"
+                    continue
                 if attempt == MAX_RETRIES or (isinstance(exc, DBAPIError)
                                               and not self._retryable(exc)):
                     raise

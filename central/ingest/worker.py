@@ -36,8 +36,10 @@ from typing import IO, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import metrics
@@ -59,6 +61,10 @@ LEADER_LOCK = 0x7061726B65646765 & 0x7FFFFFFFFFFFFFFF
 #: flag) is written again only after this long: ``last_seen_at`` stays well inside the
 #: pages' 180 s (``central.services.ops.STATUS_STALE_S``).
 STATUS_REWRITE_S = 30.0
+#: The leader writes the lane statuses that came in at most this often, the newest of each
+#: lane, all in one statement (and on stop): in a storm every lane's backlog moves with each
+#: status, and a transaction per status was the leader's biggest cost after the batches.
+STATUS_FLUSH_S = 1.0
 #: The leader's stall check, at most this often (or every ``stall_alert_s`` if shorter).
 STALL_CHECK_S = 10.0
 
@@ -126,6 +132,8 @@ class IngestWorker:
         self._progress: dict[str, tuple[int, float]] = {}
         self._statuses: dict[str, dict[str, Any]] = {}  # each lane's newest status
         self._status_written: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._status_dirty: set[str] = set()  # lanes whose newest status is not written
+        self._status_flushed = -1e9  # monotonic time of the last flush
         mq = cfg.mqtt
         cid = client_id or mq.client_id or f"central-{socket.gethostname()}-{os.getpid()}"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid[:64], clean_session=True)
@@ -220,6 +228,11 @@ class IngestWorker:
             self._thread.join(10)
         log.info("ingest: stopping; committed %d entries in %d batches (%d duplicates)",
                  self.stats["committed"], self.stats["batches"], self.stats["duplicates"])
+        if self.is_leader:
+            try:  # the statuses still coalescing: the last of each lane is written
+                self._flush_statuses(force=True)
+            except Exception:
+                log.exception("ingest: writing the lane statuses on stop failed")
         self._client.disconnect()
         self._client.loop_stop()
         self._release_leader()
@@ -243,6 +256,12 @@ class IngestWorker:
                 except Exception:
                     self.stats["internal_error"] += 1
                     log.exception("ingest: periodic work failed")
+            if self._status_dirty:
+                try:
+                    self._flush_statuses()
+                except Exception:
+                    self.stats["internal_error"] += 1
+                    log.exception("ingest: writing the lane statuses failed")
             try:
                 first = self._q.get(timeout=0.05)
             except queue.Empty:
@@ -309,8 +328,17 @@ class IngestWorker:
             if r.lag_s is not None:
                 metrics.INGEST_LAG.labels(b.lane).set(r.lag_s)
                 metrics.INGEST_LAG_HIST.observe(r.lag_s)
-        with self.central.engine.connect() as c:  # one query for the group's lanes
-            state.refresh_marks(c, self.marks, {b.lane for b, _r in done})
+        lanes = {b.lane for b, _r in done}
+        for attempt in range(2):
+            try:
+                with self.central.engine.connect() as c:  # one query for the group's lanes
+                    state.refresh_marks(c, self.marks, lanes)
+                break
+            except DBAPIError as exc:
+                # the connection died since the commit (a PostgreSQL restart): the group
+                # is committed, so read again on a new one rather than leave it unacked
+                if attempt or not exc.connection_invalidated:
+                    raise
         for b, _r in done:
             m = self.marks[b.lane]
             self._client.publish(topics.ack(self.site, b.lane), codec.encode_ack(
@@ -386,49 +414,80 @@ class IngestWorker:
         what changed (or every ``STATUS_REWRITE_S``): a lane repeats an unchanged status
         every 5-60 s, and every worker writing each one, a transaction each, was 14 % of
         the ingest thread at 200 lanes (docs/scale.md). One writer also keeps the stall
-        flag the leader's: a non-leader knows no stalls and would clear it."""
-        self._statuses[str(st["lane"])] = st
-        if self.is_leader:
-            self._write_status(st)
-
-    def _write_status(self, st: dict[str, Any]) -> None:
+        flag the leader's: a non-leader knows no stalls and would clear it. What changed is
+        written by ``_flush_statuses``, at most every ``STATUS_FLUSH_S``: a lane's statuses
+        in between coalesce to its newest."""
         lane = str(st["lane"])
-        key = (st["state"], int(st["backlog"]), int(st["last_acked_seq"]),
-               bool(st.get("backlog_stalled", False)) or lane in self._stalled)
-        now = time.monotonic()
-        seen = self._status_written.get(lane)
-        if seen is not None and seen[0] == key and now - seen[1] < STATUS_REWRITE_S:
+        self._statuses[lane] = st
+        if not self.is_leader:
+            return
+        if lane not in self._status_dirty and self._unchanged(lane, st, time.monotonic()):
             self.stats["status_unchanged"] += 1
             return
-        for attempt in range(2):
-            try:  # a first insert may race a former leader's (still finishing one)
-                self._upsert_status(st)
-                break
-            except IntegrityError:
-                if attempt:
-                    raise
-        self._status_written[lane] = (key, now)
-        self.stats["status_written"] += 1
+        if lane in self._status_dirty:
+            self.stats["status_coalesced"] += 1
+        self._status_dirty.add(lane)
 
-    def _upsert_status(self, st: dict[str, Any]) -> None:
+    def _status_key(self, lane: str, st: dict[str, Any]) -> tuple[Any, ...]:
+        return (st["state"], int(st["backlog"]), int(st["last_acked_seq"]),
+                bool(st.get("backlog_stalled", False)) or lane in self._stalled)
+
+    def _unchanged(self, lane: str, st: dict[str, Any], now_m: float) -> bool:
+        seen = self._status_written.get(lane)
+        return (seen is not None and seen[0] == self._status_key(lane, st)
+                and now_m - seen[1] < STATUS_REWRITE_S)
+
+    def _flush_statuses(self, *, force: bool = False) -> int:
+        """Write the newest status of every lane that sent one since the last flush (and
+        changed), in one statement, if ``STATUS_FLUSH_S`` has passed since the last flush
+        (``force``: now). Returns how many rows were written."""
+        now_m = time.monotonic()
+        if not self._status_dirty or (not force
+                                      and now_m - self._status_flushed < STATUS_FLUSH_S):
+            return 0
+        self._status_flushed = now_m
+        lanes, self._status_dirty = sorted(self._status_dirty), set()
+        todo = [(lane, self._statuses[lane]) for lane in lanes
+                if not self._unchanged(lane, self._statuses[lane], now_m)]
+        self.stats["status_unchanged"] += len(lanes) - len(todo)
+        if not todo:
+            return 0
+        try:
+            self._upsert_statuses([st for _lane, st in todo])
+        except Exception:
+            self._status_dirty.update(lanes)  # written at the next flush
+            raise
+        for lane, st in todo:
+            self._status_written[lane] = (self._status_key(lane, st), now_m)
+        self.stats["status_written"] += len(todo)
+        self.stats["status_flushes"] += 1
+        return len(todo)
+
+    def _upsert_statuses(self, sts: list[dict[str, Any]]) -> None:
+        """One ``INSERT ... ON CONFLICT DO UPDATE`` for the lanes of ``sts`` (in lane
+        order): a former leader still finishing its own write is no error."""
         now = self.central.clock()
-        lane = str(st["lane"])
+        rows = [{"site_id": self.site, "lane_id": str(st["lane"]), "state": str(st["state"]),
+                 "backlog": int(st["backlog"]), "last_acked_seq": int(st["last_acked_seq"]),
+                 "last_seen_at": now, "updated_at": now,
+                 "stalled": bool(st.get("backlog_stalled", False))
+                 or str(st["lane"]) in self._stalled} for st in sts]
+        dialect = self.central.engine.dialect.name
+        ins = (pg_insert(LaneStatus) if dialect == "postgresql"
+               else sqlite_insert(LaneStatus))
+        stmt = ins.values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[LaneStatus.site_id, LaneStatus.lane_id],
+            set_={c: stmt.excluded[c] for c in ("state", "backlog", "last_acked_seq",
+                                                 "last_seen_at", "updated_at", "stalled")})
         with self.central.tx() as s:
-            row = s.get(LaneStatus, (self.site, lane), with_for_update=True)
-            if row is None:
-                row = LaneStatus(site_id=self.site, lane_id=lane, stalled=False)
-                s.add(row)
-            row.state = str(st["state"])
-            row.backlog = int(st["backlog"])
-            row.last_acked_seq = int(st["last_acked_seq"])
-            row.last_seen_at = now
-            row.stalled = bool(st.get("backlog_stalled", False)) or lane in self._stalled
-            row.updated_at = now
+            s.execute(stmt)
 
     def _check_stalls(self) -> None:
         """Lanes with a backlog (as their status says) whose committed watermark has not
         moved for ``stall_alert_s``, or that say they are stalled: logged, counted, and
         ``lane_status.stalled`` set."""
+        self._flush_statuses(force=True)  # the statuses as the lanes said them last
         now_m = time.monotonic()
         with self.central.engine.connect() as c:
             rows = c.execute(select(LaneStatus.lane_id, LaneStatus.state, LaneStatus.backlog,
@@ -471,8 +530,8 @@ class IngestWorker:
             self._try_leader()
             if self.is_leader and not was:
                 self._status_written.clear()  # another leader may have written since
-                for st in list(self._statuses.values()):
-                    self._write_status(st)
+                self._status_dirty.update(self._statuses)
+                self._flush_statuses(force=True)
             if self.is_leader and (not was or self._reconnected.is_set()):
                 self._reconnected.clear()
                 self._publish_roster_and_rules()
@@ -520,6 +579,7 @@ class IngestWorker:
         log.info("ingest: this worker is the leader (member states, outbox, roster, rules)")
 
     def _release_leader(self) -> None:
+        self._status_dirty.clear()  # the next leader writes them (it has them too)
         if self._leader_conn is not None:
             with contextlib.suppress(Exception):
                 self._leader_conn.close()
@@ -641,14 +701,17 @@ class IngestWorker:
             # ping), except when the common part must be built the locked way first.
             with self.central.tx() as s:
                 fixed = None
+                now = self.central.clock()
+                self.answers.revoked_version = None
                 if wanted is None:
                     # A full request (every reconnect) also gets the roster and the rule
                     # bundle on the lane's own topic: a broker may not deliver the retained
                     # copies (RabbitMQ 3.10 keeps them per node; docs/brokers.md), and the
                     # lane must not depend on it. Signed once per change (answer.py).
-                    fixed = built or self.answers.lookup(s)
+                    fixed = built or self.answers.lookup(s, now)
                 if wanted is not None or fixed is not None:
-                    self._answer(s, to, lane, wanted, fixed)
+                    self._answer(s, to, lane, wanted, fixed, now,
+                                 None if built else self.answers.revoked_version)
                     break
             bundle, serial, roster_serial, source = self._site_rules_sourced()
             built = self.answers.store(source, bundle, serial, roster_serial)
@@ -656,16 +719,19 @@ class IngestWorker:
         metrics.INGEST_PUBLISHED.labels("snapshot").inc()
 
     def _answer(self, s: Session, to: str, lane: str, wanted: tuple[str, ...] | None,
-                fixed: answer.Fixed | None) -> None:
+                fixed: answer.Fixed | None, now: datetime,
+                revoked_version: refunds.Version | None = None) -> None:
         """Publish a snapshot answer in ``s``: the common part if given, the revocations
-        with it, then the member states, 500 a message."""
+        with it (``revoked_version``: their version as read in ``s`` at ``now``), then the
+        member states, 500 a message."""
         if fixed is not None:
             self._client.publish(to, fixed.roster, qos=1)
             self._client.publish(to, fixed.rules, qos=1)
             # The revocations of refunded prepayments not yet expired: one published while
-            # the lane was away is not retained (central/services/refunds.py).
-            for msg in refunds.revocations(s, self.site, self.central.clock(),
-                                           self.signing_key):
+            # the lane was away is not retained (central/services/refunds.py). Signed
+            # once per change of the set, its version read with the common part's.
+            for msg in refunds.revoked(s, self.site, now, self.signing_key,
+                                       revoked_version):
                 self._client.publish(to, msg, qos=1)
         # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
         # one lane's query per request, not every lane's (a site of L lanes reconnecting

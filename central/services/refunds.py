@@ -32,16 +32,19 @@ shows them and the gauge ``central_prepaid_refund_conflicts`` counts them.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from central import metrics
 from central.db.models import DownlinkOutbox, LaneEntry, Prepayment
+from central.db.types import UtcDateTime
 from central.services.errors import Invalid, NotFound, Refused
 from edge.store.codec import ts
 from edge.sync import codec
@@ -149,6 +152,56 @@ def revocations(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
         Prepayment.expires_at > now).order_by(Prepayment.refunded_at.desc(),
                                               Prepayment.payment_id).limit(limit))
     return [revocation(p, key) for p in rows]
+
+
+#: The revoked set's version, one row ``(n, t)``: how many refunded prepayments of the
+#: site have not expired, and the soonest expiry and newest refund among them. A refund
+#: (``refunded_at`` is set once, never cleared) adds a row: ``n`` grows unless one expired
+#: at the same time, and then ``t``'s soonest expiry moved (the one that left had the
+#: soonest; what is left expires after ``now``). Read through the ``expires_at`` index,
+#: like ``revocations``. ``central.ingest.answer`` reads it in the round trip it makes
+#: anyway (``VERSION_SQL``), so a cached set costs no statement of its own.
+VERSION_SQL = (
+    "SELECT count(*) AS n, coalesce(CAST(min(expires_at) AS text), '') || '|' || "
+    "coalesce(CAST(max(refunded_at) AS text), '') AS t FROM prepayments "
+    "WHERE site_id = :site AND refunded_at IS NOT NULL AND expires_at > :now")
+_VERSION = text(VERSION_SQL).bindparams(bindparam("now", type_=UtcDateTime()))
+Version = tuple[int, str]
+#: (site, site key's public bytes) -> (version, the signed revocations): one process's
+#: cache; every use checks the version in the caller's transaction.
+_revoked: dict[tuple[str, bytes], tuple[Version, list[bytes]]] = {}
+_revoked_lock = threading.Lock()
+revoked_stats = {"hits": 0, "misses": 0}
+
+
+def revoked_version(s: Session, site: str, now: datetime) -> Version:
+    n, t = s.connection().execute(_VERSION, {"site": site, "now": now}).one()
+    return int(n), str(t or "")
+
+
+def revoked(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
+            version: Version | None = None) -> list[bytes]:
+    """``revocations`` of ``site``, signed once per change of the revoked set and reused
+    while its version (``VERSION_SQL``, read in ``s`` unless the caller read it there
+    already) is the one they were built at. Why: every lane of a site reconnecting asks for
+    a full snapshot, and each answer selected and signed every revocation (#16).
+
+    Never stale: the version is read before the rows (PostgreSQL's read committed: a refund
+    committed in between is in the rows, cached under the older version, rebuilt at the
+    next use), and a new refund or an expiry moves the version."""
+    v = revoked_version(s, site, now) if version is None else version
+    k = (site, key.public_key().public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw))
+    with _revoked_lock:
+        hit = _revoked.get(k)
+    if hit is not None and hit[0] == v:
+        revoked_stats["hits"] += 1
+        return hit[1]
+    msgs = revocations(s, site, now, key)
+    with _revoked_lock:
+        _revoked[k] = (v, msgs)
+    revoked_stats["misses"] += 1
+    return msgs
 
 
 def conflicts(s: Session, now: datetime, limit: int = 1000) -> list[dict[str, Any]]:

@@ -2,11 +2,13 @@
 costs that grew with the number of lanes at 200 lanes (docs/scale.md). A snapshot request
 reads one lane's watermark, not every lane's (a site reconnecting cost lanes² queries); a
 group's acks read their lanes' watermarks in one query; an unchanged lane status is not
-written again, and only the leader writes statuses."""
+written again, only the leader writes statuses, and at most once a second: each lane's
+newest, in one statement (in a storm nearly every status has changed)."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy import event, select
 from central.app import Central
 from central.config import parse_config
 from central.db.models import LaneStatus
+from central.ingest import worker
 from central.ingest.commit import CommitResult
 from central.ingest.worker import IngestWorker
 from tests.central.helpers import config_dict
@@ -71,6 +74,18 @@ class Statements:
 
     def __exit__(self, *_exc: Any) -> None:
         event.remove(self.engine, "before_cursor_execute", self._on)
+
+
+class AllStatements:
+    """Every SQL statement the engine runs (SQLite's own ``BEGIN IMMEDIATE`` aside)."""
+
+    def __init__(self, c: Central) -> None:
+        self.seen: list[str] = []
+        event.listen(c.engine, "before_cursor_execute", self._on)
+
+    def _on(self, _conn: Any, _cur: Any, sql: str, *_a: Any) -> None:
+        if not sql.startswith("BEGIN"):
+            self.seen.append(sql)
 
 
 def _commit(c: Central, w: IngestWorker, lanes: list[str], seqs: range) -> None:
@@ -134,10 +149,48 @@ def test_statuses_are_written_by_the_leader_and_only_when_they_change(site: Cent
         assert w.stats["status_unchanged"] == 5 and w.stats["status_written"] == 1
         w._record_status(_status("lane-00", 0, 14))
         w._record_status(_status("lane-00", 0, 14, "offline"))
-        assert _rows(site) == {"lane-00": ("offline", 0, 14)}
-        assert w.stats["status_written"] == 3
+        assert _rows(site) == {"lane-00": ("online", 4, 10)}  # coalescing: not yet
+        assert w._flush_statuses() == 0  # the leader's first flush was a moment ago
+        w._status_flushed -= worker.STATUS_FLUSH_S  # the interval passed
+        assert w._flush_statuses() == 1
+        assert _rows(site) == {"lane-00": ("offline", 0, 14)}  # the newest, once
+        assert w.stats["status_written"] == 2 and w.stats["status_coalesced"] == 1
     finally:
         w._release_leader()
+
+
+def test_a_storms_statuses_coalesce_per_lane_and_the_last_is_written(site: Central) -> None:
+    """Every lane's backlog moving with every group, as in a reconnect storm: the statements
+    per committed entry, the statuses among them written at most once a second (newest per
+    lane, one statement), the last ones after the interval and on stop."""
+    w = site.ingest_worker(client_id="cost-test")
+    w.connected.set()
+    w._tick(full=True)
+    assert w.is_leader
+    q = AllStatements(site)
+    rounds, per = 10, 10
+    for r in range(rounds):  # each round: a group of every lane's batch, then their statuses
+        _commit(site, w, LANES, range(r * per + 1, (r + 1) * per + 1))
+        for lane in LANES:
+            w._record_status(_status(lane, (rounds - r - 1) * per, (r + 1) * per))
+        w._flush_statuses()  # what the worker's loop does between groups
+    entries = rounds * per * len(LANES)
+    status_sql = [x for x in q.seen if "lane_status" in x]
+    # before: a transaction per status (a locked read and a write): 240 statements here
+    assert len(status_sql) <= 1, status_sql
+    assert len(q.seen) / entries < 0.05, (len(q.seen), entries)
+    assert w.stats["status_coalesced"] >= (rounds - 1) * len(LANES) - len(LANES)
+
+    time.sleep(worker.STATUS_FLUSH_S)  # after the interval the newest of each lane is in
+    assert w._flush_statuses() == len(LANES)
+    assert _rows(site) == dict.fromkeys(LANES, ("online", 0, rounds * per))
+
+    for lane in LANES[:3]:  # and on stop, whatever the interval
+        w._record_status(_status(lane, 0, rounds * per, "offline"))
+    w.stop()
+    assert not w.is_leader
+    assert _rows(site) == {lane: ("offline" if lane in LANES[:3] else "online", 0,
+                                  rounds * per) for lane in LANES}
 
 
 def test_a_stall_the_lane_reported_clears_when_it_says_so(site: Central) -> None:
