@@ -7,6 +7,7 @@ docs/screenshots/ with PARKEDGE_SCREENSHOTS=1 (so a test run leaves the tree cle
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -19,10 +20,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+import edge.cli.pricing  # noqa: F401
 from central.app import Central
 from central.config import parse_config
 from central.services import points
+from edge.cli import app as cli
 from tests.central.helpers import RULES, serving
 from tests.central.pages_seed import PW, seed
 
@@ -212,8 +216,26 @@ def test_rewards_page_shows_the_cap(site: dict[str, Any], browser: Any) -> None:
     total = page.evaluate("""() => Chart.getChart(document.getElementById('ch-forecast'))
         .data.datasets[0].data.reduce((a, b) => a + b, 0)""")
     assert total > 0
-    assert int(page.inner_text("#fc-extra").replace(",", "")) > 0
+    extra = int(page.inner_text("#fc-extra").replace(",", "").replace("+", ""))
+    assert extra > 0
     shot(page, "campaign-forecast")
+    # check it yourself: the three downloads through `rules simulate` give the same figure
+    page.locator("#fc-check summary").click()
+    files = {}
+    for sel, name in [("#fc-dl-data", "d.jsonl"), ("#fc-dl-base", "base.json"),
+                      ("#fc-dl-candidate", "candidate.json")]:
+        with page.expect_download() as dl:
+            page.locator(sel).click()
+        files[name] = Path(tempfile.mkdtemp()) / name
+        dl.value.save_as(files[name])
+    assert files["d.jsonl"].read_text("utf-8").strip()
+    out = CliRunner().invoke(cli, ["rules", "simulate", "--sessions", str(files["d.jsonl"]),
+                                   "--rules", str(files["candidate.json"]), "--baseline",
+                                   str(files["base.json"]), "--workers", "1", "--json"])
+    assert out.exit_code == 0, out.stdout + out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["candidate"]["points_issued"] - rep["baseline"]["points_issued"] == extra
+    assert "parkedge rules simulate" in page.inner_text("#fc-cmd")
     with page.expect_navigation():
         page.get_by_role("button", name="发布").click()
     assert "workday_x1.2" in page.inner_text("#published")
