@@ -176,8 +176,11 @@ class Replayer:
                 (PointsLot("bal", int(bal), None),) if bal else (),
                 redeemed_this_month_value=state.month_value,
                 redeemed_today_points=state.day_points, earned_today=state.day_earned)
+        # as the lane's decider: the plate's last exit before this stay began, if it had one
+        prev = self.last_exit.get(plate)
         s = SessionInput(entered, exited, rec.get("vehicle_class") or "small", plate,
-                         rec.get("lane_id") or "", previous_exit=self.last_exit.get(plate))
+                         rec.get("lane_id") or "",
+                         previous_exit=prev if entered and prev and prev <= entered else None)
         q = quote_exit(s, member, rb, exited, explain_lines=False)
         if plate:
             self.last_exit[plate] = exited

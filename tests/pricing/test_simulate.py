@@ -142,3 +142,18 @@ def test_a_json_bundle_replays_as_its_toml(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["rules", "simulate", "--sessions", str(path), "--rules",
                                  str(j), "--workers", "1"])
     assert r.exit_code != 0 and "a bundle is a JSON object" in (r.stderr + r.stdout)
+
+
+def test_previous_exit_is_one_before_the_stay_began(tmp_path: Path) -> None:
+    """As the lane's decider: a plate's earlier exit counts for the next stay (first visit of
+    the day, re-entry) only if it came before that stay's entry."""
+    path = tmp_path / "s.jsonl"
+    second = {**STAY, "session_id": "S2", "entered": "2026-03-10T17:00:00+08:00",
+              "exited": "2026-03-10T19:00:00+08:00"}  # the first one left at 16:00
+    overlapping = {**second, "entered": "2026-03-10T12:00:00+08:00"}
+    _write(path, [STAY, second])
+    fired = simulate_file(path, MALL, workers=1)["candidate"]["campaigns"]
+    assert fired["first_visit_bonus"]["fired"] == 1  # the second stay is not the day's first
+    _write(path, [STAY, overlapping])  # entered before the first one left: no previous exit
+    fired = simulate_file(path, MALL, workers=1)["candidate"]["campaigns"]
+    assert fired["first_visit_bonus"]["fired"] == 2
