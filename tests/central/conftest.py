@@ -8,7 +8,6 @@ SQLite: the migrated file is made once and copied per test.
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,8 @@ from central.config.models import CentralConfig
 from central.db import make_engine, session_factory, upgrade
 from central.db.models import Base
 from edge.pricing import RuleBundle, load_bundle
-from tests.central.helpers import RULES, at, config_dict
+from tests.central.helpers import RULES, at, config_dict, fresh_pg_database
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -46,20 +44,8 @@ def pg_url() -> Iterator[str | None]:
     if not _pg_reachable():
         yield None
         return
-    name = f"central_test_{secrets.token_hex(6)}"
-    admin = make_engine(PG_ADMIN).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    eng = make_engine(url)
-    upgrade(eng)
-    eng.dispose()
-    try:
-        yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database("central_test") as name:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 @pytest.fixture(scope="session")

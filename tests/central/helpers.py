@@ -118,3 +118,62 @@ def central_site(tmp_path: Path) -> Iterator[CentralSite]:
             c.close()
     finally:
         broker.stop()
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database named ``<prefix>_<random>`` on 127.0.0.1:5432,
+    yielded by name and dropped (even with connections left) at the end."""
+    import secrets
+
+    from sqlalchemy import text
+
+    from central.db import make_engine, upgrade
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    admin = make_engine(PG_ADMIN).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    upgrade(eng)
+    eng.dispose()
+    try:
+        yield name
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """A key file as an operator makes it: created 0600 before anything is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def ingest_central(tmp_path: Path, db_url: str, lanes: list[str]) -> Any:
+    """Central with ingest configured for ``lanes`` (entry lanes, their HMAC key files, a
+    site signing key) and no broker: for driving the worker's methods directly."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from central.app import Central
+    from central.config import parse_config
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    write_secret(tmp_path / "site.key", pem)
+    kd = tmp_path / "lane-keys"
+    kd.mkdir()
+    for lane in lanes:
+        write_secret(kd / f"{lane}.key", f"key-{lane}\n".encode())
+    d = config_dict(db_url, mqtt={"broker": "127.0.0.1:1"},
+                    ingest={"enabled": True, "signing_key": {"file": str(tmp_path / "site.key")},
+                            "keys_dir": str(kd),
+                            "lanes": [{"id": lane, "kind": "entry"} for lane in lanes]})
+    return Central.from_config(parse_config(d))

@@ -6,31 +6,26 @@ On a fresh PostgreSQL database of the test's own (its backends are killed) (#16)
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from central.app import Central
-from central.config import parse_config
 from central.db import engine as db_engine
-from central.db import make_engine, upgrade
+from central.db import make_engine
 from central.db.models import LaneEntry
 from central.ingest.commit import CommitResult
 from central.ingest.worker import IngestWorker
 from edge.sync import codec, topics
-from tests.central.conftest import PG_ADMIN, _pg_reachable
-from tests.central.helpers import config_dict
+from tests.central.conftest import _pg_reachable
+from tests.central.helpers import fresh_pg_database, ingest_central
 from tests.central.test_ingest import batch, entry
 from tests.central.test_ingest_answer import Sent
-from tests.central.test_ingest_worker_cost import _secret
 
 LANES = [f"lane-{i:02d}" for i in range(4)]
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname={}"
@@ -40,20 +35,8 @@ DSN = "host=127.0.0.1 port=5432 user=postgres dbname={}"
 def fresh_db() -> Iterator[str]:
     if not _pg_reachable():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    name = f"central_restart_{secrets.token_hex(6)}"
-    admin = make_engine(PG_ADMIN).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    eng = make_engine(url)
-    upgrade(eng)
-    eng.dispose()
-    try:
+    with fresh_pg_database("central_restart") as name:
         yield name
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def kill_backends(db: str) -> int:
@@ -68,20 +51,8 @@ def kill_backends(db: str) -> int:
 
 @pytest.fixture
 def site(tmp_path: Path, fresh_db: str) -> Iterator[Central]:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    _secret(tmp_path / "site.key", pem)
-    kd = tmp_path / "lane-keys"
-    kd.mkdir()
-    for lane in LANES:
-        _secret(kd / f"{lane}.key", f"key-{lane}\n".encode())
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{fresh_db}"
-    d = config_dict(url, mqtt={"broker": "127.0.0.1:1"},
-                    ingest={"enabled": True, "signing_key": {"file": str(tmp_path / "site.key")},
-                            "keys_dir": str(kd),
-                            "lanes": [{"id": lane, "kind": "entry"} for lane in LANES]})
-    c = Central.from_config(parse_config(d))
+    c = ingest_central(tmp_path, f"postgresql+psycopg://postgres@127.0.0.1:5432/{fresh_db}",
+                       LANES)
     yield c
     c.close()
 

@@ -7,51 +7,29 @@ newest, in one statement (in a storm nearly every status has changed)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import event, select
 
 from central.app import Central
-from central.config import parse_config
 from central.db.models import LaneStatus
 from central.ingest import worker
 from central.ingest.commit import CommitResult
 from central.ingest.worker import IngestWorker
-from tests.central.helpers import config_dict
+from tests.central.helpers import ingest_central
 from tests.central.test_ingest import batch, entry
 
 LANES = [f"lane-{i:02d}" for i in range(12)]
 
 
-def _secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 @pytest.fixture
 def site(tmp_path: Path, db_url: str) -> Iterator[Central]:
     """Central with ingest configured for 12 lanes (no broker: nothing here is sent)."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    _secret(tmp_path / "site.key", pem)
-    kd = tmp_path / "lane-keys"
-    kd.mkdir()
-    for lane in LANES:
-        _secret(kd / f"{lane}.key", f"key-{lane}\n".encode())
-    d = config_dict(db_url, mqtt={"broker": "127.0.0.1:1"},
-                    ingest={"enabled": True, "signing_key": {"file": str(tmp_path / "site.key")},
-                            "keys_dir": str(kd),
-                            "lanes": [{"id": lane, "kind": "entry"} for lane in LANES]})
-    c = Central.from_config(parse_config(d))
+    c = ingest_central(tmp_path, db_url, LANES)
     yield c
     c.close()
 
