@@ -53,6 +53,21 @@ def test_a_coin_flip_stays_as_first_read() -> None:
     assert out[1][1].prob < 0.5 and out[1][1].runner_up == "E"
 
 
+def test_the_frames_vote_does_not_undo_a_coin_flip_kept_as_read() -> None:
+    # the second look kept F (E's lead is not OVERTURN x F's); the frames' vote conditions the
+    # read again and used to hand the position to E, the runner-up, on a single frame
+    first = read("湘F8ZS83", {1: {"F": 0.52, "E": 0.48}})
+    trimmed = read("湘E8ZS83", {1: {"E": 0.51, "F": 0.49}})
+    wider = read("湘E8ZS83", {1: {"E": 0.61, "F": 0.39}})
+    out = fused("湘F8ZS83", [first, trimmed, wider], CN)
+    assert out is not None and out[0] == "湘F8ZS83"
+    for frames in (1, 3):
+        voted = vote([FrameRead(out[0], out[1], True)] * frames, CN)
+        assert voted is not None and voted.plate == "湘F8ZS83", frames
+        assert voted.confidence < 0.5  # and as unsure as the read
+        assert "湘E8ZS83" in voted.candidates
+
+
 def test_reads_of_another_length_do_not_vote_and_an_invalid_plate_is_none() -> None:
     first = read("皖A12345", {2: {"1": 0.6, "7": 0.4}})
     longer = read("皖A712345", {})
