@@ -494,6 +494,8 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for i, car in enumerate(cars):
         nxt = cars[i + 1]["arming_wall"] if i + 1 < len(cars) else None
         car["stages"] = car_stages(car, nxt, traces, moves)
+    if a.keep_log is not None:
+        keep_log(a.keep_log, cars, tmp / "E1.log")
     counted = [c for c in cars if not c["warmup"]]
     opened = [c for c in counted if c["result"] == "passed" and c["ms"] is not None]
     # no read, or one the lane recorded as uncertain, or one that came after the car gave up
@@ -544,6 +546,20 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+def keep_log(dest: Path, cars: list[dict[str, Any]], daemon_log_file: Path) -> None:
+    """The per-vehicle timing log, kept after the run's temporary folder is gone:
+    ``cars.jsonl`` (one line a car: plate, arrival, result, arrival-to-open ms, the daemon's
+    CPU, the read and whether it was uncertain, its stages) and the daemon's own log
+    ``daemon.log`` (its ``lpr_trace`` line per read, its state transitions)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with (dest / "cars.jsonl").open("w", encoding="utf-8") as fh:
+        for i, car in enumerate(cars):
+            row = {"i": i, **car, "arrived": car["arrived"].isoformat()}
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    if daemon_log_file.exists():
+        shutil.copyfile(daemon_log_file, dest / "daemon.log")
+
+
 def lane_backlog(lane: Any) -> int:
     """Entries the lane has written and central not yet acked, as the lane has recorded them
     (its ledger and outbox state, read-only)."""
@@ -572,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames that must agree before the lane takes a read")
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--keep-log", type=Path, metavar="DIR",
+                    help="keep the per-vehicle timing log here (cars.jsonl, daemon.log)")
     ap.add_argument("--central", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--key-file", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--central-db", type=Path, help=argparse.SUPPRESS)

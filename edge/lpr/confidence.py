@@ -61,7 +61,7 @@ def _legal_mass(alts: Mapping[str, float], allowed: frozenset[str]) -> dict[str,
     for k, q in alts.items():
         if k in allowed:
             continue
-        subs = CONFUSABLES.get(k, frozenset()) & allowed
+        subs = sorted(CONFUSABLES.get(k, frozenset()) & allowed)  # sorted: same sums every run
         for sub in subs:
             out[sub] = out.get(sub, 0.0) + q / len(subs)
     return out
@@ -73,15 +73,22 @@ def fused(
     """Per-character vote of several reads of one plate (the same crop seen a little
     differently): at each position every read's distribution over the characters the grammar
     allows there (``plate``'s layout) counts once, as a share that sums to one, and the
-    likeliest character wins. Reads not aligned with ``plate`` do not vote. The winner's
-    ``prob`` is its mean share, so reads that disagree stay unsure. None when the vote is no
-    valid plate. ``plate`` (the first read) keeps a character the vote does not clearly
-    overturn (``OVERTURN``)."""
+    likeliest character wins. Reads not aligned with ``plate`` do not vote. None when the vote
+    is no valid plate. ``plate`` (the first read, the one kept) keeps a character the vote does
+    not clearly overturn (``OVERTURN``), and wins every tie (a tie at the top between two other
+    characters is no clear winner either), whatever order the distributions came in.
+
+    Each character's ``alts`` are the readers' combined distribution (the mean share), not the
+    first read's alone, so conditioning the result again (``conditioned``, as ``vote`` does per
+    frame) keeps the readers' disagreement: the winner's ``prob`` is its mean share (less the
+    CTC blank where that is a rival, as for any read), and three reads that disagree stay
+    unsure wherever the figure is taken again."""
     if not grammar.is_valid(plate):
         return None
     voters = [r for r in reads if len(r) == len(plate)]
     if not voters:
         return None
+    n = len(voters)
     out = []
     for i, allowed in enumerate(grammar.allowed_at(plate)):
         share: dict[str, float] = {}
@@ -95,17 +102,30 @@ def fused(
                 share[k] = share.get(k, 0.0) + q / total
         if not share:
             return None
-        ranked = sorted(share.items(), key=lambda kv: kv[1], reverse=True)
-        if ranked[0][0] != plate[i] and ranked[0][1] < OVERTURN * share.get(plate[i], 0.0):
-            # not clearly ahead of the first read's character: a coin flip stays as read
-            ranked.sort(key=lambda kv: kv[0] != plate[i])
+        kept = plate[i]
+        # best first; on equal shares the kept character first, then by character (not by the
+        # order the dicts happened to be filled in)
+        ranked = sorted(share.items(), key=lambda kv: (-kv[1], kv[0] != kept, kv[0]))
+        top, top_share = ranked[0]
+        if top != kept and (
+            top_share < OVERTURN * share.get(kept, 0.0)  # not clearly ahead of the read
+            or (len(ranked) > 1 and _same(top_share, ranked[1][1]))  # no single winner
+        ):
+            ranked.sort(key=lambda kv: kv[0] != kept)  # stable: the rest stay as ranked
         ch, p = ranked[0]
         k2, q2 = ranked[1] if len(ranked) > 1 else ("", 0.0)
         first = voters[0][i]
-        n = len(voters)
-        out.append(CharRead(ch, p / n, k2, q2 / n, first.alts, first.x, first.blank))
+        blank = sum(r[i].blank for r in voters) / n
+        mean = {k: q / n for k, q in share.items()}
+        out.append(CharRead(ch, p / n, k2, q2 / n, mean, first.x, blank))
     text = "".join(c.char for c in out)
     corrected = grammar.correct(text)
     if corrected is None or len(corrected) != len(out):
         return None
-    return corrected, tuple(out)
+    # the figures a later ``conditioned`` gives (the blank's rivalry included): the same
+    # whoever takes them again
+    return corrected, conditioned(corrected, out, grammar)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))

@@ -30,7 +30,7 @@ import numpy as np
 from edge.barrier.interfaces import Health
 from edge.logs import LogLimiter
 from edge.lpr import busy
-from edge.lpr.capture import Frame, FrameGrabber
+from edge.lpr.capture import Frame, FrameDecodeError, FrameGrabber
 from edge.lpr.grammar import PlateGrammar, cn_grammar
 from edge.lpr.motion import MotionGate
 from edge.lpr.pipeline import PlateCandidate, Recogniser
@@ -243,11 +243,18 @@ class OnBoxPlateSource:
         t1 = time.monotonic()
         if frame is None:
             return None, [], {"wait_ms": _ms(t1 - t0)}
-        cands = self._recogniser.read_frame(frame.image)
+        try:
+            image = frame.image  # an MJPEG frame is decoded here, on first use
+        except FrameDecodeError as exc:
+            log.warning("lane %s: %s", self.lane_id, exc)
+            return frame, [], {"wait_ms": _ms(t1 - t0), "bad_jpeg": True}
+        td = time.monotonic()
+        cands = self._recogniser.read_frame(image)
         t2 = time.monotonic()
         return frame, cands, {
             "wait_ms": _ms(t1 - t0),
             "age_ms": _ms(t1 - frame.at_monotonic),  # the frame's age when it was taken
+            "decode_ms": _ms(td - t1),
             "read_ms": _ms(t2 - t1),
             "cpu_ms": _ms(time.thread_time() - c0),
         }

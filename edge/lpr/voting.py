@@ -5,7 +5,9 @@ Each frame contributes, per position, its character's probability (and its runne
 conditioned on the characters the grammar allows there (``confidence.conditioned``, the figure
 ``PlateCandidate.confidence`` uses); the position's winner is the character with the largest
 sum, and its confidence is that sum over the number of frames. The plate's confidence is its
-weakest position's. Pure: no I/O, no clock.
+weakest position's. A frame's runner-up counts at most as much as the frame's own character
+(a frame never outvotes its own read), and equal sums go to the character more frames read,
+then to the first frame's. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -56,16 +58,27 @@ def vote(reads: Sequence[FrameRead], grammar: PlateGrammar) -> Vote | None:
     aligned = [conditioned(r.plate, r.chars, grammar) if r.valid else r.chars for r in voters]
     for i in range(length):
         score: dict[str, float] = defaultdict(float)
-        for r, chars in zip(voters, aligned, strict=True):
+        read_by: dict[str, int] = defaultdict(int)  # frames that read this character here
+        first_read: dict[str, int] = {}
+        for j, (r, chars) in enumerate(zip(voters, aligned, strict=True)):
             ch = r.plate[i]
+            read_by[ch] += 1
+            first_read.setdefault(ch, j)
             if len(chars) == length:
                 cr = chars[i]
                 score[ch] += cr.prob
                 if cr.runner_up and cr.runner_up != ch:
-                    score[cr.runner_up] += cr.runner_up_prob
+                    # a frame's doubt counts for its rival, but never more than its own
+                    # character: a read that kept a character against a likelier rival (the
+                    # second look's OVERTURN, a grammar correction) is not overturned by
+                    # itself; the position stays as unsure as the frame was
+                    score[cr.runner_up] += min(cr.runner_up_prob, cr.prob)
             else:
                 score[ch] += 0.5  # no per-character probabilities: a half vote
-        ranked = sorted(score.items(), key=lambda kv: kv[1], reverse=True)
+        # equal scores: the character read by more frames, then the one read first (the read as
+        # kept), then by character: never the order the dict was filled in
+        ranked = sorted(score.items(), key=lambda kv: (-round(kv[1], 9), -read_by[kv[0]],
+                                                        first_read.get(kv[0], n), kv[0]))
         winners.append(ranked[0][0])
         confs.append(min(1.0, ranked[0][1] / n))
         seconds.append(ranked[1] if len(ranked) > 1 else ("", 0.0))

@@ -5,6 +5,7 @@ meanwhile, and the report has the keys the issue names (#15)."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "lane_e2e.py"
 
 
-def test_lane_e2e_reads_cars_while_the_backlog_drains() -> None:
+def test_lane_e2e_reads_cars_while_the_backlog_drains(tmp_path: Path) -> None:
     # central at 150 entries/s keeps a 1,500-entry backlog draining for ~10 s: the first
     # cars arrive while it does
     out = subprocess.run(
         [sys.executable, str(BENCH), "--n", "3", "--warmup", "0", "--backlog", "1500",
-         "--central-rate", "150", "--gap", "0.3", "--json"],
+         "--central-rate", "150", "--gap", "0.3", "--json", "--keep-log", str(tmp_path / "log")],
         capture_output=True, text=True, timeout=300, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"p50_ms", "p95_ms", "p99_ms", "operator_share"} <= res.keys()
@@ -38,3 +39,15 @@ def test_lane_e2e_reads_cars_while_the_backlog_drains() -> None:
     # the whole daemon's memory, with PP-OCR, its detector and the CRNN loaded
     rss = res["daemon_rss_mb"]
     assert 100 < rss["ready"] <= rss["peak"] and rss["steady"] <= rss["peak"], rss
+    # the per-vehicle timing log outlives the run (--keep-log): a line a car, its figures the
+    # report's, and the daemon's own log with its per-read trace
+    cars = [json.loads(line) for line in
+            (tmp_path / "log" / "cars.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [c["i"] for c in cars] == [0, 1, 2]
+    kept = sorted(c["ms"] for c in cars if c["result"] == "passed" and c["ms"] is not None)
+    assert len(kept) == res["opened"], cars
+    nearest_rank_p50 = kept[math.ceil(len(kept) / 2) - 1]
+    assert round(nearest_rank_p50, 1) == res["p50_ms"], (kept, res)
+    assert all(c["plate"] and c["arrived"] for c in cars)
+    assert any(c.get("stages") for c in cars), cars
+    assert "lpr_trace" in (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")

@@ -118,3 +118,135 @@ def test_folder_source_loops_over_images(tmp_path: Path) -> None:
         assert seen == {10, 200}
     finally:
         g.stop()
+
+
+# --- MJPEG frames kept as JPEG bytes, decoded when read (#15) -----------------------------------
+
+
+def _solid(value: int) -> np.ndarray:
+    return np.full((360, 640, 3), value, np.uint8)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every cv2.imdecode call made by the capture module (the real decoder runs)."""
+    from edge.lpr import capture
+
+    calls: list[int] = []
+    real = cv2.imdecode
+
+    def counting(buf, flags):  # type: ignore[no-untyped-def]
+        calls.append(len(buf))
+        return real(buf, flags)
+
+    monkeypatch.setattr(capture.cv2, "imdecode", counting)
+    return calls
+
+
+def test_mjpeg_frames_are_decoded_only_when_read_and_once(decodes: list[int]) -> None:
+    with MjpegCamera(fps=30, scene=SMALL) as cam:
+        cam.set_image(_solid(90))
+        g = FrameGrabber(cam.url, backoff_min_s=0.1, backoff_max_s=0.5)
+        g.start()
+        try:
+            first = g.wait_frame(0, 10)
+            assert first is not None and first.jpeg is not None  # kept as the camera's bytes
+            assert wait_for(lambda: (g.latest() or first).seq >= first.seq + 10)
+            assert decodes == [], "frames nobody read were decoded"
+            frame = g.latest()
+            assert frame is not None and not frame.decoded
+            img = frame.image
+            assert img.shape == (360, 640, 3) and abs(float(img.mean()) - 90) < 3
+            assert frame.image is img and frame.decoded
+            assert len(decodes) == 1, "a frame read twice was decoded twice"
+            assert not first.decoded
+        finally:
+            g.stop()
+
+
+def test_mjpeg_grabber_returns_the_newest_frame(decodes: list[int]) -> None:
+    with MjpegCamera(fps=30, scene=SMALL) as cam:
+        g = FrameGrabber(cam.url, backoff_min_s=0.1, backoff_max_s=0.5)
+        g.start()
+        try:
+            seen = g.wait_frame(0, 10)
+            assert seen is not None
+            for value in (40, 120, 200):  # the picture changes while nobody reads
+                cam.set_image(_solid(value))
+                time.sleep(0.2)
+            newest = g.wait_frame(seen.seq, 5)
+            assert newest is not None
+            assert newest.seq >= seen.seq + 10  # many frames went by, none queued
+            assert abs(float(newest.image.mean()) - 200) < 3
+            assert len(decodes) == 1
+        finally:
+            g.stop()
+
+
+class _HandMadeMjpeg:
+    """A loopback HTTP server writing the multipart stream given, byte for byte, then
+    closing: the shapes real cameras send that the simulator does not."""
+
+    def __init__(self, content_type: str, body: bytes) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _jpeg(value: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), value, np.uint8))
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def test_mjpeg_parts_without_length_quoted_boundary_and_a_broken_part() -> None:
+    from edge.lpr.capture import open_source
+
+    a, b = _jpeg(30), _jpeg(220)
+    body = (
+        b"preamble a camera may send\r\n"
+        b"--myboundary\r\nContent-Type: image/jpeg\r\n\r\n" + a + b"\r\n"  # no length
+        b"--myboundary\r\nContent-Type: image/jpeg\r\nContent-Length: 40\r\n\r\n"
+        + b[:40] + b"\r\n"  # a truncated JPEG: skipped, not handed on
+        b"--myboundary\r\nContent-Type: image/jpeg\r\nContent-Length: "
+        + str(len(b)).encode() + b"\r\n\r\n" + b + b"\r\n"
+    )
+    srv = _HandMadeMjpeg('multipart/x-mixed-replace; boundary="--myboundary"', body)
+    try:
+        reader = open_source(srv.url)
+        try:
+            got = [reader.read() for _ in range(3)]
+        finally:
+            reader.release()
+    finally:
+        srv.close()
+    assert got[0] == (True, a)
+    assert got[1] == (True, b)
+    assert got[2] == (False, None)  # the stream ended
+
+
+def test_a_corrupt_jpeg_raises_when_its_image_is_asked_for() -> None:
+    from edge.lpr.capture import Frame, FrameDecodeError
+
+    bad = Frame(7, time.monotonic(), jpeg=b"\xff\xd8" + b"\x00" * 64 + b"\xff\xd9")
+    with pytest.raises(FrameDecodeError):
+        _ = bad.image

@@ -66,3 +66,38 @@ def test_colour_is_majority() -> None:
     a = FrameRead("沪A12345", fr("沪A12345").chars, True, "green")
     v = vote([a, a, fr("沪A12345")], CN)
     assert v is not None and v.colour == "green"
+
+
+def test_a_tie_goes_to_the_character_more_frames_read_then_the_first() -> None:
+    from edge.lpr.ocr import CharRead
+
+    def fr(plate: str, p: float) -> FrameRead:
+        chars = [CharRead(c, 0.99, "", 0.0) for c in plate]
+        chars[4] = CharRead(plate[4], p, "", 0.0)
+        return FrameRead(plate, tuple(chars), True)
+
+    # 3: 0.8 from one frame; 8: 0.5 + 0.3 from two: a tie, which the two frames win
+    a, b, c = fr("皖A12345", 0.8), fr("皖A12845", 0.5), fr("皖A12845", 0.3)
+    for order in ((a, b, c), (b, a, c), (c, b, a)):
+        v = vote(list(order), CN)
+        assert v is not None and v.plate == "皖A12845", [f.plate for f in order]
+    # one frame each: the first frame's read, whichever it is
+    d = fr("皖A12845", 0.8)
+    assert vote([a, d], CN).plate == "皖A12345"  # type: ignore[union-attr]
+    assert vote([d, a], CN).plate == "皖A12845"  # type: ignore[union-attr]
+
+
+def test_a_frame_never_outvotes_its_own_read() -> None:
+    from edge.lpr.ocr import CharRead
+
+    # the frame kept F with E a little likelier (the second look's coin flip): on its own it
+    # stays F, as unsure as it was
+    chars = [CharRead(c, 0.99, "", 0.0) for c in "湘F8ZS83"]
+    chars[1] = CharRead("F", 0.467, "E", 0.533)
+    v = vote([FrameRead("湘F8ZS83", tuple(chars), True)], CN)
+    assert v is not None and v.plate == "湘F8ZS83" and v.confidence < 0.5
+    # a second frame that read E surely carries the position
+    other = [CharRead(c, 0.99, "", 0.0) for c in "湘E8ZS83"]
+    v2 = vote([FrameRead("湘F8ZS83", tuple(chars), True),
+               FrameRead("湘E8ZS83", tuple(other), True)], CN)
+    assert v2 is not None and v2.plate == "湘E8ZS83"
