@@ -234,7 +234,7 @@ class LaneApp:
             metrics.EXITS.inc()
 
     def _scheduler(self, store: Store) -> Any:
-        """Periodic jobs: heartbeat status, WAL checkpoint, crop retention."""
+        """Periodic jobs: heartbeat status, WAL checkpoint, prepayment and crop retention."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         sched = AsyncIOScheduler(timezone=self.tz)
@@ -247,6 +247,17 @@ class LaneApp:
 
         sched.add_job(heartbeat, "interval", seconds=30, id="heartbeat")
         sched.add_job(store.checkpoint, "interval", minutes=10, id="wal-checkpoint")
+
+        def prepaid_retention() -> None:
+            from edge.store import prepayments
+
+            n = prepayments.prune(store, self.clock.now())
+            if any(n.values()):
+                log.info("prepayment retention: deleted %(prepayments)d prepayments and "
+                         "%(revocations)d revocations past their guard time", n)
+
+        sched.add_job(prepaid_retention, "interval", hours=6, id="prepaid-retention",
+                      next_run_time=datetime.now(self.tz) + timedelta(seconds=60))
         if self.cfg.camera.source == "stream" and self.cfg.lpr.keep_crops_days >= 0:
 
             def purge() -> None:

@@ -16,6 +16,12 @@ replayed revocation changes nothing.
 
 The tables live in the lane's file but outside the versioned store schema (created here,
 ``IF NOT EXISTS``), so the prepayment feature needs no store migration step.
+
+Retention (``prune``, run by the daemon every few hours): a prepayment message past its
+``expires_at`` is never taken (the downlink drops it as an old retained copy), so once a
+payment has expired its rows guard nothing. Unused expired prepayments and their revocation
+ids go ``KEEP`` after expiry; used ones ``KEEP_USED`` after their exit (a refund arriving
+later still finds the use to report, and a reversed exit finds them to give back).
 """
 
 from __future__ import annotations
@@ -61,9 +67,14 @@ DDL = (
         payment_id TEXT PRIMARY KEY,
         revoked_at TEXT NOT NULL,
         received_at TEXT NOT NULL,
-        outcome TEXT NOT NULL
+        outcome TEXT NOT NULL,
+        expires_at TEXT
     )""",
 )
+
+#: How long rows outlive what they guard (``prune``).
+KEEP = timedelta(days=7)
+KEEP_USED = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,9 @@ class Prepayment:
 def ensure(c: Db) -> None:
     for stmt in DDL:
         c.execute(stmt)
+    cols = {r[1] for r in c.execute("PRAGMA table_info(prepaid_revocations)")}
+    if "expires_at" not in cols:  # a file from before retention: its rows keep NULL
+        c.execute("ALTER TABLE prepaid_revocations ADD COLUMN expires_at TEXT")
 
 
 def _exists(c: Db) -> bool:
@@ -185,8 +199,9 @@ def revoke(store: Store, r: Revocation, at: datetime) -> str:
             return "mismatch"
         outcome = "revoked" if used_session is None else "used"
         c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, received_at, "
-                  "outcome) VALUES (:i, :v, :r, :o)",
-                  {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at), "o": outcome})
+                  "outcome, expires_at) VALUES (:i, :v, :r, :o, :x)",
+                  {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at), "o": outcome,
+                   "x": expires_at})
         detail: dict[str, object] = {
             "payment_id": r.payment_id, "amount": Decimal(str(amount)),
             "paid_at": parse_ts(paid_at).isoformat(),
@@ -273,6 +288,26 @@ def release(tx: Tx, session_id: str, plate: str, member_id: str | None, at: date
                                  "action": "prepaid_returned", "payment_id": pid,
                                  "amount": amount, "reason": reason}))
     return out
+
+
+def prune(store: Store, now: datetime) -> dict[str, int]:
+    """Delete the rows that no longer guard anything (module docstring, Retention); the
+    number deleted of each kind. Revocations of a file from before retention (no
+    ``expires_at``) go ``KEEP_USED`` after they were received."""
+    with store._write() as c:
+        if not _exists(c):
+            return {"prepayments": 0, "revocations": 0}
+        ensure(c)
+        old, old_used = ts(now - KEEP), ts(now - KEEP_USED)
+        n_pre = c.execute(
+            "DELETE FROM prepayments WHERE (used_session IS NULL AND expires_at < :o) "
+            "OR (used_session IS NOT NULL AND used_at < :u)",
+            {"o": old, "u": old_used}).rowcount
+        n_rev = c.execute(
+            "DELETE FROM prepaid_revocations WHERE (expires_at IS NOT NULL AND expires_at < :o "
+            "AND payment_id NOT IN (SELECT payment_id FROM prepayments)) "
+            "OR (expires_at IS NULL AND received_at < :u)", {"o": old, "u": old_used}).rowcount
+        return {"prepayments": int(n_pre), "revocations": int(n_rev)}
 
 
 def revocations(store: Store) -> list[dict[str, object]]:
