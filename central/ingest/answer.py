@@ -54,7 +54,7 @@ def source_key(s: Session, site: str, path: Path) -> SourceKey:
 #: What :meth:`Answers.lookup` reads, in one round trip and without the ORM (three ORM
 #: queries were 15 % of a worker in a storm): the newest rules and roster serials and
 #: digests, the site's published campaigns as ``source_key`` reads them, and the version
-#: of the site's revoked prepayments (``refunds.revoked``).
+#: of the site's live prepayments (``refunds.answer_messages``).
 _CURRENT = text(
     "SELECT 'r' AS k, serial AS n, digest AS t FROM (SELECT serial, digest FROM "
     "rules_published ORDER BY serial DESC LIMIT 1) AS r "
@@ -62,8 +62,9 @@ _CURRENT = text(
     "roster_published ORDER BY serial DESC LIMIT 1) AS o "
     "UNION ALL SELECT 'c', id, body FROM (SELECT id, body FROM campaigns "
     "WHERE site_id = :site AND state = 'published' ORDER BY id) AS c "
-    # the site's revoked set's version (central/services/refunds.py): the revocations of
-    # the answer come from ``refunds.revoked``'s cache without a statement of their own
+    # the site's prepayments' version (central/services/refunds.py): the revocations and
+    # prepayments of the answer come from ``refunds.answer_messages``' cache without a
+    # statement of their own
     f"UNION ALL SELECT 'p', n, t FROM ({refunds.VERSION_SQL}) AS p"
 ).bindparams(bindparam("now", type_=UtcDateTime()))
 

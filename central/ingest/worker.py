@@ -730,8 +730,11 @@ class IngestWorker:
             # The revocations of refunded prepayments not yet expired: one published while
             # the lane was away is not retained (central/services/refunds.py). Signed
             # once per change of the set, its version read with the common part's.
-            for msg in refunds.revoked(s, self.site, now, self.signing_key,
-                                       revoked_version):
+            # And the prepayments neither refunded nor expired, as published: a broker may
+            # not deliver their retained copies (RabbitMQ: none through ``prepaid/+``).
+            revoked, live = refunds.answer_messages(s, self.site, now, self.signing_key,
+                                                    revoked_version)
+            for msg in (*live, *revoked):
                 self._client.publish(to, msg, qos=1)
         # A lane reads only its own watermark in a member state (edge/sync/downlink.py):
         # one lane's query per request, not every lane's (a site of L lanes reconnecting

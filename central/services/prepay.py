@@ -151,6 +151,25 @@ def prepay(s: Session, site: str, *, payment_id: str, amount: Decimal | str,
     return _result(row, False)
 
 
+#: At most this many prepayments in one reconnect answer (those not refunded and not
+#: expired: about a day's, at a mall a few hundred).
+MAX_OUTSTANDING = 2000
+
+
+def outstanding(s: Session, site: str, now: datetime, limit: int = MAX_OUTSTANDING
+                ) -> list[bytes]:
+    """The signed ``prepaid`` message of every prepayment of ``site`` neither refunded nor
+    expired (newest first), exactly as published: what a reconnecting lane gets in its
+    snapshot answer, since a broker may not deliver the retained copy (RabbitMQ: none
+    through the lanes' ``prepaid/+``; docs/brokers.md). One used already is harmless: the
+    lane that used it holds it (a duplicate), any other has no stay it could settle."""
+    rows = s.scalars(select(Prepayment.message).where(
+        Prepayment.site_id == site, Prepayment.refunded_at.is_(None),
+        Prepayment.expires_at > now).order_by(Prepayment.paid_at.desc(),
+                                              Prepayment.payment_id).limit(limit))
+    return [m.encode("utf-8") for m in rows]
+
+
 def _replay(old: Prepayment, digest: str) -> PrepayResult:
     if old.digest != digest:
         raise Refused("payment_id", f"payment {old.payment_id!r} was already recorded with "

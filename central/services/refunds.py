@@ -154,22 +154,23 @@ def revocations(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
     return [revocation(p, key) for p in rows]
 
 
-#: The revoked set's version, one row ``(n, t)``: how many refunded prepayments of the
-#: site have not expired, and the soonest expiry and newest refund among them. A refund
-#: (``refunded_at`` is set once, never cleared) adds a row: ``n`` grows unless one expired
-#: at the same time, and then ``t``'s soonest expiry moved (the one that left had the
-#: soonest; what is left expires after ``now``). Read through the ``expires_at`` index,
-#: like ``revocations``. ``central.ingest.answer`` reads it in the round trip it makes
-#: anyway (``VERSION_SQL``), so a cached set costs no statement of its own.
+#: The version of the site's live prepayments (not expired), one row ``(n, t)``: how many,
+#: their soonest expiry, newest creation, how many are refunded and the newest refund. A new
+#: prepayment moves ``n`` or, if one expired at the same time, the soonest expiry; a refund
+#: (``refunded_at`` is set once, never cleared) moves the refunded count; an expiry moves
+#: ``n``. Read through the ``expires_at`` index, like ``revocations``.
+#: ``central.ingest.answer`` reads it in the round trip it makes anyway (``VERSION_SQL``), so
+#: a cached answer costs no statement of its own.
 VERSION_SQL = (
     "SELECT count(*) AS n, coalesce(CAST(min(expires_at) AS text), '') || '|' || "
-    "coalesce(CAST(max(refunded_at) AS text), '') AS t FROM prepayments "
-    "WHERE site_id = :site AND refunded_at IS NOT NULL AND expires_at > :now")
+    "coalesce(CAST(max(created_at) AS text), '') || '|' || CAST(count(refunded_at) AS text) "
+    "|| '|' || coalesce(CAST(max(refunded_at) AS text), '') AS t FROM prepayments "
+    "WHERE site_id = :site AND expires_at > :now")
 _VERSION = text(VERSION_SQL).bindparams(bindparam("now", type_=UtcDateTime()))
 Version = tuple[int, str]
-#: (site, site key's public bytes) -> (version, the signed revocations): one process's
-#: cache; every use checks the version in the caller's transaction.
-_revoked: dict[tuple[str, bytes], tuple[Version, list[bytes]]] = {}
+#: (site, site key's public bytes) -> (version, the signed revocations, the prepayments'
+#: messages): one process's cache; every use checks the version in the caller's transaction.
+_revoked: dict[tuple[str, bytes], tuple[Version, list[bytes], list[bytes]]] = {}
 _revoked_lock = threading.Lock()
 revoked_stats = {"hits": 0, "misses": 0}
 
@@ -179,16 +180,20 @@ def revoked_version(s: Session, site: str, now: datetime) -> Version:
     return int(n), str(t or "")
 
 
-def revoked(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
-            version: Version | None = None) -> list[bytes]:
-    """``revocations`` of ``site``, signed once per change of the revoked set and reused
-    while its version (``VERSION_SQL``, read in ``s`` unless the caller read it there
-    already) is the one they were built at. Why: every lane of a site reconnecting asks for
-    a full snapshot, and each answer selected and signed every revocation (#16).
+def answer_messages(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
+                    version: Version | None = None) -> tuple[list[bytes], list[bytes]]:
+    """What a reconnect answer carries about prepayments: the revocations of the refunded
+    ones (``revocations``) and the messages of the live ones (``prepay.outstanding``), read
+    and signed once per change of the site's prepayments and reused while their version
+    (``VERSION_SQL``, read in ``s`` unless the caller read it there already) is the one they
+    were built at. Why: every lane of a site reconnecting asks for a full snapshot, and each
+    answer selected and signed every revocation (#16).
 
-    Never stale: the version is read before the rows (PostgreSQL's read committed: a refund
-    committed in between is in the rows, cached under the older version, rebuilt at the
-    next use), and a new refund or an expiry moves the version."""
+    Never stale: the version is read before the rows (PostgreSQL's read committed: a change
+    committed in between is in the rows, cached under the older version, rebuilt at the next
+    use), and a new prepayment, a refund or an expiry moves the version."""
+    from central.services.prepay import outstanding
+
     v = revoked_version(s, site, now) if version is None else version
     k = (site, key.public_key().public_bytes(serialization.Encoding.Raw,
                                              serialization.PublicFormat.Raw))
@@ -196,12 +201,19 @@ def revoked(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
         hit = _revoked.get(k)
     if hit is not None and hit[0] == v:
         revoked_stats["hits"] += 1
-        return hit[1]
+        return hit[1], hit[2]
     msgs = revocations(s, site, now, key)
+    live = outstanding(s, site, now)
     with _revoked_lock:
-        _revoked[k] = (v, msgs)
+        _revoked[k] = (v, msgs, live)
     revoked_stats["misses"] += 1
-    return msgs
+    return msgs, live
+
+
+def revoked(s: Session, site: str, now: datetime, key: Ed25519PrivateKey,
+            version: Version | None = None) -> list[bytes]:
+    """The revocations of ``answer_messages``."""
+    return answer_messages(s, site, now, key, version)[0]
 
 
 def conflicts(s: Session, now: datetime, limit: int = 1000) -> list[dict[str, Any]]:

@@ -304,6 +304,25 @@ class Downlink:
         if isinstance(p, codec.PrepaidRevoked):
             self._revoked(p, from_snapshot=False)
             return
+        self._take_prepaid(p)
+
+    def prepaid_answer(self, payload: bytes) -> None:
+        """A prepayment in central's answer to this lane's reconnect snapshot request: every
+        one of the site not refunded and not expired, because a lane offline when it was
+        published may get no copy from the broker (RabbitMQ gives no retained copy through
+        ``prepaid/+``; docs/brokers.md). The same checks as its own topic's copy; one held
+        already counts as a duplicate. Never raises."""
+        try:
+            self._take_prepaid(codec.parse_prepaid(payload, self.site, self.public_key))
+        except SyncMessageError as exc:
+            self._reject(exc.reason, f"snapshot prepayment: {exc.detail}")
+        except StoreError as exc:
+            self._reject("store_refused", f"snapshot prepayment: {exc}")
+        except Exception as exc:  # the daemon outlives any message
+            log.exception("unexpected failure handling a snapshot prepayment")
+            self._reject("internal", f"snapshot prepayment: {exc!r}")
+
+    def _take_prepaid(self, p: codec.Prepaid) -> None:
         now = self._wall()
         if p.paid_at > now + MAX_CLOCK_SKEW:
             raise SyncMessageError("future", f"prepayment {p.payment_id!r} paid at "

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 STATUS_HEARTBEAT_S = 60.0
 #: Not a topic: where ``_answer_topic`` sends a ``prepaid_revoked`` from the snapshot topic.
 REVOKED_ANSWER = "\0prepaid_revoked"
+#: ... and a ``prepaid`` (a prepayment not refunded, not expired).
+PREPAID_ANSWER = "\0prepaid"
 
 
 class LaneSync:
@@ -71,10 +73,10 @@ class LaneSync:
         #: Central's answer to a full snapshot request also carries the lane roster and the
         #: rule bundle (docs/sync-protocol.md): a broker may not deliver their retained
         #: copies (RabbitMQ 3.10: per node, none through a wildcard; docs/brokers.md).
-        #: And the revocations of the refunded prepayments not yet expired: one a lane
-        #: offline when it was published must still hear of it.
+        #: And the prepayments and the revocations of the refunded ones not yet expired:
+        #: a lane offline when one was published must still hear of it.
         self._answer_topics = {"lanes": topics.lanes(site), "rules": topics.rules(site),
-                               "prepaid_revoked": REVOKED_ANSWER}
+                               "prepaid_revoked": REVOKED_ANSWER, "prepaid": PREPAID_ANSWER}
         self.status_interval_s = status_interval_s
         #: Central counts as unreachable once it owes an ack this long, whatever the lane's
         #: own MQTT link says: a site broker keeps that up through a cut.
@@ -237,6 +239,8 @@ class LaneSync:
                 target = self._answer_topic(payload)
                 if target == REVOKED_ANSWER:
                     self.downlink.revoked_answer(payload)
+                elif target == PREPAID_ANSWER:
+                    self.downlink.prepaid_answer(payload)
                 else:
                     self.downlink.handle(target, payload)
             else:

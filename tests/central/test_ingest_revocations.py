@@ -115,7 +115,50 @@ def test_a_cached_answer_reads_no_revocations(site: Central) -> None:
     q.seen.clear()
     w._snapshot(LANES[0], None)
     assert len([x for x in q.seen if "refunded_at DESC" in x]) == 1
-    assert len(q.seen) == per + 1, q.seen
+    assert len(q.seen) == per + 2, q.seen  # the revocations and the live prepayments
     q.seen.clear()
     w._snapshot(LANES[1], None)
     assert len(q.seen) == per
+
+
+def _prepaid_ids(w: IngestWorker, sent: Sent, lane: str) -> list[str]:
+    """Ask a full snapshot for ``lane``; the payment ids of the prepayments in it."""
+    sent.msgs.clear()
+    w._snapshot(lane, None)
+    pub = w.signing_key.public_key()
+    out = []
+    for t, p in sent.msgs:
+        if t != topics.snapshot(w.site, lane):
+            continue
+        try:
+            out.append(codec.parse_prepaid(p, w.site, pub).payment_id)
+        except codec.SyncMessageError:
+            continue  # the roster, the rules, a revocation, a member snapshot
+    return sorted(out)
+
+
+def test_answers_carry_the_live_prepayments_as_published(site: Central) -> None:
+    """A lane away when a prepayment was published gets it in its reconnect answer (a
+    broker may not deliver the retained copy): every one neither refunded nor expired,
+    byte for byte the message published; a new one or a refund after a cached answer is in
+    the next one."""
+    w = site.ingest_worker(client_id="prepaid-test")
+    sent = Sent(w)
+    _pay_and_refund(site, w, "live-1", refund=False)
+    assert _prepaid_ids(w, sent, LANES[0]) == ["live-1"]
+    with site.tx() as s:
+        row = s.get(refunds.Prepayment, "live-1")
+        assert row is not None
+        assert row.message.encode() in [p for _t, p in sent.msgs]  # as published
+    _pay_and_refund(site, w, "live-2", refund=False)  # after a cached answer
+    assert _prepaid_ids(w, sent, LANES[1]) == ["live-1", "live-2"]
+    with site.tx() as s:
+        refunds.refund(s, "live-1", actor="staff:ops", reason="test", now=site.clock(),
+                       key=w.signing_key)
+    assert _prepaid_ids(w, sent, LANES[2]) == ["live-2"]  # refunded: its revocation instead
+    assert _revoked_ids(w, sent, LANES[3]) == ["live-1"]
+    with site.tx() as s:
+        p = s.get(refunds.Prepayment, "live-2")
+        assert p is not None
+        p.expires_at = site.clock() - timedelta(seconds=1)
+    assert _prepaid_ids(w, sent, LANES[4]) == []  # expired: nothing to settle any more

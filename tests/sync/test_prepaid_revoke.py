@@ -348,3 +348,44 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
 def _outbox_done(central: Any) -> bool:
     with central.tx() as s:
         return all(r.published_at is not None for r in s.scalars(select(DownlinkOutbox)))
+
+
+def test_on_both_brokers_a_lane_away_when_paid_gets_the_prepayment_on_reconnect(
+        tmp_path: Path, either_broker: Any) -> None:
+    """A prepayment published while the exit lane was away: RabbitMQ delivers no retained
+    copy through ``prepaid/+``, so the lane gets it from central's reconnect answer (on
+    Mosquitto the retained copy may come too: one receipt, the other a duplicate)."""
+    port = either_broker.port
+    central = _central(tmp_path, either_broker)
+    central.start()
+    pid = f"pay-{uuid.uuid4().hex[:12]}"
+    x_store = make_store(tmp_path, "exit-1")
+    now = datetime.now(UTC)
+    x_store.record_entry(plate=B, entered_at=now - timedelta(hours=1), event_id="in-b",
+                         lane_id="entry-1")
+    x_sync = make_sync(x_store, port)
+    x_sync2 = None
+    try:
+        assert wait_until(central.connected.is_set)
+        x_sync.start()
+        assert wait_until(lambda: x_sync.downlink.applied["rules"] >= 1, 30)
+        x_sync.stop()
+        with central.tx() as s:
+            prepay.prepay(s, SITE, payment_id=pid, amount=Decimal("30.00"), paid_at=None,
+                          now=datetime.now(UTC), key=CENTRAL_KEY, source="paystation-1",
+                          plate=B)
+        assert wait_until(lambda: _outbox_done(central), 30)
+        x_sync2 = make_sync(x_store, port)
+        x_sync2.start()
+        d = x_sync2.downlink
+        assert wait_until(lambda: d.applied["prepaid"] == 1, 30), (d.applied, d.rejected)
+        assert [p["payment_id"] for p in store_prepaid.list_all(x_store)] == [pid]
+        assert not x_sync2.refusals.counts, x_sync2.refusals.counts
+        received = [e for e in x_store.entries(0, 1000) if e.kind == EntryKind.LANE_EVENT
+                    and e.payload["event"] == "prepaid_received"]
+        assert len(received) == 1  # one receipt however many copies came
+    finally:
+        x_sync.stop()
+        if x_sync2 is not None:
+            x_sync2.stop()
+        central.stop()
