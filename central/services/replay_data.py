@@ -11,9 +11,13 @@ replay of a lane's export agree:
 - a stay whose last exit was undone by a later ``session_reopened`` correction is left out
   (the car backed away: its exit is the later one, or none yet);
 - the entry time is its ``session_opened`` (looked up over the 31 days before the period,
-  then by id for longer stays); none means the stay's start is unknown, as at the lane;
+  then back to the earliest start the longer stays' quotes give); none means the stay's
+  start is unknown, as at the lane;
 - the tier is the member's tier now (central keeps no tier history; the lanes' export has
   the tier at exit).
+
+Every read of the ledger is a range of its ``at`` index over the site's lanes (a year of
+entries has no index by session id to look stays up one by one).
 
 Purchases are every recorded till purchase of the period with the member's tier now and
 the points recorded for it.
@@ -45,6 +49,22 @@ def _iso(at: str) -> str:
     return datetime.fromisoformat(at).isoformat()
 
 
+def _quote(fees: dict[tuple[str, int], dict[str, Any]], close: Any) -> dict[str, Any]:
+    """The quote of the ``fee_charged`` the lane appended right after ``close``."""
+    q = (fees.get((close.lane_id, close.seq + 1)) or {}).get("quote")
+    return q if isinstance(q, dict) else {}
+
+
+def _opened(s: Session, lanes: list[str], lo_t: str, hi_t: str, closes: dict[str, Any],
+            opened: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """The ``session_opened`` in [lo_t, hi_t) of the stays in ``closes`` (first wins)."""
+    for ro in s.execute(select(LaneEntry.session_id, LaneEntry.at, LaneEntry.payload).where(
+            LaneEntry.lane_id.in_(lanes), LaneEntry.kind == "session_opened",
+            LaneEntry.at >= lo_t, LaneEntry.at < hi_t).order_by(LaneEntry.at, LaneEntry.id)):
+        if ro.session_id in closes and ro.session_id not in opened:
+            opened[ro.session_id] = (ro.at, json.loads(ro.payload))
+
+
 def _stays(s: Session, site: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     lanes = list(s.scalars(select(Lane.lane_id).where(Lane.site_id == site)))
     if not lanes:
@@ -64,30 +84,35 @@ def _stays(s: Session, site: str, lo: datetime, hi: datetime) -> list[dict[str, 
             closes[r.session_id] = r  # later rows replace earlier ones
     if not closes:
         return []
-    sids = sorted(closes)
-    # a reopening after the last close undoes it
-    for part in _chunks(sids):
-        for rc in s.execute(select(LaneEntry.session_id, LaneEntry.at, LaneEntry.id,
-                                  LaneEntry.payload).where(
-                LaneEntry.kind == "correction", LaneEntry.session_id.in_(part))):
-            c = closes.get(rc.session_id or "")
-            if (c is not None and (rc.at, rc.id) > (c.at, c.id)
-                    and json.loads(rc.payload).get("action") == "session_reopened"):
-                del closes[c.session_id]
+    # a reopening after the last close undoes it: the exit lane's corrections from the
+    # period's start on (one range over the ``at`` index, not a scan by session)
+    for rc in s.execute(select(LaneEntry.session_id, LaneEntry.at, LaneEntry.id,
+                               LaneEntry.payload).where(
+            LaneEntry.lane_id.in_(lanes), LaneEntry.kind == "correction",
+            LaneEntry.at >= lo_t)):
+        c = closes.get(rc.session_id or "")
+        if (c is not None and (rc.at, rc.id) > (c.at, c.id)
+                and json.loads(rc.payload).get("action") == "session_reopened"):
+            del closes[c.session_id]
     opened: dict[str, tuple[str, dict[str, Any]]] = {}
-    for ro in s.execute(select(LaneEntry.session_id, LaneEntry.at, LaneEntry.payload).where(
-            LaneEntry.lane_id.in_(lanes), LaneEntry.kind == "session_opened",
-            LaneEntry.at >= utc_text(lo - timedelta(days=LOOKBACK_DAYS)),
-            LaneEntry.at < hi_t).order_by(LaneEntry.at, LaneEntry.id)):
-        if ro.session_id in closes:
-            opened.setdefault(ro.session_id, (ro.at, json.loads(ro.payload)))
-    missing = [k for k in sorted(closes) if k not in opened]
-    for part in _chunks(missing):
-        for ro in s.execute(select(LaneEntry.session_id, LaneEntry.at, LaneEntry.payload)
-                            .where(LaneEntry.kind == "session_opened",
-                                   LaneEntry.session_id.in_(part))
-                            .order_by(LaneEntry.at, LaneEntry.id)):
-            opened.setdefault(ro.session_id or "", (ro.at, json.loads(ro.payload)))
+    look_lo = lo - timedelta(days=LOOKBACK_DAYS)
+    _opened(s, lanes, utc_text(look_lo), hi_t, closes, opened)
+    # longer stays: from the earliest start their quotes give (``duration_minutes``); a
+    # stay the lane priced without an entry record has none to find
+    starts = []
+    for sid, c in closes.items():
+        if sid in opened:
+            continue
+        quote = _quote(fees, c)
+        if "no_entry_record" in (quote.get("flags") or ()):
+            continue
+        try:
+            minutes = int(quote.get("duration_minutes") or 0)
+        except (TypeError, ValueError):
+            continue
+        starts.append(datetime.fromisoformat(c.at) - timedelta(minutes=minutes, days=1))
+    if starts:
+        _opened(s, lanes, utc_text(min(starts)), utc_text(look_lo), closes, opened)
     members = {c.member_id for c in closes.values() if c.member_id}
     tiers: dict[str, str] = {}
     for part in _chunks(sorted(members)):
@@ -96,8 +121,7 @@ def _stays(s: Session, site: str, lo: datetime, hi: datetime) -> list[dict[str, 
     out = []
     for sid, c in closes.items():
         fee = fees.get((c.lane_id, c.seq + 1)) or {}
-        q = fee.get("quote")
-        quote: dict[str, Any] = q if isinstance(q, dict) else {}
+        quote = _quote(fees, c)
         op = opened.get(sid)
         mid = c.member_id
         out.append({
