@@ -312,15 +312,21 @@ class Downlink:
         published may get no copy from the broker (RabbitMQ gives no retained copy through
         ``prepaid/+``; docs/brokers.md). The same checks as its own topic's copy; one held
         already counts as a duplicate. Never raises."""
+        self._answer_item("prepayment", lambda: self._take_prepaid(
+            codec.parse_prepaid(payload, self.site, self.public_key)))
+
+    def _answer_item(self, what: str, apply: Callable[[], None]) -> None:
+        """Apply one prepayment message of a snapshot answer; a refusal is counted and
+        logged as ``snapshot <what>``, never raised (the rest of the answer still counts)."""
         try:
-            self._take_prepaid(codec.parse_prepaid(payload, self.site, self.public_key))
+            apply()
         except SyncMessageError as exc:
-            self._reject(exc.reason, f"snapshot prepayment: {exc.detail}")
+            self._reject(exc.reason, f"snapshot {what}: {exc.detail}")
         except StoreError as exc:
-            self._reject("store_refused", f"snapshot prepayment: {exc}")
+            self._reject("store_refused", f"snapshot {what}: {exc}")
         except Exception as exc:  # the daemon outlives any message
-            log.exception("unexpected failure handling a snapshot prepayment")
-            self._reject("internal", f"snapshot prepayment: {exc!r}")
+            log.exception("unexpected failure handling a snapshot %s", what)
+            self._reject("internal", f"snapshot {what}: {exc!r}")
 
     def _take_prepaid(self, p: codec.Prepaid) -> None:
         now = self._wall()
@@ -347,16 +353,9 @@ class Downlink:
         payment's retained copy is cleared instead, and RabbitMQ gives no retained copy
         through a wildcard anyway; docs/brokers.md). A lane that never held the payment
         skips it without a refusal: it never needed it. Never raises."""
-        try:
-            self._revoked(codec.parse_prepaid_revoked(payload, self.site, self.public_key),
-                          from_snapshot=True)
-        except SyncMessageError as exc:
-            self._reject(exc.reason, f"snapshot revocation: {exc.detail}")
-        except StoreError as exc:
-            self._reject("store_refused", f"snapshot revocation: {exc}")
-        except Exception as exc:  # the daemon outlives any message
-            log.exception("unexpected failure handling a snapshot revocation")
-            self._reject("internal", f"snapshot revocation: {exc!r}")
+        self._answer_item("revocation", lambda: self._revoked(
+            codec.parse_prepaid_revoked(payload, self.site, self.public_key),
+            from_snapshot=True))
 
     def _revoked(self, r: codec.PrepaidRevoked, *, from_snapshot: bool) -> None:
         """Central refunded a prepayment: drop it unused, or record the conflict if an exit

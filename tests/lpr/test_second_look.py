@@ -42,12 +42,16 @@ def test_a_clear_vote_overturns_the_first_read() -> None:
     assert 0.75 < chars[0].prob < 0.9  # the mean share: the first read's doubt is kept
 
 
+def _coin_flip() -> list[tuple[CharRead, ...]]:
+    """F 0.52 / E 0.48 as first read, then E 0.51 and 0.61 (trimmed, wider): E's share is
+    ahead but not twice F's."""
+    return [read("湘F8ZS83", {1: {"F": 0.52, "E": 0.48}}),
+            read("湘E8ZS83", {1: {"E": 0.51, "F": 0.49}}),
+            read("湘E8ZS83", {1: {"E": 0.61, "F": 0.39}})]
+
+
 def test_a_coin_flip_stays_as_first_read() -> None:
-    # F 0.52 / E 0.48, then E 0.51 and 0.61: E's share is ahead but not twice F's
-    first = read("湘F8ZS83", {1: {"F": 0.52, "E": 0.48}})
-    trimmed = read("湘E8ZS83", {1: {"E": 0.51, "F": 0.49}})
-    wider = read("湘E8ZS83", {1: {"E": 0.61, "F": 0.39}})
-    out = fused("湘F8ZS83", [first, trimmed, wider], CN)
+    out = fused("湘F8ZS83", _coin_flip(), CN)
     assert out is not None
     assert out[0] == "湘F8ZS83"
     assert out[1][1].prob < 0.5 and out[1][1].runner_up == "E"
@@ -56,10 +60,7 @@ def test_a_coin_flip_stays_as_first_read() -> None:
 def test_the_frames_vote_does_not_undo_a_coin_flip_kept_as_read() -> None:
     # the second look kept F (E's lead is not OVERTURN x F's); the frames' vote conditions the
     # read again and used to hand the position to E, the runner-up, on a single frame
-    first = read("湘F8ZS83", {1: {"F": 0.52, "E": 0.48}})
-    trimmed = read("湘E8ZS83", {1: {"E": 0.51, "F": 0.49}})
-    wider = read("湘E8ZS83", {1: {"E": 0.61, "F": 0.39}})
-    out = fused("湘F8ZS83", [first, trimmed, wider], CN)
+    out = fused("湘F8ZS83", _coin_flip(), CN)
     assert out is not None and out[0] == "湘F8ZS83"
     for frames in (1, 3):
         voted = vote([FrameRead(out[0], out[1], True)] * frames, CN)
