@@ -191,17 +191,17 @@ def forecast(s: Session, site: str, base: RuleBundle, candidate: RuleBundle, nam
     months): points with and without it, the extra points' cost (``points.cost_per_point``)
     and the redemptions to expect at the period's redemption rate."""
     lo, hi = month_bounds(base.tz, first, last)
-    records = period_records(s, site, lo, hi)
-    b = replay(records, base)
-    w = replay(records, candidate)
+    w, b = Replayer(candidate), Replayer(base)
+    # one serialisation, one pass: both bundles see each line in turn, as ``rules simulate``
+    replay_lines(as_jsonl(period_records(s, site, lo, hi)).splitlines(), w, b)
     months = month_range(first, last)
-    extra = w.points_issued - b.points_issued
-    return Forecast(months, [b.by_month.get(m, 0) for m in months],
-                    [w.by_month.get(m, 0) for m in months], w.sessions, w.purchases,
-                    w.members, w.campaigns.get(name, [0, 0])[0], extra,
+    extra = w.t.points_issued - b.t.points_issued
+    return Forecast(months, [b.t.by_month.get(m, 0) for m in months],
+                    [w.t.by_month.get(m, 0) for m in months], w.t.sessions, w.t.purchases,
+                    w.t.members, w.t.campaigns.get(name, [0, 0])[0], extra,
                     (cost_per_point * extra).quantize(CENT),
                     int(extra * redemption_rate / 100), str(redemption_rate), budget,
-                    b.fees_collected, w.fees_collected)
+                    b.t.fees_collected, w.t.fees_collected)
 
 
 def to_toml(c: dict[str, Any]) -> str:
