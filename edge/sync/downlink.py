@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,7 +116,7 @@ class Downlink:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Apply one inbound message; never raises."""
-        try:
+        with self._refusing(topic):
             if topic == self._t_rules:
                 self._rules(payload)
             elif topic == self._t_lanes:
@@ -140,13 +141,6 @@ class Downlink:
                 self._prepaid(topic, payload)
             else:
                 self._reject("unknown_topic", topic)
-        except SyncMessageError as exc:
-            self._reject(exc.reason, f"{topic}: {exc.detail}")
-        except StoreError as exc:
-            self._reject("store_refused", f"{topic}: {exc}")
-        except Exception as exc:  # the daemon outlives any message
-            log.exception("unexpected failure handling %s", topic)
-            self._reject("internal", f"{topic}: {exc!r}")
 
     # ---------------------------------------------------------------- accounts
     def _member(self, m: codec.MemberState, *, from_snapshot: bool) -> None:
@@ -318,15 +312,22 @@ class Downlink:
     def _answer_item(self, what: str, apply: Callable[[], None]) -> None:
         """Apply one prepayment message of a snapshot answer; a refusal is counted and
         logged as ``snapshot <what>``, never raised (the rest of the answer still counts)."""
-        try:
+        with self._refusing(f"snapshot {what}"):
             apply()
+
+    @contextmanager
+    def _refusing(self, where: str) -> Iterator[None]:
+        """Whatever the block raises becomes a counted, logged refusal named ``where``: one
+        guard for a message and for each item of a snapshot answer."""
+        try:
+            yield
         except SyncMessageError as exc:
-            self._reject(exc.reason, f"snapshot {what}: {exc.detail}")
+            self._reject(exc.reason, f"{where}: {exc.detail}")
         except StoreError as exc:
-            self._reject("store_refused", f"snapshot {what}: {exc}")
+            self._reject("store_refused", f"{where}: {exc}")
         except Exception as exc:  # the daemon outlives any message
-            log.exception("unexpected failure handling a snapshot %s", what)
-            self._reject("internal", f"snapshot {what}: {exc!r}")
+            log.exception("unexpected failure handling %s", where)
+            self._reject("internal", f"{where}: {exc!r}")
 
     def _take_prepaid(self, p: codec.Prepaid) -> None:
         now = self._wall()
