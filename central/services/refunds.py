@@ -46,6 +46,7 @@ from central import metrics
 from central.db.models import DownlinkOutbox, LaneEntry, Prepayment
 from central.db.types import UtcDateTime
 from central.services.errors import Invalid, NotFound, Refused
+from central.services.prepay import outstanding
 from edge.store.codec import ts
 from edge.sync import codec
 
@@ -192,7 +193,6 @@ def answer_messages(s: Session, site: str, now: datetime, key: Ed25519PrivateKey
     Never stale: the version is read before the rows (PostgreSQL's read committed: a change
     committed in between is in the rows, cached under the older version, rebuilt at the next
     use), and a new prepayment, a refund or an expiry moves the version."""
-    from central.services.prepay import outstanding
 
     v = revoked_version(s, site, now) if version is None else version
     k = (site, key.public_key().public_bytes(serialization.Encoding.Raw,
