@@ -26,6 +26,7 @@ later still finds the use to report, and a reversed exit finds them to give back
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -89,12 +90,24 @@ class Prepayment:
     source: str | None = None
 
 
-def ensure(c: Db) -> None:
-    for stmt in DDL:
-        c.execute(stmt)
-    cols = {r[1] for r in c.execute("PRAGMA table_info(prepaid_revocations)")}
-    if "expires_at" not in cols:  # a file from before retention: its rows keep NULL
-        c.execute("ALTER TABLE prepaid_revocations ADD COLUMN expires_at TEXT")
+#: Stores whose tables are known to be there and current: checked once per store object
+#: (a prepayment message need not pay for a PRAGMA and the DDL every time).
+_READY: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def ensure(store: Store) -> None:
+    """Create the tables, and add the column a file from before retention lacks, in a write
+    transaction of their own (so a later refusal's rollback cannot undo them), once per
+    store object."""
+    if store in _READY:
+        return
+    with store._write() as c:
+        for stmt in DDL:
+            c.execute(stmt)
+        cols = {r[1] for r in c.execute("PRAGMA table_info(prepaid_revocations)")}
+        if "expires_at" not in cols:  # a file from before retention: its rows keep NULL
+            c.execute("ALTER TABLE prepaid_revocations ADD COLUMN expires_at TEXT")
+    _READY.add(store)
 
 
 def _exists(c: Db) -> bool:
@@ -121,9 +134,9 @@ def receive(store: Store, p: Prepayment, at: datetime) -> bool:
     checks.nonempty(p.payment_id, "payment_id")
     checks.nonempty(p.plate, "plate")
     amount = checks.amount(p.amount, "amount")
+    ensure(store)
     with store._tx() as tx:
         c = tx.conn
-        ensure(c)
         if c.execute("SELECT 1 FROM prepaid_revocations WHERE payment_id = :i",
                      {"i": p.payment_id}).fetchone() is not None:
             raise StoreError(f"revoked: prepayment {p.payment_id!r} was revoked by central "
@@ -182,9 +195,9 @@ def revoke(store: Store, r: Revocation, at: datetime) -> str:
     central's desk. Unknown, another content under the id, or already revoked: nothing is
     written at all."""
     checks.nonempty(r.payment_id, "payment_id")
+    ensure(store)
     with store._tx() as tx:
         c = tx.conn
-        ensure(c)
         if c.execute("SELECT 1 FROM prepaid_revocations WHERE payment_id = :i",
                      {"i": r.payment_id}).fetchone() is not None:
             return "dup"
@@ -294,10 +307,11 @@ def prune(store: Store, now: datetime) -> dict[str, int]:
     """Delete the rows that no longer guard anything (module docstring, Retention); the
     number deleted of each kind. Revocations of a file from before retention (no
     ``expires_at``) go ``KEEP_USED`` after they were received."""
-    with store._write() as c:
+    with store._read() as c:
         if not _exists(c):
             return {"prepayments": 0, "revocations": 0}
-        ensure(c)
+    ensure(store)
+    with store._write() as c:
         old, old_used = ts(now - KEEP), ts(now - KEEP_USED)
         n_pre = c.execute(
             "DELETE FROM prepayments WHERE (used_session IS NULL AND expires_at < :o) "
