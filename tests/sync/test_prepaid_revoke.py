@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -291,6 +293,40 @@ def either_broker(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue("broker" if request.param == "mosquitto" else "rabbitmq")
 
 
+@contextmanager
+def _exit_lane_and_central(tmp_path: Path, broker: Any, plate: str,
+                           event_id: str) -> Iterator[tuple[Any, Store, Any, str]]:
+    """Central's ingest worker and an exit lane holding ``plate``'s open stay, connected and
+    holding the rules: (central, the lane's store, its sync, a fresh payment id, since the
+    session's brokers outlive the test); both stopped after."""
+    central = _central(tmp_path, broker)
+    central.start()
+    x_store = make_store(tmp_path, "exit-1")
+    x_store.record_entry(plate=plate, entered_at=datetime.now(UTC) - timedelta(hours=1),
+                         event_id=event_id, lane_id="entry-1")
+    x_sync = make_sync(x_store, broker.port)
+    try:
+        assert wait_until(central.connected.is_set)
+        x_sync.start()
+        assert wait_until(lambda: x_sync.downlink.applied["rules"] >= 1, 30)
+        yield central, x_store, x_sync, f"pay-{uuid.uuid4().hex[:12]}"
+    finally:
+        x_sync.stop()
+        central.stop()
+
+
+def _prepay(central: Any, pid: str, plate: str) -> None:
+    with central.tx() as s:
+        prepay.prepay(s, SITE, payment_id=pid, amount=Decimal("30.00"), paid_at=None,
+                      now=datetime.now(UTC), key=CENTRAL_KEY, source="paystation-1",
+                      plate=plate)
+
+
+def _outbox_done(central: Any) -> bool:
+    with central.tx() as s:
+        return all(r.published_at is not None for r in s.scalars(select(DownlinkOutbox)))
+
+
 def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_neither(
         tmp_path: Path, either_broker: Any) -> None:
     """parkedge-central's ingest worker on Mosquitto and on RabbitMQ's MQTT plugin (which
@@ -298,23 +334,9 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
     away during the refund drops it from its reconnect snapshot; a lane that connects
     after the refund never holds the payment and refuses nothing."""
     port = either_broker.port
-    central = _central(tmp_path, either_broker)
-    central.start()
-    pid = f"pay-{uuid.uuid4().hex[:12]}"  # the session's brokers outlive this test
-    x_store = make_store(tmp_path, "exit-1")
-    now = datetime.now(UTC)
-    x_store.record_entry(plate=A, entered_at=now - timedelta(hours=1), event_id="in-a",
-                         lane_id="entry-1")
-    x_sync = make_sync(x_store, port)
-    late_sync = None
-    try:
-        assert wait_until(central.connected.is_set)
-        x_sync.start()
-        assert wait_until(lambda: x_sync.downlink.applied["rules"] >= 1, 30)
-        with central.tx() as s:
-            prepay.prepay(s, SITE, payment_id=pid, amount=Decimal("30.00"), paid_at=None,
-                          now=datetime.now(UTC), key=CENTRAL_KEY, source="paystation-1",
-                          plate=A)
+    with _exit_lane_and_central(tmp_path, either_broker, A, "in-a") as (
+            central, x_store, x_sync, pid):
+        _prepay(central, pid, A)
         assert wait_until(lambda: x_sync.downlink.applied["prepaid"] == 1, 30), (
             x_sync.downlink.applied, x_sync.downlink.rejected)
         x_sync.stop()
@@ -325,10 +347,14 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
         late = make_store(tmp_path, "lane-x")
         late_sync = make_sync(late, port)
         late_sync.start()
-        assert wait_until(lambda: late_sync.downlink.applied["prepaid_revoked_not_held"] >= 1,
-                          30), (late_sync.downlink.applied, late_sync.downlink.rejected)
-        assert store_prepaid.list_all(late) == [] and store_prepaid.revocations(late) == []
-        assert not late_sync.refusals.counts
+        try:
+            assert wait_until(
+                lambda: late_sync.downlink.applied["prepaid_revoked_not_held"] >= 1, 30), (
+                late_sync.downlink.applied, late_sync.downlink.rejected)
+            assert store_prepaid.list_all(late) == [] and store_prepaid.revocations(late) == []
+            assert not late_sync.refusals.counts
+        finally:
+            late_sync.stop()
         x_sync2 = make_sync(x_store, port)
         x_sync2.start()
         try:
@@ -338,16 +364,6 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
             assert [r["payment_id"] for r in store_prepaid.revocations(x_store)] == [pid]
         finally:
             x_sync2.stop()
-    finally:
-        x_sync.stop()
-        if late_sync is not None:
-            late_sync.stop()
-        central.stop()
-
-
-def _outbox_done(central: Any) -> bool:
-    with central.tx() as s:
-        return all(r.published_at is not None for r in s.scalars(select(DownlinkOutbox)))
 
 
 def test_on_both_brokers_a_lane_away_when_paid_gets_the_prepayment_on_reconnect(
@@ -356,43 +372,33 @@ def test_on_both_brokers_a_lane_away_when_paid_gets_the_prepayment_on_reconnect(
     copy through ``prepaid/+``, so the lane gets it from central's reconnect answer (on
     Mosquitto the retained copy may come too: one receipt, the other a duplicate)."""
     port = either_broker.port
-    central = _central(tmp_path, either_broker)
-    central.start()
-    pid = f"pay-{uuid.uuid4().hex[:12]}"
-    x_store = make_store(tmp_path, "exit-1")
-    now = datetime.now(UTC)
-    x_store.record_entry(plate=B, entered_at=now - timedelta(hours=1), event_id="in-b",
-                         lane_id="entry-1")
-    x_sync = make_sync(x_store, port)
-    x_sync2 = None
+    pid = ""
     try:
-        assert wait_until(central.connected.is_set)
-        x_sync.start()
-        assert wait_until(lambda: x_sync.downlink.applied["rules"] >= 1, 30)
-        x_sync.stop()
-        with central.tx() as s:
-            prepay.prepay(s, SITE, payment_id=pid, amount=Decimal("30.00"), paid_at=None,
-                          now=datetime.now(UTC), key=CENTRAL_KEY, source="paystation-1",
-                          plate=B)
-        assert wait_until(lambda: _outbox_done(central), 30)
-        x_sync2 = make_sync(x_store, port)
-        x_sync2.start()
-        d = x_sync2.downlink
-        assert wait_until(lambda: d.applied["prepaid"] == 1, 30), (d.applied, d.rejected)
-        assert [p["payment_id"] for p in store_prepaid.list_all(x_store)] == [pid]
-        assert not x_sync2.refusals.counts, x_sync2.refusals.counts
-        received = [e for e in x_store.entries(0, 1000) if e.kind == EntryKind.LANE_EVENT
-                    and e.payload["event"] == "prepaid_received"]
-        assert len(received) == 1  # one receipt however many copies came
+        with _exit_lane_and_central(tmp_path, either_broker, B, "in-b") as (
+                central, x_store, x_sync, pid):
+            x_sync.stop()
+            _prepay(central, pid, B)
+            assert wait_until(lambda: _outbox_done(central), 30)
+            x_sync2 = make_sync(x_store, port)
+            x_sync2.start()
+            try:
+                d = x_sync2.downlink
+                assert wait_until(lambda: d.applied["prepaid"] == 1, 30), (d.applied,
+                                                                            d.rejected)
+                assert [p["payment_id"] for p in store_prepaid.list_all(x_store)] == [pid]
+                assert not x_sync2.refusals.counts, x_sync2.refusals.counts
+                received = [e for e in x_store.entries(0, 1000)
+                            if e.kind == EntryKind.LANE_EVENT
+                            and e.payload["event"] == "prepaid_received"]
+                assert len(received) == 1  # one receipt however many copies came
+            finally:
+                x_sync2.stop()
     finally:
-        x_sync.stop()
-        if x_sync2 is not None:
-            x_sync2.stop()
-        central.stop()
         # the session's broker keeps the payment's retained copy for a day: later tests'
         # lanes would each take it (a ledger entry more than they expect)
-        w = Watcher(port, f"parkedge/{SITE}/none")
-        try:
-            w.publish(topics.prepaid(SITE, pid), b"", retain=True)
-        finally:
-            w.close()
+        if pid:
+            w = Watcher(port, f"parkedge/{SITE}/none")
+            try:
+                w.publish(topics.prepaid(SITE, pid), b"", retain=True)
+            finally:
+                w.close()
