@@ -175,12 +175,16 @@ class Revocation:
     amount: Decimal
     paid_at: datetime
     revoked_at: datetime
+    #: the payment's own expiry, as central's revocation names it: how long a tombstone of a
+    #: payment this lane never held must stay (``revoke``); None: no tombstone kept
+    expires_at: datetime | None = None
 
 
 #: What ``revoke`` did: ``revoked`` (dropped, unused), ``used`` (it had let the car out:
 #: recorded as a conflict, nothing undone), ``dup`` (already revoked here: a replay),
-#: ``unknown`` (this lane never held it), ``mismatch`` (the lane holds another payment under
-#: that id: nothing done).
+#: ``unknown`` (this lane never held it: its id kept, outcome ``not_held``, when the
+#: revocation names the expiry), ``mismatch`` (the lane holds another payment under that id:
+#: nothing done).
 REVOKE_OUTCOMES = ("revoked", "used", "dup", "unknown", "mismatch")
 
 
@@ -192,8 +196,10 @@ def revoke(store: Store, r: Revocation, at: datetime) -> str:
     ``prepaid_revoked`` written (it reaches central in the next batch); the next exit of the
     stay prices without it. Already used by an exit (the car is gone): nothing is undone, the
     id is kept and a ``lane_event`` ``prepaid_revoked_after_use`` records the conflict for
-    central's desk. Unknown, another content under the id, or already revoked: nothing is
-    written at all."""
+    central's desk. Unknown (this lane never held it): its id alone is kept until the
+    payment's expiry (outcome ``not_held``, no ledger entry: nothing changed hands here), so
+    the old ``prepaid`` message replayed later is refused here too, as on the lanes that held
+    it. Another content under the id, or already revoked: nothing is written at all."""
     checks.nonempty(r.payment_id, "payment_id")
     ensure(store)
     with store._tx() as tx:
@@ -205,6 +211,11 @@ def revoke(store: Store, r: Revocation, at: datetime) -> str:
                         "used_at FROM prepayments WHERE payment_id = :i",
                         {"i": r.payment_id}).fetchone()
         if row is None:
+            if r.expires_at is not None:
+                c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, "
+                          "received_at, outcome, expires_at) VALUES (:i, :v, :r, 'not_held', "
+                          ":x)", {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at),
+                                  "x": ts(r.expires_at)})
             return "unknown"
         plate, amount, paid_at, expires_at, member_id, used_session, used_at = row
         if (plate != r.plate or Decimal(str(amount)) != r.amount

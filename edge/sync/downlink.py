@@ -296,7 +296,7 @@ class Downlink:
         if topic != topics.prepaid(self.site, p.payment_id):
             raise SyncMessageError("schema", f"prepayment {p.payment_id!r} on {topic}")
         if isinstance(p, codec.PrepaidRevoked):
-            self._revoked(p, from_snapshot=False)
+            self._revoked(p)
             return
         self._take_prepaid(p)
 
@@ -353,12 +353,11 @@ class Downlink:
         when one was published gets no copy from the broker (it is not retained: the
         payment's retained copy is cleared instead, and RabbitMQ gives no retained copy
         through a wildcard anyway; docs/brokers.md). A lane that never held the payment
-        skips it without a refusal: it never needed it. Never raises."""
+        keeps its id without a refusal (a replay of it is refused later). Never raises."""
         self._answer_item("revocation", lambda: self._revoked(
-            codec.parse_prepaid_revoked(payload, self.site, self.public_key),
-            from_snapshot=True))
+            codec.parse_prepaid_revoked(payload, self.site, self.public_key)))
 
-    def _revoked(self, r: codec.PrepaidRevoked, *, from_snapshot: bool) -> None:
+    def _revoked(self, r: codec.PrepaidRevoked) -> None:
         """Central refunded a prepayment: drop it unused, or record the conflict if an exit
         here already let the car out on it (``edge.store.prepayments.revoke``)."""
         now = self._wall()
@@ -366,13 +365,12 @@ class Downlink:
             raise SyncMessageError("future", f"revocation of {r.payment_id!r} at "
                                              f"{r.revoked_at.isoformat()}")
         outcome = store_prepaid.revoke(self.store, store_prepaid.Revocation(
-            r.payment_id, r.plate, r.amount, r.paid_at, r.revoked_at), now)
+            r.payment_id, r.plate, r.amount, r.paid_at, r.revoked_at, r.expires_at), now)
         if outcome == "unknown":
-            if from_snapshot:  # the reconnect list names every refund: not held here
-                self.applied["prepaid_revoked_not_held"] += 1
-                return
-            raise SyncMessageError("revoke_unknown", f"revocation of {r.payment_id!r}: "
-                                                     "no such prepayment here")
+            # never held here (away when it was paid, or the reconnect list, which names
+            # every refund): its id is kept, so a replay of the payment is refused here too
+            self.applied["prepaid_revoked_not_held"] += 1
+            return
         if outcome == "mismatch":
             raise SyncMessageError("revoke_mismatch", f"revocation of {r.payment_id!r} "
                                    "names another plate, amount or time than the one held")

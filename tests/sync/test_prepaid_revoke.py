@@ -188,7 +188,7 @@ def test_a_revocation_between_the_exit_look_and_its_commit_refuses_that_exit_who
         assert store_prepaid.for_exit(r.c, open_again, at) == ()
 
 
-def test_forged_oversized_foreign_unknown_and_mismatched_revocations_change_nothing(
+def test_forged_oversized_foreign_and_mismatched_revocations_change_nothing(
         tmp_path: Path, own_broker: Broker, raw: Raw) -> None:
     clock = [PAID_AT + timedelta(minutes=4)]
     store, sync, _decider = _exit_lane(tmp_path, own_broker.port, clock)
@@ -219,10 +219,8 @@ def test_forged_oversized_foreign_unknown_and_mismatched_revocations_change_noth
         bad.append(("future", revoked("p1", A, revoked_at=clock[0] + timedelta(hours=1))))
         bad.append(("revoke_mismatch", revoked("p1", A, "3.00")))
         bad.append(("revoke_mismatch", revoked("p1", B)))
-        bad.append(("revoke_unknown", revoked("p9", A)))
-        for reason, payload in bad:
-            topic = topics.prepaid(SITE, "p9") if reason == "revoke_unknown" else t
-            raw.pub(topic, payload)
+        for _reason, payload in bad:
+            raw.pub(t, payload)
         want: dict[str, int] = {}
         for reason, _ in bad:
             want[reason] = want.get(reason, 0) + 1
@@ -287,6 +285,46 @@ def test_replays_neither_resurrect_nor_re_revoke(tmp_path: Path, own_broker: Bro
         sync2.stop()
 
 
+def test_a_lane_that_never_held_a_refunded_payment_refuses_its_replay(
+        tmp_path: Path, own_broker: Broker, raw: Raw) -> None:
+    """A lane away when a payment was made gets only its revocation (live, or in the
+    reconnect answer): it keeps the id (outcome ``not_held``, no ledger entry, no refusal),
+    so the old ``prepaid`` message replayed within its validity is refused here too and the
+    car pays; the id goes with retention once the payment has expired."""
+    clock = [PAID_AT + timedelta(minutes=4)]
+    store, sync, _decider = _exit_lane(tmp_path, own_broker.port, clock)
+    store.record_entry(plate=A, entered_at=T0, event_id="in-a", lane_id="entry-1")
+    n = len(store.entries(0, 1000))
+    sync.start()
+    try:
+        assert wait_until(sync.link.subscribed.is_set, 10)
+        raw.pub(topics.prepaid(SITE, "p9"), revoked("p9", A))  # live
+        raw.pub(topics.snapshot(SITE, "exit-1"), revoked("p8", A))  # the reconnect answer
+        d = sync.downlink
+        assert wait_until(lambda: d.applied["prepaid_revoked_not_held"] == 2, 10), (
+            d.applied, d.rejected)
+        assert not sync.refusals.counts, sync.refusals.counts
+        kept = {r["payment_id"]: r["outcome"] for r in store_prepaid.revocations(store)}
+        assert kept == {"p8": "not_held", "p9": "not_held"}
+        assert len(store.entries(0, 1000)) == n  # nothing changed hands here
+        raw.pub(topics.prepaid(SITE, "p9"), prepaid("p9", A))  # the replay
+        raw.pub(topics.prepaid(SITE, "p8"), prepaid("p8", A), retain=True)
+        assert wait_until(lambda: d.rejected["prepaid_revoked"] == 2, 10), d.rejected
+        assert store_prepaid.list_all(store) == [] and len(store.entries(0, 1000)) == n
+        at = PAID_AT + timedelta(minutes=10)
+        bundle = load_bundle(REPO / "config" / "rules.example.toml")
+        out = _exit(Decider(store, lambda: bundle, LanePolicy("exit-1", "exit", TZ)), A, at,
+                    "out-a")
+        assert out.outcome == "exit_owed"
+    finally:
+        sync.stop()
+        raw.pub(topics.prepaid(SITE, "p8"), b"", retain=True)
+    assert store_prepaid.prune(store, EXPIRES + store_prepaid.KEEP - timedelta(minutes=1)) \
+        == {"prepayments": 0, "revocations": 0}
+    assert store_prepaid.prune(store, EXPIRES + store_prepaid.KEEP + timedelta(minutes=1)) \
+        == {"prepayments": 0, "revocations": 2}
+
+
 @pytest.fixture(params=["mosquitto", "rabbitmq"])
 def either_broker(request: pytest.FixtureRequest) -> Any:
     """The session's Mosquitto, then the session's RabbitMQ node (docs/brokers.md)."""
@@ -332,7 +370,7 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
     """parkedge-central's ingest worker on Mosquitto and on RabbitMQ's MQTT plugin (which
     delivers no retained copy through ``prepaid/+``): a lane that held the payment and was
     away during the refund drops it from its reconnect snapshot; a lane that connects
-    after the refund never holds the payment and refuses nothing."""
+    after the refund never holds the payment, refuses nothing and keeps the refund's id."""
     port = either_broker.port
     with _exit_lane_and_central(tmp_path, either_broker, A, "in-a") as (
             central, x_store, x_sync, pid):
@@ -351,7 +389,9 @@ def test_on_both_brokers_an_away_lane_learns_the_refund_and_a_late_one_knows_nei
             assert wait_until(
                 lambda: late_sync.downlink.applied["prepaid_revoked_not_held"] >= 1, 30), (
                 late_sync.downlink.applied, late_sync.downlink.rejected)
-            assert store_prepaid.list_all(late) == [] and store_prepaid.revocations(late) == []
+            assert store_prepaid.list_all(late) == []
+            assert [(r["payment_id"], r["outcome"]) for r in store_prepaid.revocations(late)
+                    ] == [(pid, "not_held")]  # kept: a replay of the payment is refused
             assert not late_sync.refusals.counts
         finally:
             late_sync.stop()
