@@ -4,10 +4,10 @@ The arming loop calls ``trigger()``; a task then reads the newest frames (never 
 recognises each in a worker thread (OCR is CPU-bound) until ``vote_frames`` frames agree with
 at least ``min_confidence``, or ``timeout_s`` passes. A read very sure before that is accepted
 early (``early_frames``, ``early_confidence``, and the plate CRNN reading the same plate: see
-``_early``). On timeout the best vote so far is
-published with ``uncertain=True`` so the lane can still compute a fee and ask the driver to use
-the intercom; a trigger that saw no plate at all publishes nothing (the lane's own timeout
-handles a car without a readable plate).
+``_may_end_early``). On timeout the best vote so far is published with ``uncertain=True`` so
+the lane can still compute a fee and ask the driver to use the intercom; a trigger that saw
+no plate at all publishes nothing (the lane's own timeout handles a car without a readable
+plate).
 """
 
 from __future__ import annotations
