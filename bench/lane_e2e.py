@@ -302,8 +302,8 @@ def car_stages(car: dict[str, Any], end: float | None, traces: list[dict[str, An
     vote settled, ``opinion`` the CRNN's second opinion, ``publish`` trigger to the read handed
     to the lane, ``decide`` read handed over to the decision committed (the lane's
     deciding -> opening transition: its log stamps are to the millisecond), ``open`` from there
-    to the relay write's reply. ``ended``: vote (sure), settled (unsure, frames stopped
-    changing), timeout."""
+    to the relay write's reply. ``ended``: vote (sure), early (sure before vote_frames, the
+    plate CRNN agreeing), settled (unsure, frames stopped changing), timeout."""
     a0, a1 = car.get("arming_wall"), car.get("acked_wall")
     if a0 is None:
         return None
@@ -436,10 +436,11 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         cfg = write_lane_config(tmp, LANE, "entry", info, storage=db, site=SITE,
                                 min_confidence=a.min_confidence, log_level="INFO",
                                 sync=SyncSettings(port, key_file, keepalive_s=10))
-        if a.vote_frames != 3:  # lane_config writes the lane's default of 3 agreeing frames
-            text = cfg.read_text(encoding="utf-8")
-            cfg.write_text(text.replace("vote_frames = 3", f"vote_frames = {a.vote_frames}"),
-                           encoding="utf-8")
+        lpr = f"vote_frames = {a.vote_frames}"  # lane_config writes 3 agreeing frames
+        if a.early_frames is not None:  # else the lane's default early accept
+            lpr += f"\nearly_frames = {a.early_frames}"
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace("vote_frames = 3", lpr), encoding="utf-8")
         lane = LaneProcess(LANE, cfg, tmp / "E1.log")
         lane.start()
         await asyncio.to_thread(lane.wait_ready, 90, lambda st: st.get("state") == "idle")
@@ -529,6 +530,7 @@ async def drive(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "cars_s": round(cars_s, 1),
         "central": got,
         "vote_frames": a.vote_frames,
+        "early_frames": a.early_frames,
         "central_rate": a.central_rate,
         "setup_s": round(setup_s, 1),
         "loadavg": os.getloadavg()[0],
@@ -586,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-confidence", type=float, default=0.8)
     ap.add_argument("--vote-frames", type=int, default=3,
                     help="frames that must agree before the lane takes a read")
+    ap.add_argument("--early-frames", type=int,
+                    help="lpr.early_frames (0: no early accept; default: the lane's default)")
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--keep-log", type=Path, metavar="DIR",

@@ -38,16 +38,33 @@ SETS = (
     ("br", "br", "latin:LLLDDDD,LLLDLDD"),
 )
 MIN_CONFIDENCE = 0.8  # the lane's default min_confidence (edge/config/models.py)
+# early_confidence thresholds tried for the lane's early accept (OnBoxPlateSource, #15)
+EARLY = (0.9, 0.95, 0.98, 0.99)
+
+
+def early_counts(reads: list[tuple[bool, float, bool]],
+                 thresholds: tuple[float, ...]) -> dict[str, dict[str, int]]:
+    """Per ``early_confidence``: the one-frame reads the lane's early accept would take
+    (``reads``: valid and the CRNN read the same plate, the vote's confidence, right) and how
+    many of those are wrong. A wrong one would be a certain read of another plate after one
+    frame, with no later frame to outvote it."""
+    out: dict[str, dict[str, int]] = {}
+    for t in thresholds:
+        took = [right for agreed, conf, right in reads if agreed and conf >= t]
+        out[f"{t:g}"] = {"early": len(took), "early_wrong": took.count(False)}
+    return out
 
 
 def count_set(folder: Path, grammar_name: str, threshold: float,
-              limit: int | None = None, opinion: bool = True) -> dict[str, Any]:
+              limit: int | None = None, opinion: bool = True,
+              early: tuple[float, ...] = EARLY) -> dict[str, Any]:
     """Each image read as the lane judges a car's read: the recogniser's best candidate, the
     frames' vote over it (``voting.vote``, which conditions its characters again), then the
     plate CRNN's second opinion (``SecondOpinion``, on by default on a lane; ``opinion``).
     Sure: a valid plate at ``threshold`` or above (the lane's ``min_confidence``; one frame
     here, so ``vote_frames`` is not asked). ``reader_alone`` counts the same with the
-    candidate's own confidence (no vote, no second opinion)."""
+    candidate's own confidence (no vote, no second opinion). ``early``: per threshold, the
+    reads the early accept would take (``early_counts``; only with the second opinion)."""
     from edge.lpr.evaluate import apply_corrections, is_crop, read_corrections, read_labels
     from edge.lpr.grammar import grammar_by_name
     from edge.lpr.pipeline import Recogniser, load_image
@@ -62,6 +79,8 @@ def count_set(folder: Path, grammar_name: str, threshold: float,
     lane = {"exact": 0, "sure_wrong": 0, "unsure": 0, "unsure_right": 0}
     alone = dict(lane)
     wrong: list[dict[str, Any]] = []
+    judged: list[tuple[bool, float, bool]] = []  # (early-eligible, confidence, right)
+    early_wrong: list[dict[str, Any]] = []
 
     def tally(c: dict[str, int], right: bool, sure: bool) -> None:
         c["exact"] += right
@@ -83,7 +102,14 @@ def count_set(folder: Path, grammar_name: str, threshold: float,
                 own, own_conf = best.plate, best.confidence
                 v = vote([FrameRead(best.plate, best.chars, best.valid, best.colour)], grammar)
                 if v is not None and second is not None:
-                    v = second.apply(v, best)
+                    j = second.judge(v, best)
+                    eligible = j.agreed and grammar.is_valid(v.plate)
+                    judged.append((eligible, v.confidence, v.plate == label.plate))
+                    if eligible and v.plate != label.plate and v.confidence >= min(early):
+                        early_wrong.append({"file": label.file, "plate": label.plate,
+                                            "read": v.plate,
+                                            "confidence": round(v.confidence, 3)})
+                    v = j.vote
                 if v is not None:
                     got, conf = v.plate, v.confidence
         sure = bool(got) and conf >= threshold and grammar.is_valid(got)
@@ -99,7 +125,9 @@ def count_set(folder: Path, grammar_name: str, threshold: float,
         "exact_share": round(lane["exact"] / n, 4),
         "sure_wrong_share": round(lane["sure_wrong"] / n, 4),
         "unsure_share": round(lane["unsure"] / n, 4), "sure_wrong_reads": wrong,
-        "reader_alone": alone, "seconds": round(time.monotonic() - t0, 1),
+        "reader_alone": alone,
+        "early": early_counts(judged, early) if second is not None else {},
+        "early_wrong_reads": early_wrong, "seconds": round(time.monotonic() - t0, 1),
     }
 
 
@@ -114,6 +142,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="only the first N images of each set")
     ap.add_argument("--no-opinion", action="store_true",
                     help="without the plate CRNN's second opinion (a lane that has none)")
+    ap.add_argument("--early", default=",".join(f"{t:g}" for t in EARLY),
+                    help="comma-separated early_confidence thresholds to count")
     ap.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = ap.parse_args()
     sys.path[:0] = [str(args.code.resolve()), str(args.code.resolve() / "hardware-sim")]
@@ -124,13 +154,15 @@ def main() -> None:
         ap.error(f"unknown set(s): {', '.join(sorted(unknown))}")
     import edge
 
+    early = tuple(float(t) for t in args.early.split(","))
     results: dict[str, Any] = {"code": str(Path(edge.__file__).resolve().parents[1]),
-                               "min_confidence": args.min_confidence, "sets": {}}
+                               "min_confidence": args.min_confidence, "early": list(early),
+                               "sets": {}}
     for name, folder, grammar in SETS:
         if name not in wanted:
             continue
         r = count_set(data / folder, grammar, args.min_confidence, args.limit,
-                      not args.no_opinion)
+                      not args.no_opinion, early)
         results["sets"][name] = r
         if not args.json:
             print(f"{name:9s} n={r['n']:4d}  exact {r['exact']:4d} ({r['exact_share']:.1%})  "
@@ -143,6 +175,12 @@ def main() -> None:
                   flush=True)
             for w in r["sure_wrong_reads"]:
                 print(f"          sure but wrong: {w['file']}: {w['plate']} read {w['read']} "
+                      f"({w['confidence']})", flush=True)
+            print("          early accept (CRNN agrees, valid, conf >= T): " + ", ".join(
+                f"T={t}: {e['early']} ({e['early_wrong']} wrong)"
+                for t, e in r["early"].items()), flush=True)
+            for w in r["early_wrong_reads"]:
+                print(f"          early but wrong: {w['file']}: {w['plate']} read {w['read']} "
                       f"({w['confidence']})", flush=True)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))

@@ -443,6 +443,26 @@ class LprConfig(Section):
         "countries: sk, cz, eu:sk,cz.",
     )
     vote_frames: int = Field(default=5, ge=1, le=50, description="Frames voted per vehicle.")
+    early_frames: int = Field(
+        default=2,
+        ge=0,
+        le=50,
+        description=(
+            "Frames that must read the same plate before a very sure read is accepted ahead "
+            "of vote_frames (each frame costs the waiting car ~0.1 s), the plate CRNN reading "
+            "every character the same; not 1: a sure one-frame misread with the CRNN agreeing "
+            "was seen (bench/lpr_unsure.py). 0 = off, always vote_frames."
+        ),
+    )
+    early_confidence: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description=(
+            "Vote confidence an early accept needs (never below camera.min_confidence): only "
+            "a very sure read is accepted early, since no later frame can outvote a misread."
+        ),
+    )
     keep_crops_days: int = Field(
         default=7, ge=0, le=365, description="Days plate crops are kept (0 = not kept)."
     )

@@ -2,10 +2,12 @@
 
 The arming loop calls ``trigger()``; a task then reads the newest frames (never a backlog) and
 recognises each in a worker thread (OCR is CPU-bound) until ``vote_frames`` frames agree with
-at least ``min_confidence``, or ``timeout_s`` passes. On timeout the best vote so far is
-published with ``uncertain=True`` so the lane can still compute a fee and ask the driver to use
-the intercom; a trigger that saw no plate at all publishes nothing (the lane's own timeout
-handles a car without a readable plate).
+at least ``min_confidence``, or ``timeout_s`` passes. A read very sure before that is accepted
+early (``early_frames``, ``early_confidence``, and the plate CRNN reading the same plate: see
+``_may_end_early``). On timeout the best vote so far is published with ``uncertain=True`` so
+the lane can still compute a fee and ask the driver to use the intercom; a trigger that saw
+no plate at all publishes nothing (the lane's own timeout handles a car without a readable
+plate).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -104,9 +106,16 @@ class OnBoxPlateSource:
         motion_gate: MotionGate | None = None,
         repeat_suppress_s: float = 10.0,
         second_opinion: bool = True,
+        opinion: SecondOpinion | None = None,
+        early_frames: int = 2,
+        early_confidence: float = 0.9,
     ) -> None:
         if vote_frames < 1:
             raise ValueError(f"vote_frames must be >= 1, got {vote_frames}")
+        if early_frames < 0:
+            raise ValueError(f"early_frames must be >= 0 (0: off), got {early_frames}")
+        if not 0.0 <= early_confidence <= 1.0:
+            raise ValueError(f"early_confidence must be within 0..1, got {early_confidence}")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be within 0..1, got {min_confidence}")
         if timeout_s <= 0:
@@ -115,6 +124,8 @@ class OnBoxPlateSource:
         self.grammar = grammar or cn_grammar()
         self.vote_frames = vote_frames
         self.min_confidence = min_confidence
+        self.early_frames = early_frames
+        self.early_confidence = early_confidence
         self.timeout_s = timeout_s
         self.tz = tz
         # the lane's clock (a bench clock in the demo); the wall clock by default
@@ -130,6 +141,7 @@ class OnBoxPlateSource:
         self.reads = 0
         self.timeouts = 0
         self.settled = 0  # reads given up before the timeout: the frames had no more to say
+        self.early = 0  # reads accepted before vote_frames: sure, and the CRNN read the same
         # Continuous mode: with a gate, motion triggers reads; the same plate read again within
         # ``repeat_suppress_s`` (a car standing in view) is not published twice.
         self._gate = motion_gate
@@ -138,8 +150,8 @@ class OnBoxPlateSource:
         self._last_published: tuple[str, float] | None = None
         self._logs = LogLimiter(log)
         # the plate CRNN's vote on each car's read (second_opinion.py); None: PP-OCR alone
-        self._want_opinion = second_opinion
-        self._opinion: SecondOpinion | None = None
+        self._want_opinion = second_opinion or opinion is not None
+        self._opinion: SecondOpinion | None = opinion
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"lpr-{lane_id}")
 
     @property
@@ -233,6 +245,21 @@ class OnBoxPlateSource:
         now, before = history[-1], history[-1 - self.vote_frames]
         return now.plate == before.plate and now.confidence <= before.confidence + SETTLE_GAIN
 
+    def _may_end_early(self, result: Vote, frames: Sequence[FrameRead]) -> bool:
+        """The vote is sure enough to ask the CRNN for an early accept: ``early_frames``
+        frames (0: never) read the voted plate itself, fewer than ``vote_frames`` voted, a
+        valid plate, at least ``early_confidence`` (never below ``min_confidence``). The
+        CRNN's agreement alone does not rule out a sure misread: on the dev sets one frame
+        of a Czech/Slovak plate read B as 8 at 0.99 and the CRNN read it the same
+        (bench/lpr_unsure.py, ``early``), hence two frames by default."""
+        return (
+            self._opinion is not None
+            and 0 < self.early_frames <= sum(f.plate == result.plate for f in frames)
+            and result.frames < self.vote_frames
+            and result.confidence >= max(self.early_confidence, self.min_confidence)
+            and self.grammar.is_valid(result.plate)
+        )
+
     def _next_read(self, after: int, wait_s: float) -> tuple[Frame | None, list[PlateCandidate],
                                                            dict[str, Any]]:
         """One worker-thread hop: wait for a frame newer than ``after``, then recognise it.
@@ -294,6 +321,16 @@ class OnBoxPlateSource:
             if result is None:
                 continue
             history.append(result)
+            if self._may_end_early(result, frames):
+                assert self._opinion is not None
+                t = time.monotonic()
+                judged = await self._on_reader(self._opinion.judge, result, best[0])
+                trace["opinion_ms"] = _ms(time.monotonic() - t)
+                trace["early_asked"] = trace.get("early_asked", 0) + 1
+                if judged.agreed:  # every character read the same by both recognisers
+                    result = judged.vote
+                    ended = "early"
+                    break
             if (
                 result.frames >= self.vote_frames
                 and result.confidence >= self.min_confidence
@@ -308,17 +345,19 @@ class OnBoxPlateSource:
             self.timeouts += 1
         elif ended == "settled":
             self.settled += 1
+        elif ended == "early":
+            self.early += 1
         trace["ended"] = ended
         trace["vote_ms"] = _ms(time.monotonic() - started)
         if result is None or best is None:
             log.info("lane %s: no plate read within %.1f s", self.lane_id, self.timeout_s,
                      extra={"lpr_trace": trace})
             return
-        if self._opinion is not None:  # ~1 ms: one small CRNN pass on the best crop
+        if self._opinion is not None and ended != "early":  # ~1 ms: one small CRNN pass
             t = time.monotonic()
             result = await self._on_reader(self._opinion.apply, result, best[0])
             trace["opinion_ms"] = _ms(time.monotonic() - t)
-        certain = (
+        certain = ended == "early" or (
             result.frames >= self.vote_frames
             and result.confidence >= self.min_confidence
             and self.grammar.is_valid(result.plate)

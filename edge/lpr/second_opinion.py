@@ -69,6 +69,14 @@ def second_opinion(plate: str, probs: Sequence[float], other: str,
     return Opinion(voted, min(min(confs), 1.0), tuple(disagreed))
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A vote after the second opinion, and whether the CRNN read exactly the voted plate."""
+
+    vote: Vote
+    agreed: bool
+
+
 # the CRNN's vote against PP-OCR's, and doubt only (no overturned character): the setting
 # that never lowers exact accuracy and still catches confident misreads (docs/lpr.md)
 WEIGHT = 0.25
@@ -92,14 +100,26 @@ class SecondOpinion:
         """``vote`` after the CRNN's opinion on ``best.crop``: the same Vote when they agree,
         else a lower confidence (or, rarely, a character overturned, the old plate then the
         first alternative)."""
+        return self.judge(vote, best).vote
+
+    def judge(self, vote: Vote, best: PlateCandidate) -> Judged:
+        """``apply``'s Vote, and whether the CRNN read the very plate voted (an early accept
+        needs that: a read of another length has no per-character opinion, which is no
+        agreement either)."""
         other = self._rec.read([best.crop], self.grammar)[0]
+        return Judged(self._weigh(vote, best, other.text, other.probs),
+                      other.text == vote.plate)
+
+    def _weigh(self, vote: Vote, best: PlateCandidate, text: str,
+               text_probs: Sequence[float]) -> Vote:
+        """The vote after the CRNN's read ``text`` of the best crop (see ``apply``)."""
         n = len(vote.plate)
         probs = [vote.confidence] * n
         if best.plate == vote.plate:
             own = [c.prob for c in conditioned(best.plate, best.chars, self.grammar)]
             if len(own) == n:  # the best frame's figures, never above the vote's
                 probs = [max(vote.confidence, p) for p in own]
-        op = second_opinion(vote.plate, probs, other.text, other.probs, self.grammar,
+        op = second_opinion(vote.plate, probs, text, text_probs, self.grammar,
                             self.weight, self.overturn)
         if not op.disagreed:
             return vote

@@ -72,6 +72,8 @@ def build_plate_source(
         cfg.lane.id,
         grammar=grammar_by_name(cfg.lpr.grammar),
         vote_frames=cfg.lpr.vote_frames,
+        early_frames=cfg.lpr.early_frames,
+        early_confidence=cfg.lpr.early_confidence,
         min_confidence=cfg.camera.min_confidence,
         # an uncertain read must reach the lane before its own plate timer gives up
         timeout_s=0.8 * cfg.lane.plate_timeout_s,

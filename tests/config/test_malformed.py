@@ -75,6 +75,9 @@ CASES: list[tuple[str, Any, str]] = [
     ("camera.min_confidence", 1.5, "camera.min_confidence"),
     ("lpr.grammar", "us", "lpr.grammar"),
     ("lpr.grammar", "latin:LLX", "lpr.grammar"),
+    ("lpr.early_frames", -1, "lpr.early_frames"),
+    ("lpr.early_confidence", 1.5, "lpr.early_confidence"),
+    ("lpr.early_confidence", "sure", "lpr.early_confidence"),
     ("sync.broker_url", "http://central:80", "sync.broker_url"),
     ("sync.keepalive_s", 120, "sync.keepalive_s"),
     ("sync.password", {"env": "A", "file": "/b"}, "sync.password"),
@@ -130,6 +133,16 @@ def test_eb_serial_barrier_needs_raw_bus() -> None:
 @pytest.mark.parametrize("grammar", ["cn", "latin", "latin:LLDDDLL,DLDDDDD"])
 def test_plate_grammars_a_site_can_choose(grammar: str) -> None:
     assert parse_config(mutate(base(), "lpr.grammar", grammar)).lpr.grammar == grammar
+
+
+def test_early_accept_defaults_and_off() -> None:
+    """Two agreeing frames at 0.9 by default (bench/lpr_unsure.py); 0 turns it off."""
+    from edge.config.models import LprConfig
+
+    assert (LprConfig().early_frames, LprConfig().early_confidence) == (2, 0.9)
+    lpr = parse_config(base()).lpr  # the example says the same
+    assert (lpr.early_frames, lpr.early_confidence) == (2, 0.9)
+    assert parse_config(mutate(base(), "lpr.early_frames", 0)).lpr.early_frames == 0
 
 
 def test_barrier_status_loops_need_no_bus() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,8 +15,10 @@ from edge.barrier.interfaces import Health
 from edge.lpr.grammar import cn_grammar
 from edge.lpr.onbox_source import SETTLE, SETTLE_GAIN, OnBoxPlateSource, limit_heap_growth
 from edge.lpr.pipeline import Recogniser
-from edge.lpr.source import PlateSource
-from edge.lpr.voting import Vote
+from edge.lpr.plate_rec import PlateText
+from edge.lpr.second_opinion import SecondOpinion
+from edge.lpr.source import PlateRead, PlateSource
+from edge.lpr.voting import FrameRead, Vote
 
 TZ = ZoneInfo("Asia/Shanghai")
 SCENE = Scene(width=1280, height=720, plate_width=260)
@@ -38,6 +41,122 @@ def make(cam: MjpegCamera, rec: Recogniser, tmp: Path | None, **kw: object) -> O
         recogniser=rec,
         **args,  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture(scope="module")
+def opinion() -> SecondOpinion:
+    return SecondOpinion(cn_grammar())
+
+
+class OtherCrnn:
+    """A plate CRNN that reads every crop as one other plate, surely."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read(self, crops: list[object], grammar: object = None) -> list[PlateText]:
+        return [PlateText(self.text, (0.99,) * len(self.text)) for _ in crops]
+
+
+def read_car(src: OnBoxPlateSource, cam: MjpegCamera, plate: str,
+             caplog: pytest.LogCaptureFixture) -> tuple[PlateRead, dict[str, object]]:
+    """One car read by ``src``: its published read and its ``lpr_trace``."""
+
+    async def run() -> PlateRead:
+        cam.set_car(plate)
+        await src.start()
+        try:
+            src.trigger()
+            return await asyncio.wait_for(src.get(), 15)
+        finally:
+            await src.stop()
+
+    with caplog.at_level(logging.INFO, logger="edge.lpr.onbox_source"):
+        read = asyncio.run(run())
+    traces = [r.lpr_trace for r in caplog.records if hasattr(r, "lpr_trace")]
+    assert len(traces) == 1
+    return read, traces[0]
+
+
+def plate_frames(trace: dict[str, object]) -> int:
+    frames = trace["frames"]
+    assert isinstance(frames, list)
+    return sum(1 for f in frames if f["plate"])
+
+
+def test_a_sure_read_the_crnn_agrees_with_is_accepted_early(
+    recogniser: Recogniser, opinion: SecondOpinion, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two frames read the plate at >= 0.9 and the real CRNN reads it too: a certain read
+    after 2 frames, not the 5 the vote asks for."""
+    with MjpegCamera(fps=15, scene=SCENE) as cam:
+        src = make(cam, recogniser, None, vote_frames=5, opinion=opinion)
+        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    assert read.plate == "粤BK7M36" and not read.uncertain
+    assert trace["ended"] == "early" and trace["early_asked"] == 1
+    assert plate_frames(trace) == 2
+    assert (src.early, src.settled, src.timeouts) == (1, 0, 0)
+
+
+def test_one_frame_early_when_a_site_asks_for_it(
+    recogniser: Recogniser, opinion: SecondOpinion, caplog: pytest.LogCaptureFixture
+) -> None:
+    with MjpegCamera(fps=15, scene=SCENE) as cam:
+        src = make(cam, recogniser, None, vote_frames=5, opinion=opinion, early_frames=1)
+        read, trace = read_car(src, cam, "沪A12345", caplog)
+    assert not read.uncertain and trace["ended"] == "early"
+    assert plate_frames(trace) == 1
+
+
+def test_a_crnn_that_reads_another_plate_keeps_the_vote_reading(
+    recogniser: Recogniser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CRNN reads one character otherwise: no early accept, vote_frames frames read."""
+    other = SecondOpinion(cn_grammar(), recogniser=OtherCrnn("粤BK7M38"))
+    with MjpegCamera(fps=15, scene=SCENE) as cam:
+        src = make(cam, recogniser, None, vote_frames=4, opinion=other)
+        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    assert read.plate == "粤BK7M36"
+    assert trace["ended"] == "vote" and src.early == 0
+    assert plate_frames(trace) == 4
+    assert trace["early_asked"] == 2  # at the 2nd and the 3rd frame; the 4th: the vote
+
+
+def test_early_accept_off_reads_vote_frames(
+    recogniser: Recogniser, opinion: SecondOpinion, caplog: pytest.LogCaptureFixture
+) -> None:
+    with MjpegCamera(fps=15, scene=SCENE) as cam:
+        src = make(cam, recogniser, None, vote_frames=3, opinion=opinion, early_frames=0)
+        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    assert read.plate == "粤BK7M36" and not read.uncertain
+    assert trace["ended"] == "vote" and "early_asked" not in trace
+    assert plate_frames(trace) == 3
+
+
+def _frame(plate: str) -> FrameRead:
+    return FrameRead(plate, (), True)
+
+
+def test_may_end_early_only_when_every_condition_holds(opinion: SecondOpinion) -> None:
+    src = OnBoxPlateSource("http://127.0.0.1:9/x", "E1", grammar=cn_grammar(), tz=TZ,
+                           vote_frames=3, min_confidence=0.8, early_frames=2,
+                           early_confidence=0.95, opinion=opinion)
+    two = [_frame("沪A12345")] * 2
+    assert src._may_end_early(_vote("沪A12345", 0.96, 2), two)
+    assert not src._may_end_early(_vote("沪A12345", 0.94, 2), two)  # below early_confidence
+    assert not src._may_end_early(_vote("沪A12345", 0.99, 1), two[:1])  # one frame of two
+    # two frames voted, but they read different plates
+    assert not src._may_end_early(_vote("沪A12345", 0.96, 2), [two[0], _frame("沪A12346")])
+    assert not src._may_end_early(_vote("沪A1234", 0.99, 2), [_frame("沪A1234")] * 2)  # invalid
+    assert not src._may_end_early(_vote("沪A12345", 0.99, 3), two * 2)  # the vote decides now
+    src.min_confidence = 0.97  # early_confidence is never below min_confidence
+    assert not src._may_end_early(_vote("沪A12345", 0.96, 2), two)
+    off = OnBoxPlateSource("http://127.0.0.1:9/x", "E1", grammar=cn_grammar(), tz=TZ,
+                           vote_frames=3, early_frames=0, opinion=opinion)
+    assert not off._may_end_early(_vote("沪A12345", 1.0, 2), two)
+    alone = OnBoxPlateSource("http://127.0.0.1:9/x", "E1", grammar=cn_grammar(), tz=TZ,
+                             vote_frames=3, second_opinion=False)  # no CRNN: never early
+    assert not alone._may_end_early(_vote("沪A12345", 1.0, 2), two)
 
 
 def test_is_a_plate_source(recogniser: Recogniser) -> None:
@@ -135,6 +254,10 @@ def test_bad_settings_are_named(recogniser: Recogniser) -> None:
             make(cam, recogniser, None, vote_frames=0)
         with pytest.raises(ValueError, match="min_confidence"):
             make(cam, recogniser, None, min_confidence=2.0)
+        with pytest.raises(ValueError, match="early_frames"):
+            make(cam, recogniser, None, early_frames=-1)
+        with pytest.raises(ValueError, match="early_confidence"):
+            make(cam, recogniser, None, early_confidence=1.2)
         with pytest.raises(RuntimeError, match="before start"):
             make(cam, recogniser, None).trigger()
 

@@ -77,3 +77,7 @@ def test_the_lane_vote_with_the_committed_model_on_a_drawn_plate() -> None:
     assert right.plate == "皖A12345" and right.confidence == pytest.approx(0.97)
     wrong = opinion.apply(*vote_for("皖A12845"))  # PP-OCR's 8 where the plate has a 3
     assert wrong.confidence < 0.8
+    # the early accept's question: did the CRNN read every character the same?
+    assert opinion.judge(*vote_for("皖A12345")).agreed
+    assert not opinion.judge(*vote_for("皖A12845")).agreed
+    assert not opinion.judge(*vote_for("皖A1234")).agreed  # another length: no agreement

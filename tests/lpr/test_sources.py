@@ -159,3 +159,15 @@ def test_log_limiter_logs_once_per_key_and_folds_the_rest(
     for i in range(100):  # many sources: at most ``burst`` lines an interval, keys bounded
         limiter.log(f"k{i}", logging.WARNING, "x")
     assert len(caplog.records) == 6 and len(limiter._keys) == 3
+
+
+def test_stream_source_takes_the_early_accept_settings(tmp_path: Path) -> None:
+    from edge.lpr.onbox_source import OnBoxPlateSource
+
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["camera"].update(source="stream", url="http://127.0.0.1:9/x.mjpg")
+    data["lane"]["control_socket"] = str(tmp_path / "c.sock")
+    data["lpr"].update(vote_frames=4, early_frames=1, early_confidence=0.97)
+    source = build_plate_source(parse_config(data, base_dir=EXAMPLE.parent), TZ)
+    assert isinstance(source, OnBoxPlateSource)
+    assert (source.vote_frames, source.early_frames, source.early_confidence) == (4, 1, 0.97)
