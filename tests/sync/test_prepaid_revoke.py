@@ -78,6 +78,13 @@ def _exit(decider: Decider, plate: str, at: datetime, ev: str) -> Any:
     return decider.decide(PlateRead(plate, 0.99, at, "t", ev), at)
 
 
+def _exit_at_ten(store: Store, plate: str) -> Any:
+    """``plate`` leaves through exit-1 ten minutes after paying, on the example rules."""
+    bundle = load_bundle(REPO / "config" / "rules.example.toml")
+    return _exit(Decider(store, lambda: bundle, LanePolicy("exit-1", "exit", TZ)), plate,
+                 PAID_AT + timedelta(minutes=10), "out-a")
+
+
 def test_a_revoked_prepayment_is_dropped_and_the_exit_charges_the_full_fee(
         tmp_path: Path, own_broker: Broker, raw: Raw) -> None:
     clock = [PAID_AT + timedelta(minutes=4)]
@@ -276,11 +283,7 @@ def test_replays_neither_resurrect_nor_re_revoke(tmp_path: Path, own_broker: Bro
     try:
         assert wait_until(lambda: sync2.downlink.rejected["prepaid_revoked"] == 1, 10)
         assert store_prepaid.list_all(store2) == [] and len(store2.entries(0, 1000)) == n
-        at = PAID_AT + timedelta(minutes=10)
-        bundle = load_bundle(REPO / "config" / "rules.example.toml")
-        d = _exit(Decider(store2, lambda: bundle, LanePolicy("exit-1", "exit", TZ)), A, at,
-                  "out-a")
-        assert d.outcome == "exit_owed"
+        assert _exit_at_ten(store2, A).outcome == "exit_owed"
     finally:
         sync2.stop()
 
@@ -311,11 +314,7 @@ def test_a_lane_that_never_held_a_refunded_payment_refuses_its_replay(
         raw.pub(topics.prepaid(SITE, "p8"), prepaid("p8", A), retain=True)
         assert wait_until(lambda: d.rejected["prepaid_revoked"] == 2, 10), d.rejected
         assert store_prepaid.list_all(store) == [] and len(store.entries(0, 1000)) == n
-        at = PAID_AT + timedelta(minutes=10)
-        bundle = load_bundle(REPO / "config" / "rules.example.toml")
-        out = _exit(Decider(store, lambda: bundle, LanePolicy("exit-1", "exit", TZ)), A, at,
-                    "out-a")
-        assert out.outcome == "exit_owed"
+        assert _exit_at_ten(store, A).outcome == "exit_owed"  # the full fee
     finally:
         sync.stop()
         raw.pub(topics.prepaid(SITE, "p8"), b"", retain=True)
