@@ -48,6 +48,7 @@ from central.web.schemas import (
     StaffLogin,
 )
 from central.web.security import (
+    CSV_BODY,
     DB,
     MEMBER_COOKIE,
     STAFF_COOKIE,
@@ -258,23 +259,13 @@ def add_member(body: NewMember, request: Request, who: MembersWrite, s: DB) -> A
 
 
 @router.post("/members/import", tags=["members"])
-async def import_members(request: Request, who: MembersWrite, s: DB) -> Any:
+def import_members(request: Request, who: MembersWrite, s: DB, text: CSV_BODY) -> Any:
     """CSV body (``text/csv``): member_id,phone,name,tier,plates; all rows or none."""
-    text = await _csv_text(request)
     c = central_of(request)
     n = members.import_members(s, c.rules, text, c.clock())
     audit.record(s, actor=who.actor, action="member.import", target="csv", at=c.clock(),
                  after={"members": n})
     return {"enrolled": n}
-
-
-async def _csv_text(request: Request) -> str:
-    if not request.headers.get("content-type", "").startswith("text/csv"):
-        raise http_error(415, "content-type", "send text/csv", "invalid")
-    try:
-        return (await request.body()).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise http_error(422, "body", "not UTF-8", "invalid") from None
 
 
 @router.get("/members/{member_id}", tags=["members"])

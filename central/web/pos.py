@@ -22,7 +22,7 @@ from central.services import campaign_publish, purchases
 from central.services.errors import ServiceError
 from central.services.purchases import PosLimits, PurchaseIn
 from central.web.schemas import PurchaseRequest, PurchaseResponse
-from central.web.security import DB, AShop, central_of, http_error
+from central.web.security import CSV_BODY, DB, AShop, central_of, http_error
 from edge.pricing import RuleBundle
 
 if TYPE_CHECKING:
@@ -72,16 +72,10 @@ def _count(r: purchases.PurchaseResult) -> None:
 
 
 @router.post("/purchases.csv")
-async def post_purchases_csv(request: Request, shop: AShop, s: DB) -> Any:
+def post_purchases_csv(request: Request, shop: AShop, s: DB, text: CSV_BODY) -> Any:
     """A shop's file of purchases (header shop_id,idempotency_key,member_id,amount,at,brand).
     Every row is checked first; one bad row refuses the whole file (422 naming line and
     field) and nothing is recorded. Rows already recorded count as replays."""
-    if not request.headers.get("content-type", "").startswith("text/csv"):
-        raise http_error(415, "content-type", "send text/csv", "invalid")
-    try:
-        text = (await request.body()).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise http_error(422, "body", "not UTF-8", "invalid") from None
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or tuple(reader.fieldnames) != CSV_COLUMNS:
         raise http_error(422, "header", f"must be {','.join(CSV_COLUMNS)}", "invalid")

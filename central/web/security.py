@@ -121,6 +121,20 @@ def require_shop(request: Request, s: DB) -> Shop:
     return shop
 
 
+async def csv_body(request: Request) -> str:
+    """A ``text/csv`` body as text (415 for another type, 422 if not UTF-8). Read on the
+    event loop, as a dependency (``CSV_BODY``), so that the handler taking it is a plain
+    ``def`` run in the thread pool: thousands of rows checked and recorded must not stall
+    the process's other requests (central/web/pages: ``FORM``)."""
+    if not request.headers.get("content-type", "").startswith("text/csv"):
+        raise http_error(415, "content-type", "send text/csv", "invalid")
+    try:
+        return (await request.body()).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise http_error(422, "body", "not UTF-8", "invalid") from None
+
+
+CSV_BODY = Annotated[str, Depends(csv_body)]
 AMember = Annotated[MemberPrincipal, Depends(require_member)]
 AShop = Annotated[Shop, Depends(require_shop)]
 Reader = Annotated[StaffPrincipal, Depends(require_staff("read"))]

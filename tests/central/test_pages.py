@@ -6,6 +6,7 @@ its server-sent balance."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from central.services import audit, members, points, purchases, rewards, staff
+from central.services import audit, campaigns, members, points, purchases, rewards, staff
 from central.services.figures import overview
 from central.services.purchases import PurchaseIn
 from central.web import create_app
@@ -301,6 +302,42 @@ def test_campaign_form_errors_beside_fields(site: tuple[Any, TestClient]) -> Non
                                                  "csrf_token": form_token(page.text,
                                                                           "csrf_token")})
     assert r.status_code == 403
+
+
+def test_a_long_forecast_does_not_stall_the_process(site: tuple[Any, TestClient],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forecast replays the site's stays (about a minute for a big mall's year): while one
+    runs, the same process still answers other requests (sign-in pages, tills, the portal).
+    The forecast here is the real one, held until another request has been answered; the
+    handlers that read a form used to be ``async`` and ran their work on the event loop, so
+    the other request waited for the forecast, and the forecast for it: 20 s, then failed."""
+    _c, client = site
+    sign_in(client, "mkt")
+    csrf = form_token(client.get("/campaigns").text, "csrf_token")
+    started, answered = threading.Event(), threading.Event()
+    held: list[bool] = []
+    real = campaigns.forecast
+
+    def long_forecast(*a: Any, **k: Any) -> Any:
+        started.set()
+        held.append(answered.wait(20))
+        return real(*a, **k)
+
+    monkeypatch.setattr(campaigns, "forecast", long_forecast)
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: out.update(r=client.post(
+        "/campaigns/forecast", data={**CAMPAIGN, "csrf_token": csrf})))
+    t.start()
+    try:
+        assert started.wait(20)
+        other = client.get("/m/login")
+        answered.set()
+        assert other.status_code == 200
+    finally:
+        answered.set()
+        t.join(30)
+    assert held == [True], "the other request waited for the forecast"
+    assert out["r"].status_code == 200 and 'id="fc-data"' in out["r"].text
 
 
 def test_campaign_forecast_equals_the_engine_and_publish(site: tuple[Any, TestClient]) -> None:

@@ -15,14 +15,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from central.web.pages.i18n import LANGS, text
 from central.web.security import (
@@ -79,9 +80,27 @@ def local_time(c: Central, v: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:
     return v.astimezone(c.cfg.site.tz).strftime(fmt)
 
 
-async def form_of(request: Request) -> dict[str, str]:
-    form = await request.form()
+def texts(form: FormData) -> dict[str, str]:
+    """A form's text fields (the last value of a repeated one; uploads are never read)."""
     return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    return texts(await request.form())
+
+
+async def raw_form_of(request: Request) -> FormData:
+    return await request.form()
+
+
+#: A POSTed form's text fields (``RAW_FORM``: the whole form, repeated fields too), as a
+#: dependency: the form is read on the event loop, and the page handler taking it is a plain
+#: ``def`` that FastAPI runs in its thread pool. Why: a handler that awaited the form itself
+#: was ``async`` and so ran its database work, argon2 checks and a campaign forecast (a
+#: minute of replay on a big site's year) on the event loop, stalling every other request of
+#: the process meanwhile (POS tills, lanes' pages, the member portal's live balance).
+FORM = Annotated[dict[str, str], Depends(form_of)]
+RAW_FORM = Annotated[FormData, Depends(raw_form_of)]
 
 
 def staff_of(request: Request, s: Session, page: str,

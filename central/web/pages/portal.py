@@ -26,9 +26,9 @@ from central.services.errors import Invalid, NotFound, ServiceError
 from central.web import api
 from central.web import prepay as prepay_web
 from central.web.pages import (
+    FORM,
     LOGIN_COOKIE,
     Ctx,
-    form_of,
     login_token,
     login_token_ok,
     member_of,
@@ -58,8 +58,7 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login_post(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def login_post(request: Request, s: DB, f: FORM) -> Response:
     phone, secret = f.get("phone", "").strip(), f.get("secret", "")
     nxt = safe_next(f.get("next"), "")
     if not login_token_ok(request, f.get("login_token")):
@@ -80,8 +79,7 @@ async def login_post(request: Request, s: DB) -> Response:
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def logout(request: Request, s: DB, f: FORM) -> Response:
     member_of(request, s, f.get("csrf_token"))
     sessions.close_session(s, request.cookies.get(MEMBER_COOKIE, ""))
     resp = RedirectResponse("/m/login", 303)
@@ -132,8 +130,7 @@ def home(request: Request, s: DB) -> Response:
 
 
 @router.post("/redeem", response_class=HTMLResponse)
-async def redeem(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def redeem(request: Request, s: DB, f: FORM) -> Response:
     who = member_of(request, s, f.get("csrf_token"))
     c = central_of(request)
     try:
@@ -186,8 +183,7 @@ def _prepay(request: Request, s: Any, member_id: str, f: dict[str, str]) -> str:
 
 
 @router.post("/prepay", response_class=HTMLResponse)
-async def prepay(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def prepay(request: Request, s: DB, f: FORM) -> Response:
     who = member_of(request, s, f.get("csrf_token"))
     c = central_of(request)
     try:

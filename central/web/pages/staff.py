@@ -12,6 +12,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select, union
+from starlette.datastructures import FormData
 
 from central.db.models import Campaign, Member, Plate, Redemption, Reward
 from central.services import (
@@ -38,14 +39,16 @@ from central.services.figures import (
 from central.services.staff import allowed
 from central.web import api
 from central.web.pages import (
+    FORM,
     LOGIN_COOKIE,
+    RAW_FORM,
     Ctx,
     PageForbidden,
-    form_of,
     login_token,
     login_token_ok,
     safe_next,
     staff_of,
+    texts,
 )
 from central.web.security import DB, STAFF_COOKIE, central_of
 from edge.pricing.bundle import parse_bundle
@@ -71,8 +74,7 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login_post(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def login_post(request: Request, s: DB, f: FORM) -> Response:
     username, password = f.get("username", "").strip(), f.get("password", "")
     nxt = safe_next(f.get("next"), "")
     if not login_token_ok(request, f.get("login_token")):
@@ -101,8 +103,7 @@ def _login_form(request: Request, error: str | None, username: str, nxt: str,
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def logout(request: Request, s: DB, f: FORM) -> Response:
     who = staff_of(request, s, "members", f.get("csrf_token"))
     sessions.close_session(s, request.cookies.get(STAFF_COOKIE, ""))
     audit.record(s, actor=who.actor, action="staff.logout", target=f"user:{who.username}",
@@ -207,8 +208,7 @@ def member_page(member_id: str, request: Request, s: DB) -> Response:
 
 
 @router.post("/members/{member_id}/adjust", response_class=HTMLResponse)
-async def adjust_post(member_id: str, request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def adjust_post(member_id: str, request: Request, s: DB, f: FORM) -> Response:
     who = staff_of(request, s, "members", f.get("csrf_token"))
     c = central_of(request)
     errors: dict[str, str] = {}
@@ -280,8 +280,8 @@ def rewards_page(request: Request, s: DB) -> Response:
 
 
 @router.post("/rewards", response_class=HTMLResponse)
-async def rewards_post(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def rewards_post(request: Request, s: DB, raw: RAW_FORM) -> Response:
+    f = texts(raw)
     who = staff_of(request, s, "rewards", f.get("csrf_token"))
     if not allowed(who.role, "rewards:write"):
         raise PageForbidden(who)
@@ -309,7 +309,6 @@ async def rewards_post(request: Request, s: DB) -> Response:
             stock = int(f["stock"])
         except ValueError:
             errors["stock"] = "a whole number"
-    raw = await request.form()
     tiers = [v for v in raw.getlist("tiers") if isinstance(v, str)] or None
     rid = f.get("reward_id", "").strip()
     if not errors:
@@ -429,9 +428,8 @@ def campaign_page(name: str, request: Request, s: DB) -> Response:
                                     toml=campaigns.to_toml(cj["campaign"]))
 
 
-async def _campaign_form(request: Request, s: Any) -> tuple[Any, Any, Any]:
-    raw = await request.form()
-    f = {k: v for k, v in raw.items() if isinstance(v, str)}
+def _campaign_form(request: Request, s: Any, raw: FormData) -> tuple[Any, Any, Any]:
+    f = texts(raw)
     who = _editor(request, s, f.get("csrf_token"))
     form = campaigns.read_form(raw, site_base(s, central_of(request)))
     return who, form, f
@@ -491,9 +489,9 @@ def campaign_forecast_base(request: Request, s: DB) -> Response:
 
 
 @router.post("/campaigns/forecast/candidate.json")
-async def campaign_forecast_candidate(request: Request, s: DB) -> Response:
+def campaign_forecast_candidate(request: Request, s: DB, raw: RAW_FORM) -> Response:
     """The site's bundle with the form's campaign (``rules simulate --rules``)."""
-    who, form, _f = await _campaign_form(request, s)
+    who, form, _f = _campaign_form(request, s, raw)
     if form.errors or form.data is None:
         return _campaigns_render(request, s, who, form=form, status=422)
     return _attachment(json.dumps(form.data, ensure_ascii=False, indent=1), "candidate.json",
@@ -501,9 +499,9 @@ async def campaign_forecast_candidate(request: Request, s: DB) -> Response:
 
 
 @router.post("/campaigns/forecast", response_class=HTMLResponse)
-async def campaign_forecast(request: Request, s: DB) -> Response:
+def campaign_forecast(request: Request, s: DB, raw: RAW_FORM) -> Response:
     """Validate the form with edge.pricing's schema; if good, forecast it."""
-    who, form, f = await _campaign_form(request, s)
+    who, form, f = _campaign_form(request, s, raw)
     c = central_of(request)
     first, last = _fc_period(c, f.get("fc_start"), f.get("fc_end"))
     if form.errors:
@@ -523,9 +521,9 @@ def _signing_key(request: Request) -> Any:
 
 
 @router.post("/campaigns/publish", response_class=HTMLResponse)
-async def campaign_publish_post(request: Request, s: DB) -> Response:
+def campaign_publish_post(request: Request, s: DB, raw: RAW_FORM) -> Response:
     """Publish: the site's new bundle, signed, queued for the lanes; audited."""
-    who, form, _f = await _campaign_form(request, s)
+    who, form, _f = _campaign_form(request, s, raw)
     key = _signing_key(request)
     if key is None and not form.errors:
         form.errors["name"] = "ingest.signing_key is not configured: nothing can be " \
@@ -546,8 +544,7 @@ async def campaign_publish_post(request: Request, s: DB) -> Response:
 
 
 @router.post("/campaigns/unpublish", response_class=HTMLResponse)
-async def campaign_unpublish_post(request: Request, s: DB) -> Response:
-    f = await form_of(request)
+def campaign_unpublish_post(request: Request, s: DB, f: FORM) -> Response:
     who = staff_of(request, s, "campaigns", f.get("csrf_token"))
     if who.role not in CAMPAIGN_EDITORS:
         raise PageForbidden(who)
