@@ -263,13 +263,15 @@ class OnBoxPlateSource:
     def _fallback_next(self, ran: bool, cands: list[PlateCandidate]) -> bool:
         """May the car's next frame run the fallback text detector (``read_frame(fallback=)``)?
         Only when the cheap finder read no plate on this frame, and this frame either did not
-        run the detector or the detector read a plate on it. The detector costs 0.1-0.3 s a
-        frame on the box, and most frames it ran on were a plate the cheap finder read as a
-        fragment, which the next frame reads whole (bench/lane_e2e.py: the read's tail); a
-        plate only the detector finds (dim, unsaturated) is read from the second frame on,
-        each with the detector; a view with no plate in it yet (the car still coming) pays
-        for it on every other frame, not each, so the frame that shows the plate is read
-        sooner."""
+        run the detector or the detector read a plate on it (the first frame: the cheap finder
+        alone). The detector costs 0.1-0.8 s a frame on the box, and most frames it ran on
+        were a plate the cheap finder read as a fragment there and whole on the next frame
+        (bench/lane_e2e.py: the read's tail). The price: a plate only the detector finds (dim,
+        unsaturated; 9-13 % of the dev sets' full frames) is read from the second frame on,
+        each with the detector, one cheap frame later. A view with no plate in it yet (the
+        car still coming) pays for the detector on every other frame, not each, so the frame
+        that shows the plate is read sooner. Running it on the first frame too was measured
+        and not kept: docs/lpr.md."""
         assert self._recogniser is not None
         if not self._recogniser.finder_missed(cands):
             return False
