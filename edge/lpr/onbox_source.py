@@ -260,9 +260,27 @@ class OnBoxPlateSource:
             and self.grammar.is_valid(result.plate)
         )
 
-    def _next_read(self, after: int, wait_s: float) -> tuple[Frame | None, list[PlateCandidate],
-                                                           dict[str, Any]]:
-        """One worker-thread hop: wait for a frame newer than ``after``, then recognise it.
+    def _fallback_next(self, ran: bool, cands: list[PlateCandidate]) -> bool:
+        """May the car's next frame run the fallback text detector (``read_frame(fallback=)``)?
+        Only when the cheap finder read no plate on this frame, and this frame either did not
+        run the detector or the detector read a plate on it (the first frame: the cheap finder
+        alone). The detector costs 0.1-0.8 s a frame on the box, and most frames it ran on
+        were a plate the cheap finder read as a fragment there and whole on the next frame
+        (bench/lane_e2e.py: the read's tail). The price: a plate only the detector finds (dim,
+        unsaturated; 9-13 % of the dev sets' full frames) is read from the second frame on,
+        each with the detector, one cheap frame later. A view with no plate in it yet (the
+        car still coming) pays for the detector on every other frame, not each, so the frame
+        that shows the plate is read sooner. Running it on the first frame too was measured
+        and not kept: docs/lpr.md."""
+        assert self._recogniser is not None
+        if not self._recogniser.finder_missed(cands):
+            return False
+        return not ran or any(c.found_by == "text" and c.valid for c in cands)
+
+    def _next_read(self, after: int, wait_s: float, fallback: bool = True
+                   ) -> tuple[Frame | None, list[PlateCandidate], dict[str, Any]]:
+        """One worker-thread hop: wait for a frame newer than ``after``, then recognise it
+        as one frame of many (``fallback``: with the text detector if the cheap finder misses).
         Also what it cost (wall and this thread's CPU, ms) for the read's trace."""
         assert self._recogniser is not None
         t0, c0 = time.monotonic(), time.thread_time()
@@ -276,9 +294,10 @@ class OnBoxPlateSource:
             log.warning("lane %s: %s", self.lane_id, exc)
             return frame, [], {"wait_ms": _ms(t1 - t0), "bad_jpeg": True}
         td = time.monotonic()
-        cands = self._recogniser.read_frame(image)
+        cands = self._recogniser.read_frame(image, fallback=fallback, wide_first=True)
         t2 = time.monotonic()
         return frame, cands, {
+            "fallback": fallback,
             "wait_ms": _ms(t1 - t0),
             "age_ms": _ms(t1 - frame.at_monotonic),  # the frame's age when it was taken
             "decode_ms": _ms(td - t1),
@@ -303,11 +322,16 @@ class OnBoxPlateSource:
         best: tuple[PlateCandidate, np.ndarray] | None = None
         result: Vote | None = None
         ended = "timeout"
+        fallback = False  # the first frame: the cheap finder alone (_fallback_next)
         while (left := deadline - time.monotonic()) > 0:
-            frame, cands, cost = await self._on_reader(self._next_read, after, min(left, 0.5))
+            frame, cands, cost = await self._on_reader(
+                self._next_read, after, min(left, 0.5), fallback
+            )
             if frame is None:
                 continue
             after = frame.seq
+            if not cost.get("bad_jpeg"):
+                fallback = self._fallback_next(fallback, cands)
             top = cands[0] if cands and cands[0].plate else None
             trace["frames"].append({**cost, "at_ms": _ms(time.monotonic() - started),
                                     "plate": top.plate if top else None,

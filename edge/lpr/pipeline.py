@@ -72,6 +72,9 @@ class PlateCandidate:
     # the box touches the frame's edge: a passing or parked car's plate, maybe cut off, never
     # the car at the barrier (which the camera is aimed at)
     cut: bool = False
+    # which finder proposed the box: "finder" (the cheap colour/edge one) or "text" (the
+    # fallback text detector)
+    found_by: str = "finder"
 
 
 def load_image(path: Path | str) -> np.ndarray:
@@ -116,18 +119,27 @@ class Recogniser:
         self.detector = TextDetector() if detector is True else detector or None
         self.fallback_below = fallback_below
 
-    def read_frame(self, bgr: np.ndarray) -> list[PlateCandidate]:
+    def read_frame(
+        self, bgr: np.ndarray, *, fallback: bool = True, wide_first: bool = False
+    ) -> list[PlateCandidate]:
         """Best-first candidates for one full frame: the cheap finder's crops first; when none
         reads as a plate with confidence >= ``fallback_below``, the text detector's; when none
         reads as a plate at all, the detector's on a larger, contrast-evened copy
-        (``TextDetector.find(closer=)``: dim plates at night)."""
+        (``TextDetector.find(closer=)``: dim plates at night).
+
+        For one frame of many (a car's read, ``OnBoxPlateSource``), where the next frame can
+        make up for this one: ``fallback=False`` skips the detector (~0.1-0.3 s on a frame the
+        cheap finder got only a fragment or nothing from), and ``wide_first`` reads a fragment
+        wide as soon as it is read, before the lesser boxes (a tight box missing the province
+        character otherwise waits for every small box to be read first, one OCR call each).
+        A single image keeps the defaults: the whole search."""
         boxes = find_plates(
             bgr, max_candidates=self.max_candidates, min_aspect=self.grammar.min_aspect
         )
         shape = (bgr.shape[0], bgr.shape[1])
-        out = self._read_boxes(boxes, shape, staged=True, frame=bgr)
+        out = self._read_boxes(boxes, shape, staged=True, frame=bgr, wide_first=wide_first)
         for closer in (False, True):  # a second, closer look when the first finds no plate
-            if self.detector is None or any(
+            if not fallback or self.detector is None or any(
                 c.valid and c.confidence >= (0.0 if closer else self.fallback_below) for c in out
             ):
                 break
@@ -139,13 +151,20 @@ class Recogniser:
                 skip=tuple(c.box for c in out if c.valid),
                 closer=closer,
             )
-            out = sorted(
-                out + self._read_boxes(more, shape, frame=bgr), key=_rank, reverse=True
-            )
+            found = [replace(c, found_by="text") for c in self._read_boxes(more, shape, frame=bgr)]
+            out = sorted(out + found, key=_rank, reverse=True)
         if out:
             out[0] = self._second_look(out[0])
             out.sort(key=_rank, reverse=True)
         return out
+
+    def finder_missed(self, cands: list[PlateCandidate]) -> bool:
+        """No read of the cheap finder's boxes is a plate as sure as ``fallback_below``: the
+        frame needed (or would have needed) the fallback detector."""
+        return not any(
+            c.found_by == "finder" and c.valid and c.confidence >= self.fallback_below
+            for c in cands
+        )
 
     def read_crop(self, bgr: np.ndarray) -> PlateCandidate:
         """The frame *is* a plate crop (no finding)."""
@@ -185,12 +204,15 @@ class Recogniser:
         *,
         staged: bool = False,
         frame: np.ndarray | None = None,
+        wide_first: bool = False,
     ) -> list[PlateCandidate]:
         """OCR the boxes best-first; when ``staged``, ``first_batch`` at a time, stopping once
-        the answer is settled (most frames need one crop read, not all candidates)."""
+        the answer is settled (most frames need one crop read, not all candidates). Fragments
+        are read wide at the end, or with ``wide_first`` after each batch (each once)."""
         if not boxes:
             return []
         out: list[PlateCandidate] = []
+        widened: set[int] = set()  # boxes whose fragment was read wide already
         size = self.first_batch if staged else len(boxes)  # a batch costs what its crops do
         for batch in (boxes[i : i + size] for i in range(0, len(boxes), size)):
             results = self.engine.read([b.crop for b in batch])
@@ -199,23 +221,34 @@ class Recogniser:
                 for b, r in zip(batch, results, strict=True)
             ]
             out.extend(self._two_rows(batch, read))
-            if staged and self._settled(out, boxes, shape):
+            if wide_first:
+                out = self._retry_wide(boxes, out, shape, frame, widened)
+            if staged and self._settled(out, boxes, shape, widened):
                 break
-        out = self._retry_wide(boxes, out, shape, frame)
+        if not wide_first:
+            out = self._retry_wide(boxes, out, shape, frame)
         out.sort(key=_rank, reverse=True)
         return out
 
     def _settled(
-        self, out: list[PlateCandidate], boxes: list[PlateBox], shape: tuple[int, int] | None
+        self,
+        out: list[PlateCandidate],
+        boxes: list[PlateBox],
+        shape: tuple[int, int] | None,
+        widened: set[int] | None = None,
     ) -> bool:
         """No unread box can change the answer. The answer is the read with the highest
         ``_score`` (weight x confidence); an unread box, or a fragment still to be re-read
         wide, could score its weight at most. A sure read (>= ``stop_confidence``) of a whole
         plate may stop early unless a box ``SURE_RATIO`` times its weight is unread: a sure read
-        of a small plate up the frame must not end the search before the near car's."""
+        of a small plate up the frame must not end the search before the near car's. A fragment
+        read wide already (``widened``) has nothing more to give."""
+        done = widened or set()
         pending = [(_weight(b, _is_cut(b, shape)), b) for b in boxes[len(out) :]]
-        read = zip(boxes[: len(out)], out, strict=True)
-        pending += [(_weight(b, c.cut), b) for b, c in read if self._fragment(b, c)]
+        read = enumerate(zip(boxes[: len(out)], out, strict=True))
+        pending += [
+            (_weight(b, c.cut), b) for i, (b, c) in read if i not in done and self._fragment(b, c)
+        ]
         biggest = max((w for w, _ in pending), default=0.0)
 
         def below(c: PlateCandidate) -> float:  # the heaviest pending box lower in the frame
@@ -275,19 +308,23 @@ class Recogniser:
         cands: list[PlateCandidate],
         shape: tuple[int, int] | None,
         frame: np.ndarray | None = None,
+        widened: set[int] | None = None,
     ) -> list[PlateCandidate]:
         """Boxes that read as a fragment of a plate (a colour blob split by the characters,
         a province character outside the mask) get one more read on a wider crop: all of them
-        when no read is sure, else those that could outrank the best read."""
+        when no read is sure, else those that could outrank the best read. Boxes in
+        ``widened`` are skipped, and those read wide here are added to it."""
         sure = any(c.valid and c.confidence >= self.stop_confidence for c in cands)
         best = max((_score(c) for c in cands if c.valid and c.confidence >= 0.5), default=0.0)
+        skip = widened if widened is not None else set()
         redo = [
             i
             for i, (b, c) in enumerate(zip(boxes[: len(cands)], cands, strict=True))
-            if self._fragment(b, c) and (not sure or _weight_of(c) > best)
+            if i not in skip and self._fragment(b, c) and (not sure or _weight_of(c) > best)
         ]
         if not redo:
             return cands
+        skip.update(redo)
         wides = [boxes[i] for i in redo]
         results = self.engine.read([b.wide for b in wides if b.wide is not None])
         out = list(cands)
