@@ -58,11 +58,12 @@ class OtherCrnn:
         return [PlateText(self.text, (0.99,) * len(self.text)) for _ in crops]
 
 
-def read_car(src: OnBoxPlateSource, cam: MjpegCamera, plate: str,
-             caplog: pytest.LogCaptureFixture) -> tuple[PlateRead, dict[str, object]]:
-    """One car read by ``src``: its published read and its ``lpr_trace``."""
+def read_car(rec: Recogniser, plate: str, caplog: pytest.LogCaptureFixture, **kw: object
+             ) -> tuple[OnBoxPlateSource, PlateRead, dict[str, object]]:
+    """One car with ``plate`` read by a source built with ``kw`` on the simulator's camera:
+    the source, its published read and its ``lpr_trace``."""
 
-    async def run() -> PlateRead:
+    async def run(src: OnBoxPlateSource, cam: MjpegCamera) -> PlateRead:
         cam.set_car(plate)
         await src.start()
         try:
@@ -71,11 +72,13 @@ def read_car(src: OnBoxPlateSource, cam: MjpegCamera, plate: str,
         finally:
             await src.stop()
 
-    with caplog.at_level(logging.INFO, logger="edge.lpr.onbox_source"):
-        read = asyncio.run(run())
+    with MjpegCamera(fps=15, scene=SCENE) as cam, \
+            caplog.at_level(logging.INFO, logger="edge.lpr.onbox_source"):
+        src = make(cam, rec, None, **kw)
+        read = asyncio.run(run(src, cam))
     traces = [r.lpr_trace for r in caplog.records if hasattr(r, "lpr_trace")]
     assert len(traces) == 1
-    return read, traces[0]
+    return src, read, traces[0]
 
 
 def plate_frames(trace: dict[str, object]) -> int:
@@ -89,9 +92,7 @@ def test_a_sure_read_the_crnn_agrees_with_is_accepted_early(
 ) -> None:
     """Two frames read the plate at >= 0.9 and the real CRNN reads it too: a certain read
     after 2 frames, not the 5 the vote asks for."""
-    with MjpegCamera(fps=15, scene=SCENE) as cam:
-        src = make(cam, recogniser, None, vote_frames=5, opinion=opinion)
-        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    src, read, trace = read_car(recogniser, "粤BK7M36", caplog, vote_frames=5, opinion=opinion)
     assert read.plate == "粤BK7M36" and not read.uncertain
     assert trace["ended"] == "early" and trace["early_asked"] == 1
     assert plate_frames(trace) == 2
@@ -101,9 +102,8 @@ def test_a_sure_read_the_crnn_agrees_with_is_accepted_early(
 def test_one_frame_early_when_a_site_asks_for_it(
     recogniser: Recogniser, opinion: SecondOpinion, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with MjpegCamera(fps=15, scene=SCENE) as cam:
-        src = make(cam, recogniser, None, vote_frames=5, opinion=opinion, early_frames=1)
-        read, trace = read_car(src, cam, "沪A12345", caplog)
+    _src, read, trace = read_car(recogniser, "沪A12345", caplog, vote_frames=5,
+                                 opinion=opinion, early_frames=1)
     assert not read.uncertain and trace["ended"] == "early"
     assert plate_frames(trace) == 1
 
@@ -113,9 +113,7 @@ def test_a_crnn_that_reads_another_plate_keeps_the_vote_reading(
 ) -> None:
     """The CRNN reads one character otherwise: no early accept, vote_frames frames read."""
     other = SecondOpinion(cn_grammar(), recogniser=OtherCrnn("粤BK7M38"))
-    with MjpegCamera(fps=15, scene=SCENE) as cam:
-        src = make(cam, recogniser, None, vote_frames=4, opinion=other)
-        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    src, read, trace = read_car(recogniser, "粤BK7M36", caplog, vote_frames=4, opinion=other)
     assert read.plate == "粤BK7M36"
     assert trace["ended"] == "vote" and src.early == 0
     assert plate_frames(trace) == 4
@@ -125,9 +123,8 @@ def test_a_crnn_that_reads_another_plate_keeps_the_vote_reading(
 def test_early_accept_off_reads_vote_frames(
     recogniser: Recogniser, opinion: SecondOpinion, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with MjpegCamera(fps=15, scene=SCENE) as cam:
-        src = make(cam, recogniser, None, vote_frames=3, opinion=opinion, early_frames=0)
-        read, trace = read_car(src, cam, "粤BK7M36", caplog)
+    _src, read, trace = read_car(recogniser, "粤BK7M36", caplog, vote_frames=3,
+                                 opinion=opinion, early_frames=0)
     assert read.plate == "粤BK7M36" and not read.uncertain
     assert trace["ended"] == "vote" and "early_asked" not in trace
     assert plate_frames(trace) == 3
