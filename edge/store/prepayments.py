@@ -188,6 +188,14 @@ class Revocation:
 REVOKE_OUTCOMES = ("revoked", "used", "dup", "unknown", "mismatch")
 
 
+def _keep_revocation(c: Db, r: Revocation, at: datetime, outcome: str, expires_at: str) -> None:
+    """The revoked id kept (``prepaid_revocations``) until ``expires_at`` plus retention."""
+    c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, received_at, outcome, "
+              "expires_at) VALUES (:i, :v, :r, :o, :x)",
+              {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at), "o": outcome,
+               "x": expires_at})
+
+
 def revoke(store: Store, r: Revocation, at: datetime) -> str:
     """Apply central's revocation of a prepayment in ONE transaction, and say what it did
     (``REVOKE_OUTCOMES``).
@@ -212,20 +220,14 @@ def revoke(store: Store, r: Revocation, at: datetime) -> str:
                         {"i": r.payment_id}).fetchone()
         if row is None:
             if r.expires_at is not None:
-                c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, "
-                          "received_at, outcome, expires_at) VALUES (:i, :v, :r, 'not_held', "
-                          ":x)", {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at),
-                                  "x": ts(r.expires_at)})
+                _keep_revocation(c, r, at, "not_held", ts(r.expires_at))
             return "unknown"
         plate, amount, paid_at, expires_at, member_id, used_session, used_at = row
         if (plate != r.plate or Decimal(str(amount)) != r.amount
                 or paid_at != ts(r.paid_at)):
             return "mismatch"
         outcome = "revoked" if used_session is None else "used"
-        c.execute("INSERT INTO prepaid_revocations (payment_id, revoked_at, received_at, "
-                  "outcome, expires_at) VALUES (:i, :v, :r, :o, :x)",
-                  {"i": r.payment_id, "v": ts(r.revoked_at), "r": ts(at), "o": outcome,
-                   "x": expires_at})
+        _keep_revocation(c, r, at, outcome, expires_at)
         detail: dict[str, object] = {
             "payment_id": r.payment_id, "amount": Decimal(str(amount)),
             "paid_at": parse_ts(paid_at).isoformat(),
